@@ -1,0 +1,1 @@
+from criterions import constrained_cross_entropy  # noqa: F401  (registers the criterion)

@@ -1,0 +1,91 @@
+"""A fairseq dataset over TSV rows: the task turns each row into a sample.
+
+Bad rows raise ``BadInputError`` with file, line and column. When the task
+tolerates bad rows, the error travels inside the batch (``bad_rows``) to the
+main process, which counts it against the budget and logs it: nothing is
+dropped unseen, even with DataLoader workers.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from fairseq.data import FairseqDataset
+
+from data.errors import BadInputError
+
+
+@dataclass
+class Row:
+    """One TSV row's selected cells by name, able to point at any of its cells."""
+
+    tsv: object
+    index: int
+    cells: dict
+
+    def __getitem__(self, name):
+        return self.cells[name]
+
+    def where(self, name):
+        """(file, line, column, column name) of a cell, as ``data.media`` takes it."""
+        k = list(self.cells).index(name)
+        return self.tsv.path, self.tsv.line_number(self.index), self.tsv.column_number(k), name
+
+    def error(self, name, message):
+        path, line, column, _ = self.where(name)
+        return BadInputError(path, line, column, message, column_name=name)
+
+
+class TsvDataset(FairseqDataset):
+    def __init__(self, tsv, column_names, build_sample, collate, tolerate_bad_rows=False,
+                 shuffle=True, seed=1, sample_size=1):
+        """``build_sample(row) -> dict`` and ``collate(samples) -> batch`` come from the task;
+        ``sample_size`` is the token count used for ``--max-tokens`` batching."""
+        self.tsv, self.column_names = tsv, column_names
+        self.build_sample, self.collate = build_sample, collate
+        self.tolerate_bad_rows, self.shuffle, self.seed = tolerate_bad_rows, shuffle, seed
+        self.sample_size = sample_size
+        self.epoch = 1
+
+    def __len__(self):
+        return len(self.tsv)
+
+    def row(self, index):
+        return Row(self.tsv, index, dict(zip(self.column_names, self.tsv.fields(index))))
+
+    def __getitem__(self, index):
+        try:
+            sample = self.build_sample(self.row(index))
+        except BadInputError as error:
+            if not self.tolerate_bad_rows:
+                raise
+            return {"id": index, "bad_row": str(error)}
+        sample["id"] = index
+        return sample
+
+    def collater(self, samples):
+        good = [s for s in samples if "bad_row" not in s]
+        batch = self.collate(good) if good else {}
+        batch["bad_rows"] = [s["bad_row"] for s in samples if "bad_row" in s]
+        return batch
+
+    def num_tokens(self, index):
+        return self.sample_size
+
+    def size(self, index):
+        return self.sample_size
+
+    @property
+    def sizes(self):
+        return np.full(len(self), self.sample_size, dtype=np.int64)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        return False  # a fresh row order every epoch
+
+    def ordered_indices(self):
+        if not self.shuffle:
+            return np.arange(len(self), dtype=np.int64)
+        # Seeded by epoch, identical on every rank, so each rank's shard is disjoint.
+        return np.random.RandomState(self.seed + self.epoch).permutation(len(self)).astype(np.int64)

@@ -1,0 +1,18 @@
+"""The one error type for bad input: it always says where the bad value is."""
+
+
+class BadInputError(ValueError):
+    """A malformed row, cell or media file, located by file, line and column.
+
+    ``line`` is 1-based; ``column`` is the 1-based TSV field (column) number in
+    the file, so the message points at the exact cell a user has to fix.
+    """
+
+    def __init__(self, path, line, column, message, column_name=None):
+        self.path, self.line, self.column = str(path), line, column
+        self.column_name, self.reason = column_name, message
+        name = f" ({column_name})" if column_name else ""
+        super().__init__(f"{self.path}:{line}: column {column}{name}: {message}")
+
+    def __reduce__(self):  # survives pickling across DataLoader workers
+        return (type(self), (self.path, self.line, self.column, self.reason, self.column_name))

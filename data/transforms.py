@@ -1,0 +1,127 @@
+"""Image transforms that move boxes and polygon vertices with the pixels (crop, flip, resize)."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+@dataclass
+class TransformedImage:
+    """An image in the model frame, with its boxes and polygons in that frame's pixels."""
+
+    pixels: torch.Tensor  # float, 3 x size x size, normalised
+    boxes: np.ndarray | None  # (N, 4) x0, y0, x1, y1
+    polygons: list | None  # per object, per part: (K, 2) vertices
+    size: tuple[int, int]  # (width, height)
+    flipped: bool
+
+
+class ImageTransform:
+    """Resize to ``size`` x ``size``; in training, first a random crop keeping every object, then a random flip.
+
+    Randomness comes from torch's global generator, so fairseq/torch seeding makes it reproducible.
+    """
+
+    def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        self.size, self.train = size, train
+        self.crop_prob, self.hflip_prob = crop_prob, hflip_prob
+        self.mean, self.std = list(mean), list(std)
+
+    def __call__(self, image, boxes=None, polygons=None):
+        """``boxes``: (N, 4) x0, y0, x1, y1 pixels; ``polygons``: per object, per part, flat [x0, y0, x1, y1, ...]."""
+        canvas = (image.height, image.width)
+        box_tensor = None if boxes is None else _as_boxes(boxes, canvas)
+        vertices, part_lengths = _flatten_polygons(polygons, canvas)
+        crop = self._crop_region(image, box_tensor, vertices)
+        flipped = self.train and _happens(self.hflip_prob)
+        image, box_tensor, vertices = self._move(image, box_tensor, vertices, crop, flipped)
+
+        pixels = F.normalize(F.to_dtype(F.to_image(image), torch.float32, scale=True), self.mean, self.std)
+        return TransformedImage(
+            pixels=pixels.as_subclass(torch.Tensor),
+            boxes=None if box_tensor is None else box_tensor.as_subclass(torch.Tensor).numpy(),
+            polygons=None if vertices is None else _split_polygons(vertices, part_lengths),
+            size=(self.size, self.size),
+            flipped=flipped,
+        )
+
+    def _move(self, image, boxes, vertices, crop, flipped):
+        """Crop and resize to the model frame, then maybe mirror; boxes and vertices follow the pixels."""
+        image, boxes, vertices = [
+            None if x is None else F.resized_crop(x, *crop, size=[self.size, self.size], antialias=True)
+            for x in (image, boxes, vertices)]
+        if flipped:
+            image, boxes = [None if x is None else F.horizontal_flip(x) for x in (image, boxes)]
+            vertices = None if vertices is None else _mirror_x(vertices, self.size)
+        return image, boxes, vertices
+
+    def _crop_region(self, image, boxes, vertices):
+        """(top, left, height, width) of the crop; the whole image unless a training crop happens."""
+        if not (self.train and _happens(self.crop_prob)):
+            return 0, 0, image.height, image.width
+        kept = _extent(boxes, vertices, image.width, image.height)
+        if kept is None:
+            return v2.RandomResizedCrop.get_params(image, scale=[0.5, 1.0], ratio=[3 / 4, 4 / 3])
+        return _crop_containing(kept, image.width, image.height)
+
+
+def _happens(probability):
+    return probability > 0 and torch.rand(()).item() < probability
+
+
+def _mirror_x(vertices, width):
+    # Not F.horizontal_flip: for KeyPoints it maps x to W - 1 - x (pixel indices), but boxes and COCO
+    # polygons use continuous coordinates, where the mirror of x is W - x.
+    mirrored = vertices.clone()
+    mirrored[:, 0] = width - vertices[:, 0]
+    return mirrored
+
+
+def _as_boxes(boxes, canvas):
+    data = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+    return tv_tensors.BoundingBoxes(data, format="XYXY", canvas_size=canvas)
+
+
+def _flatten_polygons(polygons, canvas):
+    """All vertices as one (M, 2) KeyPoints, plus each object's part lengths to split them back."""
+    if polygons is None:
+        return None, None
+    parts = [[np.asarray(part, dtype=np.float32).reshape(-1, 2) for part in obj] for obj in polygons]
+    part_lengths = [[len(part) for part in obj] for obj in parts]
+    flat = [part for obj in parts for part in obj]
+    vertices = np.concatenate(flat) if flat else np.zeros((0, 2), np.float32)
+    return tv_tensors.KeyPoints(torch.from_numpy(vertices), canvas_size=canvas), part_lengths
+
+
+def _split_polygons(vertices, part_lengths):
+    """Undo ``_flatten_polygons``: per object, per part, a (K, 2) array."""
+    vertices = vertices.as_subclass(torch.Tensor).numpy()
+    ends = iter(np.cumsum([n for lengths in part_lengths for n in lengths], dtype=int).tolist())
+    return [[vertices[end - n:end] for n, end in zip(lengths, ends)] for lengths in part_lengths]
+
+
+def _extent(boxes, vertices, width, height):
+    """The union of every box and polygon vertex, clipped to the image; None if there are none."""
+    points = [t.as_subclass(torch.Tensor).reshape(-1, 2) for t in (boxes, vertices) if t is not None]
+    points = torch.cat(points) if points else torch.zeros((0, 2))
+    if len(points) == 0:
+        return None
+    low, high = torch.tensor([0.0, 0.0]), torch.tensor([float(width), float(height)])
+    x0, y0 = points.amin(0).clamp(low, high).tolist()
+    x1, y1 = points.amax(0).clamp(low, high).tolist()
+    return x0, y0, x1, y1
+
+
+def _crop_containing(kept, width, height):
+    """A random integer crop whose sides are drawn uniformly from the margins around ``kept``."""
+    x0, y0, x1, y1 = kept
+    u = torch.rand(4).tolist()
+    left, top = math.floor(u[0] * x0), math.floor(u[1] * y0)
+    right = max(math.ceil(x1 + u[2] * (width - x1)), left + 1)
+    bottom = max(math.ceil(y1 + u[3] * (height - y1)), top + 1)
+    return top, left, min(bottom, height) - top, min(right, width) - left

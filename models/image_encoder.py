@@ -1,0 +1,64 @@
+"""Images -> tokens: a timm backbone's feature map, projected, with 2-D positions."""
+import logging
+
+import timm
+import torch
+from torch import nn
+
+from models.positions import sinusoid
+
+logger = logging.getLogger(__name__)
+
+
+def build_backbone(name, out_index, weights_path=None):
+    """A timm feature extractor; weights come only from a local file, never from a hub."""
+    backbone = timm.create_model(name, pretrained=False, features_only=True, out_indices=(out_index,))
+    if weights_path:
+        load_backbone_weights(backbone, weights_path)
+    return backbone
+
+
+def load_backbone_weights(backbone, path):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state))
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    used = len(backbone.state_dict()) - len(missing)
+    if used == 0:
+        raise ValueError(f"{path}: no tensor matches the backbone's parameter names")
+    logger.info("backbone weights from %s: %d tensors loaded, %d missing, %d unused",
+                path, used, len(missing), len(unexpected))
+
+
+class ImageEncoder(nn.Module):
+    """B x 3 x H x W pixels -> B x (h*w) x dim tokens with learned row/column positions.
+
+    Position tables are indexed by grid cell, up to ``max_grid`` cells a side, and
+    start as sinusoids of the cell centre for the configured image size so that
+    positions and location tokens begin on the same scale.
+    """
+
+    def __init__(self, dim, backbone, out_index, image_size, max_grid=64, weights_path=None):
+        super().__init__()
+        self.backbone = build_backbone(backbone, out_index, weights_path)
+        info = self.backbone.feature_info
+        self.project = nn.Sequential(nn.Linear(info.channels()[-1], dim), nn.LayerNorm(dim))
+        self.max_grid = max_grid
+        grid = max(1, image_size // info.reduction()[-1])
+        centres = ((torch.arange(max_grid) + 0.5) / grid).clamp(max=1.0)
+        self.row = nn.Embedding.from_pretrained(sinusoid(centres, dim), freeze=False)
+        self.col = nn.Embedding.from_pretrained(sinusoid(centres, dim), freeze=False)
+
+    def forward(self, pixels):
+        features = self.backbone(pixels)[-1]  # B x C x h x w
+        b, _, h, w = features.shape
+        if h > self.max_grid or w > self.max_grid:
+            raise ValueError(f"image feature grid {h}x{w} exceeds --max-image-grid {self.max_grid}")
+        tokens = self.project(features.flatten(2).transpose(1, 2))
+        rows = torch.arange(h, device=pixels.device)
+        cols = torch.arange(w, device=pixels.device)
+        positions = (self.row(rows)[:, None, :] + self.col(cols)[None, :, :]).flatten(0, 1)
+        return tokens + positions

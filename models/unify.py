@@ -1,0 +1,205 @@
+"""The unified encoder-decoder: media tokens and text tokens in, text and location tokens out.
+
+The encoder reads ``[media tokens ; text tokens]``; each modality has its own
+encoder in ``media_encoders`` and a type embedding, so adding a modality means
+adding one entry. The decoder is incremental for fairseq's SequenceGenerator.
+Token embeddings are shared by encoder input, decoder input and output.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
+                            register_model, register_model_architecture)
+from omegaconf import II
+from torch import nn
+
+from models.image_encoder import ImageEncoder
+from models.positions import sinusoid
+from models.transformer import DecoderLayer, EncoderLayer
+
+TEXT_TYPE, IMAGE_TYPE = 0, 1
+
+
+@dataclass
+class UnifyConfig(FairseqDataclass):
+    embed_dim: int = field(default=128, metadata={"help": "model width"})
+    ffn_dim: int = field(default=512, metadata={"help": "feed-forward hidden width"})
+    attention_heads: int = field(default=4, metadata={"help": "attention heads"})
+    encoder_layers: int = field(default=3, metadata={"help": "encoder layers"})
+    decoder_layers: int = field(default=3, metadata={"help": "decoder layers"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout"})
+    attention_dropout: float = field(default=0.0, metadata={"help": "attention dropout"})
+    image_backbone: str = field(default="resnet10t", metadata={"help": "timm model name (features_only)"})
+    image_backbone_out_index: int = field(default=2, metadata={"help": "which timm feature level to use"})
+    image_backbone_weights: Optional[str] = field(
+        default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
+    max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
+    max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
+    max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
+    patch_image_size: int = II("task.patch_image_size")
+
+
+def build_embedding(vocab, dim):
+    """Token embeddings; location tokens start as sinusoids of their coordinate.
+
+    Neighbouring bins then begin with similar embeddings (and, through the tied
+    output layer, similar logits), which speeds up learning to localise.
+    """
+    embed = nn.Embedding(len(vocab.dictionary), dim, padding_idx=vocab.dictionary.pad())
+    with torch.no_grad():
+        nn.init.normal_(embed.weight, std=dim ** -0.5)
+        embed.weight[vocab.dictionary.pad()].zero_()
+        unit = math.sqrt(2.0 / dim)  # rows of norm ~1, like the normal init
+        bins = torch.linspace(0, 1, vocab.num_bins)
+        embed.weight[vocab.first_bin:vocab.first_bin + vocab.num_bins] = sinusoid(bins, dim) * unit
+        times = torch.linspace(0, 1, vocab.num_time_bins)
+        embed.weight[vocab.first_time:vocab.first_time + vocab.num_time_bins] = sinusoid(times, dim) * unit
+    return embed
+
+
+class UnifyEncoder(FairseqEncoder):
+    def __init__(self, cfg, dictionary, embed_tokens):
+        super().__init__(dictionary)
+        dim = cfg.embed_dim
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(cfg.max_source_positions, dim)
+        nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
+        self.embed_types = nn.Embedding(2, dim)
+        self.media_encoders = nn.ModuleDict({
+            "image": ImageEncoder(dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
+                                  cfg.max_image_grid, cfg.image_backbone_weights),
+        })
+        self.media_types = {"image": IMAGE_TYPE}
+        self.embed_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
+            for _ in range(cfg.encoder_layers))
+        self.final_norm = nn.LayerNorm(dim)
+        self.max_source_positions = cfg.max_source_positions
+
+    def embed_text(self, src_tokens):
+        positions = torch.arange(src_tokens.size(1), device=src_tokens.device)
+        types = self.embed_types.weight[TEXT_TYPE]
+        return self.embed_tokens(src_tokens) + self.embed_positions(positions)[None] + types
+
+    def embed_media(self, name, media, present):
+        """Tokens of the samples that have this medium, scattered into a B x N x C block."""
+        tokens = self.media_encoders[name](media) + self.embed_types.weight[self.media_types[name]]
+        block = tokens.new_zeros(present.size(0), tokens.size(1), tokens.size(2))
+        block[present] = tokens
+        return block, present[:, None].expand(-1, tokens.size(1))
+
+    def forward(self, src_tokens, src_lengths=None, **media):
+        """``media`` holds, per modality name, the stacked inputs of the samples that have it
+        (``image``) and a B-long boolean ``image_present``."""
+        blocks, keeps = [], []
+        for name in self.media_encoders:
+            if media.get(name) is not None:
+                block, keep = self.embed_media(name, media[name], media[f"{name}_present"])
+                blocks.append(block)
+                keeps.append(keep)
+        blocks.append(self.embed_text(src_tokens))
+        keeps.append(src_tokens.ne(self.dictionary.pad()))
+        x = self.dropout(self.embed_norm(torch.cat(blocks, dim=1)))
+        keep = torch.cat(keeps, dim=1)
+        attend = keep[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, attend)
+        return {
+            "encoder_out": self.final_norm(x),
+            "attend_mask": attend,
+            "sample_index": torch.arange(src_tokens.size(0), device=src_tokens.device),
+        }
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
+
+    def max_positions(self):
+        return self.max_source_positions
+
+
+class UnifyDecoder(FairseqIncrementalDecoder):
+    def __init__(self, cfg, dictionary, embed_tokens):
+        super().__init__(dictionary)
+        dim = cfg.embed_dim
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(cfg.max_target_positions, dim)
+        nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
+        self.embed_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
+            for _ in range(cfg.decoder_layers))
+        self.final_norm = nn.LayerNorm(dim)
+        self.max_target_positions = cfg.max_target_positions
+
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, features_only=False, **kwargs):
+        caches, start = None, 0
+        if incremental_state is not None:
+            caches = self.get_incremental_state(incremental_state, "layers") or [{} for _ in self.layers]
+            start = prev_output_tokens.size(1) - 1
+            prev_output_tokens = prev_output_tokens[:, -1:]
+        positions = torch.arange(start, start + prev_output_tokens.size(1), device=prev_output_tokens.device)
+        x = self.embed_tokens(prev_output_tokens) + self.embed_positions(positions)[None]
+        x = self.dropout(self.embed_norm(x))
+        memory, memory_mask = encoder_out["encoder_out"], encoder_out["attend_mask"]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, memory_mask, None if caches is None else caches[i])
+        if caches is not None:
+            self.set_incremental_state(incremental_state, "layers", caches)
+        x = self.final_norm(x)
+        if not features_only:
+            x = self.output_layer(x)
+        return x, {"attn": [None]}
+
+    def output_layer(self, features):
+        return nn.functional.linear(features, self.embed_tokens.weight)
+
+    def reorder_incremental_state(self, incremental_state, new_order):
+        caches = self.get_incremental_state(incremental_state, "layers")
+        if caches is None:
+            return
+        for cache in caches:
+            for key, value in cache.items():
+                cache[key] = value.index_select(0, new_order)
+
+    def max_positions(self):
+        return self.max_target_positions
+
+
+@register_model("unify", dataclass=UnifyConfig)
+class UnifyModel(FairseqEncoderDecoderModel):
+    @classmethod
+    def build_model(cls, cfg, task):
+        embed = build_embedding(task.vocab, cfg.embed_dim)
+        encoder = UnifyEncoder(cfg, task.source_dictionary, embed)
+        decoder = UnifyDecoder(cfg, task.target_dictionary, embed)
+        return cls(encoder, decoder)
+
+
+def set_sizes(args, **sizes):
+    """An architecture's sizes, each overridable from the command line."""
+    for name, value in sizes.items():
+        setattr(args, name, getattr(args, name, value))
+
+
+@register_model_architecture("unify", "unify_tiny")
+def unify_tiny(args):
+    set_sizes(args, embed_dim=128, ffn_dim=512, attention_heads=4, encoder_layers=3, decoder_layers=3,
+              image_backbone="resnet10t", image_backbone_out_index=2)
+
+
+@register_model_architecture("unify", "unify_base")
+def unify_base(args):
+    set_sizes(args, embed_dim=768, ffn_dim=3072, attention_heads=12, encoder_layers=6, decoder_layers=6,
+              image_backbone="resnet50", image_backbone_out_index=3)
+
+
+@register_model_architecture("unify", "unify_large")
+def unify_large(args):
+    set_sizes(args, embed_dim=1024, ffn_dim=4096, attention_heads=16, encoder_layers=12, decoder_layers=12,
+              image_backbone="resnet101", image_backbone_out_index=3)

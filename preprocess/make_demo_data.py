@@ -1,0 +1,271 @@
+"""Generate a small synthetic world of coloured shapes as caption, refcoco and region TSVs.
+
+Each image holds 1 to 3 non-overlapping shapes on a grey-toned background. No (colour, shape)
+pair repeats within an image, so an expression such as "red circle" names exactly one object.
+Every image is drawn from its own random stream keyed by (seed, split, index): the same seed
+always gives byte-identical files, and train and valid never share a stream.
+
+uniq_ids: per-image rows use the image id (``demo-train-000123``); per-caption and per-shape
+rows append the caption or shape index (``demo-train-000123-0``).
+"""
+import argparse
+import base64
+import contextlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Saturated colours, far from each other and from the grey backgrounds.
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 90, 230),
+    "yellow": (240, 210, 30),
+    "purple": (150, 60, 200),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZE_RANGES = {"small": (0.20, 0.27), "large": (0.36, 0.45)}  # fraction of the image side
+BACKGROUNDS = ("dark", "light", "gradient")
+SPLIT_STREAMS = {"train": 0, "valid": 1}
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+MAX_SHAPES = 3
+CIRCLE_VERTICES = 24
+COLOUR_JITTER = 12
+NOISE_STD = 6.0
+BOX_GAP = 2  # pixels kept free between two shapes' boxes
+PLACEMENT_TRIES = 50
+SUPERSAMPLE = 4  # shapes are drawn this much larger, then box-filtered down for smooth edges
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One drawn object: its names, its fill colour and its pixel box (x0, y0, x1, y1)."""
+
+    colour: str
+    kind: str
+    size: str
+    rgb: tuple
+    box: tuple
+
+    def polygon(self):
+        """Outline as a flat COCO-style list: circle 24-gon, square 4 and triangle 3 vertices."""
+        x0, y0, x1, y1 = self.box
+        if self.kind == "square":
+            points = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        elif self.kind == "triangle":
+            points = [((x0 + x1) / 2, y0), (x1, y1), (x0, y1)]
+        else:
+            cx, cy, radius = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+            angles = np.linspace(0, 2 * np.pi, CIRCLE_VERTICES, endpoint=False)
+            points = zip(cx + radius * np.cos(angles), cy + radius * np.sin(angles))
+        return [round(float(v), 2) for point in points for v in point]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The content of one image: a background kind and its shapes, sorted left to right."""
+
+    background: str
+    shapes: list
+
+
+def boxes_clash(a, b):
+    """True when two boxes overlap or come closer than BOX_GAP pixels."""
+    return not (a[2] + BOX_GAP <= b[0] or b[2] + BOX_GAP <= a[0]
+                or a[3] + BOX_GAP <= b[1] or b[3] + BOX_GAP <= a[1])
+
+
+def place_shape(rng, colour, kind, placed, image_size):
+    """Find a free spot for a shape, shrinking a large one to small if it does not fit."""
+    preferred = ("small", "large")[rng.integers(2)]
+    rgb = tuple(int(np.clip(c + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1), 0, 255))
+                for c in COLOURS[colour])
+    for size in (preferred, "small") if preferred == "large" else (preferred,):
+        side = round(rng.uniform(*SIZE_RANGES[size]) * image_size)
+        for _ in range(PLACEMENT_TRIES):
+            x0, y0 = (int(v) for v in rng.integers(0, image_size - side + 1, size=2))
+            box = (x0, y0, x0 + side, y0 + side)
+            if not any(boxes_clash(box, other.box) for other in placed):
+                return Shape(colour, kind, size, rgb, box)
+    return None
+
+
+def sample_scene(rng, image_size):
+    """Draw a background kind and 1-3 shapes with distinct (colour, shape) pairs."""
+    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    pairs = [(colour, kind) for colour in COLOURS for kind in SHAPES]
+    count = int(rng.integers(1, MAX_SHAPES + 1))
+    shapes = []
+    for pair_index in rng.choice(len(pairs), size=count, replace=False):
+        shape = place_shape(rng, *pairs[pair_index], shapes, image_size)
+        if shape is not None:
+            shapes.append(shape)
+    # Left-to-right order makes each caption a function of the image, which a demo model can learn.
+    return Scene(background, sorted(shapes, key=lambda shape: shape.box[0]))
+
+
+def render_background(rng, kind, image_size):
+    """A dark, light or gradient grey with a slight tint and, half of the time, light noise."""
+    def grey(low, high):
+        return rng.uniform(low, high) + rng.uniform(-8, 8, size=3)
+
+    dark, light = grey(15, 70), grey(175, 235)
+    if kind == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        ys, xs = np.mgrid[0:image_size, 0:image_size] / max(image_size - 1, 1)
+        ramp = xs * np.cos(angle) + ys * np.sin(angle)
+        ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min())
+        pixels = dark + (light - dark) * ramp[..., None]
+    else:
+        pixels = np.broadcast_to(dark if kind == "dark" else light, (image_size, image_size, 3))
+    if rng.random() < 0.5:
+        pixels = pixels + rng.normal(0, NOISE_STD, size=pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def render_shapes(shapes, image_size):
+    """Anti-aliased RGBA layer holding the shapes on a transparent background."""
+    scale = SUPERSAMPLE
+    layer = Image.new("RGBA", (image_size * scale, image_size * scale), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for shape in shapes:
+        fill = shape.rgb + (255,)
+        # PIL's end coordinates are inclusive, hence the -1.
+        x0, y0, x1, y1 = (v * scale for v in shape.box)
+        inclusive_box = (x0, y0, x1 - 1, y1 - 1)
+        if shape.kind == "circle":
+            draw.ellipse(inclusive_box, fill=fill)
+        elif shape.kind == "square":
+            draw.rectangle(inclusive_box, fill=fill)
+        else:
+            draw.polygon([v * scale for v in shape.polygon()], fill=fill)
+    return layer.resize((image_size, image_size), Image.BOX)
+
+
+def render_image(rng, scene, image_size):
+    """The scene as an RGB image."""
+    background = render_background(rng, scene.background, image_size).convert("RGBA")
+    return Image.alpha_composite(background, render_shapes(scene.shapes, image_size)).convert("RGB")
+
+
+def join_with_and(phrases):
+    """'a', 'a and b', 'a, b and c'."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def make_captions(scene):
+    """Three lowercase captions, each listing the shapes left to right."""
+    shapes = scene.shapes
+    sized = join_with_and([f"a {s.size} {s.colour} {s.kind}" for s in shapes])
+    plain = join_with_and([f"a {s.colour} {s.kind}" for s in shapes])
+    on_background = f"on a {scene.background} background"
+    count = f"{NUMBER_WORDS[len(shapes)]} shape{'s' if len(shapes) > 1 else ''}"
+    located = f"there is {plain} {on_background}" if len(shapes) == 1 else f"{plain} {on_background}"
+    return [sized, located, f"{count}: {plain}"]
+
+
+def make_expression(rng, shape):
+    """A referring expression; colour and shape alone are already unambiguous."""
+    templates = ("{colour} {kind}", "the {colour} {kind}", "the {size} {colour} {kind}")
+    return templates[rng.integers(len(templates))].format(
+        colour=shape.colour, kind=shape.kind, size=shape.size)
+
+
+def encode_jpeg_base64(image):
+    """Base64 text of the image's JPEG bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def format_box(box):
+    """'x0,y0,x1,y1' with at most two decimals and no spaces."""
+    return ",".join(f"{v:.2f}".rstrip("0").rstrip(".") for v in box)
+
+
+def tsv_line(cells):
+    return "\t".join(cells) + "\n"
+
+
+def sample_rows(split, index, image_size, seed):
+    """TSV lines of one image for the caption, refcoco and regions files."""
+    rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
+    scene = sample_scene(rng, image_size)
+    image_b64 = encode_jpeg_base64(render_image(rng, scene, image_size))
+    image_id = f"demo-{split}-{index:06d}"
+    captions = make_captions(scene)
+    expressions = [make_expression(rng, shape) for shape in scene.shapes]
+
+    if split == "train":
+        caption_lines = [tsv_line([f"{image_id}-{k}", image_id, caption, "", image_b64])
+                         for k, caption in enumerate(captions)]
+    else:
+        caption_lines = [tsv_line([image_id, image_id, "&&".join(captions), "", image_b64])]
+    refcoco_lines = [tsv_line([f"{image_id}-{k}", image_id, text, format_box(shape.box), image_b64])
+                     for k, (text, shape) in enumerate(zip(expressions, scene.shapes))]
+    regions = [{"text": text, "box": list(shape.box), "polygons": [shape.polygon()]}
+               for text, shape in zip(expressions, scene.shapes)]
+    annotation = json.dumps({"regions": regions}, separators=(",", ":"))
+    region_lines = [tsv_line([image_id, image_b64, "", "", "", annotation])]
+    return {"caption": caption_lines, "refcoco": refcoco_lines, "regions": region_lines}
+
+
+@contextlib.contextmanager
+def atomic_open(path):
+    """Write to a temporary file that replaces ``path`` only once writing succeeded."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_split(out_dir, split, num_images, image_size, seed):
+    """Write the three TSVs of one split; returns {file name: row count}."""
+    names = {kind: f"{kind}_{split}.tsv" for kind in ("caption", "refcoco", "regions")}
+    counts = dict.fromkeys(names.values(), 0)
+    with contextlib.ExitStack() as stack:
+        handles = {kind: stack.enter_context(atomic_open(os.path.join(out_dir, name)))
+                   for kind, name in names.items()}
+        for index in range(num_images):
+            for kind, lines in sample_rows(split, index, image_size, seed).items():
+                handles[kind].writelines(lines)
+                counts[names[kind]] += len(lines)
+    return counts
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="dataset/demo", help="output folder")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--valid-images", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=128, help="side of the square images")
+    args = parser.parse_args(argv)
+    if args.image_size < 16:
+        parser.error("--image-size must be at least 16")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    counts = {}
+    for split, num_images in (("train", args.train_images), ("valid", args.valid_images)):
+        counts.update(write_split(args.out, split, num_images, args.image_size, args.seed))
+    summary = ", ".join(f"{name} {rows}" for name, rows in counts.items())
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f}s (rows): {summary}")
+
+
+if __name__ == "__main__":
+    main()

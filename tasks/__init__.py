@@ -1,0 +1,1 @@
+from tasks import caption, refcoco  # noqa: F401  (registers the tasks)

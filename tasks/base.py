@@ -1,0 +1,251 @@
+"""The machinery every UniGround task shares.
+
+A task file declares only what is special to it: its columns, how a row
+becomes a prompt and a target, its output constraint, how generated tokens
+become a prediction, and its metric. Everything else lives here: the
+vocabulary, TSV datasets and collation, bad-row accounting, constrained
+generation and validation scoring for best-checkpoint selection.
+"""
+import json
+import logging
+from argparse import Namespace
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from fairseq import metrics
+from fairseq.data import data_utils
+from fairseq.dataclass import FairseqDataclass
+from fairseq.sequence_generator import EnsembleModel
+from fairseq.tasks import FairseqTask
+from omegaconf import II
+
+from data.dataset import TsvDataset
+from data.media import decode_image, read_media_bytes
+from data.transforms import ImageTransform
+from data.tsv import TsvFile
+from utils.codec import LocationCodec
+from utils.constraints import ConstrainedEnsemble
+from utils.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UniGroundConfig(FairseqDataclass):
+    data: str = field(default="", metadata={
+        "help": "comma-separated TSV files: training files first (one per epoch, in turn), the validation file last"})
+    selected_cols: Optional[str] = field(default=None, metadata={
+        "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
+    vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
+    media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
+    num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
+    num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
+    max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
+    max_src_length: int = field(default=80, metadata={"help": "longest prompt in text tokens"})
+    max_tgt_length: int = field(default=30, metadata={"help": "longest target in tokens"})
+    patch_image_size: int = field(default=384, metadata={"help": "side of the square image fed to the model"})
+    max_image_pixels: int = field(default=89_478_485, metadata={"help": "refuse images declaring more pixels"})
+    crop_prob: float = field(default=0.0, metadata={"help": "training: probability of a random crop keeping targets"})
+    hflip_prob: float = field(default=0.0, metadata={"help": "training: probability of a horizontal flip"})
+    skip_bad_rows: int = field(default=0, metadata={
+        "help": "tolerate up to N bad rows (each logged with file and line, counted per epoch); 0 = stop at the first"})
+    eval_metrics: bool = field(default=False, metadata={
+        "help": "score validation by generation with the task metric (for --best-checkpoint-metric)"})
+    eval_args: str = field(default='{"beam": 5, "max_len_b": 32}', metadata={
+        "help": "generation arguments for validation scoring, as JSON"})
+    unconstrained: bool = field(default=False, metadata={"help": "generate without the task's output constraint"})
+    seed: int = II("common.seed")
+
+
+class UniGroundTask(FairseqTask):
+    columns = ()          # names of the selected columns, in the order of --selected-cols
+    prompt = ""           # UnIVAL's instruction for the task; "{}" marks where the row's text goes
+    default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
+
+    def __init__(self, cfg, vocab):
+        super().__init__(cfg)
+        self.vocab = vocab
+        self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, cfg.max_poly_vertices)
+        self.image_transforms = {
+            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob),
+            False: ImageTransform(cfg.patch_image_size, train=False),
+        }
+        self.constraint = self.build_constraint()
+        self.bad_rows_seen = 0
+        self.sequence_generator = None
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        if not cfg.vocab_dir:
+            raise ValueError("--vocab-dir is required (build one with preprocess/build_vocab.py)")
+        return cls(cfg, Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins))
+
+    @property
+    def source_dictionary(self):
+        return self.vocab.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.vocab.dictionary
+
+    # ---- what a task declares -------------------------------------------------------------
+
+    def build_sample(self, row, train):
+        """A row -> {"source", "target", optional "image", "meta"}; raise ``row.error(...)`` on bad cells."""
+        raise NotImplementedError
+
+    def build_constraint(self):
+        """The output rule for generation and training masks, or None for free text."""
+        return None
+
+    def decode_prediction(self, tokens, meta):
+        """Generated token ids (no EOS) -> a JSON-ready prediction record."""
+        raise NotImplementedError
+
+    def score(self, predictions, full=False):
+        """Prediction records -> {metric name: value}; ``full`` asks for every metric of the final
+        evaluation, otherwise the quick ones used to select checkpoints."""
+        raise NotImplementedError
+
+    # ---- helpers for task files ---------------------------------------------------------------
+
+    def encode_source(self, text):
+        ids = self.vocab.encode_text(text)[: self.cfg.max_src_length - 1]
+        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+
+    def encode_target(self, ids):
+        ids = list(ids)[: self.cfg.max_tgt_length - 1]
+        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+
+    def read_image(self, row, column):
+        """The decoded image of a cell (base64 or a path under --media-dir)."""
+        where = row.where(column)
+        return decode_image(read_media_bytes(row[column], self.cfg.media_dir, where), where,
+                            self.cfg.max_image_pixels)
+
+    def transform_image(self, image, train, boxes=None, polygons=None):
+        """The image in the model frame, its boxes and polygons moved with it."""
+        return self.image_transforms[train](image, boxes=boxes, polygons=polygons)
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def split_path(self, split, epoch):
+        paths = [p for p in self.cfg.data.split(",") if p]
+        if not paths:
+            raise ValueError("--data names no TSV file")
+        if split == "train" and len(paths) > 1:
+            return paths[(epoch - 1) % (len(paths) - 1)]
+        return paths[-1]
+
+    def has_sharded_data(self, split):
+        return split == "train" and len(self.cfg.data.split(",")) > 2
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        cols = self.cfg.selected_cols or self.default_cols
+        tsv = TsvFile(self.split_path(split, epoch), selected_cols=[int(c) for c in cols.split(",")])
+        train = split == "train"
+        self.datasets[split] = TsvDataset(
+            tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
+            tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed,
+            sample_size=self.cfg.max_src_length)
+        logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
+
+    def collate(self, samples):
+        pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
+        sources = [s["source"] for s in samples]
+        targets = [s["target"] for s in samples]
+        target = data_utils.collate_tokens(targets, pad, eos)
+        net_input = {
+            "src_tokens": data_utils.collate_tokens(sources, pad, eos),
+            "src_lengths": torch.tensor([len(s) for s in sources]),
+            "prev_output_tokens": data_utils.collate_tokens(targets, pad, eos, move_eos_to_beginning=True),
+        }
+        images = [s["image"] for s in samples if s.get("image") is not None]
+        if images:
+            net_input["image"] = torch.stack(images)
+            net_input["image_present"] = torch.tensor([s.get("image") is not None for s in samples])
+        batch = {
+            "id": torch.tensor([s["id"] for s in samples]),
+            "nsentences": len(samples),
+            "ntokens": int(target.ne(pad).sum()),
+            "net_input": net_input,
+            "target": target,
+            "meta": [s["meta"] for s in samples],
+        }
+        if self.constraint is not None:
+            batch["constraint_masks"] = self.constraint.training_masks(target)
+        return batch
+
+    # ---- bad rows -----------------------------------------------------------------------------
+
+    def count_bad_rows(self, sample):
+        bad = sample.get("bad_rows", [])
+        for message in bad:
+            logger.warning("skipped bad row: %s", message)
+        self.bad_rows_seen += len(bad)
+        if self.bad_rows_seen > self.cfg.skip_bad_rows:
+            raise RuntimeError(f"{self.bad_rows_seen} bad rows, more than --skip-bad-rows "
+                               f"{self.cfg.skip_bad_rows}; the last: {bad[-1]}")
+        return len(bad)
+
+    def empty_step(self, model, bad):
+        """A step whose rows were all bad: zero loss that still touches every parameter."""
+        loss = sum(p.sum() for p in model.parameters()) * 0.0
+        return loss, 0, {"bad_rows": bad, "ntokens": 0, "nsentences": 0, "sample_size": 0}
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        bad = self.count_bad_rows(sample)
+        if "net_input" not in sample:
+            loss, size, log = self.empty_step(model, bad)
+            optimizer.backward(loss)
+            return loss, size, log
+        loss, size, log = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        log["bad_rows"] = bad
+        return loss, size, log
+
+    # ---- generation and validation ------------------------------------------------------------
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.eval_metrics:
+            self.sequence_generator = self.build_generator([model], Namespace(**json.loads(self.cfg.eval_args)))
+        return model
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
+            models = ConstrainedEnsemble(models, self.constraint)
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def predict(self, generator, models, sample):
+        hypotheses = self.inference_step(generator, models, sample)
+        eos = self.vocab.dictionary.eos()
+        return [self.decode_prediction([t for t in hyps[0]["tokens"].tolist() if t != eos], meta)
+                for hyps, meta in zip(hypotheses, sample["meta"])]
+
+    def valid_step(self, sample, model, criterion):
+        bad = self.count_bad_rows(sample)
+        if "net_input" not in sample:
+            with torch.no_grad():
+                return self.empty_step(model, bad)
+        loss, size, log = super().valid_step(sample, model, criterion)
+        log["bad_rows"] = bad
+        if self.sequence_generator is not None:
+            predictions = self.predict(self.sequence_generator, [model], sample)
+            log["_eval_count"] = len(predictions)
+            for name, value in self.score(predictions).items():
+                log[f"_eval_{name}"] = value * len(predictions)
+        return loss, size, log
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        bad = sum(log.get("bad_rows", 0) for log in logging_outputs)
+        if bad:
+            metrics.log_scalar_sum("bad_rows", bad)
+        count = sum(log.get("_eval_count", 0) for log in logging_outputs)
+        if count:
+            names = {k for log in logging_outputs for k in log if k.startswith("_eval_") and k != "_eval_count"}
+            for key in sorted(names):
+                total = sum(log.get(key, 0) for log in logging_outputs)
+                metrics.log_scalar(key[len("_eval_"):], total / count, weight=count, round=4)

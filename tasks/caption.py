@@ -1,0 +1,49 @@
+"""Image captioning on UnIVAL/OFA caption TSVs: uniq-id, image-id, caption, objects, image."""
+import string
+from dataclasses import dataclass
+
+from fairseq.tasks import register_task
+
+from tasks.base import UniGroundConfig, UniGroundTask
+from utils.metrics import caption_scores
+
+_NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
+
+
+def normalise_caption(text):
+    return " ".join(text.lower().translate(_NO_PUNCTUATION).split())
+
+
+@dataclass
+class CaptionConfig(UniGroundConfig):
+    pass
+
+
+@register_task("caption", dataclass=CaptionConfig)
+class CaptionTask(UniGroundTask):
+    columns = ("uniq_id", "image", "caption")
+    prompt = " what does the image describe?"
+    default_cols = "0,4,2"
+
+    def build_sample(self, row, train):
+        references = [c for c in map(normalise_caption, row["caption"].split("&&")) if c]
+        if not references:
+            raise row.error("caption", "empty caption")
+        image = self.transform_image(self.read_image(row, "image"), train)
+        return {
+            "source": self.encode_source(self.prompt),
+            "target": self.encode_target(self.vocab.encode_text(references[0])),
+            "image": image.pixels,
+            "meta": {"uniq_id": row["uniq_id"], "references": references},
+        }
+
+    def decode_prediction(self, tokens, meta):
+        return {"uniq_id": meta["uniq_id"], "caption": self.vocab.decode_text(tokens),
+                "references": meta["references"]}
+
+    def score(self, predictions, full=False):
+        """CIDEr on whitespace tokens while training; ``full``: BLEU-4, METEOR, ROUGE-L, CIDEr after
+        pycocoevalcap's PTB tokenizer, as the COCO evaluation does."""
+        hypotheses = {p["uniq_id"]: p["caption"] for p in predictions}
+        references = {p["uniq_id"]: p["references"] for p in predictions}
+        return caption_scores(hypotheses, references, full=full)

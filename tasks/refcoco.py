@@ -1,0 +1,76 @@
+"""Visual grounding on UnIVAL/OFA refcoco TSVs: uniq-id, image-id, text, x0,y0,x1,y1, image.
+
+The target is four bin tokens; generation is constrained to exactly that.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from fairseq.tasks import register_task
+
+from tasks.base import UniGroundConfig, UniGroundTask
+from utils.codec import CodecError, box_iou
+from utils.constraints import FixedLengthRange
+
+BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in public annotations)
+
+
+def parse_box(row, width, height):
+    try:
+        box = [float(v) for v in row["region"].split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not np.isfinite(box).all():
+        raise row.error("region", f"expected x0,y0,x1,y1 in pixels, got {row['region']!r}")
+    x0, y0, x1, y1 = box
+    if not (x0 < x1 and y0 < y1):
+        raise row.error("region", f"empty box {row['region']!r}: need x0 < x1 and y0 < y1")
+    t = BOX_TOLERANCE
+    if x0 < -t or y0 < -t or x1 > width + t or y1 > height + t:
+        raise row.error("region", f"box {row['region']!r} lies outside the {width}x{height} image")
+    return box
+
+
+@dataclass
+class RefcocoConfig(UniGroundConfig):
+    pass
+
+
+@register_task("refcoco", dataclass=RefcocoConfig)
+class RefcocoTask(UniGroundTask):
+    columns = ("uniq_id", "image", "text", "region")
+    prompt = ' which region does the text " {} " describe?'
+    default_cols = "0,4,2,3"
+
+    def build_constraint(self):
+        return FixedLengthRange(self.vocab.first_bin, self.vocab.num_bins, 4,
+                                self.vocab.dictionary.eos(), len(self.vocab.dictionary))
+
+    def build_sample(self, row, train):
+        text = " ".join(row["text"].split())
+        if not text:
+            raise row.error("text", "empty referring expression")
+        original = self.read_image(row, "image")
+        width, height = original.size
+        box = parse_box(row, width, height)
+        image = self.transform_image(original, train, boxes=np.array([box]))
+        try:
+            bins = self.codec.encode_box(image.boxes[0], *image.size)
+        except CodecError as error:
+            raise row.error("region", str(error)) from None
+        return {
+            "source": self.encode_source(self.prompt.format(text)),
+            "target": self.encode_target(self.vocab.bin_ids(bins)),
+            "image": image.pixels,
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height)},
+        }
+
+    def decode_prediction(self, tokens, meta):
+        bins = [self.vocab.to_bin(t) for t in tokens]
+        box = None
+        if len(bins) == 4 and None not in bins and bins[0] <= bins[2] and bins[1] <= bins[3]:
+            box = list(self.codec.decode_box(bins, *meta["size"]))
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "box": box, "reference": meta["box"]}
+
+    def score(self, predictions, full=False):
+        ious = [box_iou(p["box"], p["reference"]) if p["box"] else 0.0 for p in predictions]
+        return {"acc@0.5": float(np.mean([iou >= 0.5 for iou in ious])), "mean_iou": float(np.mean(ious))}

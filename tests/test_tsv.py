@@ -1,0 +1,180 @@
+import hashlib
+import os
+import pathlib
+import pickle
+import random
+import tempfile
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import data.tsv
+from data.errors import BadInputError
+from data.tsv import TsvFile
+
+
+def write(path, content):
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def all_rows(tsv):
+    return [tsv.fields(i) for i in range(len(tsv))]
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, tsv):
+        self.tsv = tsv
+
+    def __len__(self):
+        return len(self.tsv)
+
+    def __getitem__(self, i):
+        return self.tsv.fields(i)[0]
+
+
+def test_random_access_returns_every_row_in_shuffled_order(tmp_path):
+    rng = random.Random(0)
+    rows = [[f"id{i}", "é✓" * rng.randrange(40), "x" * rng.randrange(300)] for i in range(2000)]
+    tsv = TsvFile(write(tmp_path / "file.tsv", "".join("\t".join(r) + "\n" for r in rows)))
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    assert len(tsv) == len(rows)
+    assert all(tsv.fields(i) == rows[i] for i in order)
+    with pytest.raises(IndexError):
+        tsv.fields(len(rows))
+
+
+ROW_TEXT = st.text(st.characters(blacklist_characters="\t\n\r", blacklist_categories=["Cs"]), max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.lists(ROW_TEXT, min_size=1, max_size=3), max_size=20),
+       trailing_newline=st.booleans(), chunk_bytes=st.integers(1, 9))
+def test_index_scan_agrees_with_split(rows, trailing_newline, chunk_bytes):
+    content = "\n".join("\t".join(r) for r in rows) + ("\n" if trailing_newline else "")
+    lines = content.split("\n")
+    expected = [line.split("\t") for line in (lines[:-1] if lines[-1] == "" else lines)]
+    old_chunk, data.tsv._CHUNK_BYTES = data.tsv._CHUNK_BYTES, chunk_bytes  # newlines across chunk edges
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            assert all_rows(TsvFile(write(pathlib.Path(folder) / "file.tsv", content))) == expected
+    finally:
+        data.tsv._CHUNK_BYTES = old_chunk
+
+
+def test_line_endings_and_final_row(tmp_path):
+    assert all_rows(TsvFile(write(tmp_path / "a.tsv", "a\tb\r\nc\td\r\n"))) == [["a", "b"], ["c", "d"]]
+    assert all_rows(TsvFile(write(tmp_path / "b.tsv", "a\nb"))) == [["a"], ["b"]]
+    assert all_rows(TsvFile(write(tmp_path / "c.tsv", "a\n\nb\n"))) == [["a"], [""], ["b"]]
+    assert len(TsvFile(write(tmp_path / "d.tsv", ""))) == 0
+
+
+def test_selected_cols_reorder_and_column_numbers(tmp_path):
+    tsv = TsvFile(write(tmp_path / "file.tsv", "a\tb\tc\td\n"), selected_cols=[3, 0, 2])
+    assert tsv.fields(0) == ["d", "a", "c"]
+    assert [tsv.column_number(k) for k in range(3)] == [4, 1, 3]
+    assert tsv.line_number(0) == 1
+
+
+def test_too_few_columns_names_file_line_and_column(tmp_path):
+    tsv = TsvFile(write(tmp_path / "file.tsv", "a\tb\tc\na\tb\tc\na\tb\n"), selected_cols=[0, 2])
+    assert tsv.fields(1) == ["a", "c"]
+    with pytest.raises(BadInputError) as error:
+        tsv.fields(2)
+    assert "file.tsv:3:" in str(error.value)
+    assert (error.value.line, error.value.column) == (3, 3)
+    assert "expected at least 3 tab-separated columns, found 2" in str(error.value)
+
+
+def test_invalid_utf8_row_is_bad_input_at_its_cell(tmp_path):
+    tsv = TsvFile(write(tmp_path / "file.tsv", b"ok\tfine\nok\t\xff\xfe\n"))
+    assert tsv.fields(0) == ["ok", "fine"]
+    with pytest.raises(BadInputError) as error:
+        tsv.fields(1)
+    assert (error.value.line, error.value.column) == (2, 2)
+    assert "UTF-8" in str(error.value)
+
+
+def test_index_is_cached_beside_the_file_and_reused(tmp_path):
+    path = write(tmp_path / "file.tsv", "a\nb\nc\n")
+    TsvFile(path)
+    index = tmp_path / "file.tsv.index"
+    built = index.stat().st_mtime_ns
+    assert len(TsvFile(path)) == 3
+    assert index.stat().st_mtime_ns == built
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_index_is_rebuilt_when_the_file_changes(tmp_path):
+    path = write(tmp_path / "file.tsv", "a\nb\nc\n")
+    assert len(TsvFile(path)) == 3
+    write(path, "abcde\n")  # same size, different rows: only the mtime tells
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    tsv = TsvFile(path)
+    assert (len(tsv), tsv.fields(0)) == (1, ["abcde"])
+    write(path, "x\ny\nz\nw\n")
+    assert len(TsvFile(path)) == 4
+
+
+def test_index_costs_eight_bytes_per_row(tmp_path):
+    sizes = {}
+    for rows in (10, 1010):
+        path = write(tmp_path / f"{rows}.tsv", "row\n" * rows)
+        TsvFile(path)
+        sizes[rows] = os.path.getsize(f"{path}.index")
+    assert sizes[1010] - sizes[10] == 8 * 1000
+    assert sizes[10] - 8 * 10 <= 256
+
+
+def test_read_only_folder_falls_back_to_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    path = write(folder / "file.tsv", "a\nb\n")
+    folder.chmod(0o555)
+    try:
+        assert all_rows(TsvFile(path)) == [["a"], ["b"]]
+        assert os.listdir(folder) == ["file.tsv"]
+        digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()
+        cached = tmp_path / "home" / ".cache" / "uniground" / "tsv-index" / f"{digest}.index"
+        built = cached.stat().st_mtime_ns
+        assert len(TsvFile(path)) == 2
+        assert cached.stat().st_mtime_ns == built
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_folder_uses_index_dir_when_given(tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    path = write(folder / "file.tsv", "a\n")
+    folder.chmod(0o555)
+    try:
+        assert len(TsvFile(path, index_dir=tmp_path / "indexes")) == 1
+        assert len(list((tmp_path / "indexes").glob("*.index"))) == 1
+    finally:
+        folder.chmod(0o755)
+
+
+def test_pickled_file_reads_after_the_original_opened_its_handle(tmp_path):
+    tsv = TsvFile(write(tmp_path / "file.tsv", "a\tb\nc\td\n"), selected_cols=[1])
+    assert tsv.fields(0) == ["b"]
+    clone = pickle.loads(pickle.dumps(tsv))
+    assert all_rows(clone) == [["b"], ["d"]]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_dataloader_workers_yield_every_row_once(tmp_path, start_method):
+    rows = [f"row{i}" for i in range(2000)]
+    # Long rows make each readline several reads, so a file position shared by the workers would show.
+    tsv = TsvFile(write(tmp_path / "file.tsv", "".join(f"{r}\t{'x' * 20000}\n" for r in rows)))
+    tsv.fields(0)  # the parent's handle is open before the workers fork
+    loader = torch.utils.data.DataLoader(
+        Rows(tsv), batch_size=4, shuffle=True, num_workers=2, multiprocessing_context=start_method,
+        collate_fn=list)
+    seen = [row for batch in loader for row in batch]
+    assert sorted(seen) == sorted(rows)

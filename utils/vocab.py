@@ -1,0 +1,68 @@
+"""The vocabulary: SentencePiece text pieces in a fairseq Dictionary, then the location tokens.
+
+The dictionary file lists the text pieces first and the special tokens of
+``utils.codec.special_tokens`` last, in their fixed order, so a bin or time
+index maps to a dictionary id by one addition.
+"""
+import os
+
+import sentencepiece as spm
+from fairseq.data import Dictionary
+
+from utils.codec import POLY, bin_token, special_tokens, time_token
+
+SPM_FILE = "spm.model"
+DICT_FILE = "dict.txt"
+
+
+class Vocabulary:
+    def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
+        self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
+        self.dictionary = Dictionary.load(os.path.join(vocab_dir, DICT_FILE))
+        self.num_bins, self.num_time_bins = num_bins, num_time_bins
+        self.first_bin = self._require(bin_token(0))
+        self._require(bin_token(num_bins - 1))
+        self.first_time = self._require(time_token(0))
+        self._require(time_token(num_time_bins - 1))
+        self.poly = self._require(POLY)
+
+    def _require(self, token):
+        index = self.dictionary.index(token)
+        if index == self.dictionary.unk():
+            raise ValueError(f"dictionary has no {token}: rebuild it with preprocess/build_vocab.py "
+                             f"--num-bins {self.num_bins} --num-time-bins {self.num_time_bins}")
+        return index
+
+    def encode_text(self, text):
+        return [self.dictionary.index(p) for p in self.sp.encode(text, out_type=str)]
+
+    def decode_text(self, ids):
+        pieces = [self.dictionary[i] for i in ids if self.is_text(i)]
+        return self.sp.decode_pieces(pieces).strip()
+
+    def is_text(self, index):
+        return self.dictionary.nspecial <= index < self.first_bin
+
+    def bin_ids(self, bins):
+        return [self.first_bin + int(b) for b in bins]
+
+    def to_bin(self, index):
+        """The bin of a dictionary id, or None if it is not a bin token."""
+        b = index - self.first_bin
+        return b if 0 <= b < self.num_bins else None
+
+    def time_ids(self, bins):
+        return [self.first_time + int(b) for b in bins]
+
+    def to_time_bin(self, index):
+        b = index - self.first_time
+        return b if 0 <= b < self.num_time_bins else None
+
+
+def write_dictionary(pieces, path, num_bins, num_time_bins):
+    """Write a fairseq dict file: text pieces, then the special tokens in their fixed order."""
+    lines = [f"{token} 1\n" for token in list(pieces) + special_tokens(num_bins, num_time_bins)]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
