@@ -19,3 +19,5 @@ for _package in ("criterions", "models", "tasks"):
     sys.modules[f"{__name__}.{_package}"] = _module
     for _info in pkgutil.iter_modules(_module.__path__):
         sys.modules[f"{__name__}.{_package}.{_info.name}"] = importlib.import_module(f"{_package}.{_info.name}")
+
+importlib.import_module("utils.checkpoint").allow_checkpoint_types()

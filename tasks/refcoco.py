@@ -8,8 +8,9 @@ import numpy as np
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
-from utils.codec import CodecError, box_iou
+from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
+from utils.metrics import grounding_scores
 
 BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in public annotations)
 
@@ -72,5 +73,4 @@ class RefcocoTask(UniGroundTask):
         return {"uniq_id": meta["uniq_id"], "text": meta["text"], "box": box, "reference": meta["box"]}
 
     def score(self, predictions, full=False):
-        ious = [box_iou(p["box"], p["reference"]) if p["box"] else 0.0 for p in predictions]
-        return {"acc@0.5": float(np.mean([iou >= 0.5 for iou in ious])), "mean_iou": float(np.mean(ious))}
+        return grounding_scores([p["box"] for p in predictions], [p["reference"] for p in predictions])

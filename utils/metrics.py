@@ -2,13 +2,22 @@
 import logging
 import shutil
 
+import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from utils.codec import box_iou
+
 logger = logging.getLogger(__name__)
+
+
+def grounding_scores(predicted_boxes, reference_boxes):
+    """acc@0.5 (share of boxes with IoU >= 0.5) and mean IoU; a missing prediction (None) has IoU 0."""
+    ious = [box_iou(p, r) if p is not None else 0.0 for p, r in zip(predicted_boxes, reference_boxes)]
+    return {"acc@0.5": float(np.mean([iou >= 0.5 for iou in ious])), "mean_iou": float(np.mean(ious))}
 
 
 def ptb_tokenize(texts_by_id):

@@ -1,0 +1,107 @@
+"""Evaluate a checkpoint on a TSV: generate, score, and write the results.
+
+    python evaluate.py --path checkpoints/refcoco/checkpoint_best.pt \\
+        --data dataset/demo/refcoco_valid.tsv --results-dir results/refcoco
+
+Writes ``predictions.jsonl`` (boxes in original-image pixels, captions as text)
+and ``metrics.json``, and prints the metrics. The checkpoint's own task decides
+how rows are read, which constraint applies and what is scored.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from argparse import Namespace
+
+import torch
+from fairseq import utils as fairseq_utils
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+
+fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
+
+from utils.checkpoint import load_models_and_task  # noqa: E402
+
+logger = logging.getLogger("evaluate")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", required=True, help="checkpoint file")
+    parser.add_argument("--data", required=True, help="TSV to evaluate")
+    parser.add_argument("--results-dir", required=True, help="where predictions.jsonl and metrics.json go")
+    parser.add_argument("--selected-cols", help="override the checkpoint task's column choice")
+    parser.add_argument("--vocab-dir", help="override the vocabulary folder recorded in the checkpoint")
+    parser.add_argument("--media-dir", help="root for media cells given as paths")
+    parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--max-len-b", type=int, default=32, help="longest output in tokens")
+    parser.add_argument("--min-len", type=int, default=1)
+    parser.add_argument("--unconstrained", action="store_true", help="generate without the task's constraint")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a legacy checkpoint's pickled objects (runs code: trusted files only)")
+    parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
+    return parser.parse_args(argv)
+
+
+def task_overrides(args):
+    overrides = {"data": args.data, "eval_metrics": False, "unconstrained": args.unconstrained,
+                 "skip_bad_rows": args.skip_bad_rows}
+    for name in ("selected_cols", "vocab_dir", "media_dir"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    return overrides
+
+
+def generate(args, models, task):
+    task.load_dataset("valid")
+    batches = task.get_batch_iterator(
+        dataset=task.dataset("valid"), max_sentences=args.batch_size, num_workers=args.num_workers,
+    ).next_epoch_itr(shuffle=False)
+    generator = task.build_generator(models, Namespace(beam=args.beam, max_len_b=args.max_len_b,
+                                                       min_len=args.min_len))
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    predictions, start = [], time.time()
+    for i, sample in enumerate(batches):
+        task.count_bad_rows(sample)
+        if "net_input" not in sample:
+            continue
+        sample = fairseq_utils.move_to_cuda(sample) if use_cuda else sample
+        predictions.extend(task.predict(generator, models, sample))
+        if (i + 1) % 10 == 0 or i + 1 == len(batches):
+            rate = len(predictions) / (time.time() - start)
+            left = (len(task.dataset("valid")) - len(predictions)) / max(rate, 1e-9)
+            logger.info("%d/%d rows, %.1f rows/s, %.0f s left", len(predictions), len(task.dataset("valid")),
+                        rate, left)
+    return predictions
+
+
+def main(argv=None):
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
+    args = parse_args(argv)
+    models, _, task = load_models_and_task(args.path, task_overrides(args), args.trust_pickle)
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    for model in models:
+        model.eval()
+        if use_cuda:
+            model.cuda()
+    predictions = generate(args, models, task)
+    metrics = task.score(predictions, full=True)
+    metrics["rows"] = len(predictions)
+    metrics["bad_rows"] = task.bad_rows_seen
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    with open(os.path.join(args.results_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Bad rows: every one is an error naming file, line and TSV column; --skip-bad-rows counts and logs them."""
+import base64
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from data.errors import BadInputError
+from helpers import build_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BAD_LINE = 3  # 1-based line of the bad row in the files written below
+# 1-based TSV columns of the two layouts (uniq_id, image_id, text, region/objects, image)
+REFCOCO = {"uniq_id": 1, "text": 3, "region": 4, "image": 5}
+CAPTION = {"uniq_id": 1, "caption": 3, "image": 5}
+
+
+def demo_rows(demo_dir, name, count=4):
+    with open(demo_dir / name, encoding="utf-8") as f:
+        return f.read().splitlines()[:count]
+
+
+def write_tsv(path, rows):
+    """Rows (str or bytes) one per line; returns the path as the task will report it."""
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else r.encode("utf-8")) + b"\n" for r in rows))
+    return str(path)
+
+
+def with_bad_row(good, bad, line=BAD_LINE):
+    return good[: line - 1] + [bad] + good[line - 1:]
+
+
+def set_cell(row, column, value):
+    cells = row.split("\t")
+    cells[column - 1] = value
+    return "\t".join(cells)
+
+
+def cell(row, column):
+    return row.split("\t")[column - 1]
+
+
+def jpeg_bytes(row, column):
+    return base64.b64decode(cell(row, column))
+
+
+def assert_located(error, path, line, column):
+    message = str(error)
+    assert re.match(rf"{re.escape(path)}:{line}: column {column}(:| \()", message), message
+    assert (error.path, error.line, error.column) == (path, line, column)
+
+
+# ---- one bad cell per case -----------------------------------------------------------------------
+
+
+def latin1_text(row):
+    """The row as bytes, its text cell written in Latin-1 rather than UTF-8."""
+    cells = [c.encode("utf-8") for c in row.split("\t")]
+    cells[2] = "café".encode("latin-1")
+    return b"\t".join(cells)
+
+
+def _b64(data):
+    return base64.b64encode(data).decode()
+
+
+REFCOCO_CASES = {
+    # name: (make the bad row from a good one, expected column, reason fragment, extra task options)
+    "too_few_columns": (lambda r, tmp: "\t".join(r.split("\t")[:3]), 4, "expected at least 5", {}),
+    "invalid_base64": (lambda r, tmp: set_cell(r, 5, "not*base64@@"), 5, "invalid base64", {}),
+    "base64_but_not_an_image": (
+        lambda r, tmp: set_cell(r, 5, _b64(b"plain text, no image here" * 4)), 5, "cannot decode image", {}),
+    "truncated_jpeg": (
+        lambda r, tmp: set_cell(r, 5, _b64(jpeg_bytes(r, 5)[: len(jpeg_bytes(r, 5)) // 2])), 5, "cannot decode", {}),
+    "empty_image_cell": (lambda r, tmp: set_cell(r, 5, ""), 5, "empty media cell", {}),
+    "image_over_pixel_limit": (lambda r, tmp: r, 5, "exceeds the limit", {"max_image_pixels": 1000}),
+    "unparsable_box": (lambda r, tmp: set_cell(r, 4, "1,2,x,4"), 4, "expected x0,y0,x1,y1", {}),
+    "three_number_box": (lambda r, tmp: set_cell(r, 4, "1,2,3"), 4, "expected x0,y0,x1,y1", {}),
+    "non_finite_box": (lambda r, tmp: set_cell(r, 4, "nan,2,30,40"), 4, "expected x0,y0,x1,y1", {}),
+    "box_outside_image": (lambda r, tmp: set_cell(r, 4, "0,0,500,500"), 4, "outside the 64x64 image", {}),
+    "empty_box_x0_after_x1": (lambda r, tmp: set_cell(r, 4, "40,10,20,30"), 4, "empty box", {}),
+    "empty_box_zero_width": (lambda r, tmp: set_cell(r, 4, "20,10,20,30"), 4, "empty box", {}),
+    "empty_referring_expression": (lambda r, tmp: set_cell(r, 3, "   "), 3, "empty referring expression", {}),
+    "missing_media_file": (
+        lambda r, tmp: set_cell(r, 5, "images/missing.jpg"), 5, "media file not found", {"media_dir": "{tmp}"}),
+    "media_path_escaping_media_dir": (
+        lambda r, tmp: set_cell(r, 5, "../x.jpg"), 5, "outside the media dir", {"media_dir": "{tmp}/media"}),
+    "media_path_without_media_dir": (lambda r, tmp: set_cell(r, 5, "x.jpg"), 5, "no media dir is set", {}),
+    "invalid_utf8_in_text": (lambda r, tmp: latin1_text(r), 3, "not valid UTF-8", {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFCOCO_CASES))
+def test_refcoco_bad_row_names_file_line_and_column(case, demo_dir, vocab_dir, tmp_path):
+    make_bad, column, reason, options = REFCOCO_CASES[case]
+    good = demo_rows(demo_dir, "refcoco_valid.tsv")
+    (tmp_path / "media").mkdir()
+    (tmp_path / "x.jpg").write_bytes(jpeg_bytes(good[0], 5))  # "../x.jpg" exists, yet must be refused
+    bad = make_bad(good[0], tmp_path)
+    rows = with_bad_row(good, bad) if case != "image_over_pixel_limit" else good
+    path = write_tsv(tmp_path / "rows.tsv", rows)
+    options = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in options.items()}
+    task = build_task("refcoco", path, vocab_dir, **options)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    bad_index = BAD_LINE - 1
+    if case != "image_over_pixel_limit":
+        for i in range(len(dataset)):
+            if i != bad_index:
+                assert dataset[i]["target"].numel() == 5  # the good rows around it still load
+    with pytest.raises(BadInputError) as info:
+        dataset[bad_index]
+    assert_located(info.value, path, BAD_LINE, column)
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("caption", ["", "&&", " ... && !"])
+def test_caption_without_any_reference_names_the_caption_column(caption, demo_dir, vocab_dir, tmp_path):
+    good = demo_rows(demo_dir, "caption_valid.tsv")
+    path = write_tsv(tmp_path / "captions.tsv", with_bad_row(good, set_cell(good[0], 3, caption)))
+    task = build_task("caption", path, vocab_dir)
+    task.load_dataset("valid")
+    assert task.dataset("valid")[0]["target"].numel() > 1
+    with pytest.raises(BadInputError) as info:
+        task.dataset("valid")[BAD_LINE - 1]
+    assert_located(info.value, path, BAD_LINE, CAPTION["caption"])
+    assert "empty caption" in info.value.reason
+
+
+def test_caption_row_with_too_few_columns(demo_dir, vocab_dir, tmp_path):
+    good = demo_rows(demo_dir, "caption_valid.tsv")
+    bad = "\t".join(good[0].split("\t")[:2])
+    path = write_tsv(tmp_path / "captions.tsv", with_bad_row(good, bad))
+    task = build_task("caption", path, vocab_dir)
+    task.load_dataset("valid")
+    with pytest.raises(BadInputError) as info:
+        task.dataset("valid")[BAD_LINE - 1]
+    assert_located(info.value, path, BAD_LINE, 3)  # the first missing column
+
+
+def test_column_is_the_file_column_under_custom_selected_cols(demo_dir, vocab_dir, tmp_path):
+    """With another layout (uniq_id, image, text, box) the error points at the image's own file column."""
+    def reorder(row):
+        c = row.split("\t")
+        return "\t".join([c[0], c[4], c[2], c[3]])
+
+    good = [reorder(r) for r in demo_rows(demo_dir, "refcoco_valid.tsv")]
+    path = write_tsv(tmp_path / "custom.tsv", with_bad_row(good, set_cell(good[0], 2, "@@not-base64")))
+    task = build_task("refcoco", path, vocab_dir, selected_cols="0,1,2,3")
+    task.load_dataset("valid")
+    assert task.dataset("valid")[0]["target"].numel() == 5
+    with pytest.raises(BadInputError) as info:
+        task.dataset("valid")[BAD_LINE - 1]
+    assert_located(info.value, path, BAD_LINE, 2)
+
+
+# ---- --skip-bad-rows -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_bad_rows(demo_dir, tmp_path):
+    """12 rows: lines 2, 7 and 12 are bad, one in each batch of four."""
+    good = demo_rows(demo_dir, "refcoco_valid.tsv", 12)
+    rows = list(good)
+    rows[1] = set_cell(good[1], 4, "1,2,x,4")
+    rows[6] = set_cell(good[6], 5, "@@@")
+    rows[11] = "\t".join(good[11].split("\t")[:2])
+    path = write_tsv(tmp_path / "three_bad.tsv", rows)
+    expected = [f"{path}:2: column 4 (region):", f"{path}:7: column 5 (image):", f"{path}:12: column 3:"]
+    return path, expected
+
+
+def test_skip_bad_rows_marks_collates_counts_and_enforces_the_limit(three_bad_rows, vocab_dir, caplog):
+    path, expected = three_bad_rows
+    task = build_task("refcoco", path, vocab_dir, skip_bad_rows=2)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    samples = [dataset[i] for i in range(len(dataset))]
+    marker = samples[1]
+    assert set(marker) == {"id", "bad_row"} and marker["id"] == 1
+    assert marker["bad_row"].startswith(expected[0])
+
+    batch = dataset.collater(samples[0:4])
+    assert batch["id"].tolist() == [0, 2, 3]
+    assert batch["net_input"]["src_tokens"].size(0) == 3 == len(batch["meta"]) == batch["target"].size(0)
+    assert batch["net_input"]["image"].shape == (3, 3, 64, 64)
+    assert len(batch["bad_rows"]) == 1 and batch["bad_rows"][0].startswith(expected[0])
+
+    with caplog.at_level(logging.WARNING):
+        assert task.count_bad_rows(batch) == 1
+        assert task.count_bad_rows(dataset.collater(samples[4:8])) == 1
+    assert task.bad_rows_seen == 2
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(expected[0] in m for m in logged) and any(expected[1] in m for m in logged)
+    assert task.count_bad_rows(dataset.collater(samples[8:8])) == 0  # a batch without bad rows
+
+    with pytest.raises(RuntimeError, match=r"3 bad rows, more than --skip-bad-rows 2") as info:
+        task.count_bad_rows(dataset.collater(samples[8:12]))
+    assert expected[2] in str(info.value)
+
+
+def test_batch_of_only_bad_rows_has_no_net_input(three_bad_rows, vocab_dir):
+    path, expected = three_bad_rows
+    task = build_task("refcoco", path, vocab_dir, skip_bad_rows=5)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    batch = dataset.collater([dataset[1], dataset[6]])
+    assert set(batch) == {"bad_rows"}
+    assert [m[: len(e)] for m, e in zip(batch["bad_rows"], expected)] == expected[:2]
+    assert task.count_bad_rows(batch) == 2
+
+
+def test_bad_rows_travel_from_dataloader_workers(three_bad_rows, vocab_dir):
+    path, expected = three_bad_rows
+    task = build_task("refcoco", path, vocab_dir, skip_bad_rows=3)
+    task.load_dataset("valid")
+    batches = task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=4,
+                                      num_workers=2).next_epoch_itr(shuffle=False)
+    seen, good = [], 0
+    for batch in batches:
+        seen += batch["bad_rows"]
+        good += len(batch.get("id", []))
+        task.count_bad_rows(batch)
+    assert good == 9
+    assert len(seen) == 3
+    for prefix in expected:
+        assert sum(m.startswith(prefix) for m in seen) == 1, (prefix, seen)
+    assert task.bad_rows_seen == 3
+
+
+def test_without_skip_bad_rows_a_worker_stops_with_the_located_message(three_bad_rows, vocab_dir):
+    """From a DataLoader worker the error comes back re-raised by torch; its message still names the cell."""
+    path, expected = three_bad_rows
+    task = build_task("refcoco", path, vocab_dir)
+    task.load_dataset("valid")
+    batches = task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=4,
+                                      num_workers=1).next_epoch_itr(shuffle=False)
+    # torch rebuilds a worker's exception from one string; BadInputError takes (path, line, column, ...),
+    # so it arrives as a RuntimeError carrying the worker's traceback text.
+    with pytest.raises((BadInputError, RuntimeError)) as info:
+        for _ in batches:
+            pass
+    assert f"BadInputError: {expected[0]}" in str(info.value) or str(info.value).startswith(expected[0])
+
+
+# ---- end to end: train.py ------------------------------------------------------------------------
+
+TINY_MODEL_FLAGS = ["--arch", "unify_tiny", "--embed-dim", "32", "--ffn-dim", "64", "--attention-heads", "2",
+                    "--encoder-layers", "1", "--decoder-layers", "1", "--image-backbone", "test_resnet",
+                    "--image-backbone-out-index", "2", "--patch-image-size", "64"]
+
+
+def train_command(data, vocab_dir, save_dir, *extra):
+    return [sys.executable, "train.py", data, "--task", "refcoco", "--vocab-dir", str(vocab_dir), *TINY_MODEL_FLAGS,
+            "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+            "--batch-size", "4", "--max-epoch", "1", "--save-dir", str(save_dir), "--no-save",
+            "--num-workers", "0", "--log-format", "simple", "--seed", "1", *extra]
+
+
+@pytest.fixture
+def train_with_two_bad_rows(demo_dir, tmp_path):
+    """20 good training rows with bad ones at lines 6 (box) and 15 (image); 8 validation rows."""
+    good = demo_rows(demo_dir, "refcoco_train.tsv", 20)
+    rows = good[:5] + [set_cell(good[5], 4, "1,2,x,4")] + good[5:13] + [set_cell(good[13], 5, "@@@")] + good[13:]
+    train = write_tsv(tmp_path / "train.tsv", rows)
+    valid = write_tsv(tmp_path / "valid.tsv", demo_rows(demo_dir, "refcoco_valid.tsv", 8))
+    return f"{train},{valid}", [f"{train}:6: column 4 (region):", f"{train}:15: column 5 (image):"]
+
+
+def run(command):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+def test_train_skips_two_bad_rows_and_reports_them(train_with_two_bad_rows, vocab_dir, tmp_path):
+    data, expected = train_with_two_bad_rows
+    result = run(train_command(data, vocab_dir, tmp_path / "ckpt", "--skip-bad-rows", "2"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for message in expected:
+        assert message in output, output[-3000:]
+    summary = [line for line in output.splitlines() if "| train | epoch 001 |" in line]
+    assert summary and "| bad_rows 2 |" in summary[-1], summary
+
+
+@pytest.mark.slow
+def test_train_stops_at_the_first_bad_row_by_default(train_with_two_bad_rows, vocab_dir, tmp_path):
+    data, expected = train_with_two_bad_rows
+    result = run(train_command(data, vocab_dir, tmp_path / "ckpt", "--skip-bad-rows", "0"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert any(message in output for message in expected), output[-3000:]
+    assert "BadInputError" in output

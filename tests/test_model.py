@@ -1,0 +1,90 @@
+"""The unified model: mixed batches, incremental decoding, constrained generation."""
+from argparse import Namespace
+
+import pytest
+import torch
+
+from helpers import build_model, build_task
+
+
+@pytest.fixture(scope="module")
+def refcoco(demo_dir, vocab_dir):
+    task = build_task("refcoco", f"{demo_dir}/refcoco_valid.tsv", vocab_dir)
+    task.load_dataset("valid")
+    torch.manual_seed(0)
+    return task, build_model(task).eval()
+
+
+def batch_of(task, indices):
+    dataset = task.dataset("valid")
+    return dataset.collater([dataset[i] for i in indices])
+
+
+def test_mixed_batch_with_and_without_images_runs_forward_and_backward(refcoco):
+    task, model = refcoco
+    model.train()
+    batch = batch_of(task, [0, 1, 2])
+    net_input = dict(batch["net_input"])
+    net_input["image"] = net_input["image"][[0, 2]]  # the second sample is text only
+    net_input["image_present"] = torch.tensor([True, False, True])
+    logits, _ = model(**net_input)
+    assert logits.shape == (3, batch["target"].size(1), len(task.vocab.dictionary))
+    logits.logsumexp(-1).sum().backward()
+    backbone_grad = next(model.encoder.media_encoders["image"].backbone.parameters()).grad
+    assert backbone_grad is not None and backbone_grad.abs().sum() > 0
+    model.eval()
+
+
+def test_text_only_sample_ignores_image_padding(refcoco):
+    """A sample without an image must give the same output whatever its batch neighbours hold."""
+    task, model = refcoco
+    batch = batch_of(task, [0, 1])
+    net_input = dict(batch["net_input"])
+    alone = {k: v[1:] for k, v in net_input.items() if k not in ("image", "image_present")}
+    with torch.no_grad():
+        expected, _ = model(**alone)
+        net_input["image"] = net_input["image"][:1]
+        net_input["image_present"] = torch.tensor([True, False])
+        mixed, _ = model(**net_input)
+    torch.testing.assert_close(mixed[1:], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_incremental_decoding_matches_full_forward(refcoco):
+    task, model = refcoco
+    batch = batch_of(task, [0, 1, 2, 3])
+    net_input = batch["net_input"]
+    with torch.no_grad():
+        full, _ = model(**net_input)
+        encoder_out = model.encoder(net_input["src_tokens"], image=net_input["image"],
+                                    image_present=net_input["image_present"])
+        state, steps = {}, []
+        prev = net_input["prev_output_tokens"]
+        for t in range(prev.size(1)):
+            logits, _ = model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+            steps.append(logits[:, -1])
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_refcoco_generation_yields_exactly_four_bins(refcoco, beam):
+    task, model = refcoco
+    batch = batch_of(task, list(range(8)))
+    generator = task.build_generator([model], Namespace(beam=beam, max_len_b=20))
+    for hyps in task.inference_step(generator, [model], batch):
+        tokens = hyps[0]["tokens"].tolist()
+        assert tokens[-1] == task.vocab.dictionary.eos()
+        assert len(tokens) == 5
+        assert all(task.vocab.to_bin(t) is not None for t in tokens[:4])
+
+
+def test_unconstrained_generation_is_free(refcoco):
+    """Without the constraint an untrained model does not produce four bins by chance."""
+    task, model = refcoco
+    batch = batch_of(task, list(range(8)))
+    task.cfg.unconstrained = True
+    try:
+        generator = task.build_generator([model], Namespace(beam=1, max_len_b=6))
+    finally:
+        task.cfg.unconstrained = False
+    outputs = [h[0]["tokens"].tolist() for h in task.inference_step(generator, [model], batch)]
+    assert any(not all(task.vocab.to_bin(t) is not None for t in out[:4]) or len(out) != 5 for out in outputs)
