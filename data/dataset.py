@@ -62,6 +62,8 @@ class TsvDataset(FairseqDataset):
         return sample
 
     def collater(self, samples):
+        if not samples:
+            return {}  # fairseq's padding batches for uneven shards
         good = [s for s in samples if "bad_row" not in s]
         batch = self.collate(good) if good else {}
         batch["bad_rows"] = [s["bad_row"] for s in samples if "bad_row" in s]

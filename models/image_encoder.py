@@ -25,12 +25,12 @@ def load_backbone_weights(backbone, path):
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    used = len(backbone.state_dict()) - len(missing)
-    if used == 0:
+    used = set(state) & set(backbone.state_dict())
+    if not used:
         raise ValueError(f"{path}: no tensor matches the backbone's parameter names")
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
     logger.info("backbone weights from %s: %d tensors loaded, %d missing, %d unused",
-                path, used, len(missing), len(unexpected))
+                path, len(used), len(missing), len(unexpected))
 
 
 class ImageEncoder(nn.Module):

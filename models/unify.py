@@ -196,10 +196,10 @@ def unify_tiny(args):
 @register_model_architecture("unify", "unify_base")
 def unify_base(args):
     set_sizes(args, embed_dim=768, ffn_dim=3072, attention_heads=12, encoder_layers=6, decoder_layers=6,
-              image_backbone="resnet50", image_backbone_out_index=3)
+              image_backbone="resnet101", image_backbone_out_index=3)
 
 
 @register_model_architecture("unify", "unify_large")
 def unify_large(args):
     set_sizes(args, embed_dim=1024, ffn_dim=4096, attention_heads=16, encoder_layers=12, decoder_layers=12,
-              image_backbone="resnet101", image_backbone_out_index=3)
+              image_backbone="resnet152", image_backbone_out_index=3)

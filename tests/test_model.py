@@ -88,3 +88,29 @@ def test_unconstrained_generation_is_free(refcoco):
         task.cfg.unconstrained = False
     outputs = [h[0]["tokens"].tolist() for h in task.inference_step(generator, [model], batch)]
     assert any(not all(task.vocab.to_bin(t) is not None for t in out[:4]) or len(out) != 5 for out in outputs)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_backbone_weights_come_from_a_local_file(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    from models.image_encoder import build_backbone
+
+    torch.manual_seed(1)
+    source = build_backbone("test_resnet", 2)
+    path = str(tmp_path / f"backbone{suffix}")
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    torch.manual_seed(2)
+    loaded = build_backbone("test_resnet", 2, weights_path=path)
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, source.state_dict()[name]), name
+
+
+def test_backbone_weights_that_match_nothing_are_refused(tmp_path):
+    from models.image_encoder import build_backbone
+
+    path = str(tmp_path / "unrelated.pth")
+    torch.save({"encoder.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="no tensor matches"):
+        build_backbone("test_resnet", 2, weights_path=path)

@@ -1,0 +1,159 @@
+"""Loading a checkpoint never runs pickled code unless --trust-pickle says so; real checkpoints need no trust."""
+import argparse
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from utils.checkpoint import UntrustedCheckpointError, allow_checkpoint_types, load_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Evil:
+    """Unpickling this creates ``marker``: any code could run in its place."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def only_our_allowlist():
+    """load_state must work on its own, whatever another import added to torch's safe globals."""
+    saved = list(torch.serialization.get_safe_globals())
+    torch.serialization.clear_safe_globals()
+    yield
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(saved)
+
+
+def crafted(tmp_path, where):
+    marker = tmp_path / "MARKER"
+    evil = Evil(marker)
+    state = {"model": {}, "cfg": None}
+    if where == "top":
+        state["evil"] = evil
+    elif where == "nested":
+        state["cfg"] = {"task": {"_name": "refcoco", "extra": [1, {"deep": evil}]}}
+    elif where == "in_namespace":  # the allowlisted Namespace must not smuggle anything in
+        state["args"] = argparse.Namespace(task="refcoco", evil=evil)
+    path = tmp_path / "crafted.pt"
+    torch.save(state, path)
+    assert not marker.exists()
+    return path, marker
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "in_namespace"])
+def test_crafted_checkpoint_is_refused_without_running_its_code(where, tmp_path, only_our_allowlist):
+    allow_checkpoint_types()  # as evaluate.py and fairseq-train run: Namespace allowed, nothing else
+    path, marker = crafted(tmp_path, where)
+    with pytest.raises(UntrustedCheckpointError, match="--trust-pickle") as info:
+        load_state(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def test_trust_pickle_is_what_runs_the_code(tmp_path):
+    path, marker = crafted(tmp_path, "top")
+    state = load_state(path, trust_pickle=True)
+    state["evil"].close()
+    assert marker.exists()
+
+
+def test_legacy_namespace_checkpoint_loads_without_trust(tmp_path, only_our_allowlist):
+    """fairseq/OFA/UnIVAL checkpoints keep options in an argparse.Namespace, which is allowlisted."""
+    path = tmp_path / "legacy.pt"
+    torch.save({"args": argparse.Namespace(task="refcoco", lr=[1e-4]), "model": {"w": torch.ones(2)}}, path)
+    state = load_state(path)
+    assert state["args"].task == "refcoco" and torch.equal(state["model"]["w"], torch.ones(2))
+
+
+def run(*command):
+    return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_crafted_checkpoint(tmp_path, demo_dir):
+    path, marker = crafted(tmp_path, "top")
+    result = run("evaluate.py", "--path", str(path), "--data", f"{demo_dir}/refcoco_valid.tsv",
+                 "--results-dir", str(tmp_path / "out"), "--beam", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--trust-pickle" in output and "UntrustedCheckpointError" in output, output[-2000:]
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+# ---- a checkpoint from a real training run ------------------------------------------------------
+
+TRAIN_FLAGS = ["--task", "refcoco", "--arch", "unify_tiny", "--embed-dim", "32", "--ffn-dim", "64",
+               "--attention-heads", "2", "--encoder-layers", "1", "--decoder-layers", "1",
+               "--image-backbone", "test_resnet", "--image-backbone-out-index", "2", "--patch-image-size", "64",
+               "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+               "--batch-size", "4", "--max-update", "3", "--num-workers", "0", "--log-format", "simple",
+               "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir, vocab_dir, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("trained")
+    result = run("train.py", f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--vocab-dir",
+                 str(vocab_dir), "--save-dir", str(save_dir), *TRAIN_FLAGS)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return save_dir / "checkpoint_last.pt"
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_loads_weights_only(trained, only_our_allowlist):
+    state = load_state(trained)
+    assert state["model"] and all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    assert state["cfg"]["task"]["_name"] == "refcoco"
+    plain = torch.load(trained, map_location="cpu", weights_only=True)
+    assert plain.keys() == state.keys()
+    assert plain["optimizer_history"][-1]["num_updates"] == 3
+
+
+def image_sizes(tsv):
+    sizes = []
+    with open(tsv, encoding="utf-8") as f:
+        for line in f:
+            image = Image.open(io.BytesIO(base64.b64decode(line.rstrip("\n").split("\t")[4])))
+            sizes.append(image.size)
+    return sizes
+
+
+@pytest.mark.slow
+def test_evaluate_writes_predictions_and_metrics(trained, demo_dir, tmp_path):
+    valid = f"{demo_dir}/refcoco_valid.tsv"
+    out = tmp_path / "out"
+    result = run("evaluate.py", "--path", str(trained), "--data", valid, "--results-dir", str(out), "--beam", "1",
+                 "--cpu")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    sizes = image_sizes(valid)
+    with open(out / "predictions.jsonl", encoding="utf-8") as f:
+        predictions = [json.loads(line) for line in f]
+    assert len(predictions) == len(sizes) == 27
+    with open(valid, encoding="utf-8") as f:
+        uniq_ids = [line.split("\t")[0] for line in f]
+    assert [p["uniq_id"] for p in predictions] == uniq_ids
+    for prediction, (width, height) in zip(predictions, sizes):
+        box = prediction["box"]
+        if box is None:
+            continue
+        assert len(box) == 4 and all(isinstance(v, float) for v in box)
+        x0, y0, x1, y1 = box
+        assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height, box
+    with open(out / "metrics.json", encoding="utf-8") as f:
+        metrics = json.load(f)
+    assert {"acc@0.5", "mean_iou"} <= set(metrics)
+    assert 0.0 <= metrics["acc@0.5"] <= 1.0 and 0.0 <= metrics["mean_iou"] <= 1.0
+    assert metrics["rows"] == 27 and metrics["bad_rows"] == 0

@@ -1,0 +1,58 @@
+"""A few optimisation steps lower the loss for every task."""
+import pytest
+import torch
+from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+from omegaconf import OmegaConf
+
+from helpers import build_model, build_task
+
+
+def build_criterion(task, label_smoothing=0.1):
+    name = "constrained_label_smoothed_cross_entropy"
+    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
+    cfg.label_smoothing = label_smoothing
+    cfg.sentence_avg = False
+    return CRITERION_REGISTRY[name].build_criterion(cfg, task)
+
+
+@pytest.mark.parametrize("name", ["caption", "refcoco"])
+def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name):
+    task = build_task(name, f"{demo_dir}/{name}_train.tsv", vocab_dir)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[i] for i in range(8)])
+    torch.manual_seed(0)
+    model = build_model(task)
+    criterion = build_criterion(task)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, sample_size, _ = criterion(model, batch)
+        optimizer.zero_grad()
+        (loss / sample_size).backward()
+        optimizer.step()
+        losses.append(loss.item() / sample_size)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_constraint_masks_confine_the_loss_to_bins(demo_dir, vocab_dir):
+    """refcoco's training softmax runs over bin tokens only, then EOS, as generation does."""
+    task = build_task("refcoco", f"{demo_dir}/refcoco_train.tsv", vocab_dir)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[i] for i in range(2)])
+    masks = batch["constraint_masks"]
+    vocab = task.vocab
+    assert masks.shape == (*batch["target"].shape, len(vocab.dictionary))
+    assert masks[:, :4].sum(-1).tolist() == [[vocab.num_bins] * 4] * 2
+    assert masks[:, 4].sum(-1).tolist() == [1, 1] and masks[:, 4, vocab.dictionary.eos()].all()
+    criterion = build_criterion(task)
+    model = build_model(task)
+    loss, _, log = criterion(model, batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+    # unmasked, the same model puts mass on text tokens too, so its NLL is higher
+    free = dict(batch)
+    free.pop("constraint_masks")
+    _, _, free_log = criterion(model, free)
+    assert free_log["nll_loss"] > log["nll_loss"]
