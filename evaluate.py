@@ -93,7 +93,7 @@ def main(argv=None):
     predictions = generate(args, models, task)
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
-    metrics["bad_rows"] = task.bad_rows_seen
+    metrics["bad_rows"] = len(task.bad_rows_seen)
     os.makedirs(args.results_dir, exist_ok=True)
     with open(os.path.join(args.results_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)

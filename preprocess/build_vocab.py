@@ -8,6 +8,7 @@ in their fixed order). The task prompts are part of the training text, and byte
 fallback means any text encodes without <unk>. Same input, same files.
 """
 import argparse
+import io
 import os
 import sys
 
@@ -47,13 +48,15 @@ def text_lines(inputs):
 
 def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
     os.makedirs(out_dir, exist_ok=True)
-    prefix = os.path.join(out_dir, "spm")
+    model = io.BytesIO()  # not model_prefix: that would record the output path inside the model
     spm.SentencePieceTrainer.train(
-        sentence_iterator=text_lines(inputs), model_prefix=prefix, vocab_size=vocab_size,
+        sentence_iterator=text_lines(inputs), model_writer=model, vocab_size=vocab_size,
         model_type="unigram", character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
         unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, shuffle_input_sentence=False,
         minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    with open(os.path.join(out_dir, SPM_FILE), "wb") as f:
+        f.write(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_unknown(i)]
     write_dictionary(pieces, os.path.join(out_dir, DICT_FILE), num_bins, num_time_bins)
     return len(pieces)

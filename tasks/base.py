@@ -72,7 +72,7 @@ class UniGroundTask(FairseqTask):
             False: ImageTransform(cfg.patch_image_size, train=False),
         }
         self.constraint = self.build_constraint()
-        self.bad_rows_seen = 0
+        self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
         self.sequence_generator = None
 
     @classmethod
@@ -180,12 +180,14 @@ class UniGroundTask(FairseqTask):
     # ---- bad rows -----------------------------------------------------------------------------
 
     def count_bad_rows(self, sample):
+        """Log a batch's bad rows and hold them to the budget, which counts distinct rows: the
+        same bad row met again in a later epoch does not use it up twice."""
         bad = sample.get("bad_rows", [])
         for message in bad:
             logger.warning("skipped bad row: %s", message)
-        self.bad_rows_seen += len(bad)
-        if self.bad_rows_seen > self.cfg.skip_bad_rows:
-            raise RuntimeError(f"{self.bad_rows_seen} bad rows, more than --skip-bad-rows "
+        self.bad_rows_seen.update(bad)
+        if len(self.bad_rows_seen) > self.cfg.skip_bad_rows:
+            raise RuntimeError(f"{len(self.bad_rows_seen)} bad rows, more than --skip-bad-rows "
                                f"{self.cfg.skip_bad_rows}; the last: {bad[-1]}")
         return len(bad)
 

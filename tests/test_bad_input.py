@@ -208,10 +208,14 @@ def test_skip_bad_rows_marks_collates_counts_and_enforces_the_limit(three_bad_ro
     with caplog.at_level(logging.WARNING):
         assert task.count_bad_rows(batch) == 1
         assert task.count_bad_rows(dataset.collater(samples[4:8])) == 1
-    assert task.bad_rows_seen == 2
+    assert len(task.bad_rows_seen) == 2
     logged = [r.getMessage() for r in caplog.records]
     assert any(expected[0] in m for m in logged) and any(expected[1] in m for m in logged)
     assert task.count_bad_rows(dataset.collater(samples[8:8])) == 0  # a batch without bad rows
+
+    # the same rows met again (the next epoch) do not use the budget up twice
+    assert task.count_bad_rows(dataset.collater(samples[0:8])) == 2
+    assert len(task.bad_rows_seen) == 2
 
     with pytest.raises(RuntimeError, match=r"3 bad rows, more than --skip-bad-rows 2") as info:
         task.count_bad_rows(dataset.collater(samples[8:12]))
@@ -246,7 +250,7 @@ def test_bad_rows_travel_from_dataloader_workers(three_bad_rows, vocab_dir):
     assert len(seen) == 3
     for prefix in expected:
         assert sum(m.startswith(prefix) for m in seen) == 1, (prefix, seen)
-    assert task.bad_rows_seen == 3
+    assert len(task.bad_rows_seen) == 3
 
 
 def test_without_skip_bad_rows_a_worker_stops_with_the_located_message(demo_dir, vocab_dir, tmp_path):

@@ -28,11 +28,13 @@ def allow_checkpoint_types():
 def load_state(path, trust_pickle=False):
     """The raw checkpoint dict; refuses pickled code unless ``trust_pickle``."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(f, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
+        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
+                       "an object outside the allowlist")
         raise UntrustedCheckpointError(
-            f"{path}: refusing to unpickle objects outside the allowlist ({str(error).splitlines()[0]}). "
+            f"{path}: refusing to unpickle it ({refused}). "
             "If you trust where this file comes from, pass --trust-pickle.") from None
 
 
