@@ -2,11 +2,11 @@
 
 import hashlib
 import os
-import tempfile
 
 import numpy as np
 
 from data.errors import BadInputError
+from utils.files import atomic_open
 
 _CHUNK_BYTES = 64 << 20
 _STAMP_LEN = 2  # the index array is [file size, mtime_ns, row start offsets...]
@@ -53,19 +53,13 @@ def _writable(folder):
 
 
 def _save_atomically(index_path, index):
-    """Write to a temporary name in the same folder, then rename, so readers never see half an index."""
+    """Readers never see half an index: it is written beside its final name, then renamed."""
     folder = os.path.dirname(index_path) or "."
     os.makedirs(folder, exist_ok=True)
     if not _writable(folder):
         raise PermissionError(f"{folder} is not writable")
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".index")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, index)
-        os.replace(tmp_path, index_path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
+    with atomic_open(index_path, "wb") as f:
+        np.save(f, index)
 
 
 def _open_index(path, index_dir):
@@ -147,3 +141,12 @@ class TsvFile:
         state = dict(self.__dict__)
         state.update(_index=None, _handle=None, _handle_pid=None)
         return state
+
+
+def format_row(cells):
+    """One TSV line; a cell holding a tab or a line break would corrupt the file, so it is refused."""
+    cells = [str(cell) for cell in cells]
+    for k, cell in enumerate(cells):
+        if any(c in cell for c in "\t\r\n"):
+            raise ValueError(f"column {k + 1} holds a tab or line break: {cell[:80]!r}")
+    return "\t".join(cells) + "\n"

@@ -14,6 +14,11 @@ import os
 import sys
 from collections import defaultdict
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.tsv import format_row  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
+
 
 def clean_caption(text):
     """Single-spaced caption without tabs or newlines (they would break the TSV row) or '&&'."""
@@ -28,10 +33,6 @@ def format_box(box):
 def xywh_to_xyxy(bbox):
     x, y, width, height = bbox
     return [x, y, x + width, y + height]
-
-
-def tsv_line(cells):
-    return "\t".join(str(cell) for cell in cells) + "\n"
 
 
 def load_json(path):
@@ -50,15 +51,15 @@ def group_by_image(annotations):
 def caption_lines(image_id, captions, split, image_b64):
     """One row per caption for train, else one row per image with '&&'-joined references."""
     if split == "train":
-        return [tsv_line([c["id"], image_id, clean_caption(c["caption"]), "", image_b64])
+        return [format_row([c["id"], image_id, clean_caption(c["caption"]), "", image_b64])
                 for c in captions]
     references = "&&".join(clean_caption(c["caption"]) for c in captions)
-    return [tsv_line([image_id, image_id, references, "", image_b64])] if captions else []
+    return [format_row([image_id, image_id, references, "", image_b64])] if captions else []
 
 
 def refcoco_lines(image_id, instances, category_names, image_b64):
     """One row per non-crowd instance, its category name as the expression."""
-    return [tsv_line([a["id"], image_id, category_names[a["category_id"]],
+    return [format_row([a["id"], image_id, category_names[a["category_id"]],
                       format_box(xywh_to_xyxy(a["bbox"])), image_b64])
             for a in instances if not a.get("iscrowd", 0)]
 
@@ -73,19 +74,6 @@ def missing_image_message(path, image_id, captions, instances):
     first = captions[0] if captions else instances[0]
     kind = "caption" if captions else "instance"
     return f"image file not found: {path} (image_id {image_id}, needed by {kind} annotation {first['id']})"
-
-
-@contextlib.contextmanager
-def atomic_open(path):
-    """Write to a temporary file that replaces ``path`` only once writing succeeded."""
-    temporary = f"{path}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def convert(images_dir, out_dir, split, prefix="coco", captions_json=None, instances_json=None,

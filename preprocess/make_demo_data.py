@@ -14,11 +14,17 @@ import contextlib
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.tsv import format_row  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
 
 # Saturated colours, far from each other and from the grey backgrounds.
 COLOURS = {
@@ -189,10 +195,6 @@ def format_box(box):
     return ",".join(f"{v:.2f}".rstrip("0").rstrip(".") for v in box)
 
 
-def tsv_line(cells):
-    return "\t".join(cells) + "\n"
-
-
 def sample_rows(split, index, image_size, seed):
     """TSV lines of one image for the caption, refcoco and regions files."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
@@ -203,30 +205,17 @@ def sample_rows(split, index, image_size, seed):
     expressions = [make_expression(rng, shape) for shape in scene.shapes]
 
     if split == "train":
-        caption_lines = [tsv_line([f"{image_id}-{k}", image_id, caption, "", image_b64])
+        caption_lines = [format_row([f"{image_id}-{k}", image_id, caption, "", image_b64])
                          for k, caption in enumerate(captions)]
     else:
-        caption_lines = [tsv_line([image_id, image_id, "&&".join(captions), "", image_b64])]
-    refcoco_lines = [tsv_line([f"{image_id}-{k}", image_id, text, format_box(shape.box), image_b64])
+        caption_lines = [format_row([image_id, image_id, "&&".join(captions), "", image_b64])]
+    refcoco_lines = [format_row([f"{image_id}-{k}", image_id, text, format_box(shape.box), image_b64])
                      for k, (text, shape) in enumerate(zip(expressions, scene.shapes))]
     regions = [{"text": text, "box": list(shape.box), "polygons": [shape.polygon()]}
                for text, shape in zip(expressions, scene.shapes)]
     annotation = json.dumps({"regions": regions}, separators=(",", ":"))
-    region_lines = [tsv_line([image_id, image_b64, "", "", "", annotation])]
+    region_lines = [format_row([image_id, image_b64, "", "", "", annotation])]
     return {"caption": caption_lines, "refcoco": refcoco_lines, "regions": region_lines}
-
-
-@contextlib.contextmanager
-def atomic_open(path):
-    """Write to a temporary file that replaces ``path`` only once writing succeeded."""
-    temporary = f"{path}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def write_split(out_dir, split, num_images, image_size, seed):

@@ -10,6 +10,7 @@ import sentencepiece as spm
 from fairseq.data import Dictionary
 
 from utils.codec import POLY, bin_token, special_tokens, time_token
+from utils.files import atomic_open
 
 SPM_FILE = "spm.model"
 DICT_FILE = "dict.txt"
@@ -61,8 +62,5 @@ class Vocabulary:
 
 def write_dictionary(pieces, path, num_bins, num_time_bins):
     """Write a fairseq dict file: text pieces, then the special tokens in their fixed order."""
-    lines = [f"{token} 1\n" for token in list(pieces) + special_tokens(num_bins, num_time_bins)]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        f.writelines(f"{token} 1\n" for token in list(pieces) + special_tokens(num_bins, num_time_bins))
