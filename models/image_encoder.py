@@ -37,8 +37,10 @@ class ImageEncoder(nn.Module):
     """B x 3 x H x W pixels -> B x (h*w) x dim tokens with learned row/column positions.
 
     Position tables are indexed by grid cell, up to ``max_grid`` cells a side, and
-    start as sinusoids of the cell centre for the configured image size so that
-    positions and location tokens begin on the same scale.
+    start as sinusoids of the cell centre for the configured image size, rows in
+    the first half of the channels and columns in the second. Kept apart, x and y
+    can each be read out linearly (a sum of two codes in the same channels mixes
+    them), which is what emitting a box's bin tokens needs.
     """
 
     def __init__(self, dim, backbone, out_index, image_size, max_grid=64, weights_path=None):
@@ -49,8 +51,12 @@ class ImageEncoder(nn.Module):
         self.max_grid = max_grid
         grid = max(1, image_size // info.reduction()[-1])
         centres = ((torch.arange(max_grid) + 0.5) / grid).clamp(max=1.0)
-        self.row = nn.Embedding.from_pretrained(sinusoid(centres, dim), freeze=False)
-        self.col = nn.Embedding.from_pretrained(sinusoid(centres, dim), freeze=False)
+        half = dim // 2
+        rows, cols = torch.zeros(max_grid, dim), torch.zeros(max_grid, dim)
+        rows[:, :half] = sinusoid(centres, half)
+        cols[:, half:] = sinusoid(centres, dim - half)
+        self.row = nn.Embedding.from_pretrained(rows, freeze=False)
+        self.col = nn.Embedding.from_pretrained(cols, freeze=False)
 
     def forward(self, pixels):
         features = self.backbone(pixels)[-1]  # B x C x h x w

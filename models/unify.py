@@ -32,7 +32,7 @@ class UnifyConfig(FairseqDataclass):
     decoder_layers: int = field(default=3, metadata={"help": "decoder layers"})
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
     attention_dropout: float = field(default=0.0, metadata={"help": "attention dropout"})
-    image_backbone: str = field(default="resnet10t", metadata={"help": "timm model name (features_only)"})
+    image_backbone: str = field(default="test_resnet", metadata={"help": "timm model name (features_only)"})
     image_backbone_out_index: int = field(default=2, metadata={"help": "which timm feature level to use"})
     image_backbone_weights: Optional[str] = field(
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
@@ -46,18 +46,25 @@ def build_embedding(vocab, dim):
     """Token embeddings; location tokens start as sinusoids of their coordinate.
 
     Neighbouring bins then begin with similar embeddings (and, through the tied
-    output layer, similar logits), which speeds up learning to localise.
+    output layer, similar logits), which speeds up learning to localise. A bin
+    repeats its code in both halves of the channels, where image tokens keep
+    their row and their column positions.
     """
     embed = nn.Embedding(len(vocab.dictionary), dim, padding_idx=vocab.dictionary.pad())
     with torch.no_grad():
         nn.init.normal_(embed.weight, std=dim ** -0.5)
         embed.weight[vocab.dictionary.pad()].zero_()
-        unit = math.sqrt(2.0 / dim)  # rows of norm ~1, like the normal init
-        bins = torch.linspace(0, 1, vocab.num_bins)
-        embed.weight[vocab.first_bin:vocab.first_bin + vocab.num_bins] = sinusoid(bins, dim) * unit
-        times = torch.linspace(0, 1, vocab.num_time_bins)
-        embed.weight[vocab.first_time:vocab.first_time + vocab.num_time_bins] = sinusoid(times, dim) * unit
+        embed.weight[vocab.first_bin:vocab.first_bin + vocab.num_bins] = coordinate_codes(vocab.num_bins, dim)
+        embed.weight[vocab.first_time:vocab.first_time + vocab.num_time_bins] = coordinate_codes(
+            vocab.num_time_bins, dim)
     return embed
+
+
+def coordinate_codes(count, dim):
+    """``count`` evenly spaced values in [0, 1] as rows of norm ~1, like the normal init."""
+    values, half = torch.linspace(0, 1, count), dim // 2
+    codes = torch.cat([sinusoid(values, half), sinusoid(values, dim - half)], dim=1)
+    return codes * math.sqrt(2.0 / dim)
 
 
 class UnifyEncoder(FairseqEncoder):
@@ -190,7 +197,7 @@ def set_sizes(args, **sizes):
 @register_model_architecture("unify", "unify_tiny")
 def unify_tiny(args):
     set_sizes(args, embed_dim=128, ffn_dim=512, attention_heads=4, encoder_layers=3, decoder_layers=3,
-              image_backbone="resnet10t", image_backbone_out_index=2)
+              image_backbone="test_resnet", image_backbone_out_index=2)
 
 
 @register_model_architecture("unify", "unify_base")

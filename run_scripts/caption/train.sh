@@ -10,12 +10,14 @@ DATA=${DATA:-dataset/demo/caption_train.tsv,dataset/demo/caption_valid.tsv}
 "$PYTHON" train.py "$DATA" \
     --task caption --vocab-dir "${VOCAB:-dataset/demo/vocab}" --arch "${ARCH:-unify_tiny}" \
     --patch-image-size "${PATCH:-64}" --max-tgt-length 24 \
-    --criterion constrained_label_smoothed_cross_entropy --label-smoothing 0.1 \
+    --criterion constrained_label_smoothed_cross_entropy --label-smoothing "${LABEL_SMOOTHING:-0.0}" --dropout "${DROPOUT:-0.0}" \
     --optimizer adam --adam-betas '(0.9, 0.999)' --weight-decay 0.01 --clip-norm 1.0 \
-    --lr "${LR:-1e-3}" --lr-scheduler inverse_sqrt --warmup-updates "${WARMUP:-200}" \
-    --batch-size "${BATCH:-32}" --max-update "${MAX_UPDATE:-1000}" --num-workers "${WORKERS:-1}" \
+    --lr "${LR:-2e-3}" --lr-scheduler polynomial_decay --warmup-updates "${WARMUP:-200}" \
+    --total-num-update "${MAX_UPDATE:-800}" \
+    --batch-size "${BATCH:-32}" --max-update "${MAX_UPDATE:-800}" --num-workers "${WORKERS:-1}" \
     --eval-metrics --eval-args '{"beam": 1, "max_len_b": 24}' \
     --best-checkpoint-metric cider --maximize-best-checkpoint-metric \
-    --validate-interval-updates "${VALID_EVERY:-500}" --save-interval-updates "${VALID_EVERY:-500}" \
+    --validate-interval-updates "${VALID_EVERY:-1000}" --save-interval-updates "${VALID_EVERY:-1000}" \
+    --validate-interval 1000 --save-interval 1000 \
     --keep-interval-updates 1 --no-epoch-checkpoints \
     --save-dir "${SAVE_DIR:-checkpoints/caption}" --log-format simple --log-interval 100 --seed "${SEED:-1}" "$@"
