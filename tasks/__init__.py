@@ -1,1 +1,1 @@
-from tasks import caption, refcoco  # noqa: F401  (registers the tasks)
+from tasks import caption, multitask, refcoco  # noqa: F401  (registers the tasks)

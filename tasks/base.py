@@ -61,6 +61,8 @@ class UniGroundConfig(FairseqDataclass):
 class UniGroundTask(FairseqTask):
     columns = ()          # names of the selected columns, in the order of --selected-cols
     prompt = ""           # UnIVAL's instruction for the task; "{}" marks where the row's text goes
+    primary_metric = ""   # the metric that ranks checkpoints
+    metric_prefix = ""    # "<task>/" when validation metrics are reported beside other tasks'
     default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
 
     def __init__(self, cfg, vocab):
@@ -235,9 +237,10 @@ class UniGroundTask(FairseqTask):
         log["bad_rows"] = bad
         if self.sequence_generator is not None:
             predictions = self.predict(self.sequence_generator, [model], sample)
-            log["_eval_count"] = len(predictions)
+            group = self.metric_prefix
+            log[f"_eval_count:{group}"] = len(predictions)
             for name, value in self.score(predictions).items():
-                log[f"_eval_{name}"] = value * len(predictions)
+                log[f"_eval:{group}{name}"] = value * len(predictions)
         return loss, size, log
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -245,9 +248,10 @@ class UniGroundTask(FairseqTask):
         bad = sum(log.get("bad_rows", 0) for log in logging_outputs)
         if bad:
             metrics.log_scalar_sum("bad_rows", bad)
-        count = sum(log.get("_eval_count", 0) for log in logging_outputs)
-        if count:
-            names = {k for log in logging_outputs for k in log if k.startswith("_eval_") and k != "_eval_count"}
-            for key in sorted(names):
-                total = sum(log.get(key, 0) for log in logging_outputs)
-                metrics.log_scalar(key[len("_eval_"):], total / count, weight=count, round=4)
+        keys = {k for log in logging_outputs for k in log if k.startswith("_eval:")}
+        for key in sorted(keys):
+            name = key[len("_eval:"):]
+            group = name[: name.index("/") + 1] if "/" in name else ""
+            count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
+            total = sum(log.get(key, 0) for log in logging_outputs)
+            metrics.log_scalar(name, total / count, weight=count, round=4)

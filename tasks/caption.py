@@ -23,6 +23,7 @@ class CaptionConfig(UniGroundConfig):
 class CaptionTask(UniGroundTask):
     columns = ("uniq_id", "image", "caption")
     prompt = " what does the image describe?"
+    primary_metric = "cider"
     default_cols = "0,4,2"
 
     def build_sample(self, row, train):

@@ -40,6 +40,7 @@ class RefcocoConfig(UniGroundConfig):
 class RefcocoTask(UniGroundTask):
     columns = ("uniq_id", "image", "text", "region")
     prompt = ' which region does the text " {} " describe?'
+    primary_metric = "acc@0.5"
     default_cols = "0,4,2,3"
 
     def build_constraint(self):

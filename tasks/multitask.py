@@ -1,0 +1,102 @@
+"""A weighted mixture of registered tasks trained as one model.
+
+    train.py "caption=cap_train.tsv,cap_valid.tsv;refcoco=ref_train.tsv,ref_valid.tsv" \\
+        --task multitask --tasks caption:0.4,refcoco:0.6 --vocab-dir vocab ...
+
+Each sub-task keeps its own data, prompt, constraint and metric; the shared
+options (vocabulary, image size, bins, ...) are this task's. Validation reports
+every sub-task's metrics as ``<task>/<metric>`` and ``score``, the ratio-weighted
+mean of each sub-task's primary metric, for ``--best-checkpoint-metric score``.
+"""
+import json
+from argparse import Namespace
+from dataclasses import dataclass, field
+
+from fairseq import metrics
+from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, register_task
+from omegaconf import OmegaConf
+
+from data.mixture import MixtureDataset
+from tasks.base import UniGroundConfig, UniGroundTask
+
+
+@dataclass
+class MultitaskConfig(UniGroundConfig):
+    tasks: str = field(default="", metadata={"help": "sub-tasks and sampling ratios: caption:0.4,refcoco:0.6"})
+
+
+def parse_named(text, what):
+    """'a=x;b=y' -> {'a': 'x', 'b': 'y'}."""
+    parts = dict(part.split("=", 1) for part in text.split(";") if part.strip())
+    if not parts:
+        raise ValueError(f"multitask: {what} must be given per task as name=value;name=value, got {text!r}")
+    return {name.strip(): value.strip() for name, value in parts.items()}
+
+
+def parse_ratios(text):
+    ratios = {}
+    for part in text.split(","):
+        name, _, ratio = part.partition(":")
+        ratios[name.strip()] = float(ratio) if ratio else 1.0
+    if not ratios or any(r <= 0 for r in ratios.values()):
+        raise ValueError(f"--tasks needs positive ratios as name:ratio,name:ratio, got {text!r}")
+    return ratios
+
+
+@register_task("multitask", dataclass=MultitaskConfig)
+class MultitaskTask(UniGroundTask):
+    def __init__(self, cfg, vocab):
+        super().__init__(cfg, vocab)
+        self.ratios = parse_ratios(cfg.tasks)
+        data = parse_named(cfg.data, "DATA")
+        cols = parse_named(cfg.selected_cols, "--selected-cols") if cfg.selected_cols else {}
+        unknown = set(self.ratios) - set(data)
+        if unknown:
+            raise ValueError(f"multitask: no data given for {sorted(unknown)}")
+        self.subtasks = {name: self.build_subtask(name, data[name], cols.get(name)) for name in self.ratios}
+
+    def build_subtask(self, name, data, selected_cols):
+        if name not in TASK_REGISTRY or not issubclass(TASK_REGISTRY[name], UniGroundTask) or name == "multitask":
+            raise ValueError(f"multitask: {name!r} is not a UniGround task")
+        cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
+        for key in cfg:
+            if key in self.cfg and key not in ("_name", "tasks"):
+                cfg[key] = self.cfg[key]
+        cfg.data, cfg.selected_cols = data, selected_cols
+        task = TASK_REGISTRY[name](cfg, self.vocab)
+        task.metric_prefix = f"{name}/"
+        task.bad_rows_seen = self.bad_rows_seen  # one --skip-bad-rows budget for the whole mixture
+        return task
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        for task in self.subtasks.values():
+            task.load_dataset(split, epoch=epoch)
+        self.datasets[split] = MixtureDataset(
+            {name: task.dataset(split) for name, task in self.subtasks.items()}, self.ratios,
+            seed=self.cfg.seed, sample=split == "train")
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.eval_metrics:
+            for task in self.subtasks.values():
+                task.sequence_generator = task.build_generator([model], Namespace(**json.loads(self.cfg.eval_args)))
+        return model
+
+    def valid_step(self, sample, model, criterion):
+        if "net_input" not in sample:
+            return super().valid_step(sample, model, criterion)
+        return self.subtasks[sample["task"]].valid_step(sample, model, criterion)
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if any(k.startswith("_eval_count:") for log in logging_outputs for k in log):
+            metrics.log_derived("score", self.combined_score)
+
+    def combined_score(self, meters):
+        """Ratio-weighted mean of the sub-tasks' primary metrics seen in this validation."""
+        seen = {name: meters[f"{name}/{task.primary_metric}"].avg for name, task in self.subtasks.items()
+                if f"{name}/{task.primary_metric}" in meters}
+        if not seen:
+            return 0.0
+        total = sum(self.ratios[name] for name in seen)
+        return round(sum(self.ratios[name] * value for name, value in seen.items()) / total, 4)

@@ -1,0 +1,82 @@
+"""The multitask mixture: sampling ratios, one task per batch, per-task metrics and a combined score."""
+from argparse import Namespace
+from collections import Counter
+
+import pytest
+import torch
+from fairseq import metrics
+
+from helpers import build_model, build_task
+from test_training import build_criterion
+
+
+@pytest.fixture(scope="module")
+def mixture(demo_dir, vocab_dir):
+    data = (f"caption={demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv;"
+            f"refcoco={demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv")
+    return build_task("multitask", data, vocab_dir, tasks="caption:0.25,refcoco:0.75",
+                      eval_metrics=True, eval_args='{"beam": 1, "max_len_b": 8}')
+
+
+def batches(task, split, epoch):
+    return list(task.get_batch_iterator(dataset=task.dataset(split), max_sentences=6, seed=1, epoch=epoch,
+                                        disable_iterator_cache=True).next_epoch_itr(shuffle=split == "train"))
+
+
+def test_each_epoch_samples_tasks_in_the_asked_ratios(mixture):
+    mixture.load_dataset("train")
+    total = len(mixture.dataset("train"))
+    rows = Counter()
+    for batch in batches(mixture, "train", epoch=1):
+        rows[batch["task"]] += len(batch["id"])
+    assert rows["caption"] == round(0.25 * total) and rows["refcoco"] == round(0.75 * total)
+    # refcoco has fewer rows than its share: it is cycled, each of its rows used evenly
+    refcoco_rows = len(mixture.subtasks["refcoco"].dataset("train"))
+    assert rows["refcoco"] > refcoco_rows
+
+
+def test_batches_keep_one_task_and_its_constraint(mixture):
+    mixture.load_dataset("train")
+    for batch in batches(mixture, "train", epoch=2)[:20]:
+        if batch["task"] == "refcoco":
+            assert batch["constraint_masks"].shape[:2] == batch["target"].shape
+        else:
+            assert "constraint_masks" not in batch
+        assert batch["net_input"]["src_tokens"].size(0) == len(batch["meta"])
+
+
+def test_validation_covers_every_row_once(mixture):
+    mixture.load_dataset("valid")
+    seen = Counter()
+    for batch in batches(mixture, "valid", epoch=1):
+        seen[batch["task"]] += len(batch["id"])
+    assert seen == {name: len(task.dataset("valid")) for name, task in mixture.subtasks.items()}
+
+
+def test_validation_reports_each_task_and_the_weighted_score(mixture):
+    mixture.load_dataset("valid")
+    torch.manual_seed(0)
+    model = build_model(mixture).eval()
+    for task in mixture.subtasks.values():
+        task.sequence_generator = task.build_generator([model], Namespace(beam=1, max_len_b=8))
+    criterion = build_criterion(mixture)
+    firsts = {}
+    for batch in batches(mixture, "valid", epoch=1):
+        firsts.setdefault(batch["task"], batch)
+    with metrics.aggregate(new_root=True) as aggregator:
+        logs = []
+        with torch.no_grad():
+            for batch in firsts.values():
+                logs.append(mixture.valid_step(batch, model, criterion)[2])
+        mixture.reduce_metrics(logs, criterion)
+        values = aggregator.get_smoothed_values()
+    assert {"caption/cider", "refcoco/acc@0.5", "refcoco/mean_iou", "score"} <= set(values)
+    expected = (0.25 * values["caption/cider"] + 0.75 * values["refcoco/acc@0.5"]) / 1.0
+    assert values["score"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_unknown_or_unlisted_tasks_are_refused(demo_dir, vocab_dir):
+    with pytest.raises(ValueError, match="no data given"):
+        build_task("multitask", f"caption={demo_dir}/caption_valid.tsv", vocab_dir, tasks="caption:1,refcoco:1")
+    with pytest.raises(ValueError, match="not a UniGround task"):
+        build_task("multitask", f"translation={demo_dir}/caption_valid.tsv", vocab_dir, tasks="translation:1")
