@@ -21,3 +21,4 @@ for _package in ("criterions", "models", "tasks"):
         sys.modules[f"{__name__}.{_package}.{_info.name}"] = importlib.import_module(f"{_package}.{_info.name}")
 
 importlib.import_module("utils.checkpoint").allow_checkpoint_types()
+importlib.import_module("utils.fairseq_fixes").apply()

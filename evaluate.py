@@ -45,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--unconstrained", action="store_true", help="generate without the task's constraint")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a legacy checkpoint's pickled objects (runs code: trusted files only)")
+    parser.add_argument("--use-ema", action="store_true",
+                        help="evaluate the EMA weights (extra_state['ema'], kept by --store-ema) instead of 'model'")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
     return parser.parse_args(argv)
 
@@ -84,7 +86,7 @@ def generate(args, models, task):
 def main(argv=None):
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
     args = parse_args(argv)
-    models, _, task = load_models_and_task(args.path, task_overrides(args), args.trust_pickle)
+    models, _, task = load_models_and_task(args.path, task_overrides(args), args.trust_pickle, args.use_ema)
     use_cuda = torch.cuda.is_available() and not args.cpu
     for model in models:
         model.eval()

@@ -20,6 +20,10 @@ class UntrustedCheckpointError(RuntimeError):
     pass
 
 
+class MissingEmaError(ValueError):
+    pass
+
+
 def allow_checkpoint_types():
     """Let every ``torch.load`` with ``weights_only=True`` (fairseq's resume too) read our checkpoints."""
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
@@ -38,9 +42,23 @@ def load_state(path, trust_pickle=False):
             "If you trust where this file comes from, pass --trust-pickle.") from None
 
 
-def load_models_and_task(path, overrides=None, trust_pickle=False):
-    """Models, config and task from a checkpoint, with task options overridden (e.g. ``data``)."""
+def ema_state_dict(state, path):
+    """The EMA weights fairseq keeps in ``extra_state["ema"]`` with ``--store-ema``."""
+    ema = (state.get("extra_state") or {}).get("ema")
+    if ema is None:
+        raise MissingEmaError(f"{path}: no EMA weights (extra_state['ema']); "
+                              "fairseq keeps them only when trained with --store-ema")
+    return ema
+
+
+def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False):
+    """Models, config and task from a checkpoint, with task options overridden (e.g. ``data``).
+
+    ``use_ema`` builds the models from the checkpoint's EMA weights instead of its ``model``.
+    """
     state = load_state(path, trust_pickle)
+    if use_ema:
+        state["model"] = ema_state_dict(state, path)
     overrides = overrides or {}
     if state.get("args") is not None:
         for name, value in overrides.items():

@@ -12,6 +12,9 @@ def atomic_open(path, mode="w"):
     try:
         with os.fdopen(fd, mode, **text) as handle:
             yield handle
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp made it owner-only; give it a normal file's mode
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
