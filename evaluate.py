@@ -34,6 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", required=True, help="TSV to evaluate")
     parser.add_argument("--results-dir", required=True, help="where predictions.jsonl and metrics.json go")
     parser.add_argument("--selected-cols", help="override the checkpoint task's column choice")
+    parser.add_argument("--subtask", help="for a multitask checkpoint: the task whose TSV --data is")
     parser.add_argument("--vocab-dir", help="override the vocabulary folder recorded in the checkpoint")
     parser.add_argument("--media-dir", help="root for media cells given as paths")
     parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
@@ -52,12 +53,29 @@ def parse_args(argv=None):
 
 
 def task_overrides(args):
-    overrides = {"data": args.data, "eval_metrics": False, "unconstrained": args.unconstrained,
-                 "skip_bad_rows": args.skip_bad_rows}
-    for name in ("selected_cols", "vocab_dir", "media_dir"):
+    """Options replaced in the checkpoint's task; a sub-task gets --data itself (``select_task``)."""
+    overrides = {"eval_metrics": False, "unconstrained": args.unconstrained, "skip_bad_rows": args.skip_bad_rows}
+    names = ("vocab_dir", "media_dir") if args.subtask else ("data", "selected_cols", "vocab_dir", "media_dir")
+    for name in names:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     return overrides
+
+
+def select_task(task, args):
+    """The task that reads --data: the checkpoint's own, or one sub-task of a multitask checkpoint."""
+    subtasks = getattr(task, "subtasks", None)
+    if subtasks is None:
+        if args.subtask:
+            raise SystemExit("error: --subtask is for multitask checkpoints only")
+        return task
+    if args.subtask not in subtasks:
+        raise SystemExit(f"error: a multitask checkpoint needs --subtask, one of {sorted(subtasks)}")
+    subtask = subtasks[args.subtask]
+    subtask.cfg.data = args.data
+    if args.selected_cols:
+        subtask.cfg.selected_cols = args.selected_cols
+    return subtask
 
 
 def generate(args, models, task):
@@ -87,6 +105,7 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
     args = parse_args(argv)
     models, _, task = load_models_and_task(args.path, task_overrides(args), args.trust_pickle, args.use_ema)
+    task = select_task(task, args)
     use_cuda = torch.cuda.is_available() and not args.cpu
     for model in models:
         model.eval()

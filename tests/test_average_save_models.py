@@ -263,12 +263,12 @@ def test_missing_ema_is_refused(checkpoints, variants, rows, tmp_path):
         load_models_and_task(str(variants["no_ema"]), {"data": str(rows)}, use_ema=True)
 
 
-def test_command_line_prints_a_line_per_checkpoint_read(checkpoints, tmp_path):
+def test_command_line_reports_a_line_per_checkpoint_read(checkpoints, tmp_path):
     result = subprocess.run(
         [sys.executable, "preprocess/average_save_models.py", "--inputs", *map(str, checkpoints),
          "--output", str(tmp_path / "avg.pt")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    lines = result.stderr.splitlines()  # progress goes to stderr
     count = len(weights_of(checkpoints[0]))
     assert [line for line in lines if line.endswith(" tensors")] == [f"read {path}: {count} tensors"
                                                                      for path in checkpoints]
