@@ -23,6 +23,10 @@ sys.path.insert(0, ROOT)
 
 fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
 
+from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from tasks.weight_average import write_curve  # noqa: E402
 from utils.checkpoint import load_models_and_task  # noqa: E402
 
 logger = logging.getLogger("evaluate")
@@ -30,7 +34,11 @@ logger = logging.getLogger("evaluate")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--path", required=True, help="checkpoint file")
+    parser.add_argument("--path", required=True, nargs="+",
+                        help="checkpoint file; two with --lambdas, to evaluate along their interpolation")
+    parser.add_argument("--lambdas", nargs="+", type=float,
+                        help="evaluate (1 - l) * first + l * second at each l (the weight_average task)")
+    parser.add_argument("--allow-extrapolation", action="store_true", help="allow --lambdas outside [0, 1]")
     parser.add_argument("--data", required=True, help="TSV to evaluate")
     parser.add_argument("--results-dir", required=True, help="where predictions.jsonl and metrics.json go")
     parser.add_argument("--selected-cols", help="override the checkpoint task's column choice")
@@ -49,7 +57,10 @@ def parse_args(argv=None):
     parser.add_argument("--use-ema", action="store_true",
                         help="evaluate the EMA weights (extra_state['ema'], kept by --store-ema) instead of 'model'")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.lambdas is None) != (len(args.path) == 1):
+        parser.error("give one --path, or two with --lambdas")
+    return args
 
 
 def task_overrides(args):
@@ -101,27 +112,54 @@ def generate(args, models, task):
     return predictions
 
 
+def evaluate(args, models, task, results_dir):
+    """Generate and score on --data; write predictions.jsonl and metrics.json into ``results_dir``."""
+    task.bad_rows_seen.clear()
+    predictions = generate(args, models, task)
+    metrics = task.score(predictions, full=True)
+    metrics["rows"] = len(predictions)
+    metrics["bad_rows"] = len(task.bad_rows_seen)
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    with open(os.path.join(results_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def interpolation_curve(args, models, task):
+    """The weight_average task: evaluate (1 - l) * A + l * B for each lambda; write curve.csv and curve.png."""
+    cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY["weight_average"])
+    cfg.checkpoints, cfg.lambdas = ",".join(args.path), ",".join(map(str, args.lambdas))
+    cfg.ema, cfg.allow_extrapolation, cfg.trust_pickle = args.use_ema, args.allow_extrapolation, args.trust_pickle
+    path_task = TASK_REGISTRY["weight_average"].setup_task(cfg)
+
+    def evaluate_state(value, state):
+        models[0].load_state_dict(state)
+        logger.info("lambda %g", value)
+        return evaluate(args, models, task, os.path.join(args.results_dir, f"lambda_{value:g}"))
+
+    rows = path_task.curve(evaluate_state)
+    write_curve(rows, args.results_dir)
+    return rows
+
+
 def main(argv=None):
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
     args = parse_args(argv)
-    models, _, task = load_models_and_task(args.path, task_overrides(args), args.trust_pickle, args.use_ema)
+    models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
     task = select_task(task, args)
     use_cuda = torch.cuda.is_available() and not args.cpu
     for model in models:
         model.eval()
         if use_cuda:
             model.cuda()
-    predictions = generate(args, models, task)
-    metrics = task.score(predictions, full=True)
-    metrics["rows"] = len(predictions)
-    metrics["bad_rows"] = len(task.bad_rows_seen)
-    os.makedirs(args.results_dir, exist_ok=True)
-    with open(os.path.join(args.results_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    with open(os.path.join(args.results_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-    print(json.dumps(metrics, indent=2))
-    return metrics
+    if args.lambdas is not None:
+        result = interpolation_curve(args, models, task)
+    else:
+        result = evaluate(args, models, task, args.results_dir)
+    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-from tasks import caption, multitask, refcoco  # noqa: F401  (registers the tasks)
+from tasks import caption, multitask, refcoco, weight_average  # noqa: F401  (registers the tasks)

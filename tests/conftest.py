@@ -1,5 +1,6 @@
 """Shared fixtures: a small demo world, its vocabulary, and tasks built as fairseq builds them."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +12,7 @@ sys.path.insert(0, ROOT)
 import criterions  # noqa: E402,F401  (registers)
 import models  # noqa: E402,F401
 import tasks  # noqa: E402,F401
+from helpers import tiny_model_args  # noqa: E402
 from preprocess import build_vocab, make_demo_data  # noqa: E402
 
 
@@ -28,3 +30,24 @@ def vocab_dir(demo_dir):
     build_vocab.main(["--input", f"{demo_dir}/caption_train.tsv:2", "--input", f"{demo_dir}/refcoco_train.tsv:2",
                       "--out-dir", str(out), "--vocab-size", "400"])
     return out
+
+
+def model_flags():
+    return [f"--{key.replace('_', '-')}={value}" for key, value in tiny_model_args().items()]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(demo_dir, vocab_dir, tmp_path_factory):
+    """Three different checkpoints of one run, after 2, 4 and 6 updates, with EMA weights."""
+    save_dir = tmp_path_factory.mktemp("averaging")
+    result = subprocess.run(
+        [sys.executable, "train.py",
+         f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--task", "refcoco", "--vocab-dir",
+         str(vocab_dir), *model_flags(), "--patch-image-size", "64",
+         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+         "--batch-size", "8", "--max-update", "6", "--save-interval-updates", "2", "--keep-interval-updates", "3",
+         "--no-epoch-checkpoints", "--disable-validation", "--store-ema", "--ema-decay", "0.9",
+         "--num-workers", "0", "--seed", "1", "--log-format", "simple", "--save-dir", str(save_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return [save_dir / f"checkpoint_1_{step}.pt" for step in (2, 4, 6)]

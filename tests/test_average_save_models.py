@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import evaluate
-from helpers import tiny_model_args
 from preprocess import average_save_models
 from utils.checkpoint import MissingEmaError, load_models_and_task, load_state
 
@@ -16,27 +15,6 @@ STEPS = (2, 4, 6)
 DELETED, RESHAPED = "decoder.final_norm.bias", "encoder.layers.0.ffn.0.weight"
 
 pytestmark = pytest.mark.slow
-
-def model_flags():
-    return [f"--{key.replace('_', '-')}={value}" for key, value in tiny_model_args().items()]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(demo_dir, vocab_dir, tmp_path_factory):
-    """Three different checkpoints of one run, after 2, 4 and 6 updates, with EMA weights."""
-    save_dir = tmp_path_factory.mktemp("averaging")
-    result = subprocess.run(
-        [sys.executable, "train.py",
-         f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--task", "refcoco", "--vocab-dir",
-         str(vocab_dir), *model_flags(), "--patch-image-size", "64",
-         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
-         "--batch-size", "8", "--max-update", "6", "--save-interval-updates", "2", "--keep-interval-updates", "3",
-         "--no-epoch-checkpoints", "--disable-validation", "--store-ema", "--ema-decay", "0.9",
-         "--num-workers", "0", "--seed", "1", "--log-format", "simple", "--save-dir", str(save_dir)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return [save_dir / f"checkpoint_1_{step}.pt" for step in STEPS]
-
 
 @pytest.fixture(scope="module")
 def variants(checkpoints, tmp_path_factory):
