@@ -26,6 +26,7 @@ fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from tasks.base import sibling_task  # noqa: E402
 from tasks.weight_average import write_curve  # noqa: E402
 from utils.checkpoint import load_models_and_task  # noqa: E402
 
@@ -42,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--data", required=True, help="TSV to evaluate")
     parser.add_argument("--results-dir", required=True, help="where predictions.jsonl and metrics.json go")
     parser.add_argument("--selected-cols", help="override the checkpoint task's column choice")
-    parser.add_argument("--subtask", help="for a multitask checkpoint: the task whose TSV --data is")
+    parser.add_argument("--task", help="evaluate as this task rather than the checkpoint's own (multitask "
+                                       "checkpoints, merged models); same vocabulary and image options")
     parser.add_argument("--vocab-dir", help="override the vocabulary folder recorded in the checkpoint")
     parser.add_argument("--media-dir", help="root for media cells given as paths")
     parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
@@ -64,9 +66,9 @@ def parse_args(argv=None):
 
 
 def task_overrides(args):
-    """Options replaced in the checkpoint's task; a sub-task gets --data itself (``select_task``)."""
+    """Options replaced in the checkpoint's task; with --task, that task gets --data (``select_task``)."""
     overrides = {"eval_metrics": False, "unconstrained": args.unconstrained, "skip_bad_rows": args.skip_bad_rows}
-    names = ("vocab_dir", "media_dir") if args.subtask else ("data", "selected_cols", "vocab_dir", "media_dir")
+    names = ("vocab_dir", "media_dir") if args.task else ("data", "selected_cols", "vocab_dir", "media_dir")
     for name in names:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -74,19 +76,11 @@ def task_overrides(args):
 
 
 def select_task(task, args):
-    """The task that reads --data: the checkpoint's own, or one sub-task of a multitask checkpoint."""
-    subtasks = getattr(task, "subtasks", None)
-    if subtasks is None:
-        if args.subtask:
-            raise SystemExit("error: --subtask is for multitask checkpoints only")
+    """The task that reads --data: the checkpoint's own, or --task, another one on the same vocabulary
+    (a sub-task of a multitask checkpoint, or any task for a merged model)."""
+    if args.task is None:
         return task
-    if args.subtask not in subtasks:
-        raise SystemExit(f"error: a multitask checkpoint needs --subtask, one of {sorted(subtasks)}")
-    subtask = subtasks[args.subtask]
-    subtask.cfg.data = args.data
-    if args.selected_cols:
-        subtask.cfg.selected_cols = args.selected_cols
-    return subtask
+    return sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols)
 
 
 def generate(args, models, task):

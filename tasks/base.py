@@ -17,8 +17,8 @@ from fairseq import metrics
 from fairseq.data import data_utils
 from fairseq.dataclass import FairseqDataclass
 from fairseq.sequence_generator import EnsembleModel
-from fairseq.tasks import FairseqTask
-from omegaconf import II
+from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
+from omegaconf import II, OmegaConf
 
 from data.dataset import TsvDataset
 from data.media import decode_image, read_media_bytes
@@ -63,6 +63,7 @@ class UniGroundTask(FairseqTask):
     prompt = ""           # UnIVAL's instruction for the task; "{}" marks where the row's text goes
     primary_metric = ""   # the metric that ranks checkpoints
     metric_prefix = ""    # "<task>/" when validation metrics are reported beside other tasks'
+    reads_rows = True     # False for a task whose data belong to other tasks (multitask)
     default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
 
     def __init__(self, cfg, vocab):
@@ -255,3 +256,18 @@ class UniGroundTask(FairseqTask):
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
+
+
+def sibling_task(name, cfg, vocab, **options):
+    """The registered UniGround task ``name`` sharing ``cfg``'s common options (vocabulary, image
+    size, bins, ...) and ``vocab``, with ``options`` (its own data, columns) on top."""
+    task_class = TASK_REGISTRY.get(name)
+    if task_class is None or not issubclass(task_class, UniGroundTask) or not task_class.reads_rows:
+        raise ValueError(f"{name!r} is not a UniGround task with data of its own")
+    own = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
+    for key in own:
+        if key in cfg and key != "_name":
+            own[key] = cfg[key]
+    for key, value in options.items():
+        own[key] = value
+    return task_class(own, vocab)

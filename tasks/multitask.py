@@ -13,11 +13,10 @@ from argparse import Namespace
 from dataclasses import dataclass, field
 
 from fairseq import metrics
-from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, register_task
-from omegaconf import OmegaConf
+from fairseq.tasks import register_task
 
 from data.mixture import MixtureDataset
-from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.base import UniGroundConfig, UniGroundTask, sibling_task
 
 
 @dataclass
@@ -27,10 +26,11 @@ class MultitaskConfig(UniGroundConfig):
 
 def parse_named(text, what):
     """'a=x;b=y' -> {'a': 'x', 'b': 'y'}."""
-    parts = dict(part.split("=", 1) for part in text.split(";") if part.strip())
-    if not parts:
-        raise ValueError(f"multitask: {what} must be given per task as name=value;name=value, got {text!r}")
-    return {name.strip(): value.strip() for name, value in parts.items()}
+    parts = [part for part in text.split(";") if part.strip()]
+    if not parts or any("=" not in part for part in parts):
+        raise ValueError(f"multitask: {what} must name each task, as name=value;name=value, got {text!r} "
+                         "(to evaluate one task of a multitask checkpoint, give evaluate.py --task NAME)")
+    return {name.strip(): value.strip() for name, value in (part.split("=", 1) for part in parts)}
 
 
 def parse_ratios(text):
@@ -45,6 +45,8 @@ def parse_ratios(text):
 
 @register_task("multitask", dataclass=MultitaskConfig)
 class MultitaskTask(UniGroundTask):
+    reads_rows = False
+
     def __init__(self, cfg, vocab):
         super().__init__(cfg, vocab)
         self.ratios = parse_ratios(cfg.tasks)
@@ -56,14 +58,7 @@ class MultitaskTask(UniGroundTask):
         self.subtasks = {name: self.build_subtask(name, data[name], cols.get(name)) for name in self.ratios}
 
     def build_subtask(self, name, data, selected_cols):
-        if name not in TASK_REGISTRY or not issubclass(TASK_REGISTRY[name], UniGroundTask) or name == "multitask":
-            raise ValueError(f"multitask: {name!r} is not a UniGround task")
-        cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
-        for key in cfg:
-            if key in self.cfg and key not in ("_name", "tasks"):
-                cfg[key] = self.cfg[key]
-        cfg.data, cfg.selected_cols = data, selected_cols
-        task = TASK_REGISTRY[name](cfg, self.vocab)
+        task = sibling_task(name, self.cfg, self.vocab, data=data, selected_cols=selected_cols)
         task.metric_prefix = f"{name}/"
         task.bad_rows_seen = self.bad_rows_seen  # one --skip-bad-rows budget for the whole mixture
         return task

@@ -80,3 +80,37 @@ def test_unknown_or_unlisted_tasks_are_refused(demo_dir, vocab_dir):
         build_task("multitask", f"caption={demo_dir}/caption_valid.tsv", vocab_dir, tasks="caption:1,refcoco:1")
     with pytest.raises(ValueError, match="not a UniGround task"):
         build_task("multitask", f"translation={demo_dir}/caption_valid.tsv", vocab_dir, tasks="translation:1")
+
+
+@pytest.mark.slow
+def test_train_py_multitask_then_evaluate_each_task(demo_dir, vocab_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import evaluate
+    from conftest import ROOT, model_flags
+
+    data = (f"caption={demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv;"
+            f"refcoco={demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv")
+    result = subprocess.run(
+        [sys.executable, "train.py", data, "--task", "multitask", "--tasks", "caption:1,refcoco:1",
+         "--vocab-dir", str(vocab_dir), *model_flags(), "--patch-image-size", "64",
+         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+         "--batch-size", "8", "--max-update", "4", "--num-workers", "0", "--eval-metrics",
+         "--eval-args", '{"beam": 1, "max_len_b": 6}', "--best-checkpoint-metric", "score",
+         "--maximize-best-checkpoint-metric", "--validate-interval-updates", "4", "--no-epoch-checkpoints",
+         "--log-format", "simple", "--save-dir", str(tmp_path / "ckpt")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "caption/cider" in result.stdout + result.stderr and "| score " in result.stdout + result.stderr
+    checkpoint = str(tmp_path / "ckpt" / "checkpoint_best.pt")
+    with pytest.raises(ValueError, match="--task"):
+        evaluate.main(["--path", checkpoint, "--data", f"{demo_dir}/refcoco_valid.tsv",
+                       "--results-dir", str(tmp_path / "none")])
+    for task, metric in (("caption", "CIDEr"), ("refcoco", "acc@0.5")):
+        metrics = evaluate.main(["--path", checkpoint, "--task", task, "--data", f"{demo_dir}/{task}_valid.tsv",
+                                 "--results-dir", str(tmp_path / task), "--beam", "1", "--num-workers", "0"])
+        assert metric in metrics and metrics["rows"] == len(open(f"{demo_dir}/{task}_valid.tsv").readlines())
+        assert json.load(open(os.path.join(tmp_path, task, "metrics.json")))[metric] == metrics[metric]
