@@ -5,7 +5,10 @@
 
 Writes ``predictions.jsonl`` (boxes in original-image pixels, captions as text)
 and ``metrics.json``, and prints the metrics. The checkpoint's own task decides
-how rows are read, which constraint applies and what is scored.
+how rows are read, which constraint applies and what is scored; ``--task`` picks
+another on the same vocabulary (one task of a multitask checkpoint, say). With two
+checkpoints and ``--lambdas`` it evaluates along their weight interpolation (the
+weight_average task) and writes ``curve.csv`` and ``curve.png`` too.
 """
 import argparse
 import json
