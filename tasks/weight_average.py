@@ -7,12 +7,14 @@ written), the checkpoints' own task generates and scores on the data, and the cu
 against lambda is written as ``curve.csv`` and ``curve.png`` (the Rewarded-soups picture).
 """
 import csv
+import logging
 import os
 from dataclasses import dataclass, field
 
 import matplotlib
 
 matplotlib.use("Agg")
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
 import matplotlib.pyplot as plt  # noqa: E402
 from fairseq.dataclass import FairseqDataclass  # noqa: E402
 from fairseq.tasks import FairseqTask, register_task  # noqa: E402
