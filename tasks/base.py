@@ -211,10 +211,16 @@ class UniGroundTask(FairseqTask):
 
     # ---- generation and validation ------------------------------------------------------------
 
+    def scored_tasks(self):
+        """The tasks that generate and score validation rows: this one, or a mixture's sub-tasks."""
+        return [self]
+
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.eval_metrics:
-            self.sequence_generator = self.build_generator([model], Namespace(**json.loads(self.cfg.eval_args)))
+            args = Namespace(**json.loads(self.cfg.eval_args))
+            for task in self.scored_tasks():
+                task.sequence_generator = task.build_generator([model], args)
         return model
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,

@@ -8,8 +8,6 @@ options (vocabulary, image size, bins, ...) are this task's. Validation reports
 every sub-task's metrics as ``<task>/<metric>`` and ``score``, the ratio-weighted
 mean of each sub-task's primary metric, for ``--best-checkpoint-metric score``.
 """
-import json
-from argparse import Namespace
 from dataclasses import dataclass, field
 
 from fairseq import metrics
@@ -70,12 +68,8 @@ class MultitaskTask(UniGroundTask):
             {name: task.dataset(split) for name, task in self.subtasks.items()}, self.ratios,
             seed=self.cfg.seed, sample=split == "train")
 
-    def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
-        if self.cfg.eval_metrics:
-            for task in self.subtasks.values():
-                task.sequence_generator = task.build_generator([model], Namespace(**json.loads(self.cfg.eval_args)))
-        return model
+    def scored_tasks(self):
+        return list(self.subtasks.values())
 
     def valid_step(self, sample, model, criterion):
         if "net_input" not in sample:
