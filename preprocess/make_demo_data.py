@@ -219,16 +219,17 @@ def sample_rows(split, index, image_size, seed):
 
 
 def write_split(out_dir, split, num_images, image_size, seed):
-    """Write the three TSVs of one split; returns {file name: row count}."""
-    names = {kind: f"{kind}_{split}.tsv" for kind in ("caption", "refcoco", "regions")}
-    counts = dict.fromkeys(names.values(), 0)
+    """Write one TSV per kind of row of ``sample_rows`` for a split; returns {file name: row count}."""
+    counts = {}
     with contextlib.ExitStack() as stack:
-        handles = {kind: stack.enter_context(atomic_open(os.path.join(out_dir, name)))
-                   for kind, name in names.items()}
+        handles = {}
         for index in range(num_images):
             for kind, lines in sample_rows(split, index, image_size, seed).items():
-                handles[kind].writelines(lines)
-                counts[names[kind]] += len(lines)
+                name = f"{kind}_{split}.tsv"
+                if name not in handles:
+                    handles[name] = stack.enter_context(atomic_open(os.path.join(out_dir, name)))
+                handles[name].writelines(lines)
+                counts[name] = counts.get(name, 0) + len(lines)
     return counts
 
 
