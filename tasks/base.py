@@ -65,6 +65,7 @@ class UniGroundTask(FairseqTask):
     metric_prefix = ""    # "<task>/" when validation metrics are reported beside other tasks'
     reads_rows = True     # False for a task whose data belong to other tasks (multitask)
     default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
+    optional_media = False  # generic layout: any media cell may be empty
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg)
@@ -120,6 +121,15 @@ class UniGroundTask(FairseqTask):
     def encode_target(self, ids):
         ids = list(ids)[: self.cfg.max_tgt_length - 1]
         return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+
+    def read_media(self, row, train):
+        """Sample entries for the media columns the task declares ("image", "video", "audio"):
+        ``{"image": pixels}`` and so on. A UnIVAL/OFA layout requires its medium; a task on the
+        generic layout (``optional_media``) takes whichever cells the row fills."""
+        entries = {}
+        if "image" in self.columns and (row["image"] or not self.optional_media):
+            entries["image"] = self.transform_image(self.read_image(row, "image"), train).pixels
+        return entries
 
     def read_image(self, row, column):
         """The decoded image of a cell (base64 or a path under --media-dir)."""

@@ -30,11 +30,10 @@ class CaptionTask(UniGroundTask):
         references = [c for c in map(normalise_caption, row["caption"].split("&&")) if c]
         if not references:
             raise row.error("caption", "empty caption")
-        image = self.transform_image(self.read_image(row, "image"), train)
         return {
             "source": self.encode_source(self.prompt),
             "target": self.encode_target(self.vocab.encode_text(references[0])),
-            "image": image.pixels,
+            **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }
 
