@@ -41,14 +41,18 @@ class ImageTransform:
         flipped = self.train and _happens(self.hflip_prob)
         image, box_tensor, vertices = self._move(image, box_tensor, vertices, crop, flipped)
 
-        pixels = F.normalize(F.to_dtype(F.to_image(image), torch.float32, scale=True), self.mean, self.std)
         return TransformedImage(
-            pixels=pixels.as_subclass(torch.Tensor),
+            pixels=self.normalise(F.to_image(image)),
             boxes=None if box_tensor is None else box_tensor.as_subclass(torch.Tensor).numpy(),
             polygons=None if vertices is None else _split_polygons(vertices, part_lengths),
             size=(self.size, self.size),
             flipped=flipped,
         )
+
+    def normalise(self, pixels):
+        """uint8 C x H x W (or N x C x H x W) pixels -> the float model input."""
+        scaled = F.to_dtype(pixels.as_subclass(torch.Tensor), torch.float32, scale=True)
+        return F.normalize(scaled, self.mean, self.std)
 
     def _move(self, image, boxes, vertices, crop, flipped):
         """Crop and resize to the model frame, then maybe mirror; boxes and vertices follow the pixels."""

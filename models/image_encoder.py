@@ -59,12 +59,16 @@ class ImageEncoder(nn.Module):
         self.col = nn.Embedding.from_pretrained(cols, freeze=False)
 
     def forward(self, pixels):
-        features = self.backbone(pixels)[-1]  # B x C x h x w
-        b, _, h, w = features.shape
+        """Returns the tokens and a B x (h*w) mask of the ones to attend (all of them)."""
+        return self.grid_tokens(self.backbone(pixels)[-1]), None
+
+    def grid_tokens(self, features):
+        """B x C x h x w backbone features -> B x (h*w) x dim tokens with their grid positions."""
+        h, w = features.shape[-2:]
         if h > self.max_grid or w > self.max_grid:
             raise ValueError(f"image feature grid {h}x{w} exceeds --max-image-grid {self.max_grid}")
         tokens = self.project(features.flatten(2).transpose(1, 2))
-        rows = torch.arange(h, device=pixels.device)
-        cols = torch.arange(w, device=pixels.device)
+        rows = torch.arange(h, device=features.device)
+        cols = torch.arange(w, device=features.device)
         positions = (self.row(rows)[:, None, :] + self.col(cols)[None, :, :]).flatten(0, 1)
         return tokens + positions

@@ -18,3 +18,13 @@ def sinusoid(values, dim):
     if dim % 2:
         codes = torch.cat([codes, torch.zeros(len(values), 1)], dim=1)
     return codes
+
+
+def coordinate_codes(values, dim):
+    """N values in [0, 1] -> N x dim: each value's sinusoid in both halves of the channels.
+
+    Image tokens keep rows in the first half and columns in the second; a value
+    that is neither (a bin of either axis, an instant) fills both.
+    """
+    half = dim // 2
+    return torch.cat([sinusoid(values, half), sinusoid(values, dim - half)], dim=1)

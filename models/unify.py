@@ -16,11 +16,18 @@ from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqI
 from omegaconf import II
 from torch import nn
 
+from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
-from models.positions import sinusoid
+from models.positions import coordinate_codes
 from models.transformer import DecoderLayer, EncoderLayer
+from models.video_encoder import VideoEncoder
 
-TEXT_TYPE, IMAGE_TYPE = 0, 1
+MODALITY_TYPES = ("text", "image", "video", "audio")  # rows of the type embedding
+MEDIA_INPUTS = {  # net_input keys each media encoder reads, besides "<medium>_present"
+    "image": ("image",),
+    "video": ("video", "video_times"),
+    "audio": ("audio", "audio_lengths"),
+}
 
 
 @dataclass
@@ -37,9 +44,13 @@ class UnifyConfig(FairseqDataclass):
     image_backbone_weights: Optional[str] = field(
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
     max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
+    video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
+    share_video_backbone: bool = field(default=True, metadata={
+        "help": "video frames go through the image encoder's backbone and projection (else a copy of their own)"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
+    num_mel_bins: int = II("task.num_mel_bins")
 
 
 def build_embedding(vocab, dim):
@@ -54,17 +65,15 @@ def build_embedding(vocab, dim):
     with torch.no_grad():
         nn.init.normal_(embed.weight, std=dim ** -0.5)
         embed.weight[vocab.dictionary.pad()].zero_()
-        embed.weight[vocab.first_bin:vocab.first_bin + vocab.num_bins] = coordinate_codes(vocab.num_bins, dim)
-        embed.weight[vocab.first_time:vocab.first_time + vocab.num_time_bins] = coordinate_codes(
+        embed.weight[vocab.first_bin:vocab.first_bin + vocab.num_bins] = location_codes(vocab.num_bins, dim)
+        embed.weight[vocab.first_time:vocab.first_time + vocab.num_time_bins] = location_codes(
             vocab.num_time_bins, dim)
     return embed
 
 
-def coordinate_codes(count, dim):
+def location_codes(count, dim):
     """``count`` evenly spaced values in [0, 1] as rows of norm ~1, like the normal init."""
-    values, half = torch.linspace(0, 1, count), dim // 2
-    codes = torch.cat([sinusoid(values, half), sinusoid(values, dim - half)], dim=1)
-    return codes * math.sqrt(2.0 / dim)
+    return coordinate_codes(torch.linspace(0, 1, count), dim) * math.sqrt(2.0 / dim)
 
 
 class UnifyEncoder(FairseqEncoder):
@@ -74,12 +83,8 @@ class UnifyEncoder(FairseqEncoder):
         self.embed_tokens = embed_tokens
         self.embed_positions = nn.Embedding(cfg.max_source_positions, dim)
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
-        self.embed_types = nn.Embedding(2, dim)
-        self.media_encoders = nn.ModuleDict({
-            "image": ImageEncoder(dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
-                                  cfg.max_image_grid, cfg.image_backbone_weights),
-        })
-        self.media_types = {"image": IMAGE_TYPE}
+        self.embed_types = nn.Embedding(len(MODALITY_TYPES), dim)
+        self.media_encoders = build_media_encoders(cfg)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
@@ -90,23 +95,29 @@ class UnifyEncoder(FairseqEncoder):
 
     def embed_text(self, src_tokens):
         positions = torch.arange(src_tokens.size(1), device=src_tokens.device)
-        types = self.embed_types.weight[TEXT_TYPE]
+        types = self.embed_types.weight[MODALITY_TYPES.index("text")]
         return self.embed_tokens(src_tokens) + self.embed_positions(positions)[None] + types
 
-    def embed_media(self, name, media, present):
-        """Tokens of the samples that have this medium, scattered into a B x N x C block."""
-        tokens = self.media_encoders[name](media) + self.embed_types.weight[self.media_types[name]]
+    def embed_media(self, name, media):
+        """Tokens of the samples that have this medium, scattered into a B x N x C block, and
+        the B x N mask of the tokens to attend."""
+        present = media[f"{name}_present"]
+        tokens, keep = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
+        tokens = tokens + self.embed_types.weight[MODALITY_TYPES.index(name)]
         block = tokens.new_zeros(present.size(0), tokens.size(1), tokens.size(2))
         block[present] = tokens
-        return block, present[:, None].expand(-1, tokens.size(1))
+        block_keep = present[:, None].expand(-1, tokens.size(1)).clone()
+        if keep is not None:
+            block_keep[present] = keep
+        return block, block_keep
 
     def forward(self, src_tokens, src_lengths=None, **media):
-        """``media`` holds, per modality name, the stacked inputs of the samples that have it
-        (``image``) and a B-long boolean ``image_present``."""
+        """``media`` holds, per medium, the stacked inputs of the samples that have it (the keys
+        of ``MEDIA_INPUTS``) and a B-long boolean ``<medium>_present``."""
         blocks, keeps = [], []
         for name in self.media_encoders:
             if media.get(name) is not None:
-                block, keep = self.embed_media(name, media[name], media[f"{name}_present"])
+                block, keep = self.embed_media(name, media)
                 blocks.append(block)
                 keeps.append(keep)
         blocks.append(self.embed_text(src_tokens))
@@ -127,6 +138,20 @@ class UnifyEncoder(FairseqEncoder):
 
     def max_positions(self):
         return self.max_source_positions
+
+
+def build_media_encoders(cfg):
+    """One encoder per medium; video frames share the image encoder unless told otherwise."""
+    def image_encoder():
+        return ImageEncoder(cfg.embed_dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
+                            cfg.max_image_grid, cfg.image_backbone_weights)
+    image = image_encoder()
+    frames = image if cfg.share_video_backbone else image_encoder()
+    return nn.ModuleDict({
+        "image": image,
+        "video": VideoEncoder(frames, cfg.video_frame_grid),
+        "audio": AudioEncoder(cfg.num_mel_bins, cfg.embed_dim),
+    })
 
 
 class UnifyDecoder(FairseqIncrementalDecoder):

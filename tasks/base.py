@@ -12,6 +12,7 @@ from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 from fairseq import metrics
 from fairseq.data import data_utils
@@ -19,6 +20,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.sequence_generator import EnsembleModel
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
 from omegaconf import II, OmegaConf
+from torch.nn.utils.rnn import pad_sequence
 
 from data.dataset import TsvDataset
 from data.media import decode_image, read_media_bytes
@@ -46,6 +48,15 @@ class UniGroundConfig(FairseqDataclass):
     max_tgt_length: int = field(default=30, metadata={"help": "longest target in tokens"})
     patch_image_size: int = field(default=384, metadata={"help": "side of the square image fed to the model"})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "refuse images declaring more pixels"})
+    num_frames: int = field(default=8, metadata={"help": "video frames sampled per clip"})
+    video_frame_size: int = field(default=224, metadata={"help": "side of the square video frames"})
+    frame_sampling: str = field(default="random", metadata={
+        "help": "training: 'random' (one random instant per segment) or 'uniform' (segment centres, as at eval)"})
+    max_video_seconds: float = field(default=3600.0, metadata={"help": "refuse longer videos"})
+    max_audio_seconds: float = field(default=30.0, metadata={
+        "help": "audio window: longer clips are cropped (random in training, centred at eval)"})
+    max_input_audio_seconds: float = field(default=3600.0, metadata={"help": "refuse longer audio files"})
+    num_mel_bins: int = field(default=64, metadata={"help": "log-mel features per 10 ms audio frame"})
     crop_prob: float = field(default=0.0, metadata={"help": "training: probability of a random crop keeping targets"})
     hflip_prob: float = field(default=0.0, metadata={"help": "training: probability of a horizontal flip"})
     skip_bad_rows: int = field(default=0, metadata={
@@ -122,20 +133,63 @@ class UniGroundTask(FairseqTask):
         ids = list(ids)[: self.cfg.max_tgt_length - 1]
         return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
 
-    def read_media(self, row, train):
+    def read_media(self, row, train, keep=None):
         """Sample entries for the media columns the task declares ("image", "video", "audio"):
-        ``{"image": pixels}`` and so on. A UnIVAL/OFA layout requires its medium; a task on the
-        generic layout (``optional_media``) takes whichever cells the row fills."""
+        ``{"image": pixels}``, ``{"video": frames, "video_times": fractions of the clip}`` or
+        ``{"audio": log-mel frames}``, and for a clip ``"window"``, the (start, length, duration)
+        in seconds of the part the model sees. ``keep`` = (start, end) seconds asks a training
+        crop of long audio to contain that span. A UnIVAL/OFA layout requires its medium; a task
+        on the generic layout (``optional_media``) takes whichever cells the row fills."""
+        wanted = [name for name in ("image", "video", "audio")
+                  if name in self.columns and (row[name] or not self.optional_media)]
         entries = {}
-        if "image" in self.columns and (row["image"] or not self.optional_media):
+        if "image" in wanted:
             entries["image"] = self.transform_image(self.read_image(row, "image"), train).pixels
+        if "video" in wanted:
+            entries.update(self.video_entries(self.read_bytes(row, "video"), row.where("video"), train))
+        if "audio" in wanted:
+            entries.update(self.audio_entries(self.read_bytes(row, "audio"), row.where("audio"), train, keep))
         return entries
 
+    def video_entries(self, data, where, train):
+        from data.video import decode_video  # TEMP until data/video.py lands
+        sampling = self.cfg.frame_sampling if train else "uniform"
+        clip = decode_video(data, where, self.cfg.num_frames, self.cfg.video_frame_size, sampling,
+                            rng=training_rng() if train else None, max_seconds=self.cfg.max_video_seconds,
+                            max_pixels=self.cfg.max_image_pixels)
+        return {
+            "video": self.image_transforms[False].normalise(clip.frames),
+            "video_times": torch.as_tensor(clip.times / clip.duration, dtype=torch.float32),
+            "window": (0.0, clip.duration, clip.duration),
+        }
+
+    def audio_entries(self, data, where, train, keep):
+        from data.audio import SAMPLE_RATE, decode_audio, log_mel  # TEMP until data/audio.py lands
+        clip = decode_audio(data, where, self.cfg.max_audio_seconds, train=train,
+                            rng=training_rng() if train else None, keep=keep,
+                            max_input_seconds=self.cfg.max_input_audio_seconds)
+        return {
+            "audio": log_mel(clip.samples, self.cfg.num_mel_bins),
+            "window": (clip.start, len(clip.samples) / SAMPLE_RATE, clip.duration),
+        }
+
+    def read_annotation(self, row, column="annotation"):
+        """The generic layout's annotation JSON object (DESIGN.md section 4)."""
+        try:
+            annotation = json.loads(row[column])
+        except json.JSONDecodeError as error:
+            raise row.error(column, f"annotation is not valid JSON: {error}") from None
+        if not isinstance(annotation, dict):
+            raise row.error(column, f"annotation must be a JSON object, got {type(annotation).__name__}")
+        return annotation
+
+    def read_bytes(self, row, column):
+        """The file bytes of a media cell (base64 or a path under --media-dir)."""
+        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column))
+
     def read_image(self, row, column):
-        """The decoded image of a cell (base64 or a path under --media-dir)."""
-        where = row.where(column)
-        return decode_image(read_media_bytes(row[column], self.cfg.media_dir, where), where,
-                            self.cfg.max_image_pixels)
+        """The decoded image of a media cell."""
+        return decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels)
 
     def transform_image(self, image, train, boxes=None, polygons=None):
         """The image in the model frame, its boxes and polygons moved with it."""
@@ -174,10 +228,7 @@ class UniGroundTask(FairseqTask):
             "src_lengths": torch.tensor([len(s) for s in sources]),
             "prev_output_tokens": data_utils.collate_tokens(targets, pad, eos, move_eos_to_beginning=True),
         }
-        images = [s["image"] for s in samples if s.get("image") is not None]
-        if images:
-            net_input["image"] = torch.stack(images)
-            net_input["image_present"] = torch.tensor([s.get("image") is not None for s in samples])
+        net_input.update(collate_media(samples))
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),
@@ -272,6 +323,31 @@ class UniGroundTask(FairseqTask):
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
+
+
+def training_rng():
+    """A numpy generator drawn from torch's global one, which fairseq seeds per step."""
+    return np.random.default_rng(int(torch.randint(2 ** 62, ())))
+
+
+def collate_media(samples):
+    """net_input entries of the samples' media: per medium, the stacked inputs of the samples that
+    have it and a B-long ``<medium>_present`` mask. Audio is padded to the batch's longest clip
+    (rather than to --max-audio-seconds) and masked by its lengths."""
+    media = {}
+    for name in ("image", "video", "audio"):
+        have = [s for s in samples if s.get(name) is not None]
+        if not have:
+            continue
+        media[f"{name}_present"] = torch.tensor([s.get(name) is not None for s in samples])
+        if name == "audio":
+            media["audio"] = pad_sequence([s["audio"] for s in have], batch_first=True)
+            media["audio_lengths"] = torch.tensor([len(s["audio"]) for s in have])
+        else:
+            media[name] = torch.stack([s[name] for s in have])
+    if "video" in media:
+        media["video_times"] = torch.stack([s["video_times"] for s in samples if s.get("video") is not None])
+    return media
 
 
 def sibling_task(name, cfg, vocab, **options):

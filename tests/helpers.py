@@ -34,4 +34,5 @@ def build_model(task, **overrides):
         if key in cfg:
             cfg[key] = value
     cfg.patch_image_size = task.cfg.patch_image_size
+    cfg.num_mel_bins = task.cfg.num_mel_bins
     return model_cls.build_model(cfg, task)
