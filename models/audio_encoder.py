@@ -1,5 +1,6 @@
 """Audio -> tokens: log-mel frames through a strided 1-D convolution stem, with their time."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.positions import coordinate_codes
@@ -12,33 +13,34 @@ class AudioEncoder(nn.Module):
 
     Each clip is standardised over its own valid frames first, so loudness stays
     relative within the clip (a faint background and a loud burst remain apart)
-    whatever the recording level. A token's time is its centre as a fraction of
-    the clip's valid length: the code time tokens start from.
+    whatever the recording level. Padding is zeroed after every convolution, so a
+    clip's tokens do not depend on how far its batch pads it. A token's time is its
+    centre as a fraction of the clip's valid length: the code time tokens start from.
     """
 
     def __init__(self, num_mels, dim):
         super().__init__()
-        layers, width = [], num_mels
-        for stride in STRIDES:
-            layers += [nn.Conv1d(width, dim, kernel_size=2 * stride + 1, stride=stride, padding=stride), nn.GELU()]
-            width = dim
-        self.stem = nn.Sequential(*layers)
+        widths = [num_mels] + [dim] * len(STRIDES)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(widths[i], widths[i + 1], kernel_size=2 * stride + 1, stride=stride, padding=stride)
+            for i, stride in enumerate(STRIDES))
         self.norm = nn.LayerNorm(dim)
-        self.reduction = 1
-        for stride in STRIDES:
-            self.reduction *= stride
 
     def forward(self, features, lengths):
-        frames = torch.arange(features.size(1), device=features.device)
-        valid = frames[None, :] < lengths[:, None]
-        features = standardise(features, valid)
-        tokens = self.norm(self.stem(features.transpose(1, 2)).transpose(1, 2))
-        token_lengths = (lengths + self.reduction - 1) // self.reduction
-        index = torch.arange(tokens.size(1), device=features.device)
-        keep = index[None, :] < token_lengths[:, None]
-        times = ((index[None, :] + 0.5) / token_lengths[:, None]).clamp(max=1.0)
+        x = standardise(features, valid_mask(lengths, features.size(1))).transpose(1, 2)
+        for conv, stride in zip(self.convs, STRIDES):
+            lengths = (lengths + stride - 1) // stride
+            x = F.gelu(conv(x))
+            x = x * valid_mask(lengths, x.size(2))[:, None, :]
+        tokens = self.norm(x.transpose(1, 2))
+        keep = valid_mask(lengths, tokens.size(1))
+        times = ((torch.arange(tokens.size(1), device=x.device)[None, :] + 0.5) / lengths[:, None]).clamp(max=1.0)
         codes = coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens).view_as(tokens)
         return tokens + codes, keep
+
+
+def valid_mask(lengths, size):
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def standardise(features, valid):

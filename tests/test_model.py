@@ -114,3 +114,63 @@ def test_backbone_weights_that_match_nothing_are_refused(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match="no tensor matches"):
         build_backbone("test_resnet", 2, weights_path=path)
+
+
+def media_batch(task, media_samples):
+    """A batch of the first len(media_samples) valid rows' text, each sample given the media entries
+    of ``media_samples`` instead of its own image."""
+    from tasks.base import collate_media
+    batch = batch_of(task, range(len(media_samples)))
+    net_input = {k: v for k, v in batch["net_input"].items() if not k.startswith("image")}
+    net_input.update(collate_media(media_samples))
+    return batch, net_input
+
+
+def random_media(task, kind, frames=3, audio_frames=50):
+    size, mels = task.cfg.patch_image_size, task.cfg.num_mel_bins
+    if kind == "image":
+        return {"image": torch.randn(3, size, size)}
+    if kind == "video":
+        return {"video": torch.randn(frames, 3, size, size), "video_times": torch.linspace(0.1, 0.9, frames)}
+    if kind == "audio":
+        return {"audio": torch.randn(audio_frames, mels)}
+    return {}
+
+
+def test_batch_mixing_image_video_audio_and_text_only_runs_forward_and_backward(refcoco):
+    task, model = refcoco
+    model.train()
+    torch.manual_seed(1)
+    samples = [random_media(task, kind) for kind in ("image", "video", "audio", "text")]
+    samples[2]["audio"] = samples[2]["audio"][:37]  # audio lengths differ: padded and masked
+    samples.append(random_media(task, "audio", audio_frames=61))
+    batch, net_input = media_batch(task, samples)
+    assert net_input["audio_lengths"].tolist() == [37, 61]
+    logits, _ = model(**net_input)
+    assert logits.shape == (5, batch["target"].size(1), len(task.vocab.dictionary))
+    logits.logsumexp(-1).sum().backward()
+    encoders = model.encoder.media_encoders
+    assert encoders["video"].frames is encoders["image"]  # frames share the image backbone by default
+    for name in ("image", "audio"):
+        grad = next(encoders[name].parameters()).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    model.zero_grad()
+    model.eval()
+
+
+def test_samples_ignore_their_neighbours_media_and_audio_padding(refcoco):
+    """Each sample's output is what it is alone, whatever media its neighbours bring and however
+    far its audio is padded."""
+    task, model = refcoco
+    torch.manual_seed(2)
+    short = random_media(task, "audio", audio_frames=40)
+    samples = [short, random_media(task, "video"), random_media(task, "audio", audio_frames=90), {}]
+    with torch.no_grad():
+        _, net_input = media_batch(task, samples)
+        mixed, _ = model(**net_input)
+        for index, sample in enumerate(samples):
+            _, alone_input = media_batch(task, [sample])
+            for key in ("src_tokens", "src_lengths", "prev_output_tokens"):
+                alone_input[key] = net_input[key][index:index + 1]
+            alone, _ = model(**alone_input)
+            torch.testing.assert_close(mixed[index:index + 1], alone, atol=1e-5, rtol=1e-4)
