@@ -22,10 +22,12 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
 from omegaconf import II, OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
+from data.audio import SAMPLE_RATE, decode_audio, log_mel
 from data.dataset import TsvDataset
 from data.media import decode_image, read_media_bytes
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
+from data.video import decode_video
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
 from utils.vocab import Vocabulary
@@ -152,7 +154,6 @@ class UniGroundTask(FairseqTask):
         return entries
 
     def video_entries(self, data, where, train):
-        from data.video import decode_video  # TEMP until data/video.py lands
         sampling = self.cfg.frame_sampling if train else "uniform"
         clip = decode_video(data, where, self.cfg.num_frames, self.cfg.video_frame_size, sampling,
                             rng=training_rng() if train else None, max_seconds=self.cfg.max_video_seconds,
@@ -164,7 +165,6 @@ class UniGroundTask(FairseqTask):
         }
 
     def audio_entries(self, data, where, train, keep):
-        from data.audio import SAMPLE_RATE, decode_audio, log_mel  # TEMP until data/audio.py lands
         clip = decode_audio(data, where, self.cfg.max_audio_seconds, train=train,
                             rng=training_rng() if train else None, keep=keep,
                             max_input_seconds=self.cfg.max_input_audio_seconds)
