@@ -195,6 +195,133 @@ def format_box(box):
     return ",".join(f"{v:.2f}".rstrip("0").rstrip(".") for v in box)
 
 
+# ---- closed-set worlds: VQA, SNLI-VE and entity recognition on the same images ------------------
+
+SHAPE_SYNONYMS = {"circle": "round", "square": "rectangle"}  # a second, less trusted VQA answer
+NEUTRAL_MATERIALS = ("wood", "metal", "glass", "paper")
+NEUTRAL_QUALITIES = ("heavy", "new", "expensive", "old")
+# Every (colour, shape) pair is a made-up landmark: "<colour word> <shape word>".
+LANDMARK_COLOURS = {"red": "scarlet", "green": "emerald", "blue": "azure", "yellow": "amber", "purple": "violet"}
+LANDMARK_SHAPES = {"circle": "dome", "square": "gate", "triangle": "spire"}
+UNSEEN_LANDMARKS = {("purple", "triangle"), ("green", "circle"), ("yellow", "square")}  # never in training rows
+CATALOGUE_FILE = "entities.tsv"
+POSITION_WORDS = {(2, 0): "on the left", (2, 1): "on the right",
+                  (3, 0): "on the left", (3, 1): "in the middle", (3, 2): "on the right"}
+
+
+def landmark_id(colour, kind):
+    return f"landmark-{colour}-{kind}"
+
+
+def catalogue_entries():
+    """(id, name, description, aliases) of the demo catalogue: one landmark per (colour, shape) pair, each
+    with two aliases, then distractors whose names extend or share a landmark's first words."""
+    entries = []
+    for colour, word in LANDMARK_COLOURS.items():
+        for kind, shape_word in LANDMARK_SHAPES.items():
+            entries.append((landmark_id(colour, kind), f"{word} {shape_word}", f"a {colour} {kind}",
+                            (f"{colour} {kind} landmark", f"the {shape_word} of {word}")))
+    for colour, word in LANDMARK_COLOURS.items():
+        for kind, shape_word in LANDMARK_SHAPES.items():
+            entries.append((f"tower-{colour}-{kind}", f"{word} {shape_word} tower",
+                            "a distractor: a landmark's name and one more word", (f"{word} tower of {kind}s",)))
+        entries.append((f"dunes-{colour}", f"{word} dunes", "a distractor sharing a colour word", ()))
+    return entries
+
+
+def write_catalogue(out_dir):
+    """Write the demo entity catalogue (TSV: id, name, description, alias&&alias); returns {file: rows}."""
+    entries = catalogue_entries()
+    with atomic_open(os.path.join(out_dir, CATALOGUE_FILE)) as f:
+        f.writelines(format_row([i, name, description, "&&".join(aliases)])
+                     for i, name, description, aliases in entries)
+    return {CATALOGUE_FILE: len(entries)}
+
+
+def vqa_questions(rng, scene):
+    """Two (question, {answer: confidence}) pairs about the scene, of different kinds."""
+    shapes = scene.shapes
+    count = len(shapes)
+    kinds = [s.kind for s in shapes]
+    colours = [s.colour for s in shapes]
+    pool = [("how many shapes are there?", {NUMBER_WORDS[count]: 1.0, str(count): 0.3}),
+            ("what is the background like?", {scene.background: 1.0})]
+    for shape in shapes:
+        if kinds.count(shape.kind) == 1:
+            pool.append((f"what color is the {shape.kind}?", {shape.colour: 1.0}))
+        if colours.count(shape.colour) == 1:
+            answers = {shape.kind: 1.0}
+            if shape.kind in SHAPE_SYNONYMS:
+                answers[SHAPE_SYNONYMS[shape.kind]] = 0.3
+            pool.append((f"what shape is the {shape.colour} object?", answers))
+    present = {(s.colour, s.kind) for s in shapes}
+    if rng.random() < 0.5:
+        shape = shapes[rng.integers(count)]
+        pool.append((f"is there a {shape.colour} {shape.kind}?", {"yes": 1.0}))
+    else:
+        absent = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present]
+        colour, kind = absent[rng.integers(len(absent))]
+        pool.append((f"is there a {colour} {kind}?", {"no": 1.0}))
+    return [pool[i] for i in rng.permutation(len(pool))[:2]]
+
+
+def snli_ve_pair(rng, scene, captions):
+    """(hypothesis, premise, label): a true, false or undecidable statement about the scene."""
+    shapes = scene.shapes
+    label = ("entailment", "neutral", "contradiction")[rng.integers(3)]
+    shape = shapes[rng.integers(len(shapes))]
+    if label == "entailment":
+        hypothesis = f"there is a {shape.colour} {shape.kind}"
+    elif label == "neutral":
+        if rng.random() < 0.5:
+            hypothesis = f"the {shape.colour} {shape.kind} is made of {NEUTRAL_MATERIALS[rng.integers(4)]}"
+        else:
+            hypothesis = f"the {shape.colour} {shape.kind} is {NEUTRAL_QUALITIES[rng.integers(4)]}"
+    else:
+        present = {(s.colour, s.kind) for s in shapes}
+        absent = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present]
+        colour, kind = absent[rng.integers(len(absent))]
+        hypothesis = f"there is a {colour} {kind}"
+    return hypothesis, captions[rng.integers(len(captions))], label
+
+
+def entity_row(rng, split, scene):
+    """(question, annotation) naming one shape's landmark; training rows avoid the unseen landmarks
+    (None when the image shows only those)."""
+    shapes = scene.shapes
+    k = int(rng.integers(len(shapes)))
+    if split == "train":
+        allowed = [i for i, s in enumerate(shapes) if (s.colour, s.kind) not in UNSEEN_LANDMARKS]
+        if not allowed:
+            return None
+        if k not in allowed:
+            k = allowed[0]
+    shape = shapes[k]
+    question = "" if len(shapes) == 1 else f"which landmark is {POSITION_WORDS[(len(shapes), k)]}?"
+    annotation = {"entity_id": landmark_id(shape.colour, shape.kind)}
+    if split != "train":
+        annotation["seen"] = (shape.colour, shape.kind) not in UNSEEN_LANDMARKS
+    return question, annotation
+
+
+def closed_set_rows(rng, split, image_id, image_b64, scene, captions):
+    """TSV lines of one image for the vqa, snli_ve and entity files (drawn after every other row's draws)."""
+    objects = "&&".join(f"{s.colour} {s.kind}" for s in scene.shapes)
+    vqa_lines = [format_row([f"{image_id}-{k}", image_id, question,
+                             "&&".join(f"{conf:.1f}|!+{answer}" for answer, conf in answers.items()),
+                             objects, image_b64])
+                 for k, (question, answers) in enumerate(vqa_questions(rng, scene))]
+    hypothesis, premise, label = snli_ve_pair(rng, scene, captions)
+    snli_lines = [format_row([image_id, image_id, image_b64, hypothesis, premise, label])]
+    entity = entity_row(rng, split, scene)
+    entity_lines = []
+    if entity is not None:
+        question, annotation = entity
+        entity_lines.append(format_row([image_id, image_b64, "", "", question,
+                                        json.dumps(annotation, separators=(",", ":"))]))
+    return {"vqa": vqa_lines, "snli_ve": snli_lines, "entity": entity_lines}
+
+
 def sample_rows(split, index, image_size, seed):
     """TSV lines of one image for the caption, refcoco and regions files."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
@@ -215,7 +342,11 @@ def sample_rows(split, index, image_size, seed):
                for text, shape in zip(expressions, scene.shapes)]
     annotation = json.dumps({"regions": regions}, separators=(",", ":"))
     region_lines = [format_row([image_id, image_b64, "", "", "", annotation])]
-    return {"caption": caption_lines, "refcoco": refcoco_lines, "regions": region_lines}
+    refseg_lines = [format_row([f"{image_id}-{k}", image_b64, "", "", text, json.dumps(
+                        {"regions": [{"polygons": [shape.polygon()]}]}, separators=(",", ":"))])
+                    for k, (text, shape) in enumerate(zip(expressions, scene.shapes))]
+    return {"caption": caption_lines, "refcoco": refcoco_lines, "regions": region_lines, "refseg": refseg_lines,
+            **closed_set_rows(rng, split, image_id, image_b64, scene, captions)}
 
 
 def write_split(out_dir, split, num_images, image_size, seed):
@@ -233,6 +364,34 @@ def write_split(out_dir, split, num_images, image_size, seed):
     return counts
 
 
+def write_clip_split(out_dir, split, num_videos, num_audio, video_size, video_fps, seed):
+    """Write the video and audio worlds' TSVs of a split; returns {file name: row count}.
+
+    Both worlds' temporal grounding rows share ``temporal_{split}.tsv``, interleaved clip by clip
+    (video clip i, then audio clip i).
+    """
+    # Imported here: both modules build on this one's vocabulary and drawing.
+    from preprocess import demo_audio, demo_video
+
+    counts = {}
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for index in range(max(num_videos, num_audio)):
+            worlds = []
+            if index < num_videos:
+                worlds.append(demo_video.clip_rows(split, index, video_size, video_fps, seed))
+            if index < num_audio:
+                worlds.append(demo_audio.clip_rows(split, index, seed))
+            for rows in worlds:
+                for kind, lines in rows.items():
+                    name = f"{kind}_{split}.tsv"
+                    if name not in handles:
+                        handles[name] = stack.enter_context(atomic_open(os.path.join(out_dir, name)))
+                    handles[name].writelines(lines)
+                    counts[name] = counts.get(name, 0) + len(lines)
+    return counts
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="dataset/demo", help="output folder")
@@ -240,9 +399,22 @@ def parse_args(argv):
     parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--valid-images", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=128, help="side of the square images")
+    parser.add_argument("--train-videos", type=int, default=600, help="clips of the video world (0: none)")
+    parser.add_argument("--valid-videos", type=int, default=60)
+    parser.add_argument("--train-audio", type=int, default=600, help="clips of the audio world (0: none)")
+    parser.add_argument("--valid-audio", type=int, default=60)
+    parser.add_argument("--video-size", type=int, default=64, help="side of the square video frames")
+    parser.add_argument("--video-fps", type=int, default=8, help="frames per second of the videos")
     args = parser.parse_args(argv)
     if args.image_size < 16:
         parser.error("--image-size must be at least 16")
+    if args.video_size < 16 or args.video_size % 2:
+        parser.error("--video-size must be even (H.264 4:2:0) and at least 16")
+    if args.video_fps < 1:
+        parser.error("--video-fps must be at least 1")
+    for flag in ("train_videos", "valid_videos", "train_audio", "valid_audio"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must not be negative")
     return args
 
 
@@ -253,6 +425,10 @@ def main(argv=None):
     counts = {}
     for split, num_images in (("train", args.train_images), ("valid", args.valid_images)):
         counts.update(write_split(args.out, split, num_images, args.image_size, args.seed))
+    for split in ("train", "valid"):
+        counts.update(write_clip_split(args.out, split, getattr(args, f"{split}_videos"),
+                                       getattr(args, f"{split}_audio"), args.video_size, args.video_fps, args.seed))
+    counts.update(write_catalogue(args.out))
     summary = ", ".join(f"{name} {rows}" for name, rows in counts.items())
     print(f"wrote {args.out} in {time.perf_counter() - start:.1f}s (rows): {summary}")
 

@@ -17,7 +17,8 @@ def tiny_model_args(**overrides):
 def build_task(name, data, vocab_dir, **task_options):
     """A registered task set up from its dataclass config, the way fairseq-train does it."""
     cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
-    options = {"data": str(data), "vocab_dir": str(vocab_dir), "patch_image_size": 64, "seed": 1}
+    options = {"data": str(data), "vocab_dir": str(vocab_dir), "patch_image_size": 64, "video_frame_size": 32,
+               "num_frames": 4, "seed": 1}
     options.update(task_options)
     for key, value in options.items():
         cfg[key] = value

@@ -12,11 +12,18 @@ from preprocess.make_demo_data import COLOURS, SHAPES, SIZE_RANGES
 TRAIN_IMAGES, VALID_IMAGES, IMAGE_SIZE = 20, 8, 128
 FILES = [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("caption", "refcoco", "regions")]
 COLUMNS = {"caption": 5, "refcoco": 5, "regions": 6}
+FILES += [f"refseg_{split}.tsv" for split in ("train", "valid")]  # tests/test_refseg.py checks their contents
+COLUMNS["refseg"] = 6
+# closed-set worlds and the entity catalogue (tests/test_vqa.py, tests/test_entity_recognition.py check them)
+FILES += [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("vqa", "snli_ve", "entity")]
+COLUMNS.update({"vqa": 6, "snli": 6, "entity": 6})
+SEED_FREE_FILES = [make_demo_data.CATALOGUE_FILE]  # the same for every seed
 
 
 def generate(out_dir, seed=1, *extra):
     make_demo_data.main(["--out", str(out_dir), "--seed", str(seed), "--train-images", str(TRAIN_IMAGES),
-                         "--valid-images", str(VALID_IMAGES), *extra])
+                         "--valid-images", str(VALID_IMAGES), "--train-videos", "0", "--valid-videos", "0",
+                         "--train-audio", "0", "--valid-audio", "0", *extra])
     return out_dir
 
 
@@ -68,7 +75,7 @@ def test_files_have_the_expected_columns_and_row_counts(demo):
         assert len(regions) == images
         assert len(read_rows(demo / f"refcoco_{split}.tsv")) == sum(
             len(json.loads(row[5])["regions"]) for row in regions)
-    assert not [p for p in demo.iterdir() if p.name not in FILES]  # no temporary files left
+    assert not [p for p in demo.iterdir() if p.name not in FILES + SEED_FREE_FILES]  # no temporary files left
 
 
 def test_summary_line_reports_rows_per_file(tmp_path, capsys):
