@@ -44,8 +44,8 @@ class RefcocoTask(UniGroundTask):
     default_cols = "0,4,2,3"
 
     def build_constraint(self):
-        return FixedLengthRange(self.vocab.first_bin, self.vocab.num_bins, 4,
-                                self.vocab.dictionary.eos(), len(self.vocab.dictionary))
+        return FixedLengthRange(self.vocab.first_bin, self.vocab.num_bins, 4, self.vocab.dictionary.eos(),
+                                len(self.vocab.dictionary), not_below={2: 0, 3: 1})
 
     def build_sample(self, row, train):
         text = " ".join(row["text"].split())

@@ -15,9 +15,11 @@ def build_criterion(task, label_smoothing=0.1):
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 
 
-@pytest.mark.parametrize("name", ["caption", "refcoco"])
-def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name):
-    task = build_task(name, f"{demo_dir}/{name}_train.tsv", vocab_dir)
+@pytest.mark.parametrize("name, data", [
+    ("caption", "caption"), ("refcoco", "refcoco"), ("video_caption", "video_caption"),
+    ("audio_caption", "audio_caption"), ("temporal_grounding", "temporal")])
+def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name, data):
+    task = build_task(name, f"{demo_dir}/{data}_train.tsv", vocab_dir)
     task.load_dataset("train")
     dataset = task.dataset("train")
     batch = dataset.collater([dataset[i] for i in range(8)])
@@ -37,7 +39,8 @@ def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name):
 
 
 def test_constraint_masks_confine_the_loss_to_bins(demo_dir, vocab_dir):
-    """refcoco's training softmax runs over bin tokens only, then EOS, as generation does."""
+    """refcoco's training softmax runs over bin tokens only, x1 and y1 no lower than x0 and y0, then
+    EOS, as generation does."""
     task = build_task("refcoco", f"{demo_dir}/refcoco_train.tsv", vocab_dir)
     task.load_dataset("train")
     dataset = task.dataset("train")
@@ -45,7 +48,9 @@ def test_constraint_masks_confine_the_loss_to_bins(demo_dir, vocab_dir):
     masks = batch["constraint_masks"]
     vocab = task.vocab
     assert masks.shape == (*batch["target"].shape, len(vocab.dictionary))
-    assert masks[:, :4].sum(-1).tolist() == [[vocab.num_bins] * 4] * 2
+    assert masks[:, :2].sum(-1).tolist() == [[vocab.num_bins] * 2] * 2
+    corner = batch["target"][:, :2] - vocab.first_bin
+    assert masks[:, 2:4].sum(-1).tolist() == (vocab.num_bins - corner).tolist()
     assert masks[:, 4].sum(-1).tolist() == [1, 1] and masks[:, 4, vocab.dictionary.eos()].all()
     criterion = build_criterion(task)
     model = build_model(task)

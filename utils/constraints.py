@@ -26,19 +26,29 @@ class Constraint(abc.ABC):
 class FixedLengthRange(Constraint):
     """Exactly ``length`` tokens from the id range [first, first + count), then EOS.
 
-    A box is four bin tokens; a time span two time tokens.
+    ``not_below`` maps a position to an earlier one whose token it may not be
+    below: a box's x1 and y1 are not left of or above x0 and y0 ({2: 0, 3: 1}),
+    a time span ends no earlier than it starts ({1: 0}). Ids within the range
+    are in coordinate order, so the rule is a comparison of ids.
     """
 
-    def __init__(self, first, count, length, eos, vocab_size):
+    def __init__(self, first, count, length, eos, vocab_size, not_below=None):
         self.length, self.eos = length, eos
+        self.not_below = dict(not_below or {})
         self.in_range = torch.zeros(vocab_size, dtype=torch.bool)
         self.in_range[first:first + count] = True
         self.only_eos = torch.zeros(vocab_size, dtype=torch.bool)
         self.only_eos[eos] = True
 
     def allowed(self, prefix, rows):
-        mask = self.in_range if prefix.size(1) < self.length else self.only_eos
-        return mask.to(prefix.device).expand(prefix.size(0), -1)
+        step = prefix.size(1)
+        if step >= self.length:
+            return self.only_eos.to(prefix.device).expand(prefix.size(0), -1)
+        mask = self.in_range.to(prefix.device).expand(prefix.size(0), -1)
+        if step in self.not_below:
+            ids = torch.arange(mask.size(1), device=prefix.device)
+            mask = mask & (ids[None, :] >= prefix[:, self.not_below[step], None])
+        return mask
 
 
 class ConstrainedEnsemble(EnsembleModel):
@@ -53,3 +63,52 @@ class ConstrainedEnsemble(EnsembleModel):
         rows = encoder_outs[0]["sample_index"]
         allowed = self.constraint.allowed(tokens[:, 1:], rows)
         return lprobs.masked_fill(~allowed, float("-inf")), attn
+
+
+class PolygonSyntax(Constraint):
+    """A mask: one or more polygons, each ``<poly>`` then 3 to ``max_vertices`` (x, y) bin pairs,
+    the last one followed by EOS.
+
+    The state of a hypothesis is the number of tokens since its last ``<poly>``, read off the
+    prefix with tensor operations for all hypotheses at once. With ``max_length`` (the most tokens
+    before EOS; the generator's limit should be no smaller), a polygon is only started or extended
+    where it can still be closed in time, so generation never ends inside a polygon.
+    """
+
+    MIN_VERTICES = 3
+
+    def __init__(self, first_bin, num_bins, poly, eos, vocab_size, max_vertices, max_length=None):
+        if max_vertices < self.MIN_VERTICES:
+            raise ValueError(f"a polygon needs at least {self.MIN_VERTICES} vertices, got max_vertices {max_vertices}")
+        self.poly, self.max_vertices, self.max_length = poly, max_vertices, max_length
+        self.bins = torch.zeros(vocab_size, dtype=torch.bool)
+        self.bins[first_bin:first_bin + num_bins] = True
+        self.poly_only = torch.zeros(vocab_size, dtype=torch.bool)
+        self.poly_only[poly] = True
+        self.eos_only = torch.zeros(vocab_size, dtype=torch.bool)
+        self.eos_only[eos] = True
+
+    def allowed(self, prefix, rows):
+        n, step = prefix.shape
+        device = prefix.device
+        if step:
+            positions = torch.arange(step, device=device)
+            last_poly = torch.where(prefix == self.poly, positions, -1).amax(1)
+        else:
+            last_poly = torch.full((n,), -1, device=device)
+        started = last_poly >= 0
+        coords = step - 1 - last_poly  # bins in the open polygon (tokens since its <poly>)
+        shortest, longest = 2 * self.MIN_VERTICES, 2 * self.max_vertices
+        can_bin = started & (coords < longest)
+        can_end = started & (coords >= shortest) & (coords % 2 == 0)
+        can_open = can_end | ~started
+        if self.max_length is not None:
+            left = self.max_length - step  # tokens that may still come before EOS, this one included
+            # a bin now, then the fewest bins that make the polygon closable
+            after = torch.clamp(shortest - (coords + 1), min=0).maximum((coords + 1) % 2)
+            can_bin &= 1 + after <= left
+            can_open &= 1 + shortest <= left
+        bins, poly, eos = (m.to(device)[None, :] for m in (self.bins, self.poly_only, self.eos_only))
+        mask = (bins & can_bin[:, None]) | (poly & can_open[:, None])
+        # EOS where the polygon may end, and as the way out of a state with no legal token
+        return mask | (eos & (can_end[:, None] | ~mask.any(1, keepdim=True)))

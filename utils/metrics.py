@@ -9,7 +9,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from utils.codec import box_iou
+from utils.codec import box_iou, span_iou
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +48,63 @@ def caption_scores(hypotheses, references, full=True):
         "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
         "CIDEr": float(Cider().compute_score(gts, res)[0]),
     }
+
+
+def temporal_grounding_scores(predicted_spans, reference_spans):
+    """R@1 at temporal IoU 0.3, 0.5 and 0.7 and mean IoU; a missing prediction (None) has IoU 0."""
+    ious = np.array([span_iou(p, r) if p is not None else 0.0 for p, r in zip(predicted_spans, reference_spans)])
+    scores = {f"r1@{t}": float(np.mean(ious >= t)) for t in (0.3, 0.5, 0.7)}
+    scores["mean_iou"] = float(np.mean(ious))
+    return scores
+
+
+def mask_overlap(predicted, reference):
+    """(intersection, union) in pixels of two bool masks of one shape."""
+    predicted, reference = np.asarray(predicted, dtype=bool), np.asarray(reference, dtype=bool)
+    if predicted.shape != reference.shape:
+        raise ValueError(f"mask shapes differ: {predicted.shape} and {reference.shape}")
+    return int(np.count_nonzero(predicted & reference)), int(np.count_nonzero(predicted | reference))
+
+
+def overlap_scores(intersections, unions):
+    """Referring segmentation metrics from per-sample pixel counts: cIoU (summed intersections over
+    summed unions, so large objects weigh more), mIoU (mean per-sample IoU) and acc@0.5 (share of
+    samples with IoU >= 0.5). A sample whose union is empty has IoU 0, as for boxes."""
+    intersections, unions = np.asarray(intersections, dtype=float), np.asarray(unions, dtype=float)
+    ious = np.divide(intersections, unions, out=np.zeros_like(intersections), where=unions > 0)
+    total = unions.sum()
+    return {"cIoU": float(intersections.sum() / total) if total > 0 else 0.0,
+            "mIoU": float(ious.mean()), "acc@0.5": float(np.mean(ious >= 0.5))}
+
+
+def segmentation_scores(predicted_masks, reference_masks):
+    """cIoU, mIoU and acc@0.5 (``overlap_scores``) of pairs of bool masks."""
+    overlaps = [mask_overlap(p, r) for p, r in zip(predicted_masks, reference_masks)]
+    return overlap_scores([i for i, _ in overlaps], [u for _, u in overlaps])
+
+
+def vqa_soft_accuracy(predicted_answers, references):
+    """VQA soft accuracy as OFA/UnIVAL compute it: a question scores the confidence its row lists for
+    the predicted answer (0 if not listed), capped at 1; the mean over questions.
+    ``references``: one {answer: confidence} per question."""
+    scores = [min(1.0, float(refs.get(answer, 0.0))) if answer is not None else 0.0
+              for answer, refs in zip(predicted_answers, references)]
+    return {"vqa_score": float(np.mean(scores)) if scores else 0.0}
+
+
+def seen_unseen_accuracy(correct, seen=None):
+    """Accuracy of per-sample booleans; with ``seen`` (True/False per sample, None where unknown) also
+    the accuracy on seen and on unseen samples and their harmonic mean (0 if either is 0), each
+    reported only when its samples exist."""
+    correct = np.asarray(correct, dtype=float)
+    scores = {"accuracy": float(correct.mean()) if len(correct) else 0.0}
+    if seen is None or all(s is None for s in seen):
+        return scores
+    for name, flag in (("seen", True), ("unseen", False)):
+        picked = [c for c, s in zip(correct, seen) if s is flag]
+        if picked:
+            scores[f"{name}_accuracy"] = float(np.mean(picked))
+    if "seen_accuracy" in scores and "unseen_accuracy" in scores:
+        a, b = scores["seen_accuracy"], scores["unseen_accuracy"]
+        scores["harmonic_mean"] = 2 * a * b / (a + b) if a + b > 0 else 0.0
+    return scores

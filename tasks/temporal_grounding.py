@@ -1,0 +1,88 @@
+"""Temporal grounding on the generic layout: uniq-id, image, video, audio, text, annotation-json.
+
+A text query and one clip (video or audio) in; the query's span out as two time
+tokens relative to the part of the clip the model sees (Vid2Seq-style), decoding
+forced to a start and an end no earlier than it. The annotation holds the span
+in seconds: ``{"spans": [[start, end]]}``.
+"""
+import math
+from dataclasses import dataclass
+
+from fairseq.tasks import register_task
+
+from tasks.base import UniGroundConfig, UniGroundTask
+from utils.codec import CodecError
+from utils.constraints import FixedLengthRange
+from utils.metrics import temporal_grounding_scores
+
+SPAN_TOLERANCE = 0.05  # seconds a span may overhang the clip (rounding of public annotations)
+
+
+@dataclass
+class TemporalGroundingConfig(UniGroundConfig):
+    pass
+
+
+@register_task("temporal_grounding", dataclass=TemporalGroundingConfig)
+class TemporalGroundingTask(UniGroundTask):
+    columns = ("uniq_id", "video", "audio", "text", "annotation")
+    prompt = ' when does " {} " happen?'
+    primary_metric = "r1@0.5"
+    default_cols = "0,2,3,4,5"
+    optional_media = True
+
+    def build_constraint(self):
+        return FixedLengthRange(self.vocab.first_time, self.vocab.num_time_bins, 2, self.vocab.dictionary.eos(),
+                                len(self.vocab.dictionary), not_below={1: 0})
+
+    def build_sample(self, row, train):
+        text = " ".join(row["text"].split())
+        if not text:
+            raise row.error("text", "empty query")
+        if bool(row["video"]) == bool(row["audio"]):
+            raise row.error("video", "temporal grounding needs exactly one clip: a video or an audio cell")
+        span = parse_span(row, self.read_annotation(row))
+        media = self.read_media(row, train, keep=span)
+        start, length, duration = media.pop("window")
+        if span[1] > duration + SPAN_TOLERANCE:
+            raise row.error("annotation", f"span {span} ends after the {duration:.3f} s clip")
+        try:
+            bins = self.codec.encode_span(span[0] - start, span[1] - start, length)
+        except CodecError as error:  # a long clip's window that misses the span (eval: centred)
+            raise row.error("annotation", f"{error} (window of {length:.3f} s at {start:.3f} s)") from None
+        return {
+            "source": self.encode_source(self.prompt.format(text)),
+            "target": self.encode_target(self.vocab.time_ids(bins)),
+            **media,
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "span": span, "window": (start, length),
+                     "duration": duration},
+        }
+
+    def decode_prediction(self, tokens, meta):
+        bins = [self.vocab.to_time_bin(t) for t in tokens]
+        span = None
+        if len(bins) == 2 and None not in bins and bins[0] <= bins[1]:
+            start, length = meta["window"]
+            span = [start + t for t in self.codec.decode_span(bins, length)]
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "span": span, "reference": meta["span"],
+                "duration": meta["duration"]}
+
+    def score(self, predictions, full=False):
+        return temporal_grounding_scores([p["span"] for p in predictions], [p["reference"] for p in predictions])
+
+
+def parse_span(row, annotation):
+    """The annotation's one span [start, end] in seconds, checked."""
+    spans = annotation.get("spans")
+    if not isinstance(spans, list) or len(spans) != 1:
+        raise row.error("annotation", f"expected \"spans\": [[start, end]] (one span), got {spans!r}")
+    span = spans[0]
+    if (not isinstance(span, list) or len(span) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in span)):
+        raise row.error("annotation", f"a span is [start, end] in seconds, got {span!r}")
+    start, end = float(span[0]), float(span[1])
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+        raise row.error("annotation", f"span {span} must be finite and start at 0 s or later")
+    if start >= end:
+        raise row.error("annotation", f"span {span} starts at or after its end")
+    return [start, end]
