@@ -1,10 +1,17 @@
-"""Convert COCO caption and/or instance annotations into caption and refcoco-format TSVs.
+"""Convert COCO caption and/or instance annotations into caption, refcoco-format and refseg TSVs.
 
 Writes ``<prefix>_caption_<split>.tsv`` (uniq_id, image_id, caption, objects, image) from a
 captions JSON and ``<prefix>_refcoco_<split>.tsv`` (uniq_id, image_id, category name, x0,y0,x1,y1,
 image) with one row per non-crowd instance from an instances JSON. Train captions give one row per
 caption; other splits one row per image with its references joined by ``&&``. Images are embedded
 as base64 of the original file bytes, each file read once.
+
+The instances also give ``<prefix>_refseg_<split>.tsv`` on the generic layout (uniq_id, image,
+video, audio, text, annotation-json): one row per (image, category), uniq_id
+``<image_id>-<category_id>``, the category name as the referring expression and, as its mask, every
+instance of that category in the image (``{"regions": [{"polygons": ...}, {"rle": ...}]}``, crowds
+as compressed RLE). A category name alone cannot single out one of several instances, so the
+expression refers to all of them, and each row has exactly one right mask.
 """
 import argparse
 import base64
@@ -13,6 +20,8 @@ import json
 import os
 import sys
 from collections import defaultdict
+
+from pycocotools import mask as mask_utils
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -64,6 +73,29 @@ def refcoco_lines(image_id, instances, category_names, image_b64):
             for a in instances if not a.get("iscrowd", 0)]
 
 
+def segmentation_region(annotation):
+    """An instance's segmentation as a refseg region: its polygons, or its RLE compressed (crowds)."""
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        return {"polygons": segmentation}
+    height, width = segmentation["size"]
+    counts = segmentation["counts"]
+    if isinstance(counts, list):  # uncompressed, as COCO stores crowds
+        counts = mask_utils.frPyObjects(segmentation, height, width)["counts"].decode("ascii")
+    return {"rle": {"size": [height, width], "counts": counts}}
+
+
+def refseg_lines(image_id, instances, category_names, image_b64):
+    """One generic-layout row per category in the image, its mask all the category's instances."""
+    by_category = defaultdict(list)
+    for annotation in instances:
+        if annotation.get("segmentation"):
+            by_category[annotation["category_id"]].append(segmentation_region(annotation))
+    return [format_row([f"{image_id}-{category_id}", image_b64, "", "", category_names[category_id],
+                        json.dumps({"regions": regions}, separators=(",", ":"))])
+            for category_id, regions in by_category.items()]
+
+
 def read_image_base64(path):
     with open(path, "rb") as handle:
         return base64.b64encode(handle.read()).decode("ascii")
@@ -94,6 +126,7 @@ def convert(images_dir, out_dir, split, prefix="coco", captions_json=None, insta
         paths["caption"] = os.path.join(out_dir, f"{prefix}_caption_{split}.tsv")
     if instances_json:
         paths["refcoco"] = os.path.join(out_dir, f"{prefix}_refcoco_{split}.tsv")
+        paths["refseg"] = os.path.join(out_dir, f"{prefix}_refseg_{split}.tsv")
     counts = dict.fromkeys(paths.values(), 0)
     skipped = 0
     with contextlib.ExitStack() as stack:
@@ -110,7 +143,8 @@ def convert(images_dir, out_dir, split, prefix="coco", captions_json=None, insta
                 continue
             image_b64 = read_image_base64(path)
             lines = {"caption": caption_lines(image_id, captions[image_id], split, image_b64),
-                     "refcoco": refcoco_lines(image_id, instances[image_id], category_names, image_b64)}
+                     "refcoco": refcoco_lines(image_id, instances[image_id], category_names, image_b64),
+                     "refseg": refseg_lines(image_id, instances[image_id], category_names, image_b64)}
             for kind, handle in handles.items():
                 handle.writelines(lines[kind])
                 counts[paths[kind]] += len(lines[kind])

@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from preprocess import coco_to_tsv
@@ -145,3 +146,51 @@ def test_tabs_newlines_and_extra_spaces_are_removed_from_captions(tmp_path):
                       "--out-dir", str(tmp_path), "--split", "valid"])
     (row,) = read_rows(tmp_path / "coco_caption_valid.tsv")
     assert len(row) == 5 and row[2] == "a dog and a cat&&salt & pepper"
+
+
+def instance_mask(segmentation, height, width):
+    """pycocotools' own mask of a COCO segmentation (polygons or RLE, compressed or not)."""
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    if isinstance(segmentation, dict) and isinstance(segmentation["counts"], str):  # compressed
+        return mask_utils.decode({**segmentation, "counts": segmentation["counts"].encode()}).astype(bool)
+    rles = mask_utils.frPyObjects(segmentation, height, width)
+    rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+    return mask_utils.decode(rle).astype(bool)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_refseg_rows_hold_each_category_of_an_image_with_all_its_instances(converted):
+    instances = load("instances.json")
+    names = {c["id"]: c["name"] for c in instances["categories"]}
+    sizes = {image["id"]: (image["height"], image["width"]) for image in instances["images"]}
+    originals = file_bytes_by_image_id(instances)
+    groups = {}
+    for a in instances["annotations"]:
+        groups.setdefault(f"{a['image_id']}-{a['category_id']}", []).append(a)
+    for split in ("train", "valid"):
+        rows = read_rows(converted / f"coco_refseg_{split}.tsv")
+        assert sorted(row[0] for row in rows) == sorted(groups)
+        crowd_rows = 0
+        for uniq_id, image, video, audio, text, annotation in rows:
+            group = groups[uniq_id]
+            image_id, category_id = group[0]["image_id"], group[0]["category_id"]
+            assert video == audio == "" and text == names[category_id]
+            assert base64.b64decode(image) == originals[image_id]
+            regions = json.loads(annotation)["regions"]
+            assert len(regions) == len(group)
+            height, width = sizes[image_id]
+            got = np.zeros((height, width), bool)
+            for region, instance in zip(regions, group):
+                if instance["iscrowd"]:
+                    assert set(region) == {"rle"} and isinstance(region["rle"]["counts"], str)
+                    assert region["rle"]["size"] == [height, width]
+                    got |= instance_mask(region["rle"], height, width)
+                else:
+                    assert region == {"polygons": instance["segmentation"]}
+                    got |= instance_mask(region["polygons"], height, width)
+            crowd_rows += any(a["iscrowd"] for a in group)
+            want = np.zeros((height, width), bool)
+            for instance in group:
+                want |= instance_mask(instance["segmentation"], height, width)
+            assert np.array_equal(got, want), uniq_id
+        assert crowd_rows >= 1

@@ -1,0 +1,210 @@
+"""Referring segmentation on the generic layout: uniq-id, image, video, audio, text, annotation-json.
+
+The text cell holds the referring expression, the annotation its mask in original-image pixels as
+one or more regions whose union is the mask, each COCO polygons or a COCO RLE (crowds):
+``{"regions": [{"polygons": [[x0, y0, x1, y1, ...], ...]}, {"rle": {"size": [h, w], "counts": ...}}]}``.
+The image is required; the video and audio cells are not read.
+
+The target is the mask as polygon tokens (DESIGN.md section 3): an RLE is first traced into
+polygons, the polygons move with the image transform and are simplified to the vertex budget by
+the codec, then written largest first, each ``<poly>`` and its vertices clockwise from the top-most
+(then left-most) one, so one mask has one target. Parts that do not fit --max-tgt-length are
+dropped, smallest first; the vertex budget shrinks if a single polygon would not fit. Generation
+is constrained to that syntax; the predicted polygons are rasterised at the original resolution
+and scored against the reference mask by cIoU, mIoU and acc@0.5.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from fairseq.sequence_generator import EnsembleModel
+from fairseq.tasks import register_task
+
+from tasks.base import UniGroundConfig, UniGroundTask
+from utils.codec import CodecError, LocationCodec
+from utils.constraints import ConstrainedEnsemble, PolygonSyntax
+from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
+from utils.metrics import mask_overlap, overlap_scores
+
+POLYGON_TOLERANCE = 1.0  # pixels a vertex may lie outside the image (rounding in public annotations)
+MIN_VERTICES = PolygonSyntax.MIN_VERTICES
+
+
+@dataclass
+class RefsegConfig(UniGroundConfig):
+    max_tgt_length: int = field(default=200, metadata={
+        "help": "longest target in tokens: three polygons of 32 vertices (65 tokens each) and EOS"})
+
+
+def polygon_budget(cfg):
+    """(most tokens before EOS, most vertices per polygon) that a target and generation may use."""
+    length = cfg.max_tgt_length - 1
+    vertices = min(cfg.max_poly_vertices, (length - 1) // 2)
+    if vertices < MIN_VERTICES:
+        raise ValueError(f"--max-tgt-length {cfg.max_tgt_length} cannot hold one polygon: refseg needs at least "
+                         f"{2 * MIN_VERTICES + 2} (<poly>, {MIN_VERTICES} vertices, EOS)")
+    return length, vertices
+
+
+@register_task("refseg", dataclass=RefsegConfig)
+class RefsegTask(UniGroundTask):
+    columns = ("uniq_id", "image", "text", "annotation")
+    prompt = ' which region does the text " {} " describe? give its mask'
+    primary_metric = "mIoU"
+    default_cols = "0,1,4,5"
+
+    def __init__(self, cfg, vocab):
+        super().__init__(cfg, vocab)
+        self.max_length, self.max_vertices = polygon_budget(cfg)
+        self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, self.max_vertices)
+
+    def build_constraint(self, max_length=None):
+        length, vertices = polygon_budget(self.cfg)
+        return PolygonSyntax(self.vocab.first_bin, self.vocab.num_bins, self.vocab.poly, self.vocab.dictionary.eos(),
+                             len(self.vocab.dictionary), vertices, max_length=min(length, max_length or length))
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        """As the base task, but polygons close within the generator's own length limit where it is
+        shorter than --max-tgt-length (evaluate.py's default --max-len-b, say), so none is cut off."""
+        if not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
+            fixed = getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None)
+            models = ConstrainedEnsemble(models, self.build_constraint(int(fixed) if fixed else None))
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def build_sample(self, row, train):
+        text = " ".join(row["text"].split())
+        if not text:
+            raise row.error("text", "empty referring expression")
+        original = self.read_image(row, "image")
+        width, height = original.size
+        regions = parse_regions(row, self.read_annotation(row), width, height)
+        # No more parts than could ever fit the target (one <poly> and three vertices each).
+        most_parts = self.max_length // (1 + 2 * MIN_VERTICES)
+        parts = [p for kind, value in regions
+                 for p in (value if kind == "polygons" else mask_to_polygons(value, most_parts))]
+        image = self.transform_image(original, train, polygons=[parts])
+        try:
+            bins = self.codec.encode_polygons([part.ravel().tolist() for part in image.polygons[0]], *image.size)
+        except CodecError as error:
+            raise row.error("annotation", f"the mask does not survive encoding: {error}") from None
+        meta = {"uniq_id": row["uniq_id"], "text": text, "size": (width, height)}
+        if not train:
+            meta["reference"] = encode_rle(reference_mask(regions, width, height, self.codec))
+        return {
+            "source": self.encode_source(self.prompt.format(text)),
+            "target": self.encode_target(self.target_tokens(bins)),
+            "image": image.pixels,
+            "meta": meta,
+        }
+
+    def target_tokens(self, bin_polygons):
+        """Token ids of the canonical polygons, largest first, within the length budget."""
+        ordered = sorted((canonical_polygon(p) for p in bin_polygons), key=lambda item: -item[0])
+        tokens = []
+        for _, polygon in ordered:
+            if len(tokens) + 1 + len(polygon) <= self.max_length:
+                tokens += [self.vocab.poly] + self.vocab.bin_ids(polygon)
+        return tokens
+
+    def split_polygons(self, tokens):
+        """Generated ids -> bin polygons, or None when they break the polygon syntax."""
+        if not tokens or tokens[0] != self.vocab.poly:
+            return None
+        polygons = []
+        for token in tokens:
+            if token == self.vocab.poly:
+                polygons.append([])
+                continue
+            b = self.vocab.to_bin(token)
+            if b is None:
+                return None
+            polygons[-1].append(b)
+        if any(len(p) % 2 or not 2 * MIN_VERTICES <= len(p) <= 2 * self.max_vertices for p in polygons):
+            return None
+        return polygons
+
+    def decode_prediction(self, tokens, meta):
+        """Polygons in original pixels, and their overlap with the reference mask; a malformed output
+        (possible with --unconstrained) is an empty mask, flagged ``malformed``."""
+        width, height = meta["size"]
+        bins = self.split_polygons(tokens)
+        polygons = [] if bins is None else [
+            [round(c, 2) for c in p] for p in self.codec.decode_polygons(bins, width, height)]
+        predicted = self.codec.rasterize(polygons, width, height)
+        intersection, union = mask_overlap(predicted, decode_rle(meta["reference"]))
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "polygons": polygons, "malformed": bins is None,
+                "iou": intersection / union if union else 0.0, "intersection": intersection, "union": union,
+                "size": list(meta["size"])}
+
+    def score(self, predictions, full=False):
+        """cIoU, mIoU, acc@0.5 and the share of malformed outputs; ``full`` adds their count."""
+        scores = overlap_scores([p["intersection"] for p in predictions], [p["union"] for p in predictions])
+        malformed = sum(p["malformed"] for p in predictions)
+        scores["malformed_rate"] = malformed / len(predictions)
+        if full:
+            scores["malformed"] = malformed
+        return scores
+
+
+def canonical_polygon(bins):
+    """(area, bins) of a flat bin polygon written clockwise on screen from its top-most, then
+    left-most vertex: the same outline always gives the same tokens."""
+    points = np.asarray(bins, dtype=np.int64).reshape(-1, 2)
+    x, y = points[:, 0].astype(float), points[:, 1].astype(float)
+    area = 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+    if area < 0:  # counter-clockwise on screen (y points down)
+        points = points[::-1]
+    first = int(np.lexsort((points[:, 0], points[:, 1]))[0])
+    return abs(area), np.roll(points, -first, axis=0).ravel().tolist()
+
+
+def parse_regions(row, annotation, width, height):
+    """The annotation's regions as ("polygons", [flat pixel polygon, ...]) or ("mask", bool mask)
+    pairs, checked against the image size; bad ones are errors in the annotation cell."""
+    regions = annotation.get("regions")
+    if not isinstance(regions, list) or not regions:
+        raise row.error("annotation", f'expected "regions": a non-empty list, got {regions!r:.80}')
+    parsed = []
+    for i, region in enumerate(regions):
+        if not isinstance(region, dict) or ("polygons" in region) == ("rle" in region):
+            raise row.error("annotation", f'region {i} needs exactly one of "polygons" and "rle"')
+        if "polygons" in region:
+            parsed.append(("polygons", parse_polygons(row, i, region["polygons"], width, height)))
+            continue
+        try:
+            mask = decode_rle(region["rle"], height, width)
+        except MaskError as error:
+            raise row.error("annotation", f"region {i}: RLE does not decode: {error}") from None
+        if not mask.any():
+            raise row.error("annotation", f"region {i}: RLE mask is empty")
+        parsed.append(("mask", mask))
+    return parsed
+
+
+def parse_polygons(row, region, polygons, width, height):
+    """A region's COCO polygons, each an even list of at least six finite numbers inside the image."""
+    if not isinstance(polygons, list) or not polygons:
+        raise row.error("annotation", f"region {region}: polygons must be a non-empty list of [x, y, ...] lists")
+    t = POLYGON_TOLERANCE
+    for k, polygon in enumerate(polygons):
+        where = f"region {region}, polygon {k}"
+        if not isinstance(polygon, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+            raise row.error("annotation", f"{where}: expected a flat list of numbers [x0, y0, x1, y1, ...]")
+        if len(polygon) % 2 or len(polygon) < 2 * MIN_VERTICES:
+            raise row.error("annotation", f"{where}: needs an even number (>= 6) of coordinates, got {len(polygon)}")
+        if not all(math.isfinite(v) for v in polygon):
+            raise row.error("annotation", f"{where}: has non-finite coordinates")
+        xs, ys = polygon[0::2], polygon[1::2]
+        if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
+            raise row.error("annotation", f"{where}: lies outside the {width}x{height} image")
+    return polygons
+
+
+def reference_mask(regions, width, height, codec):
+    """The union of the regions at the original resolution, exact (RLE masks as given)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for kind, value in regions:
+        mask |= codec.rasterize(value, width, height) if kind == "polygons" else value
+    return mask
