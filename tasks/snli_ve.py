@@ -1,0 +1,72 @@
+"""Visual entailment on UnIVAL/OFA SNLI-VE TSVs: uniq-id, image-id, image, hypothesis, premise, label.
+
+As in OFA, the labels are answered as "yes" (entailment), "maybe" (neutral) and "no"
+(contradiction) to the question ' does the image describe " hypothesis "?' (with
+``--add-premise``, OFA's add_caption prompt naming the text premise too); outputs are
+constrained to the three answers by the answer trie. Metric: accuracy.
+"""
+import re
+from dataclasses import dataclass, field
+
+from fairseq.tasks import register_task
+
+from tasks.closed_set import ClosedSetConfig, ClosedSetTask
+from utils.metrics import seen_unseen_accuracy
+
+ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+LABELS = {answer: label for label, answer in ANSWERS.items()}
+
+
+def normalise_caption(text, max_words):
+    """OFA's caption cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single spaces,
+    at most ``max_words`` words."""
+    text = text.strip().lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
+    return " ".join(re.sub(r"\s+", " ", text).strip().split(" ")[:max_words])
+
+
+@dataclass
+class SnliVeConfig(ClosedSetConfig):
+    add_premise: bool = field(default=False, metadata={
+        "help": "also give the text premise: ' can image and text1 \" premise \" imply text2 \" hypothesis \"?'"})
+
+
+@register_task("snli_ve", dataclass=SnliVeConfig)
+class SnliVeTask(ClosedSetTask):
+    columns = ("uniq_id", "image", "hypothesis", "premise", "label")
+    prompt = ' does the image describe " {} "?'
+    premise_prompt = ' can image and text1 " {} " imply text2 " {} "?'
+    primary_metric = "accuracy"
+    default_cols = "0,2,3,4,5"
+
+    def choice_texts(self):
+        return list(ANSWERS.values())
+
+    def build_sample(self, row, train):
+        label = row["label"].strip()
+        if label not in ANSWERS:
+            raise row.error("label", f"unknown label {row['label']!r}: expected one of {', '.join(ANSWERS)}")
+        hypothesis = normalise_caption(row["hypothesis"], self.cfg.max_src_length)
+        if not hypothesis:
+            raise row.error("hypothesis", "empty hypothesis")
+        if self.cfg.add_premise:
+            premise = normalise_caption(row["premise"], self.cfg.max_src_length)
+            if not premise:
+                raise row.error("premise", "empty premise (needed by --add-premise)")
+            prompt = self.premise_prompt.format(premise, hypothesis)
+        else:
+            prompt = self.prompt.format(hypothesis)
+        return {
+            "source": self.encode_source(prompt),
+            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label])),
+            **self.read_media(row, train),
+            "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
+        }
+
+    def decode_prediction(self, tokens, meta):
+        choice = self.choice_of(tokens)
+        label = LABELS[self.choices[choice]] if choice is not None else None
+        return {"uniq_id": meta["uniq_id"], "hypothesis": meta["hypothesis"], "prediction": label,
+                "label": meta["label"]}
+
+    def score(self, predictions, full=False):
+        return seen_unseen_accuracy([p["prediction"] == p["label"] for p in predictions])
