@@ -1,10 +1,12 @@
-"""Print the demo's metrics beside trivial baselines.
+"""Print the demo's metrics beside trivial baselines, for every task with results.
 
     python run_scripts/demo_summary.py --demo-dir dataset/demo --results-dir results
 
 Baselines, scored by the same metric code as the model:
 - refcoco: the mean training box, relative to the image size, placed on every image;
-- caption: the most frequent training caption, given for every image.
+- caption, video_caption, audio_caption: the most frequent training caption, given for every sample;
+- vqa, video_qa: the most frequent best training answer, given for every question;
+- temporal_grounding: the whole clip, for every query.
 """
 import argparse
 import io
@@ -18,10 +20,13 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.dataset import Row  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from tasks.caption import normalise_caption  # noqa: E402
-from utils.metrics import caption_scores, grounding_scores  # noqa: E402
+from tasks.vqa import VqaTask, best_answer, parse_answers  # noqa: E402
+from utils.metrics import (caption_scores, grounding_scores, temporal_grounding_scores,  # noqa: E402
+                           vqa_soft_accuracy)
 
 
 def image_size(tsv, i, column):
@@ -36,7 +41,7 @@ def boxes_with_sizes(path):
         yield [float(v) for v in tsv.fields(i)[0].split(",")], image_size(tsv, i, 1)
 
 
-def refcoco_baseline(demo_dir):
+def refcoco_baseline(demo_dir, predictions):
     relative = [np.array(box) / (w, h, w, h) for box, (w, h) in boxes_with_sizes(f"{demo_dir}/refcoco_train.tsv")]
     mean_box = np.mean(relative, axis=0)
     refs, preds = [], []
@@ -46,21 +51,53 @@ def refcoco_baseline(demo_dir):
     return grounding_scores(preds, refs)
 
 
-def caption_baseline(demo_dir):
-    train = TsvFile(f"{demo_dir}/caption_train.tsv", selected_cols=[2])
-    commonest = Counter(normalise_caption(train.fields(i)[0]) for i in range(len(train))).most_common(1)[0][0]
-    valid = TsvFile(f"{demo_dir}/caption_valid.tsv", selected_cols=[0, 2])
-    references = {}
-    for i in range(len(valid)):
-        uniq_id, captions = valid.fields(i)
-        references[uniq_id] = [normalise_caption(c) for c in captions.split("&&")]
-    return caption_scores({k: commonest for k in references}, references)
+def caption_baseline(name):
+    def baseline(demo_dir, predictions):
+        train = TsvFile(f"{demo_dir}/{name}_train.tsv", selected_cols=[2])
+        commonest = Counter(normalise_caption(train.fields(i)[0]) for i in range(len(train))).most_common(1)[0][0]
+        references = {p["uniq_id"]: p["references"] for p in predictions}
+        return caption_scores({k: commonest for k in references}, references)
+    return baseline
+
+
+def vqa_baseline(name):
+    def baseline(demo_dir, predictions):
+        train = TsvFile(f"{demo_dir}/{name}_train.tsv", selected_cols=[0, 5, 2, 3])
+        columns = VqaTask.columns[:4]
+        answers = Counter(best_answer(parse_answers(Row(train, i, dict(zip(columns, train.fields(i))))))
+                          for i in range(len(train)))
+        commonest = answers.most_common(1)[0][0]
+        return vqa_soft_accuracy([commonest] * len(predictions), [p["references"] for p in predictions])
+    return baseline
+
+
+def temporal_grounding_baseline(demo_dir, predictions):
+    return temporal_grounding_scores([[0.0, p["duration"]] for p in predictions],
+                                     [p["reference"] for p in predictions])
+
+
+BASELINES = {
+    "caption": caption_baseline("caption"),
+    "refcoco": refcoco_baseline,
+    "video_caption": caption_baseline("video_caption"),
+    "audio_caption": caption_baseline("audio_caption"),
+    "video_qa": vqa_baseline("video_qa"),
+    "vqa": vqa_baseline("vqa"),
+    "temporal_grounding": temporal_grounding_baseline,
+}
+
+
+def read_results(results_dir):
+    with open(os.path.join(results_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(results_dir, "predictions.jsonl")) as f:
+        return metrics, [json.loads(line) for line in f]
 
 
 def print_table(rows):
-    print(f"\n{'task':<10} {'metric':<10} {'model':>8} {'baseline':>9}")
+    print(f"\n{'task':<20} {'metric':<10} {'model':>8} {'baseline':>9}")
     for task, metric, model, baseline in rows:
-        print(f"{task:<10} {metric:<10} {model:>8.3f} {baseline:>9.3f}")
+        print(f"{task:<20} {metric:<10} {model:>8.3f} {baseline:>9.3f}")
 
 
 def main(argv=None):
@@ -68,12 +105,14 @@ def main(argv=None):
     parser.add_argument("--demo-dir", default="dataset/demo")
     parser.add_argument("--results-dir", default="results")
     args = parser.parse_args(argv)
-    baselines = {"caption": caption_baseline(args.demo_dir), "refcoco": refcoco_baseline(args.demo_dir)}
     rows = []
-    for task, scores in baselines.items():
-        with open(os.path.join(args.results_dir, task, "metrics.json")) as f:
-            model = json.load(f)
-        rows.extend((task, metric, model[metric], value) for metric, value in scores.items())
+    for task, baseline in BASELINES.items():
+        results = os.path.join(args.results_dir, task)
+        if not os.path.exists(os.path.join(results, "metrics.json")):
+            continue
+        model, predictions = read_results(results)
+        rows.extend((task, metric, model[metric], value)
+                    for metric, value in baseline(args.demo_dir, predictions).items())
     print_table(rows)
     return rows
 
