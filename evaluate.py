@@ -30,6 +30,7 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from tasks.base import sibling_task  # noqa: E402
+from tasks.multitask import subtask_state  # noqa: E402
 from tasks.weight_average import write_curve  # noqa: E402
 from utils.checkpoint import load_models_and_task  # noqa: E402
 
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--selected-cols", help="override the checkpoint task's column choice")
     parser.add_argument("--task", help="evaluate as this task rather than the checkpoint's own (multitask "
                                        "checkpoints, merged models); same vocabulary and image options")
+    parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="set an option of the evaluated task, e.g. eval_mode=candidates (repeatable; "
+                             "VALUE is read as JSON when it parses, else as text)")
     parser.add_argument("--vocab-dir", help="override the vocabulary folder recorded in the checkpoint")
     parser.add_argument("--media-dir", help="root for media cells given as paths")
     parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
@@ -68,13 +72,31 @@ def parse_args(argv=None):
     return args
 
 
+def task_options(args):
+    """--task-option KEY=VALUE pairs as {key: value}."""
+    options = {}
+    for item in args.task_option:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise SystemExit(f"--task-option expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
 def task_overrides(args):
-    """Options replaced in the checkpoint's task; with --task, that task gets --data (``select_task``)."""
+    """Options replaced in the checkpoint's task; with --task, that task gets --data and the
+    --task-option values instead (``select_task``)."""
     overrides = {"eval_metrics": False, "unconstrained": args.unconstrained, "skip_bad_rows": args.skip_bad_rows}
     names = ("vocab_dir", "media_dir") if args.task else ("data", "selected_cols", "vocab_dir", "media_dir")
     for name in names:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if not args.task:
+        overrides.update(task_options(args))
     return overrides
 
 
@@ -83,7 +105,10 @@ def select_task(task, args):
     (a sub-task of a multitask checkpoint, or any task for a merged model)."""
     if args.task is None:
         return task
-    return sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols)
+    selected = sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols,
+                            **task_options(args))
+    selected.load_state_dict(subtask_state(task.state_dict(), args.task))
+    return selected
 
 
 def generate(args, models, task):

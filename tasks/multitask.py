@@ -68,6 +68,19 @@ class MultitaskTask(UniGroundTask):
             {name: task.dataset(split) for name, task in self.subtasks.items()}, self.ratios,
             seed=self.cfg.seed, sample=split == "train")
 
+    def state_dict(self):
+        """The mixture's task state, which checkpoints keep, holds each sub-task's as ``<task>/<key>``
+        (VQA's candidate answers, say), so a sub-task evaluated alone gets it back."""
+        state = dict(super().state_dict())
+        for name, task in self.subtasks.items():
+            state.update({f"{name}/{key}": value for key, value in task.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for name, task in self.subtasks.items():
+            task.load_state_dict(subtask_state(state_dict, name))
+
     def scored_tasks(self):
         return list(self.subtasks.values())
 
@@ -89,3 +102,9 @@ class MultitaskTask(UniGroundTask):
             return 0.0
         total = sum(self.ratios[name] for name in seen)
         return round(sum(self.ratios[name] * value for name, value in seen.items()) / total, 4)
+
+
+def subtask_state(state_dict, name):
+    """Sub-task ``name``'s part of a mixture's task state."""
+    prefix = f"{name}/"
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}

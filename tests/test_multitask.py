@@ -114,3 +114,23 @@ def test_train_py_multitask_then_evaluate_each_task(demo_dir, vocab_dir, tmp_pat
                                  "--results-dir", str(tmp_path / task), "--beam", "1", "--num-workers", "0"])
         assert metric in metrics and metrics["rows"] == len(open(f"{demo_dir}/{task}_valid.tsv").readlines())
         assert json.load(open(os.path.join(tmp_path, task, "metrics.json")))[metric] == metrics[metric]
+
+
+def test_checkpointed_state_brings_back_each_sub_tasks_own(demo_dir, vocab_dir):
+    """VQA's candidate answers, read from its training rows, travel in the mixture's task state to a
+    mixture loaded from the checkpoint and to the sub-task evaluated alone (evaluate.py --task)."""
+    from evaluate import select_task
+    data = (f"video_qa={demo_dir}/video_qa_train.tsv,{demo_dir}/video_qa_valid.tsv;"
+            f"caption={demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv")
+    trained = build_task("multitask", data, vocab_dir, tasks="video_qa:0.5,caption:0.5")
+    trained.load_dataset("valid")
+    answers = trained.subtasks["video_qa"].choices
+    assert "video_qa/answers" in trained.state_dict() and len(answers) > 3
+    loaded = build_task("multitask", data, vocab_dir, tasks="video_qa:0.5,caption:0.5")
+    loaded.load_state_dict(trained.state_dict())
+    assert loaded.subtasks["video_qa"].state_dict()["answers"] == answers
+    args = Namespace(task="video_qa", data=f"{demo_dir}/video_qa_valid.tsv", selected_cols=None,
+                     task_option=["eval_mode=candidates"])
+    alone = select_task(loaded, args)
+    alone.load_dataset("valid")
+    assert alone.cfg.eval_mode == "candidates" and alone.choices == answers
