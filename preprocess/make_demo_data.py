@@ -349,19 +349,25 @@ def sample_rows(split, index, image_size, seed):
             **closed_set_rows(rng, split, image_id, image_b64, scene, captions)}
 
 
-def write_split(out_dir, split, num_images, image_size, seed):
-    """Write one TSV per kind of row of ``sample_rows`` for a split; returns {file name: row count}."""
+def write_rows(out_dir, split, row_groups):
+    """Write row groups ({kind: lines}) as one TSV per kind, ``{kind}_{split}.tsv``, in the order given;
+    returns {file name: row count}."""
     counts = {}
     with contextlib.ExitStack() as stack:
         handles = {}
-        for index in range(num_images):
-            for kind, lines in sample_rows(split, index, image_size, seed).items():
+        for rows in row_groups:
+            for kind, lines in rows.items():
                 name = f"{kind}_{split}.tsv"
                 if name not in handles:
                     handles[name] = stack.enter_context(atomic_open(os.path.join(out_dir, name)))
                 handles[name].writelines(lines)
                 counts[name] = counts.get(name, 0) + len(lines)
     return counts
+
+
+def write_split(out_dir, split, num_images, image_size, seed):
+    """Write the image world's TSVs of a split; returns {file name: row count}."""
+    return write_rows(out_dir, split, (sample_rows(split, index, image_size, seed) for index in range(num_images)))
 
 
 def write_clip_split(out_dir, split, num_videos, num_audio, video_size, video_fps, seed):
@@ -373,23 +379,14 @@ def write_clip_split(out_dir, split, num_videos, num_audio, video_size, video_fp
     # Imported here: both modules build on this one's vocabulary and drawing.
     from preprocess import demo_audio, demo_video
 
-    counts = {}
-    with contextlib.ExitStack() as stack:
-        handles = {}
+    def clips():
         for index in range(max(num_videos, num_audio)):
-            worlds = []
             if index < num_videos:
-                worlds.append(demo_video.clip_rows(split, index, video_size, video_fps, seed))
+                yield demo_video.clip_rows(split, index, video_size, video_fps, seed)
             if index < num_audio:
-                worlds.append(demo_audio.clip_rows(split, index, seed))
-            for rows in worlds:
-                for kind, lines in rows.items():
-                    name = f"{kind}_{split}.tsv"
-                    if name not in handles:
-                        handles[name] = stack.enter_context(atomic_open(os.path.join(out_dir, name)))
-                    handles[name].writelines(lines)
-                    counts[name] = counts.get(name, 0) + len(lines)
-    return counts
+                yield demo_audio.clip_rows(split, index, seed)
+
+    return write_rows(out_dir, split, clips())
 
 
 def parse_args(argv):

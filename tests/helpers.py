@@ -1,6 +1,8 @@
 """Building tasks and tiny models in tests the way fairseq builds them."""
 from argparse import Namespace
 
+import torch
+from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
@@ -37,3 +39,27 @@ def build_model(task, **overrides):
     cfg.patch_image_size = task.cfg.patch_image_size
     cfg.num_mel_bins = task.cfg.num_mel_bins
     return model_cls.build_model(cfg, task)
+
+
+def build_criterion(task, label_smoothing=0.1):
+    name = "constrained_label_smoothed_cross_entropy"
+    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
+    cfg.label_smoothing = label_smoothing
+    cfg.sentence_avg = False
+    return CRITERION_REGISTRY[name].build_criterion(cfg, task)
+
+
+def losses_over_steps(task, batch, steps, lr=3e-3):
+    """Per-token losses of a fresh tiny model trained with Adam on one batch for ``steps`` steps."""
+    torch.manual_seed(0)
+    model = build_model(task)
+    criterion = build_criterion(task)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, sample_size, _ = criterion(model, batch)
+        optimizer.zero_grad()
+        (loss / sample_size).backward()
+        optimizer.step()
+        losses.append(loss.item() / sample_size)
+    return losses

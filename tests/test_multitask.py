@@ -6,8 +6,7 @@ import pytest
 import torch
 from fairseq import metrics
 
-from helpers import build_model, build_task
-from test_training import build_criterion
+from helpers import build_criterion, build_model, build_task
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
-from omegaconf import OmegaConf
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from data.errors import BadInputError
-from helpers import build_model, build_task
+from helpers import build_model, build_task, losses_over_steps
 from preprocess import coco_to_tsv
 from tasks.refseg import canonical_polygon
 from utils.codec import LocationCodec
@@ -46,13 +44,6 @@ def set_cell(row, column, value):
 
 def iou(a, b):
     return (a & b).sum() / (a | b).sum()
-
-
-def build_criterion(task, label_smoothing=0.1):
-    name = "constrained_label_smoothed_cross_entropy"
-    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
-    cfg.label_smoothing, cfg.sentence_avg = label_smoothing, False
-    return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 
 
 def syntax_ok(tokens, vocab, max_vertices):
@@ -382,17 +373,7 @@ def test_a_few_steps_lower_the_refseg_loss(demo_dir, vocab_dir):
     dataset = task.dataset("train")
     batch = dataset.collater([dataset[i] for i in range(8)])
     assert batch["constraint_masks"].shape == (*batch["target"].shape, len(task.vocab.dictionary))
-    torch.manual_seed(0)
-    model = build_model(task)
-    criterion = build_criterion(task)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss, sample_size, _ = criterion(model, batch)
-        optimizer.zero_grad()
-        (loss / sample_size).backward()
-        optimizer.step()
-        losses.append(loss.item() / sample_size)
+    losses = losses_over_steps(task, batch, 25)
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.6 * losses[0], losses
 

@@ -1,18 +1,8 @@
 """A few optimisation steps lower the loss for every task."""
 import pytest
 import torch
-from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
-from omegaconf import OmegaConf
 
-from helpers import build_model, build_task
-
-
-def build_criterion(task, label_smoothing=0.1):
-    name = "constrained_label_smoothed_cross_entropy"
-    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
-    cfg.label_smoothing = label_smoothing
-    cfg.sentence_avg = False
-    return CRITERION_REGISTRY[name].build_criterion(cfg, task)
+from helpers import build_criterion, build_model, build_task, losses_over_steps
 
 
 @pytest.mark.parametrize("name, data", [
@@ -23,17 +13,7 @@ def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name, data):
     task.load_dataset("train")
     dataset = task.dataset("train")
     batch = dataset.collater([dataset[i] for i in range(8)])
-    torch.manual_seed(0)
-    model = build_model(task)
-    criterion = build_criterion(task)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss, sample_size, _ = criterion(model, batch)
-        optimizer.zero_grad()
-        (loss / sample_size).backward()
-        optimizer.step()
-        losses.append(loss.item() / sample_size)
+    losses = losses_over_steps(task, batch, 25)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.6 * losses[0], losses
 

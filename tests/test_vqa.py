@@ -8,11 +8,9 @@ from argparse import Namespace
 
 import pytest
 import torch
-from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
-from omegaconf import OmegaConf
 
 from data.errors import BadInputError
-from helpers import build_model, build_task, tiny_model_args
+from helpers import build_criterion, build_model, build_task, losses_over_steps, tiny_model_args
 from utils.constraints import Constraint
 from utils.metrics import vqa_soft_accuracy
 
@@ -261,13 +259,6 @@ def test_eval_mode_is_checked(demo_dir, vocab_dir):
 # ---- training ----------------------------------------------------------------------------------------
 
 
-def build_criterion(task):
-    name = "constrained_label_smoothed_cross_entropy"
-    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
-    cfg.label_smoothing, cfg.sentence_avg = 0.1, False
-    return CRITERION_REGISTRY[name].build_criterion(cfg, task)
-
-
 def test_a_few_steps_lower_the_vqa_loss_under_the_answer_masks(demo_dir, vocab_dir):
     task = vqa_task(demo_dir, vocab_dir)
     task.load_dataset("train")
@@ -278,17 +269,7 @@ def test_a_few_steps_lower_the_vqa_loss_under_the_answer_masks(demo_dir, vocab_d
     first_tokens = {tokens[0] for tokens in task.choice_tokens}
     assert masks[:, 0].sum(1).tolist() == [len(first_tokens)] * 8  # the first step offers the answers' first tokens
     assert masks[real].sum(1).lt(len(task.vocab.dictionary)).all()
-    torch.manual_seed(0)
-    model = build_model(task)
-    criterion = build_criterion(task)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss, sample_size, _ = criterion(model, batch)
-        optimizer.zero_grad()
-        (loss / sample_size).backward()
-        optimizer.step()
-        losses.append(loss.item() / sample_size)
+    losses = losses_over_steps(task, batch, 20)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.5 * losses[0], losses
 
