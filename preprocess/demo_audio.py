@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from data.tsv import format_row
-from preprocess.make_demo_data import NUMBER_WORDS, SPLIT_STREAMS, join_with_and
+from preprocess.make_demo_data import NUMBER_WORDS, SPLIT_STREAMS, caption_rows, join_with_and
 
 AUDIO_STREAM = 2  # appended to the image world's stream key (the video world uses 1)
 SAMPLE_RATE = 16000
@@ -181,11 +181,7 @@ def clip_rows(split, index, seed):
     audio_b64 = base64.b64encode(encode_flac(render_waveform(rng, clip))).decode("ascii")
     clip_id = f"demo-audio-{split}-{index:06d}"
     captions = make_captions(clip)
-    if split == "train":
-        caption_lines = [format_row([f"{clip_id}-{k}", clip_id, caption, "", audio_b64])
-                         for k, caption in enumerate(captions)]
-    else:
-        caption_lines = [format_row([clip_id, clip_id, "&&".join(captions), "", audio_b64])]
+    caption_lines = caption_rows(split, clip_id, captions, audio_b64)
     temporal_lines = []
     for k, event in enumerate(clip.events):
         annotation = json.dumps({"spans": [event.span()], "duration": clip.duration}, separators=(",", ":"))

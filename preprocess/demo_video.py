@@ -32,7 +32,7 @@ from PIL import Image
 from data.tsv import format_row
 from preprocess.make_demo_data import (
     BACKGROUNDS, COLOUR_JITTER, COLOURS, NUMBER_WORDS, PLACEMENT_TRIES, SHAPES, SIZE_RANGES, SPLIT_STREAMS,
-    Shape, boxes_clash, join_with_and, render_background, render_shapes)
+    Shape, boxes_clash, caption_rows, join_with_and, render_background, render_shapes)
 
 VIDEO_STREAM = 1  # appended to the image world's stream key
 MIN_SECONDS, MAX_SECONDS = 4, 6
@@ -217,11 +217,7 @@ def clip_rows(split, index, image_size, fps, seed):
     video_b64 = base64.b64encode(encode_mp4(render_frames(rng, clip, image_size), fps)).decode("ascii")
     clip_id = f"demo-video-{split}-{index:06d}"
     captions = make_captions(clip)
-    if split == "train":
-        caption_lines = [format_row([f"{clip_id}-{k}", clip_id, caption, "", video_b64])
-                         for k, caption in enumerate(captions)]
-    else:
-        caption_lines = [format_row([clip_id, clip_id, "&&".join(captions), "", video_b64])]
+    caption_lines = caption_rows(split, clip_id, captions, video_b64)
     qa_lines = [format_row([f"{clip_id}-{k}", clip_id, question, f"1.0|!+{answer}", "", video_b64])
                 for k, (question, answer) in enumerate(make_questions(rng, clip))]
     duration = round(clip.num_frames / fps, 4)

@@ -322,6 +322,14 @@ def closed_set_rows(rng, split, image_id, image_b64, scene, captions):
     return {"vqa": vqa_lines, "snli_ve": snli_lines, "entity": entity_lines}
 
 
+def caption_rows(split, media_id, captions, media_b64):
+    """UnIVAL caption rows of one image or clip: one per caption in training (``<id>-<k>``), one with
+    the ``&&``-joined references for validation."""
+    if split == "train":
+        return [format_row([f"{media_id}-{k}", media_id, caption, "", media_b64]) for k, caption in enumerate(captions)]
+    return [format_row([media_id, media_id, "&&".join(captions), "", media_b64])]
+
+
 def sample_rows(split, index, image_size, seed):
     """TSV lines of one image for the caption, refcoco and regions files."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
@@ -331,11 +339,7 @@ def sample_rows(split, index, image_size, seed):
     captions = make_captions(scene)
     expressions = [make_expression(rng, shape) for shape in scene.shapes]
 
-    if split == "train":
-        caption_lines = [format_row([f"{image_id}-{k}", image_id, caption, "", image_b64])
-                         for k, caption in enumerate(captions)]
-    else:
-        caption_lines = [format_row([image_id, image_id, "&&".join(captions), "", image_b64])]
+    caption_lines = caption_rows(split, image_id, captions, image_b64)
     refcoco_lines = [format_row([f"{image_id}-{k}", image_id, text, format_box(shape.box), image_b64])
                      for k, (text, shape) in enumerate(zip(expressions, scene.shapes))]
     regions = [{"text": text, "box": list(shape.box), "polygons": [shape.polygon()]}

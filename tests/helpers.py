@@ -63,3 +63,22 @@ def losses_over_steps(task, batch, steps, lr=3e-3):
         optimizer.step()
         losses.append(loss.item() / sample_size)
     return losses
+
+
+def read_lines(path, count=None):
+    """The first ``count`` lines of a TSV, without their newlines."""
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()[:count]
+
+
+def write_tsv(path, rows):
+    """Rows (str or bytes) one per line; returns the path as the task will report it."""
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else r.encode("utf-8")) + b"\n" for r in rows))
+    return str(path)
+
+
+def set_cell(row, column, value):
+    """The row with its 1-based ``column`` replaced."""
+    cells = row.split("\t")
+    cells[column - 1] = value
+    return "\t".join(cells)

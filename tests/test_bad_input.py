@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data.errors import BadInputError
-from helpers import build_task
+from helpers import build_task, read_lines, set_cell, write_tsv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD_LINE = 3  # 1-based line of the bad row in the files written below
@@ -19,24 +19,11 @@ BAD_LINE = 3  # 1-based line of the bad row in the files written below
 
 
 def demo_rows(demo_dir, name, count=4):
-    with open(demo_dir / name, encoding="utf-8") as f:
-        return f.read().splitlines()[:count]
-
-
-def write_tsv(path, rows):
-    """Rows (str or bytes) one per line; returns the path as the task will report it."""
-    path.write_bytes(b"".join((r if isinstance(r, bytes) else r.encode("utf-8")) + b"\n" for r in rows))
-    return str(path)
+    return read_lines(demo_dir / name, count)
 
 
 def with_bad_row(good, bad, line=BAD_LINE):
     return good[: line - 1] + [bad] + good[line - 1:]
-
-
-def set_cell(row, column, value):
-    cells = row.split("\t")
-    cells[column - 1] = value
-    return "\t".join(cells)
 
 
 def cell(row, column):

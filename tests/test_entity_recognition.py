@@ -8,7 +8,7 @@ import torch
 
 from data.catalogue import read_catalogue
 from data.errors import BadInputError
-from helpers import build_model, build_task
+from helpers import build_model, build_task, set_cell
 from preprocess.make_demo_data import CATALOGUE_FILE, LANDMARK_COLOURS, LANDMARK_SHAPES, UNSEEN_LANDMARKS
 from utils.metrics import seen_unseen_accuracy
 
@@ -34,12 +34,6 @@ def write_catalogue(path, entries=CATALOGUE):
 def demo_lines(demo_dir, name, count=None):
     with open(demo_dir / name, encoding="utf-8") as f:
         return f.read().splitlines()[:count]
-
-
-def set_cell(row, column, value):
-    cells = row.split("\t")
-    cells[column - 1] = value
-    return "\t".join(cells)
 
 
 # ---- the catalogue ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from data.errors import BadInputError
-from helpers import build_model, build_task, losses_over_steps
+from helpers import build_model, build_task, losses_over_steps, read_lines, set_cell, write_tsv
 from preprocess import coco_to_tsv
 from tasks.refseg import canonical_polygon
 from utils.codec import LocationCodec
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 COCO_MINI = Path("/work/shared/data/coco-mini")
 needs_coco = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="coco-mini is not available")
 ANNOTATION, TEXT, IMAGE = 6, 5, 2  # 1-based TSV columns of the generic layout
-
-
-def rows_of(path, count=None):
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()[:count]
-
-
-def write_tsv(path, rows):
-    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
-def set_cell(row, column, value):
-    cells = row.split("\t")
-    cells[column - 1] = value
-    return "\t".join(cells)
 
 
 def iou(a, b):
@@ -219,8 +203,8 @@ def valid_task(demo_dir, vocab_dir):
 
 def test_demo_rows_hold_one_shape_each_like_refcoco(demo_dir):
     for split in ("train", "valid"):
-        refseg = [r.split("\t") for r in rows_of(demo_dir / f"refseg_{split}.tsv")]
-        refcoco = [r.split("\t") for r in rows_of(demo_dir / f"refcoco_{split}.tsv")]
+        refseg = [r.split("\t") for r in read_lines(demo_dir / f"refseg_{split}.tsv")]
+        refcoco = [r.split("\t") for r in read_lines(demo_dir / f"refcoco_{split}.tsv")]
         assert len(refseg) == len(refcoco)
         for seg, box in zip(refseg, refcoco):
             assert len(seg) == 6 and seg[0] == box[0] and seg[4] == box[2] and seg[1] == box[4]
@@ -270,7 +254,7 @@ def region_row(row, polygons=None, rle=None, text=None):
 
 def test_parts_rle_regions_and_the_length_budget(demo_dir, vocab_dir, tmp_path):
     """Several parts are written largest first; an RLE region is traced; parts that do not fit are dropped."""
-    (row,) = rows_of(demo_dir / "refseg_valid.tsv", 1)
+    (row,) = read_lines(demo_dir / "refseg_valid.tsv", 1)
     big, middle, small = [4, 4, 40, 4, 40, 30, 4, 30], [44, 40, 60, 40, 60, 60, 44, 60], [2, 50, 10, 50, 6, 58]
     blob = np.zeros((64, 64), bool)
     blob[40:48, 8:24] = True  # 16 x 8, between the middle and the small part
@@ -304,7 +288,7 @@ def test_parts_rle_regions_and_the_length_budget(demo_dir, vocab_dir, tmp_path):
 
 
 def test_flipped_training_sample_mirrors_the_polygon(demo_dir, vocab_dir, tmp_path):
-    (row,) = rows_of(demo_dir / "refseg_valid.tsv", 1)
+    (row,) = read_lines(demo_dir / "refseg_valid.tsv", 1)
     path = write_tsv(tmp_path / "flip.tsv", [region_row(row, [[4, 4, 40, 4, 20, 30]])])
     task = build_task("refseg", path, vocab_dir, hflip_prob=1.0)
     task.load_dataset("train")
@@ -419,7 +403,7 @@ BAD_CELLS = {
 @pytest.mark.parametrize("case", sorted(BAD_CELLS))
 def test_bad_refseg_row_names_file_line_and_column(case, demo_dir, vocab_dir, tmp_path):
     column, value, reason = BAD_CELLS[case]
-    good = rows_of(demo_dir / "refseg_valid.tsv", 3)
+    good = read_lines(demo_dir / "refseg_valid.tsv", 3)
     path = write_tsv(tmp_path / "rows.tsv", [good[0], set_cell(good[1], column, value), good[2]])
     task = build_task("refseg", path, vocab_dir)
     task.load_dataset("valid")
@@ -433,7 +417,7 @@ def test_bad_refseg_row_names_file_line_and_column(case, demo_dir, vocab_dir, tm
 
 
 def test_skip_bad_rows_counts_bad_refseg_rows(demo_dir, vocab_dir, tmp_path):
-    good = rows_of(demo_dir / "refseg_valid.tsv", 4)
+    good = read_lines(demo_dir / "refseg_valid.tsv", 4)
     rows = [good[0], set_cell(good[1], ANNOTATION, "{"), good[2],
             set_cell(good[3], ANNOTATION, polygons_json([1, 2, 3, 4]))]
     path = write_tsv(tmp_path / "rows.tsv", rows)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from data.errors import BadInputError
-from helpers import build_model, build_task
-from test_bad_input import assert_located, set_cell, with_bad_row, write_tsv
+from helpers import build_model, build_task, set_cell, write_tsv
+from test_bad_input import assert_located, with_bad_row
 
 # 1-based columns of the generic layout: uniq_id 1, image 2, video 3, audio 4, text 5, annotation 6
 VIDEO, AUDIO, TEXT, ANNOTATION = 3, 4, 5, 6

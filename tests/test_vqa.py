@@ -10,29 +10,14 @@ import pytest
 import torch
 
 from data.errors import BadInputError
-from helpers import build_criterion, build_model, build_task, losses_over_steps, tiny_model_args
+from helpers import (build_criterion, build_model, build_task, losses_over_steps, read_lines, set_cell,
+                     tiny_model_args, write_tsv)
 from utils.constraints import Constraint
 from utils.metrics import vqa_soft_accuracy
 
 # 1-based file columns: vqa  question-id 1, image-id 2, question 3, answers 4, objects 5, image 6
 #                      snli_ve  uniq-id 1, image-id 2, image 3, hypothesis 4, premise 5, label 6
 ANSWERS_COLUMN, LABEL_COLUMN = 4, 6
-
-
-def lines(path, count=None):
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()[:count]
-
-
-def write_tsv(path, rows):
-    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
-    return str(path)
-
-
-def set_cell(row, column, value):
-    cells = row.split("\t")
-    cells[column - 1] = value
-    return "\t".join(cells)
 
 
 def vqa_task(demo_dir, vocab_dir, **options):
@@ -53,9 +38,9 @@ def test_demo_rows_target_their_most_confident_answer(demo_dir, vocab_dir):
     assert {"yes", "no", "one", "two", "three", "red", "circle"} <= set(task.choices)
     task.load_dataset("valid")
     dataset = task.dataset("valid")
-    regions = [json.loads(row.split("\t")[5])["regions"] for row in lines(demo_dir / "regions_valid.tsv")]
+    regions = [json.loads(row.split("\t")[5])["regions"] for row in read_lines(demo_dir / "regions_valid.tsv")]
     for i in range(len(dataset)):
-        sample, row = dataset[i], lines(demo_dir / "vqa_valid.tsv")[i].split("\t")
+        sample, row = dataset[i], read_lines(demo_dir / "vqa_valid.tsv")[i].split("\t")
         answers = sample["meta"]["answers"]
         best = max(answers, key=answers.get)
         assert answers[best] == 1.0 and all(v in (1.0, 0.3) for v in answers.values())
@@ -68,7 +53,7 @@ def test_demo_rows_target_their_most_confident_answer(demo_dir, vocab_dir):
 
 
 def test_question_cleaning_follows_ofa(demo_dir, vocab_dir, tmp_path):
-    row = lines(demo_dir / "vqa_valid.tsv", 1)[0]
+    row = read_lines(demo_dir / "vqa_valid.tsv", 1)[0]
     path = write_tsv(tmp_path / "q.tsv", [set_cell(row, 3, "  ,What   color is the T-shirt/top")])
     task = build_task("vqa", path, vocab_dir, answers_file=str(write_tsv(tmp_path / "a.txt", ["red"])))
     task.load_dataset("valid")
@@ -112,7 +97,7 @@ def test_train_then_evaluate_on_one_tsv_with_the_trained_answers(demo_dir, vocab
          "--data", f"{demo_dir}/vqa_valid.tsv", "--results-dir", str(results), "--beam", "3", "--cpu"], tmp_path)
     predictions = [json.loads(line) for line in (results / "predictions.jsonl").read_text().splitlines()]
     answers = set(vqa_task(demo_dir, vocab_dir).choices)
-    assert len(predictions) == len(lines(demo_dir / "vqa_valid.tsv"))
+    assert len(predictions) == len(read_lines(demo_dir / "vqa_valid.tsv"))
     assert all(p["answer"] in answers for p in predictions)
     expected = vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions])
     assert json.loads((results / "metrics.json").read_text())["vqa_score"] == pytest.approx(expected["vqa_score"])
@@ -132,7 +117,7 @@ def run(command, cwd):
     ("1.0|!+ ", "empty answer"),
 ])
 def test_bad_answer_cells_name_file_line_and_column(demo_dir, vocab_dir, tmp_path, cell, reason):
-    good = lines(demo_dir / "vqa_valid.tsv", 3)
+    good = read_lines(demo_dir / "vqa_valid.tsv", 3)
     path = write_tsv(tmp_path / "bad.tsv", [good[0], set_cell(good[1], ANSWERS_COLUMN, cell), good[2]])
     task = build_task("vqa", path, vocab_dir, answers_file=write_tsv(tmp_path / "a.txt", ["yes"]))
     task.load_dataset("valid")
@@ -143,7 +128,7 @@ def test_bad_answer_cells_name_file_line_and_column(demo_dir, vocab_dir, tmp_pat
 
 
 def test_an_answer_outside_the_list_stops_training_but_is_scored(demo_dir, vocab_dir, tmp_path):
-    row = set_cell(lines(demo_dir / "vqa_valid.tsv", 1)[0], ANSWERS_COLUMN, "1.0|!+purple&&0.3|!+violet")
+    row = set_cell(read_lines(demo_dir / "vqa_valid.tsv", 1)[0], ANSWERS_COLUMN, "1.0|!+purple&&0.3|!+violet")
     path = write_tsv(tmp_path / "rows.tsv", [row])
     answers = write_tsv(tmp_path / "a.txt", ["yes", "no", "red"])
     task = build_task("vqa", f"{path},{path}", vocab_dir, answers_file=answers)
@@ -283,7 +268,7 @@ def test_snli_ve_rows_ask_ofa_questions_and_answer_yes_maybe_no(demo_dir, vocab_
     task.load_dataset("valid")
     dataset = task.dataset("valid")
     answers = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
-    rows = [row.split("\t") for row in lines(demo_dir / "snli_ve_valid.tsv")]
+    rows = [row.split("\t") for row in read_lines(demo_dir / "snli_ve_valid.tsv")]
     for i, row in enumerate(rows):
         sample = dataset[i]
         assert task.vocab.decode_text(sample["source"].tolist()[:-1]) == f'does the image describe " {row[3]} "?'
@@ -301,7 +286,7 @@ def test_snli_ve_rows_ask_ofa_questions_and_answer_yes_maybe_no(demo_dir, vocab_
 
 
 def test_unknown_snli_ve_label_names_file_line_and_column(demo_dir, vocab_dir, tmp_path):
-    good = lines(demo_dir / "snli_ve_valid.tsv", 2)
+    good = read_lines(demo_dir / "snli_ve_valid.tsv", 2)
     path = write_tsv(tmp_path / "bad.tsv", [good[0], set_cell(good[1], LABEL_COLUMN, "entails")])
     task = build_task("snli_ve", path, vocab_dir)
     task.load_dataset("valid")
