@@ -197,3 +197,49 @@ def ground_start(ground):
 def in_order(records, text):
     """Records sorted by first appearance (stable for ties)."""
     return sorted(records, key=lambda record: appearance_key(record, text))
+
+
+def map_grounds(records, move):
+    """The records with every ground replaced by ``move(ground)`` (a Ground, or None to drop it)."""
+    def mention(m):
+        return Mention(m.text, move(m.ground) if m.ground is not None else None)
+
+    moved = []
+    for record in records:
+        if isinstance(record, Entity):
+            moved.append(Entity(record.type, mention(record.mention)))
+        elif isinstance(record, Relation):
+            moved.append(Relation(record.label, mention(record.head), mention(record.tail)))
+        else:
+            moved.append(Event(record.type, mention(record.trigger),
+                               tuple(Argument(a.role, mention(a.mention)) for a in record.arguments)))
+    return moved
+
+
+def ground_json(ground):
+    if ground.kind == "polygons":
+        return {"polygons": [list(p) for p in ground.value]}
+    return {ground.kind: list(ground.value)}
+
+
+def mention_json(mention):
+    value = {"mention": mention.text}
+    if mention.ground is not None:
+        value["ground"] = ground_json(mention.ground)
+    return value
+
+
+def to_annotation(records):
+    """Records as the annotation JSON they were read from (``parse_records`` reads it back)."""
+    annotation = {}
+    for record in records:
+        if isinstance(record, Entity):
+            annotation.setdefault("entities", []).append({"type": record.type, **mention_json(record.mention)})
+        elif isinstance(record, Relation):
+            annotation.setdefault("relations", []).append(
+                {"label": record.label, "head": mention_json(record.head), "tail": mention_json(record.tail)})
+        else:
+            annotation.setdefault("events", []).append(
+                {"type": record.type, "trigger": mention_json(record.trigger),
+                 "arguments": [{"role": a.role, **mention_json(a.mention)} for a in record.arguments]})
+    return annotation
