@@ -216,10 +216,16 @@ def map_grounds(records, move):
     return moved
 
 
+def compact_number(value):
+    """Whole numbers as ints, so written annotations stay short (12, not 12.0)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
 def ground_json(ground):
     if ground.kind == "polygons":
-        return {"polygons": [list(p) for p in ground.value]}
-    return {ground.kind: list(ground.value)}
+        return {"polygons": [[compact_number(v) for v in polygon] for polygon in ground.value]}
+    return {ground.kind: [compact_number(v) for v in ground.value]}
 
 
 def mention_json(mention):
@@ -229,17 +235,28 @@ def mention_json(mention):
     return value
 
 
-def to_annotation(records):
-    """Records as the annotation JSON they were read from (``parse_records`` reads it back)."""
-    annotation = {}
+def record_json(record):
+    if isinstance(record, Entity):
+        return {"type": record.type, **mention_json(record.mention)}
+    if isinstance(record, Relation):
+        return {"label": record.label, "head": mention_json(record.head), "tail": mention_json(record.tail)}
+    if isinstance(record, Event):
+        return {"type": record.type, "trigger": mention_json(record.trigger),
+                "arguments": [{"role": a.role, **mention_json(a.mention)} for a in record.arguments]}
+    raise TypeError(f"not an IE record: {record!r:.80}")
+
+
+RECORD_KEYS = {Entity: "entities", Relation: "relations", Event: "events"}
+
+
+def to_annotation(records, keys=()):
+    """Records as the annotation JSON they were read from (``parse_records`` reads it back); ``keys``
+    (of "entities", "relations", "events") are written even when empty."""
+    annotation = {key: [] for key in keys}
     for record in records:
-        if isinstance(record, Entity):
-            annotation.setdefault("entities", []).append({"type": record.type, **mention_json(record.mention)})
-        elif isinstance(record, Relation):
-            annotation.setdefault("relations", []).append(
-                {"label": record.label, "head": mention_json(record.head), "tail": mention_json(record.tail)})
-        else:
-            annotation.setdefault("events", []).append(
-                {"type": record.type, "trigger": mention_json(record.trigger),
-                 "arguments": [{"role": a.role, **mention_json(a.mention)} for a in record.arguments]})
+        annotation.setdefault(RECORD_KEYS[type(record)], []).append(record_json(record))
     return annotation
+
+
+def schema_json(schema):
+    return {key: list(getattr(schema, key)) for key in SCHEMA_KEYS if getattr(schema, key)}

@@ -1,0 +1,301 @@
+"""Convert M2E2 multimedia event annotations to generic-layout TSV: events, image arguments as boxes.
+
+Input, as released with M2E2 (Li et al., ACL 2020; m2e2_annotations: text_only_event.json,
+text_multimedia_event.json, image_only_event.json, image_multimedia_event.json,
+crossmedia_coref.txt; images in m2e2_rawdata/image/image):
+
+- text event files: a JSON list of sentences, each with ``sentence_id``, ``words`` (tokens) and/or
+  ``sentence``, and ``golden-event-mentions``: ``{"event_type": "Conflict:Attack", "trigger":
+  {"text", "start", "end"}, "arguments": [{"role", "text", "start", "end"}, ...]}`` with
+  ``start``/``end`` word indices (end exclusive);
+- image event files: a JSON object keyed by image id (the file name without ``.jpg``), each
+  ``{"event_type": ..., "role": {"Attacker": [[id, x0, y0, x1, y1], ...], ...}}`` (a box may also
+  come without its leading id), pixels of the original image;
+- crossmedia_coref.txt: ``sentence_id<TAB>image file<TAB>event_type`` lines pairing a sentence and
+  an image that show the same event.
+
+Output rows, in this order:
+
+- T+I, one per coreference line: the sentence's text events, and the image's arguments added to
+  the sentence's first event of the coreferred type (when the image's annotated type is that type;
+  otherwise the mismatch is counted and the image's arguments left out);
+- T, every sentence in no coreference line;
+- I, every annotated image in no coreference line.
+
+The text is ``words`` joined by single spaces (else ``sentence``); a text mention is its words
+``start:end`` (its ``text`` when there are no words; a ``text`` that differs from its words is
+counted). Mentions on the image have no text of their own, while a record needs one: an image
+argument is named by its role in lower case ("attacker") and grounded by its box, and the trigger of
+an image-only event is the event subtype in lower case ("attack" for Conflict:Attack, "arrest jail"
+for Justice:Arrest-Jail) without ground. M2E2 scores image events by type and image arguments by
+(type, role, box IoU > 0.5), which these names turn into exactly our trigger and grounded argument
+matches. The schema is the event types and roles found, sorted, unless --schema is given.
+
+Bad input is a BadInputError: in a JSON file at the line and character of the syntax error or of
+the offending record's id; in the coreference file at its line and tab-separated field.
+"""
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from preprocess.ie_convert_common import (CHARACTER, FIELD, Sample, Where, add_output_args,  # noqa: E402
+                                          conversion_from_args, load_json_file, load_schema, locate, new_parser,
+                                          read_text, run, schema_from_records, unique_ids)
+from utils.ie import Argument, Event, Ground, Mention  # noqa: E402
+
+
+@dataclass
+class TextSentence:
+    sentence_id: str
+    text: str
+    events: list
+    where: Where
+    differing_texts: int = 0
+
+
+@dataclass
+class ImageEvent:
+    image_id: str
+    event_type: str
+    arguments: list  # [Argument] grounded by boxes
+    where: Where = None
+
+
+@dataclass
+class Coref:
+    sentence_id: str
+    image_file: str
+    event_type: str
+    where: Where = None
+
+
+@dataclass
+class M2E2:
+    sentences: dict = field(default_factory=dict)  # sentence_id -> TextSentence
+    images: dict = field(default_factory=dict)  # image_id -> ImageEvent
+    corefs: list = field(default_factory=list)
+
+
+def subtype_name(event_type):
+    """'Justice:Arrest-Jail' -> 'arrest jail': the trigger text of an image-only event."""
+    return " ".join(event_type.split(":")[-1].replace("-", " ").replace("_", " ").split()).lower()
+
+
+def _label(value, what, where):
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(f"{what} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _mention_text(item, words, what, where, sentence):
+    """A text mention: words[start:end] when the sentence has words, else its 'text'."""
+    if not isinstance(item, dict):
+        raise where.error(f"{what} must be an object with text, start and end")
+    text = item.get("text")
+    if words:
+        start, end = item.get("start"), item.get("end")
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(words)):
+            raise where.error(f"{what} start/end must be word indices within 0..{len(words)}, got {start!r}, {end!r}")
+        span = " ".join(words[start:end])
+        if isinstance(text, str) and " ".join(text.split()) != span:
+            sentence.differing_texts += 1
+        return span
+    return " ".join(_label(text, f"{what} text", where).split())
+
+
+def parse_sentence(record, path, file_text):
+    if not isinstance(record, dict):
+        raise Where(path, 1, 1, CHARACTER).error(f"a sentence must be an object, got {record!r:.60}")
+    sentence_id = record.get("sentence_id")
+    if not isinstance(sentence_id, str) or not sentence_id.strip():
+        raise Where(path, *locate(file_text, '"sentence_id"'), CHARACTER).error(
+            f"every sentence needs a non-empty sentence_id, got {sentence_id!r}")
+    where = Where(path, *locate(file_text, json.dumps(sentence_id)), CHARACTER)
+    words = record.get("words")
+    if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
+        raise where.error("words must be a list of strings")
+    words = [" ".join(w.split()) for w in words] if words else []
+    text = " ".join(words) if words else " ".join(_label(record.get("sentence"), "sentence", where).split())
+    sentence = TextSentence(sentence_id, text, [], where)
+    mentions = record.get("golden-event-mentions", [])
+    if not isinstance(mentions, list):
+        raise where.error("golden-event-mentions must be a list")
+    for i, mention in enumerate(mentions):
+        what = f"{sentence_id} event {i}"
+        if not isinstance(mention, dict):
+            raise where.error(f"{what} must be an object")
+        event_type = _label(mention.get("event_type"), f"{what} event_type", where)
+        trigger = _mention_text(mention.get("trigger"), words, f"{what} trigger", where, sentence)
+        arguments = mention.get("arguments", [])
+        if not isinstance(arguments, list):
+            raise where.error(f"{what} arguments must be a list")
+        sentence.events.append(Event(event_type, Mention(trigger), tuple(
+            Argument(_label(a.get("role") if isinstance(a, dict) else None, f"{what} argument {j} role", where),
+                     Mention(_mention_text(a, words, f"{what} argument {j}", where, sentence)))
+            for j, a in enumerate(arguments))))
+    return sentence
+
+
+def _box(raw, where, what):
+    if isinstance(raw, list) and len(raw) == 5:
+        raw = raw[1:]  # [id, x0, y0, x1, y1]
+    if (not isinstance(raw, list) or len(raw) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
+        raise where.error(f"{what}: a box is [id, x0, y0, x1, y1] or [x0, y0, x1, y1], got {raw!r}")
+    x0, y0, x1, y1 = (float(v) for v in raw)
+    if not (0 <= x0 < x1 and 0 <= y0 < y1):
+        raise where.error(f"{what}: empty or negative box {raw}: need 0 <= x0 < x1 and 0 <= y0 < y1")
+    return (x0, y0, x1, y1)
+
+
+def parse_image_event(image_id, value, path, file_text):
+    where = Where(path, *locate(file_text, json.dumps(image_id)), CHARACTER)
+    if not isinstance(value, dict):
+        raise where.error(f"image {image_id}: expected an object with event_type and role")
+    event_type = _label(value.get("event_type"), f"image {image_id} event_type", where)
+    roles = value.get("role", {})
+    if not isinstance(roles, dict):
+        raise where.error(f"image {image_id}: role must be an object {{role: [box, ...]}}")
+    arguments = []
+    for role, boxes in roles.items():
+        role = _label(role, f"image {image_id} role", where)
+        if not isinstance(boxes, list):
+            raise where.error(f"image {image_id} role {role}: expected a list of boxes")
+        for box in boxes:
+            ground = Ground("box", _box(box, where, f"image {image_id} role {role}"))
+            arguments.append(Argument(role, Mention(role.lower(), ground)))
+    return ImageEvent(image_id, event_type, arguments, where)
+
+
+def parse_coref_line(path, number, line):
+    fields = line.split("\t")
+    if len(fields) < 3:
+        raise Where(path, number, len(fields) + 1, FIELD).error(
+            f"expected sentence_id<TAB>image file<TAB>event_type, got {line[:80]!r}")
+    sentence_id, image_file, event_type = (f.strip() for f in fields[:3])
+    for column, (value, what) in enumerate(((sentence_id, "sentence_id"), (image_file, "image file"),
+                                            (event_type, "event_type")), start=1):
+        if not value:
+            raise Where(path, number, column, FIELD).error(f"empty {what}")
+    if os.path.basename(image_file) != image_file or image_file in (".", ".."):
+        raise Where(path, number, 2, FIELD).error(f"image file must be a file name, got {image_file!r}")
+    return Coref(sentence_id, image_file, event_type, Where(path, number, 1, FIELD))
+
+
+def read_m2e2(text_files, image_files, coref_file, conversion):
+    data = M2E2()
+    for path in text_files:
+        records, file_text = load_json_file(path)
+        if not isinstance(records, list):
+            raise Where(path, 1, 1, CHARACTER).error("a text event file is a JSON list of sentences")
+        for sentence in conversion.gather(records, lambda r: parse_sentence(r, path, file_text)):
+            if sentence.sentence_id in data.sentences:
+                conversion.bad(sentence.where.error(f"sentence_id {sentence.sentence_id} appears twice "
+                                                    f"(first at {data.sentences[sentence.sentence_id].where})"))
+                continue
+            data.sentences[sentence.sentence_id] = sentence
+    for path in image_files:
+        images, file_text = load_json_file(path)
+        if not isinstance(images, dict):
+            raise Where(path, 1, 1, CHARACTER).error("an image event file is a JSON object keyed by image id")
+        for event in conversion.gather(images.items(), lambda kv: parse_image_event(kv[0], kv[1], path, file_text)):
+            if event.image_id in data.images:
+                conversion.bad(event.where.error(f"image {event.image_id} appears twice "
+                                                 f"(first at {data.images[event.image_id].where})"))
+                continue
+            data.images[event.image_id] = event
+    if coref_file:
+        lines = [(n, line.rstrip("\r")) for n, line in enumerate(read_text(coref_file).split("\n"), start=1)
+                 if line.strip()]
+        for coref in conversion.gather(lines, lambda item: parse_coref_line(coref_file, *item)):
+            if coref.sentence_id not in data.sentences:
+                conversion.bad(coref.where.error(f"sentence_id {coref.sentence_id} is in no text event file"))
+                continue
+            data.corefs.append(coref)
+    return data
+
+
+def image_only_event(image):
+    return Event(image.event_type, Mention(subtype_name(image.event_type)), tuple(image.arguments))
+
+
+def multimedia_records(sentence, image, coref, notes):
+    """The records of a T+I row with the image (see the module doc)."""
+    events = list(sentence.events)
+    if image is None:
+        notes["coreferred images without image annotation"] += 1
+        return events
+    if image.event_type != coref.event_type:
+        notes["coreferred images annotated with another event type (image arguments left out)"] += 1
+        return events
+    for i, event in enumerate(events):
+        if event.type == coref.event_type:
+            events[i] = Event(event.type, event.trigger, event.arguments + tuple(image.arguments))
+            return events
+    notes["coreferences without a text event of their type (image event added on its own)"] += 1
+    return events + [image_only_event(image)]
+
+
+def samples_from(data, images_dir):
+    samples, used_sentences, used_images = [], set(), set()
+    uids = unique_ids([f"{c.sentence_id}|{os.path.splitext(c.image_file)[0]}" for c in data.corefs])
+    for uid, coref in zip(uids, data.corefs):
+        sentence = data.sentences[coref.sentence_id]
+        image_id = os.path.splitext(coref.image_file)[0]
+        image = data.images.get(image_id)
+        sample = Sample(uid, sentence.text, coref.where, None,
+                        image=os.path.join(images_dir, coref.image_file))
+        merged = multimedia_records(sentence, image, coref, sample.notes)
+        sample.records = lambda available, merged=merged, text_only=sentence.events: merged if available else text_only
+        sample.notes["text mentions whose 'text' differs from their words"] = sentence.differing_texts
+        samples.append(sample)
+        used_sentences.add(coref.sentence_id)
+        used_images.add(image_id)
+    for sentence in data.sentences.values():
+        if sentence.sentence_id not in used_sentences:
+            sample = Sample(sentence.sentence_id, sentence.text, sentence.where,
+                            lambda available, events=sentence.events: events)
+            sample.notes["text mentions whose 'text' differs from their words"] = sentence.differing_texts
+            samples.append(sample)
+    for image in data.images.values():
+        if image.image_id not in used_images:
+            event = image_only_event(image)
+            samples.append(Sample(image.image_id, "", image.where,
+                                  lambda available, event=event: [event] if available else [],
+                                  image=os.path.join(images_dir, f"{image.image_id}.jpg")))
+    return samples
+
+
+def convert(args):
+    conversion = conversion_from_args(args, default_media_dir=args.images)
+    data = read_m2e2(args.text_events, args.image_events, args.coref, conversion)
+    samples = samples_from(data, args.images)
+    schema = load_schema(args.schema) if args.schema else schema_from_records(
+        [r for sample in samples for r in sample.records(True)])
+    conversion.write(samples, schema, ["events"])
+    return conversion
+
+
+def parse_args(argv):
+    parser = new_parser(__doc__)
+    parser.add_argument("--text-events", nargs="*", default=[], metavar="JSON",
+                        help="text_only_event.json, text_multimedia_event.json")
+    parser.add_argument("--image-events", nargs="*", default=[], metavar="JSON",
+                        help="image_only_event.json, image_multimedia_event.json")
+    parser.add_argument("--coref", help="crossmedia_coref.txt (without it no T+I rows are made)")
+    parser.add_argument("--images", required=True, help="folder holding <image id>.jpg (m2e2_rawdata/image/image)")
+    args = add_output_args(parser).parse_args(argv)
+    if not args.text_events and not args.image_events:
+        parser.error("give --text-events, --image-events or both")
+    return args
+
+
+def main(argv=None):
+    return run(convert, parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

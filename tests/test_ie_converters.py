@@ -1,0 +1,567 @@
+"""IE dataset converters: small samples written in each public format, the exact rows they give, the
+missing-image policy both ways, and malformed input located by file, line and column."""
+import base64
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from preprocess import gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, muie_tuples_to_tsv, twitter_mner_to_tsv
+from preprocess.muie_tuples_to_tsv import TupleError, parse_tuple_string
+from utils.ie import Argument, Entity, Event, Mention, Relation, Schema, parse_records, parse_schema
+
+TWITTER_SCHEMA = {"entity": ["person", "location", "organization", "miscellaneous"]}
+
+
+def annotation(**content):
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_images(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (8, 6), (200, 30, 30)).save(folder / name, format="JPEG")
+    return folder
+
+
+def read_rows(path):
+    with open(path, encoding="utf-8") as handle:
+        rows = [line.rstrip("\n").split("\t") for line in handle]
+    for row in rows:  # every annotation cell reads back through the record model (the contract)
+        assert len(row) == 6
+        cell = json.loads(row[5])
+        parse_schema(cell["schema"])
+        for subtask, key in (("ner", "entities"), ("re", "relations"), ("ee", "events")):
+            if key in cell:
+                parse_records(cell, subtask)
+    return rows
+
+
+def error_of(main, argv):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    return str(stopped.value.code)
+
+
+# ---- Twitter-2015/2017 ----------------------------------------------------------------------------
+
+TWITTER = (
+    "IMGID:1001\nKevin\tB-PER\nDurant\tI-PER\njoins\tO\nthe\tO\nWarriors\tB-ORG\nin\tO\nOakland\tB-LOC\n"
+    "\n"
+    "IMGID:1002\nJ\tO\n.\tO\nCole\tI-PER\nat\tO\nthe\tO\nEmmy\tB-MISC\nAwards\tI-MISC\n!\tO\n"
+    "\n"
+)
+
+
+@pytest.fixture
+def twitter(tmp_path):
+    conll = write(tmp_path / "twitter2015" / "train.txt", TWITTER)
+    images = make_images(tmp_path / "media" / "twitter2015_images", "1001.jpg", "1002.jpg")
+    return conll, images, tmp_path
+
+
+def twitter_argv(conll, images, out, *extra):
+    return ["--conll", str(conll), "--images", str(images), "--out", str(out), *extra]
+
+
+def test_twitter_rows_hold_entities_with_readable_types(twitter, capsys):
+    conll, images, tmp = twitter
+    out = tmp / "out" / "twitter_train.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(conll, images, out, "--media-dir", str(images.parent)))
+    assert read_rows(out) == [
+        ["1001", "twitter2015_images/1001.jpg", "", "", "Kevin Durant joins the Warriors in Oakland",
+         annotation(entities=[{"type": "person", "mention": "Kevin Durant"},
+                              {"type": "organization", "mention": "Warriors"},
+                              {"type": "location", "mention": "Oakland"}], schema=TWITTER_SCHEMA)],
+        # "I-PER" after "O" starts an entity; MISC is read as miscellaneous like OTHER
+        ["1002", "twitter2015_images/1002.jpg", "", "", "J . Cole at the Emmy Awards !",
+         annotation(entities=[{"type": "person", "mention": "Cole"},
+                              {"type": "miscellaneous", "mention": "Emmy Awards"}], schema=TWITTER_SCHEMA)]]
+    assert capsys.readouterr().out.strip() == f"wrote {out} (2 rows)"
+
+
+def test_twitter_media_can_be_embedded_as_base64(twitter):
+    conll, images, tmp = twitter
+    out = tmp / "embedded.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(conll, images, out, "--embed-media"))
+    rows = read_rows(out)
+    assert [base64.b64decode(row[1], validate=True) for row in rows] == [
+        (images / "1001.jpg").read_bytes(), (images / "1002.jpg").read_bytes()]
+
+
+def test_twitter_missing_image_stops_with_file_and_line_and_writes_nothing(twitter):
+    conll, images, tmp = twitter
+    (images / "1002.jpg").unlink()
+    out = tmp / "out.tsv"
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(conll, images, out))
+    assert message.startswith(f"error: {conll}:10: column 1 (field): image file not found: {images / '1002.jpg'}")
+    assert "--text-only-missing" in message
+    assert not out.exists() and not [name for name in os.listdir(tmp) if name.startswith(".out.tsv")]
+
+
+def test_twitter_missing_image_kept_text_only_is_reported_and_counted(twitter, capsys):
+    conll, images, tmp = twitter
+    (images / "1002.jpg").unlink()
+    out = tmp / "out.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(conll, images, out, "--text-only-missing"))
+    rows = read_rows(out)
+    assert [row[:5] for row in rows] == [
+        ["1001", "1001.jpg", "", "", "Kevin Durant joins the Warriors in Oakland"],
+        ["1002", "", "", "", "J . Cole at the Emmy Awards !"]]
+    assert json.loads(rows[1][5])["entities"] == [{"type": "person", "mention": "Cole"},
+                                                 {"type": "miscellaneous", "mention": "Emmy Awards"}]
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {out} (2 rows); 1 rows without their missing image"
+    assert f"{conll}:10: image file not found: {images / '1002.jpg'}" in captured.err
+
+
+def test_twitter_bad_tag_and_stray_token_are_located(twitter):
+    conll, images, tmp = twitter
+    bad = write(tmp / "bad.txt", TWITTER.replace("Warriors\tB-ORG", "Warriors\tB-TEAM"))
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(bad, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {bad}:6: column 2 (field): unknown tag 'B-TEAM'")
+    stray = write(tmp / "stray.txt", "Kevin\tB-PER\n\n" + TWITTER)
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(stray, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {stray}:1: column 1 (field): a sentence must start with an 'IMGID:<id>' line")
+    untagged = write(tmp / "untagged.txt", TWITTER.replace("joins\tO", "joins"))
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(untagged, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {untagged}:4: column 2 (field): expected 'token<TAB>tag'")
+
+
+def test_twitter_skip_bad_rows_drops_and_counts_the_bad_sentence(twitter, capsys):
+    conll, images, tmp = twitter
+    bad = write(tmp / "bad.txt", TWITTER.replace("Cole\tI-PER", "Cole\tI-PERSON"))
+    out = tmp / "out.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(bad, images, out, "--skip-bad-rows", "1"))
+    assert [row[0] for row in read_rows(out)] == ["1001"]
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {out} (1 rows); 1 bad rows skipped"
+    assert f"{bad}:13: column 2 (field): unknown tag 'I-PERSON'" in captured.err
+
+
+# ---- Twitter-GMNER -------------------------------------------------------------------------------
+
+GMNER_TEXT = (
+    "IMGID:2001\nBill\tB-PER\nWalton\tI-PER\non\tO\nShark\tB-OTHER\nTank\tI-OTHER\n\n"
+    "IMGID:2002\nGolden\tB-ORG\nState\tI-ORG\nbeat\tO\nthe\tO\nCavs\tB-ORG\n"
+)
+
+
+def voc_xml(filename, width, height, objects):
+    parts = [f"<annotation>\n\t<filename>{filename}</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
+             f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n"]
+    for name, (x0, y0, x1, y1) in objects:
+        parts.append(f"\t<object>\n\t\t<name>{name}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n"
+                     f"\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>\n\t\t\t<ymax>{y1}</ymax>\n"
+                     f"\t\t</bndbox>\n\t</object>\n")
+    return "".join(parts) + "</annotation>\n"
+
+
+@pytest.fixture
+def gmner(tmp_path):
+    conll = write(tmp_path / "txt" / "test.txt", GMNER_TEXT)
+    xml_dir = tmp_path / "xml"
+    write(xml_dir / "2001.xml", voc_xml("2001.jpg", 600, 450, [("Bill Walton", (146, 87, 338, 361)),
+                                                              ("Mascot", (10, 10, 40, 40))]))
+    write(xml_dir / "2002.xml", voc_xml("2002.jpg", 300, 200, [("Golden State", (10, 10, 50, 60)),
+                                                              ("Golden  State", (100, 10, 150, 60))]))
+    images = make_images(tmp_path / "images", "2001.jpg", "2002.jpg")
+    return conll, xml_dir, images, tmp_path
+
+
+def gmner_argv(conll, xml_dir, images, out, *extra):
+    return ["--conll", str(conll), "--xml-dir", str(xml_dir), "--images", str(images), "--out", str(out), *extra]
+
+
+def test_gmner_entities_are_grounded_by_the_boxes_naming_them(gmner, capsys):
+    conll, xml_dir, images, tmp = gmner
+    out = tmp / "gmner_test.tsv"
+    gmner_to_tsv.main(gmner_argv(conll, xml_dir, images, out))
+    assert read_rows(out) == [
+        ["2001", "2001.jpg", "", "", "Bill Walton on Shark Tank",
+         annotation(entities=[{"type": "person", "mention": "Bill Walton", "ground": {"box": [146, 87, 338, 361]}},
+                              {"type": "miscellaneous", "mention": "Shark Tank"}], schema=TWITTER_SCHEMA)],
+        ["2002", "2002.jpg", "", "", "Golden State beat the Cavs",
+         annotation(entities=[{"type": "organization", "mention": "Golden State", "ground": {"polygons": [
+             [10, 10, 50, 10, 50, 60, 10, 60], [100, 10, 150, 10, 150, 60, 100, 60]]}},
+             {"type": "organization", "mention": "Cavs"}], schema=TWITTER_SCHEMA)]]
+    captured = capsys.readouterr()
+    assert captured.out.strip() == (f"wrote {out} (2 rows); 1 boxes naming no entity (unused); "
+                                    f"2 grounded mentions")
+    assert f"{xml_dir / '2001.xml'}:" in captured.err and "box named 'Mascot' matches no entity" in captured.err
+
+
+def test_gmner_several_boxes_can_be_enclosed_in_one(gmner):
+    conll, xml_dir, images, tmp = gmner
+    out = tmp / "enclosing.tsv"
+    gmner_to_tsv.main(gmner_argv(conll, xml_dir, images, out, "--multi-box", "enclosing"))
+    entities = json.loads(read_rows(out)[1][5])["entities"]
+    assert entities[0] == {"type": "organization", "mention": "Golden State", "ground": {"box": [10, 10, 150, 60]}}
+
+
+def test_gmner_missing_image_both_ways(gmner, capsys):
+    conll, xml_dir, images, tmp = gmner
+    (images / "2001.jpg").unlink()
+    out = tmp / "out.tsv"
+    message = error_of(gmner_to_tsv.main, gmner_argv(conll, xml_dir, images, out))
+    assert message.startswith(f"error: {conll}:1: column 1 (field): image file not found: {images / '2001.jpg'}")
+    assert not out.exists()
+    gmner_to_tsv.main(gmner_argv(conll, xml_dir, images, out, "--text-only-missing"))
+    rows = read_rows(out)
+    assert rows[0] == ["2001", "", "", "", "Bill Walton on Shark Tank",  # the box went with the image
+                       annotation(entities=[{"type": "person", "mention": "Bill Walton"},
+                                            {"type": "miscellaneous", "mention": "Shark Tank"}],
+                                  schema=TWITTER_SCHEMA)]
+    assert rows[1][1] == "2002.jpg" and "ground" in rows[1][5]
+    assert "1 rows without their missing image" in capsys.readouterr().out
+
+
+def test_gmner_bad_xml_is_located_in_the_xml_file(gmner):
+    conll, xml_dir, images, tmp = gmner
+    text = voc_xml("2002.jpg", 300, 200, [("Golden State", (10, 10, 50, 60)), ("Cavs", ("abc", 10, 150, 60))])
+    write(xml_dir / "2002.xml", text)
+    offset = text.index("<xmin>abc")
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rindex("\n", 0, offset)
+    message = error_of(gmner_to_tsv.main, gmner_argv(conll, xml_dir, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {xml_dir / '2002.xml'}:{line}: column {column} (character): "
+                              f"object 'Cavs': <xmin> must be a number, got 'abc'")
+    write(xml_dir / "2002.xml", "<annotation>\n  <object>\n    <name>Cavs</nam>\n</annotation>\n")
+    message = error_of(gmner_to_tsv.main, gmner_argv(conll, xml_dir, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {xml_dir / '2002.xml'}:3: column 17 (character): invalid XML: mismatched tag")
+    write(xml_dir / "2002.xml", voc_xml("2002.jpg", 300, 200, [("Cavs", (10, 10, 350, 60))]))
+    message = error_of(gmner_to_tsv.main, gmner_argv(conll, xml_dir, images, tmp / "o.tsv"))
+    assert "object 'Cavs': box [10.0, 10.0, 350.0, 60.0] lies outside the 300x200 image" in message
+
+
+# ---- MNRE ----------------------------------------------------------------------------------------
+
+MNRE_TOKENS = "['Reyes', ',', 'Paddack', 'join', 'San', 'Diego', 'Padres']"
+
+
+def mnre_line(h, hpos, t, tpos, relation, tokens=MNRE_TOKENS, image="twitter_1.jpg"):
+    return (f"{{'token': {tokens}, 'h': {{'name': '{h}', 'pos': {hpos}}}, 't': {{'name': '{t}', 'pos': {tpos}}}, "
+            f"'img_id': '{image}', 'relation': '{relation}'}}")
+
+
+MNRE_LINES = [
+    mnre_line("Reyes", [0, 1], "San Diego Padres", [4, 7], "/per/org/member_of"),
+    mnre_line("Paddack", [2, 3], "San Diego Padres", [4, 7], "/per/org/member_of"),
+    mnre_line("Reyes", [0, 1], "Paddack", [2, 3], "/per/per/peer"),
+    mnre_line("Paddack", [2, 3], "Reyes", [0, 1], "None"),
+    json.dumps({"token": ["Paris", ",", "France"], "h": {"name": "France", "pos": [2, 3]},
+                "t": {"name": "Paris", "pos": [0, 1]}, "img_id": "twitter_2.jpg", "relation": "/loc/loc/contain"}),
+    mnre_line("Reyes", [0, 1], "Paddack", [2, 3], "/per/per/peer"),
+]
+
+
+@pytest.fixture
+def mnre(tmp_path):
+    source = write(tmp_path / "mnre_txt" / "mnre_test.txt", "\n".join(MNRE_LINES) + "\n")
+    images = make_images(tmp_path / "mnre_image" / "img_org" / "test", "twitter_1.jpg", "twitter_2.jpg")
+    return source, images, tmp_path
+
+
+def mnre_argv(source, images, out, *extra):
+    return ["--mnre", str(source), "--images", str(images), "--out", str(out), *extra]
+
+
+def test_mnre_lines_of_one_tweet_become_one_row_of_relations(mnre, capsys):
+    source, images, tmp = mnre
+    out = tmp / "mnre_test.tsv"
+    mnre_to_tsv.main(mnre_argv(source, images, out))
+    schema = {"relation": ["/loc/loc/contain", "/per/org/member_of", "/per/per/peer"]}
+    assert read_rows(out) == [
+        ["twitter_1", "twitter_1.jpg", "", "", "Reyes , Paddack join San Diego Padres",
+         annotation(relations=[
+             {"label": "/per/org/member_of", "head": {"mention": "Reyes"}, "tail": {"mention": "San Diego Padres"}},
+             {"label": "/per/org/member_of", "head": {"mention": "Paddack"}, "tail": {"mention": "San Diego Padres"}},
+             {"label": "/per/per/peer", "head": {"mention": "Reyes"}, "tail": {"mention": "Paddack"}}],
+             schema=schema)],
+        ["twitter_2", "twitter_2.jpg", "", "", "Paris , France",
+         annotation(relations=[{"label": "/loc/loc/contain", "head": {"mention": "France"},
+                                "tail": {"mention": "Paris"}}], schema=schema)]]
+    assert capsys.readouterr().out.strip() == (f"wrote {out} (2 rows); 1 pairs without relation; "
+                                               f"1 repeated relations kept once")
+
+
+def test_mnre_missing_image_both_ways(mnre, capsys):
+    source, images, tmp = mnre
+    (images / "twitter_2.jpg").unlink()
+    out = tmp / "out.tsv"
+    message = error_of(mnre_to_tsv.main, mnre_argv(source, images, out))
+    assert message.startswith(f"error: {source}:5: column 1 (character): image file not found: "
+                              f"{images / 'twitter_2.jpg'}")
+    mnre_to_tsv.main(mnre_argv(source, images, out, "--text-only-missing"))
+    rows = read_rows(out)
+    assert [row[:5] for row in rows] == [["twitter_1", "twitter_1.jpg", "", "", "Reyes , Paddack join San Diego Padres"],
+                                         ["twitter_2", "", "", "", "Paris , France"]]
+    assert "1 rows without their missing image" in capsys.readouterr().out
+
+
+def test_mnre_malformed_lines_are_located_by_character(mnre):
+    source, images, tmp = mnre
+    out_of_range = mnre_line("Reyes", [0, 9], "Paddack", [2, 3], "/per/per/peer")
+    bad = write(tmp / "bad.txt", MNRE_LINES[0] + "\n" + out_of_range + "\n")
+    message = error_of(mnre_to_tsv.main, mnre_argv(bad, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {bad}:2: column {out_of_range.index(chr(39) + 'h' + chr(39)) + 1} (character): "
+                              f"'h' pos must be [start, end) token indices within 0..7, got [0, 9]")
+    renamed = mnre_line("Reyes", [0, 1], "Padres", [4, 7], "/per/org/member_of")
+    bad = write(tmp / "bad.txt", renamed + "\n")
+    message = error_of(mnre_to_tsv.main, mnre_argv(bad, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {bad}:1: column {renamed.index(chr(39) + 't' + chr(39)) + 1} (character): "
+                              f"'t' name 'Padres' differs from its tokens 'San Diego Padres'")
+    bad = write(tmp / "bad.txt", MNRE_LINES[0] + "\n\n" + '{"token": ["a"], "h": \n')
+    message = error_of(mnre_to_tsv.main, mnre_argv(bad, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {bad}:3: column ") and "not a JSON object or Python dict literal" in message
+
+
+# ---- M2E2 ----------------------------------------------------------------------------------------
+
+M2E2_MULTIMEDIA_TEXT = [{
+    "sentence_id": "VOA_1_3", "words": ["Police", "arrested", "the", "protesters", "in", "Cairo"],
+    "sentence": "Police arrested the protesters in Cairo", "image": ["VOA_1_img1.jpg"],
+    "golden-event-mentions": [{
+        "event_type": "Justice:Arrest-Jail", "trigger": {"text": "arrested", "start": 1, "end": 2},
+        "arguments": [{"role": "Agent", "text": "Police", "start": 0, "end": 1},
+                      {"role": "Person", "text": "the protesters", "start": 2, "end": 4},
+                      {"role": "Place", "text": "Cairo", "start": 5, "end": 6}]}]}]
+M2E2_TEXT_ONLY = [
+    {"sentence_id": "VOA_2_1", "words": ["Troops", "fired", "on", "the", "crowd"],
+     "golden-event-mentions": [{"event_type": "Conflict:Attack", "trigger": {"text": "fired", "start": 1, "end": 2},
+                                "arguments": [{"role": "Attacker", "text": "Troops", "start": 0, "end": 1},
+                                              {"role": "Target", "text": "crowd", "start": 4, "end": 5}]}]},
+    {"sentence_id": "VOA_2_2", "words": ["It", "rained"], "golden-event-mentions": []}]
+M2E2_MULTIMEDIA_IMAGES = {"VOA_1_img1": {"event_type": "Justice:Arrest-Jail", "role": {
+    "Agent": [["1", 10, 20, 110, 220]], "Person": [["2", 120, 20, 200, 220], ["3", 210, 30, 260, 200.5]]}}}
+M2E2_IMAGE_ONLY = {"VOA_3_img2": {"event_type": "Movement:Transport", "role": {"Vehicle": [[5, 5, 95, 60]]}}}
+M2E2_SCHEMA = {"event": ["Conflict:Attack", "Justice:Arrest-Jail", "Movement:Transport"],
+               "role": ["Agent", "Attacker", "Person", "Place", "Target", "Vehicle"]}
+ARREST_TEXT_ARGUMENTS = [{"role": "Agent", "mention": "Police"}, {"role": "Person", "mention": "the protesters"},
+                         {"role": "Place", "mention": "Cairo"}]
+
+
+@pytest.fixture
+def m2e2(tmp_path):
+    ann = tmp_path / "m2e2_annotations"
+    files = {"text_mm": write(ann / "text_multimedia_event.json", json.dumps(M2E2_MULTIMEDIA_TEXT, indent=2)),
+             "text_only": write(ann / "text_only_event.json", json.dumps(M2E2_TEXT_ONLY, indent=2)),
+             "image_mm": write(ann / "image_multimedia_event.json", json.dumps(M2E2_MULTIMEDIA_IMAGES, indent=2)),
+             "image_only": write(ann / "image_only_event.json", json.dumps(M2E2_IMAGE_ONLY, indent=2)),
+             "coref": write(ann / "crossmedia_coref.txt", "VOA_1_3\tVOA_1_img1.jpg\tJustice:Arrest-Jail\n")}
+    images = make_images(tmp_path / "m2e2_rawdata" / "image" / "image", "VOA_1_img1.jpg", "VOA_3_img2.jpg")
+    return files, images, tmp_path
+
+
+def m2e2_argv(files, images, out, *extra):
+    return ["--text-events", str(files["text_mm"]), str(files["text_only"]),
+            "--image-events", str(files["image_mm"]), str(files["image_only"]),
+            "--coref", str(files["coref"]), "--images", str(images), "--out", str(out), *extra]
+
+
+def test_m2e2_gives_multimedia_text_and_image_rows(m2e2, capsys):
+    files, images, tmp = m2e2
+    out = tmp / "m2e2.tsv"
+    m2e2_to_tsv.main(m2e2_argv(files, images, out))
+    image_arguments = [{"role": "Agent", "mention": "agent", "ground": {"box": [10, 20, 110, 220]}},
+                       {"role": "Person", "mention": "person", "ground": {"box": [120, 20, 200, 220]}},
+                       {"role": "Person", "mention": "person", "ground": {"box": [210, 30, 260, 200.5]}}]
+    assert read_rows(out) == [
+        ["VOA_1_3|VOA_1_img1", "VOA_1_img1.jpg", "", "", "Police arrested the protesters in Cairo",
+         annotation(events=[{"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"},
+                             "arguments": ARREST_TEXT_ARGUMENTS + image_arguments}], schema=M2E2_SCHEMA)],
+        ["VOA_2_1", "", "", "", "Troops fired on the crowd",
+         annotation(events=[{"type": "Conflict:Attack", "trigger": {"mention": "fired"},
+                             "arguments": [{"role": "Attacker", "mention": "Troops"},
+                                           {"role": "Target", "mention": "crowd"}]}], schema=M2E2_SCHEMA)],
+        ["VOA_2_2", "", "", "", "It rained", annotation(events=[], schema=M2E2_SCHEMA)],
+        ["VOA_3_img2", "VOA_3_img2.jpg", "", "", "",
+         annotation(events=[{"type": "Movement:Transport", "trigger": {"mention": "transport"},
+                             "arguments": [{"role": "Vehicle", "mention": "vehicle",
+                                            "ground": {"box": [5, 5, 95, 60]}}]}], schema=M2E2_SCHEMA)]]
+    assert capsys.readouterr().out.strip() == f"wrote {out} (4 rows); 4 grounded mentions"
+
+
+def test_m2e2_image_of_another_type_is_not_merged(m2e2, capsys):
+    files, images, tmp = m2e2
+    write(files["coref"], "VOA_1_3\tVOA_1_img1.jpg\tJustice:Arrest-Jail\n")
+    write(files["image_mm"], json.dumps({"VOA_1_img1": {"event_type": "Contact:Meet", "role": {}}}))
+    out = tmp / "m2e2.tsv"
+    m2e2_to_tsv.main(m2e2_argv(files, images, out))
+    first = json.loads(read_rows(out)[0][5])
+    assert first["events"] == [{"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"},
+                                "arguments": ARREST_TEXT_ARGUMENTS}]
+    assert "1 coreferred images annotated with another event type" in capsys.readouterr().out
+
+
+def test_m2e2_missing_image_both_ways(m2e2, capsys):
+    files, images, tmp = m2e2
+    (images / "VOA_1_img1.jpg").unlink()
+    (images / "VOA_3_img2.jpg").unlink()
+    out = tmp / "out.tsv"
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, out))
+    assert message.startswith(f"error: {files['coref']}:1: column 1 (field): image file not found: "
+                              f"{images / 'VOA_1_img1.jpg'}")
+    assert not out.exists()
+    m2e2_to_tsv.main(m2e2_argv(files, images, out, "--text-only-missing"))
+    rows = read_rows(out)
+    # the T+I row keeps its text events without the image arguments; the image-only row has nothing left
+    assert [row[0] for row in rows] == ["VOA_1_3|VOA_1_img1", "VOA_2_1", "VOA_2_2"]
+    assert rows[0][1] == "" and json.loads(rows[0][5])["events"][0]["arguments"] == ARREST_TEXT_ARGUMENTS
+    summary = capsys.readouterr().out.strip()
+    assert summary == (f"wrote {out} (3 rows); 1 rows dropped: media missing and no text; "
+                       f"1 rows without their missing image")
+
+
+def test_m2e2_missing_image_only_image_is_located_at_its_key(m2e2):
+    files, images, tmp = m2e2
+    (images / "VOA_3_img2.jpg").unlink()
+    text = files["image_only"].read_text(encoding="utf-8")
+    offset = text.index('"VOA_3_img2"')
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {files['image_only']}:{line}: column {column} (character): image file not found")
+
+
+def test_m2e2_malformed_input_is_located(m2e2):
+    files, images, tmp = m2e2
+    write(files["image_only"], json.dumps({"VOA_3_img2": {"event_type": "Movement:Transport",
+                                                          "role": {"Vehicle": [[95, 5, 5, 60]]}}}, indent=2))
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {files['image_only']}:2: column 3 (character): image VOA_3_img2 role Vehicle: "
+                              f"empty or negative box [95, 5, 5, 60]")
+    write(files["image_only"], json.dumps(M2E2_IMAGE_ONLY))
+    write(files["coref"], "VOA_1_3\tVOA_1_img1.jpg\n")
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {files['coref']}:1: column 3 (field): expected sentence_id<TAB>image file<TAB>")
+    write(files["text_only"], '[\n  {"sentence_id": "VOA_2_1",\n   "words": ["a" "b"]}\n]')
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {files['text_only']}:3: column 18 (character): invalid JSON: Expecting ','")
+    broken = [dict(M2E2_TEXT_ONLY[0], **{"golden-event-mentions": [
+        {"event_type": "Conflict:Attack", "trigger": {"text": "fired", "start": 1, "end": 9}, "arguments": []}]})]
+    write(files["text_only"], json.dumps(broken, indent=2))
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
+    assert message.startswith(f"error: {files['text_only']}:3: column 20 (character): VOA_2_1 event 0 trigger "
+                              f"start/end must be word indices within 0..5, got 1, 9")
+
+
+# ---- MUIE/REAMO tuple strings --------------------------------------------------------------------
+
+def test_tuple_strings_parse_to_records():
+    records, malformed = parse_tuple_string("(Washington, D.C., location); (Barack  Obama, person)", "ner")
+    assert records == [Entity("location", Mention("Washington, D.C.")), Entity("person", Mention("Barack Obama"))]
+    assert malformed == 0
+    assert parse_tuple_string("(Obama, born in, Hawaii)\n(Obama, president of, US)", "re")[0] == [
+        Relation("born in", Mention("Obama"), Mention("Hawaii")),
+        Relation("president of", Mention("Obama"), Mention("US"))]
+    schema = Schema(relation=["born in"])
+    assert parse_tuple_string("(Obama, born in, Honolulu, Hawaii)", "re", schema)[0] == [
+        Relation("born in", Mention("Obama"), Mention("Honolulu, Hawaii"))]
+    event = "(Type: Attack, Trigger: fired (twice), Attacker: troops, Target: crowd, Target: police, Instrument: None)"
+    assert parse_tuple_string(event, "ee")[0] == [Event("Attack", Mention("fired (twice)"), (
+        Argument("Attacker", Mention("troops")), Argument("Target", Mention("crowd")),
+        Argument("Target", Mention("police"))))]
+    for empty in ("", "  None ", "[]"):
+        assert parse_tuple_string(empty, "ee") == ([], 0)
+
+
+def test_malformed_tuples_raise_with_their_offset_or_are_counted():
+    with pytest.raises(TupleError) as raised:
+        parse_tuple_string("(Obama, person) x (Hawaii, location)", "ner")
+    assert raised.value.offset == 16
+    assert parse_tuple_string("(Obama, person) x (Hawaii, location)", "ner", strict=False) == (
+        [Entity("person", Mention("Obama")), Entity("location", Mention("Hawaii"))], 1)
+    with pytest.raises(TupleError) as raised:
+        parse_tuple_string("(Obama, person) (Hawaii location)", "ner")
+    assert raised.value.offset == 16
+    with pytest.raises(TupleError, match="one Trigger"):
+        parse_tuple_string("(Type: Attack, Attacker: troops)", "ee")
+    with pytest.raises(TupleError, match="never closed"):
+        parse_tuple_string("(Obama, born in, Hawaii", "re")
+    with pytest.raises(TupleError, match="a relation is"):
+        parse_tuple_string("(Obama, born in, Honolulu, Hawaii)", "re")
+    with pytest.raises(TupleError, match="4 comma-separated parts and 0 of the inner ones are relation labels"):
+        parse_tuple_string("(Obama, born in, Honolulu, Hawaii)", "re", Schema(relation=["lives in"]))
+    assert parse_tuple_string("(Obama, born in, Hawaii) (Obama; US)", "re", strict=False) == (
+        [Relation("born in", Mention("Obama"), Mention("Hawaii"))], 1)
+
+
+TUPLE_LINES = [
+    {"id": "s1", "text": "Barack Obama was born in Hawaii.", "image": "img/a.jpg", "task": "ner",
+     "output": "(Barack Obama, person); (Hawaii, location)"},
+    {"id": "s2", "text": "Barack Obama was born in Hawaii.", "task": "re", "output": "(Barack Obama, born in, Hawaii)"},
+    {"id": 3, "text": "Troops fired on the crowd.", "audio": "aud/c.wav", "task": "ee",
+     "output": "(Type: Attack, Trigger: fired, Attacker: Troops, Target: crowd, Instrument: None)"},
+    {"id": "v4", "video": "vid/d.mp4", "task": "ner", "output": "None"},
+]
+
+
+@pytest.fixture
+def tuples(tmp_path):
+    source = write(tmp_path / "muie" / "test.jsonl", "".join(json.dumps(line) + "\n" for line in TUPLE_LINES))
+    make_images(tmp_path / "muie" / "img", "a.jpg")
+    write(tmp_path / "muie" / "aud" / "c.wav", "RIFF....WAVE")
+    write(tmp_path / "muie" / "vid" / "d.mp4", "....ftypisom")
+    return source, tmp_path
+
+
+def test_tuple_lines_become_rows_of_each_task(tuples):
+    source, tmp = tuples
+    out = tmp / "muie.tsv"
+    muie_tuples_to_tsv.main(["--tuples", str(source), "--out", str(out)])
+    schema = {"entity": ["location", "person"], "relation": ["born in"], "event": ["Attack"],
+              "role": ["Attacker", "Target"]}
+    assert read_rows(out) == [
+        ["s1", "img/a.jpg", "", "", "Barack Obama was born in Hawaii.",
+         annotation(entities=[{"type": "person", "mention": "Barack Obama"},
+                              {"type": "location", "mention": "Hawaii"}], schema=schema)],
+        ["s2", "", "", "", "Barack Obama was born in Hawaii.",
+         annotation(relations=[{"label": "born in", "head": {"mention": "Barack Obama"},
+                                "tail": {"mention": "Hawaii"}}], schema=schema)],
+        ["3", "", "", "aud/c.wav", "Troops fired on the crowd.",
+         annotation(events=[{"type": "Attack", "trigger": {"mention": "fired"},
+                             "arguments": [{"role": "Attacker", "mention": "Troops"},
+                                           {"role": "Target", "mention": "crowd"}]}], schema=schema)],
+        ["v4", "", "vid/d.mp4", "", "", annotation(entities=[], schema=schema)]]
+
+
+def test_tuple_lines_missing_image_both_ways(tuples, capsys):
+    source, tmp = tuples
+    (tmp / "muie" / "img" / "a.jpg").unlink()
+    out = tmp / "out.tsv"
+    message = error_of(muie_tuples_to_tsv.main, ["--tuples", str(source), "--out", str(out)])
+    assert message.startswith(f"error: {source}:1: column 1 (character): image file not found: "
+                              f"{tmp / 'muie' / 'img' / 'a.jpg'}")
+    muie_tuples_to_tsv.main(["--tuples", str(source), "--out", str(out), "--text-only-missing"])
+    assert read_rows(out)[0][:5] == ["s1", "", "", "", "Barack Obama was born in Hawaii."]
+    assert "1 rows without their missing image" in capsys.readouterr().out
+
+
+def test_tuple_lines_malformed_output_is_located_at_the_bad_tuple(tuples):
+    source, tmp = tuples
+    line = json.dumps({"id": "s9", "text": "Obama, in Hawaii", "task": "ner",
+                       "output": "(Obama, person) (Hawaii location)"})
+    bad = write(tmp / "bad.jsonl", json.dumps(TUPLE_LINES[1]) + "\n" + line + "\n")
+    message = error_of(muie_tuples_to_tsv.main, ["--tuples", str(bad), "--out", str(tmp / "o.tsv")])
+    assert message.startswith(f"error: {bad}:2: column {line.index('(Hawaii') + 1} (character): "
+                              f"output: an entity is (mention, type), got (Hawaii location)")
+    line = json.dumps({"id": "s9", "task": "nre", "output": ""})
+    bad = write(tmp / "bad.jsonl", line + "\n")
+    message = error_of(muie_tuples_to_tsv.main, ["--tuples", str(bad), "--out", str(tmp / "o.tsv")])
+    assert message.startswith(f"error: {bad}:1: column {line.index('task') } (character): 'task' must be one of")
+
+
+def test_a_schema_file_is_checked_against_the_labels(tuples):
+    source, tmp = tuples
+    schema = write(tmp / "schema.json", json.dumps({"entity": ["person", "location"], "relation": ["born in"],
+                                                    "event": ["Attack"], "role": ["Attacker"]}))
+    message = error_of(muie_tuples_to_tsv.main, ["--tuples", str(source), "--out", str(tmp / "o.tsv"),
+                                                 "--schema", str(schema)])
+    assert message.startswith(f"error: {source}:3: column 1 (character): labels not in the schema: role 'Target'")
