@@ -67,7 +67,8 @@ def demo_vocabulary(vocab_dir):
     from preprocess import build_vocab, make_demo_data
     out = tempfile.mkdtemp(prefix="trie-bench-")
     make_demo_data.main(["--out", out, "--train-images", "300", "--valid-images", "1", "--train-videos", "0",
-                         "--valid-videos", "0", "--train-audio", "0", "--valid-audio", "0"])
+                         "--valid-videos", "0", "--train-audio", "0", "--valid-audio", "0", "--train-ie", "0",
+                         "--valid-ie", "0"])
     build_vocab.main(["--input", f"{out}/caption_train.tsv:2", "--input", f"{out}/refcoco_train.tsv:2",
                       "--out-dir", f"{out}/vocab", "--vocab-size", "1000"])
     return Vocabulary(f"{out}/vocab")

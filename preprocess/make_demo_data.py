@@ -406,6 +406,9 @@ def parse_args(argv):
     parser.add_argument("--valid-audio", type=int, default=60)
     parser.add_argument("--video-size", type=int, default=64, help="side of the square video frames")
     parser.add_argument("--video-fps", type=int, default=8, help="frames per second of the videos")
+    parser.add_argument("--train-ie", type=int, default=1500,
+                        help="samples per IE subtask (ner, re, ee) over every modality mix (0: none)")
+    parser.add_argument("--valid-ie", type=int, default=150)
     args = parser.parse_args(argv)
     if args.image_size < 16:
         parser.error("--image-size must be at least 16")
@@ -413,7 +416,7 @@ def parse_args(argv):
         parser.error("--video-size must be even (H.264 4:2:0) and at least 16")
     if args.video_fps < 1:
         parser.error("--video-fps must be at least 1")
-    for flag in ("train_videos", "valid_videos", "train_audio", "valid_audio"):
+    for flag in ("train_videos", "valid_videos", "train_audio", "valid_audio", "train_ie", "valid_ie"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative")
     return args
@@ -429,6 +432,10 @@ def main(argv=None):
     for split in ("train", "valid"):
         counts.update(write_clip_split(args.out, split, getattr(args, f"{split}_videos"),
                                        getattr(args, f"{split}_audio"), args.video_size, args.video_fps, args.seed))
+    from preprocess import demo_ie  # builds on this module and the video and audio worlds
+    for split in ("train", "valid"):
+        counts.update(demo_ie.write_ie_split(args.out, split, getattr(args, f"{split}_ie"), args.image_size,
+                                             args.video_size, args.video_fps, args.seed))
     counts.update(write_catalogue(args.out))
     summary = ", ".join(f"{name} {rows}" for name, rows in counts.items())
     print(f"wrote {args.out} in {time.perf_counter() - start:.1f}s (rows): {summary}")

@@ -24,7 +24,8 @@ MOVES = re.compile(rf"a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) moves (left|r
 def generate(out_dir, seed=4, *extra):
     make_demo_data.main(["--out", str(out_dir), "--seed", str(seed), "--train-images", "0", "--valid-images", "0",
                          "--train-videos", str(TRAIN_CLIPS), "--valid-videos", str(VALID_CLIPS),
-                         "--train-audio", str(TRAIN_CLIPS), "--valid-audio", str(VALID_CLIPS), *extra])
+                         "--train-audio", str(TRAIN_CLIPS), "--valid-audio", str(VALID_CLIPS), "--train-ie", "0",
+                         "--valid-ie", "0", *extra])
     return out_dir
 
 
@@ -268,7 +269,7 @@ def test_audio_decodes_at_16khz_with_each_event_in_its_band_only_inside_its_span
 def test_video_flags_and_disabled_worlds(tmp_path):
     make_demo_data.main(["--out", str(tmp_path), "--train-images", "0", "--valid-images", "0",
                          "--train-videos", "2", "--valid-videos", "0", "--train-audio", "0", "--valid-audio", "0",
-                         "--video-size", "32", "--video-fps", "4"])
+                         "--video-size", "32", "--video-fps", "4", "--train-ie", "0", "--valid-ie", "0"])
     assert av_files(tmp_path) == {"temporal_train.tsv", "video_caption_train.tsv", "video_qa_train.tsv"}
     rows = read_rows(tmp_path / "temporal_train.tsv")
     assert rows and all(row[2] and not row[3] for row in rows)

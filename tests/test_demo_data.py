@@ -23,7 +23,7 @@ SEED_FREE_FILES = [make_demo_data.CATALOGUE_FILE]  # the same for every seed
 def generate(out_dir, seed=1, *extra):
     make_demo_data.main(["--out", str(out_dir), "--seed", str(seed), "--train-images", str(TRAIN_IMAGES),
                          "--valid-images", str(VALID_IMAGES), "--train-videos", "0", "--valid-videos", "0",
-                         "--train-audio", "0", "--valid-audio", "0", *extra])
+                         "--train-audio", "0", "--valid-audio", "0", "--train-ie", "0", "--valid-ie", "0", *extra])
     return out_dir
 
 

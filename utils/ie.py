@@ -181,11 +181,13 @@ def mentions_of(record):
 
 def appearance_key(record, text):
     """Records are ordered by first appearance: the earliest mention found in the text, then (for
-    mentions that live only in a medium) the start of its ground (box x0 or span start)."""
+    mentions that live only in a medium) image before clip, then the start of the ground (box x0
+    in pixels, span start in seconds: never compared with each other)."""
     offsets = [text.find(m.text) for m in mentions_of(record)]
     offsets = [o for o in offsets if o >= 0]
-    grounds = [ground_start(m.ground) for m in mentions_of(record) if m.ground is not None]
-    return (min(offsets) if offsets else math.inf, min(grounds) if grounds else math.inf)
+    grounds = [(m.ground.medium != "image", ground_start(m.ground)) for m in mentions_of(record)
+               if m.ground is not None]
+    return (min(offsets) if offsets else math.inf, min(grounds) if grounds else (True, math.inf))
 
 
 def ground_start(ground):
