@@ -238,7 +238,7 @@ class UniGroundTask(FairseqTask):
             "meta": [s["meta"] for s in samples],
         }
         if self.constraint is not None:
-            batch["constraint_masks"] = self.constraint.training_masks(target)
+            batch["constraint_masks"] = self.constraint.for_batch(batch["meta"]).training_masks(target)
         return batch
 
     # ---- bad rows -----------------------------------------------------------------------------
@@ -289,6 +289,12 @@ class UniGroundTask(FairseqTask):
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
             models = ConstrainedEnsemble(models, self.constraint)
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """fairseq's, with the output constraint bound to this batch's samples first."""
+        if isinstance(getattr(generator, "model", None), ConstrainedEnsemble):
+            generator.model.bind(sample["meta"])
+        return super().inference_step(generator, models, sample, prefix_tokens, constraints)
 
     def predict(self, generator, models, sample):
         hypotheses = self.inference_step(generator, models, sample)

@@ -17,6 +17,12 @@ class Constraint(abc.ABC):
         """prefix: N x t generated tokens (no BOS); rows: N sample indices in the batch.
         Returns an N x V boolean mask of the tokens allowed next."""
 
+    def for_batch(self, contexts):
+        """The constraint bound to one batch: ``contexts`` are its samples' metas, in batch order
+        (the ``rows`` of ``allowed`` index them). A constraint that is the same for every sample
+        is its own binding."""
+        return self
+
     def training_masks(self, target):
         """B x T x V masks for teacher forcing: position t sees the gold prefix target[:, :t]."""
         rows = torch.arange(target.size(0), device=target.device)
@@ -56,7 +62,11 @@ class ConstrainedEnsemble(EnsembleModel):
 
     def __init__(self, models, constraint):
         super().__init__(models)
-        self.constraint = constraint
+        self.unbound = self.constraint = constraint
+
+    def bind(self, contexts):
+        """Constrain the next generation by the constraint bound to its batch (``for_batch``)."""
+        self.constraint = self.unbound.for_batch(contexts)
 
     def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
         lprobs, attn = super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)

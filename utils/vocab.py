@@ -5,11 +5,12 @@ The dictionary file lists the text pieces first and the special tokens of
 index maps to a dictionary id by one addition.
 """
 import os
+import re
 
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
-from utils.codec import POLY, bin_token, special_tokens, time_token
+from utils.codec import IE_TOKENS, POLY, bin_token, special_tokens, time_token
 from utils.files import atomic_open
 
 SPM_FILE = "spm.model"
@@ -26,6 +27,9 @@ class Vocabulary:
         self.first_time = self._require(time_token(0))
         self._require(time_token(num_time_bins - 1))
         self.poly = self._require(POLY)
+        # looked up now, required only where used: ``ie`` names a vocabulary without them
+        self._ie = {token[1:-1]: self.dictionary.index(token) for token in IE_TOKENS}
+        self._blank = self._bytes = None
 
     def _require(self, token):
         index = self.dictionary.index(token)
@@ -44,6 +48,35 @@ class Vocabulary:
     def is_text(self, index):
         return self.dictionary.nspecial <= index < self.first_bin
 
+    def is_blank(self, index):
+        """Whether a text piece decodes to whitespace only (SentencePiece's bare "▁", a
+        whitespace byte): a mention or label cannot start with one."""
+        if self._blank is None:
+            self._blank = frozenset(i for i in range(self.dictionary.nspecial, self.first_bin)
+                                    if _blank_piece(self.dictionary[i]))
+        return index in self._blank
+
+    def byte_value(self, index):
+        """The byte of a byte-fallback piece ("<0xC3>" -> 0xC3), or None for any other id."""
+        if self._bytes is None:
+            self._bytes = {i: int(m.group(1), 16) for i in range(self.dictionary.nspecial, self.first_bin)
+                           for m in [_BYTE_PIECE.fullmatch(self.dictionary[i])] if m}
+        return self._bytes.get(index)
+
+    def ie(self, name):
+        """The id of an IE structure token, by name with or without brackets: "ent" or "<ent>"."""
+        key = name[1:-1] if name.startswith("<") and name.endswith(">") else name
+        if key not in self._ie:
+            raise KeyError(f"no IE token {name!r}; the IE tokens are {', '.join(IE_TOKENS)}")
+        index = self._ie[key]
+        if index == self.dictionary.unk():
+            raise ValueError(f"dictionary has no <{key}>: rebuild it with preprocess/build_vocab.py")
+        return index
+
+    def ie_ids(self):
+        """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
+        return {name: self.ie(name) for name in self._ie}
+
     def bin_ids(self, bins):
         return [self.first_bin + int(b) for b in bins]
 
@@ -58,6 +91,17 @@ class Vocabulary:
     def to_time_bin(self, index):
         b = index - self.first_time
         return b if 0 <= b < self.num_time_bins else None
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _blank_piece(piece):
+    byte = _BYTE_PIECE.fullmatch(piece)
+    if byte:
+        value = int(byte.group(1), 16)
+        return value < 0x80 and chr(value).isspace()  # higher bytes are parts of a character
+    return not piece.replace("\u2581", " ").strip()
 
 
 def write_dictionary(pieces, path, num_bins, num_time_bins):
