@@ -21,7 +21,7 @@ def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     make_demo_data.main(["--out", str(out), "--seed", "3", "--train-images", "48", "--valid-images", "12",
                          "--image-size", "64", "--train-videos", "24", "--valid-videos", "6", "--train-audio", "24",
-                         "--valid-audio", "6"])
+                         "--valid-audio", "6", "--train-ie", "40", "--valid-ie", "30"])
     return out
 
 
@@ -29,7 +29,7 @@ def demo_dir(tmp_path_factory):
 def vocab_dir(demo_dir):
     out = demo_dir / "vocab"
     inputs = ["caption_train.tsv:2", "refcoco_train.tsv:2", "video_caption_train.tsv:2", "audio_caption_train.tsv:2",
-              "video_qa_train.tsv:2", "temporal_train.tsv:4"]
+              "video_qa_train.tsv:2", "temporal_train.tsv:4", "ner_train.tsv:4", "re_train.tsv:4", "ee_train.tsv:4"]
     flags = [arg for name in inputs for arg in ("--input", f"{demo_dir}/{name}")]
     build_vocab.main(flags + ["--out-dir", str(out), "--vocab-size", "400"])
     return out

@@ -7,7 +7,8 @@ from helpers import build_criterion, build_model, build_task, losses_over_steps
 
 @pytest.mark.parametrize("name, data", [
     ("caption", "caption"), ("refcoco", "refcoco"), ("video_caption", "video_caption"),
-    ("audio_caption", "audio_caption"), ("video_qa", "video_qa"), ("temporal_grounding", "temporal")])
+    ("audio_caption", "audio_caption"), ("video_qa", "video_qa"), ("temporal_grounding", "temporal"),
+    ("ner", "ner"), ("re", "re"), ("ee", "ee")])
 def test_a_few_steps_lower_the_loss(demo_dir, vocab_dir, name, data):
     task = build_task(name, f"{demo_dir}/{data}_train.tsv,{demo_dir}/{data}_valid.tsv", vocab_dir)
     task.load_dataset("train")

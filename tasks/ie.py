@@ -1,0 +1,236 @@
+"""Grounded multimodal information extraction (MUIE): the machinery of the ner, re and ee tasks.
+
+Rows are on the generic layout ``uniq-id, image, video, audio, text, annotation-json``, any
+media cell possibly empty, so one task covers every modality mix (I, V, A, T, T+I, T+V, T+A,
+I+A, T+I+A, V+A). The annotation holds the records in pixels and seconds (utils/ie.py) and the
+schema the prompt offers (or ``--schema-file`` gives one for the dataset). The prompt names the
+subtask, offers the schema and quotes the text; the target is the records in the grammar of
+DESIGN.md section 5 (utils/ie_tokens.py), each mention grounded where it lives: box or mask on
+the image, a time span on the clip (the video's timeline, else the audio's), nothing in the
+text. Generation is constrained by that grammar (utils/ie_grammar.py): labels from the offered
+schema, mentions copied from the text, grounds only where the sample has the medium. Scores are
+MUIE's (utils/ie_scoring.py), with malformed outputs counted.
+"""
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from fairseq.sequence_generator import EnsembleModel
+
+from tasks.base import UniGroundConfig, UniGroundTask
+from utils.constraints import ConstrainedEnsemble
+from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
+                      schema_json, to_annotation)
+from utils.ie_grammar import IEGrammar, grammar_context
+from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
+from utils.ie_tokens import Frame, IETargetError, parse, serialise
+
+GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a span, may overhang its medium
+
+
+@dataclass
+class IEConfig(UniGroundConfig):
+    schema_file: Optional[str] = field(default=None, metadata={
+        "help": "JSON schema {entity, relation, event, role: [labels]} offered to rows without their own"})
+    max_src_length: int = field(default=160, metadata={"help": "longest prompt (instruction, schema, text) in tokens"})
+    max_tgt_length: int = field(default=128, metadata={"help": "longest target in tokens; later records are cut"})
+
+
+def read_schema_file(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            return parse_schema(json.load(f), where=path)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: column {error.colno}: not valid JSON: {error.msg}") from None
+
+
+class IETask(UniGroundTask):
+    columns = ("uniq_id", "image", "video", "audio", "text", "annotation")
+    default_cols = "0,1,2,3,4,5"
+    optional_media = True
+    subtask = ""          # "ner", "re" or "ee" (utils.ie.SUBTASK_KEYS)
+    offered = ()          # the schema kinds the prompt offers, e.g. ("event", "role")
+    instruction = ""      # the prompt's first words, e.g. " extract entities:"
+
+    def __init__(self, cfg, vocab):
+        super().__init__(cfg, vocab)
+        self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None
+
+    def build_constraint(self):
+        return IEGrammar(self.vocab, max_length=self.cfg.max_tgt_length - 1, max_vertices=self.cfg.max_poly_vertices)
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        """As the base task, with the grammar's length budget fitted to the generator's own limit
+        where that is shorter, so every output can close its records."""
+        if not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
+            limit = getattr(args, "max_len_b", None) if getattr(args, "max_len_a", 0) == 0 else None
+            grammar = self.constraint if not limit else self.constraint.with_max_length(
+                min(int(limit), self.cfg.max_tgt_length - 1))
+            models = ConstrainedEnsemble(models, grammar)
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    # ---- rows -> samples ------------------------------------------------------------------------
+
+    def build_sample(self, row, train):
+        text = " ".join(row["text"].split())
+        annotation = self.read_annotation(row)
+        try:
+            records = parse_records(annotation, self.subtask)
+            schema = parse_schema(annotation["schema"]) if "schema" in annotation else self.dataset_schema
+        except AnnotationError as error:
+            raise row.error("annotation", str(error)) from None
+        if schema is None:
+            raise row.error("annotation", "no schema: give the row a \"schema\" or the task --schema-file")
+        self.check_labels(row, records, schema)
+        media, frame, window, size = self.read_media_and_grounds(row, train, records, text)
+        head, body = self.prompt_ids(row, schema, text)
+        moved = self.model_frame_records(records, media.pop("image_view", None), window)
+        try:
+            target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body,
+                               max_length=self.cfg.max_tgt_length - 1)
+        except IETargetError as error:
+            raise row.error("annotation", str(error)) from None
+        mix = modality_mix(text=bool(text), image=bool(row["image"]), video=bool(row["video"]),
+                           audio=bool(row["audio"]))
+        context = grammar_context(self.vocab, {kind: getattr(schema, kind) for kind in self.offered},
+                                  source_ids=body or None, has_image="image" in media,
+                                  has_clip=window is not None)
+        return {
+            "source": self.source_tensor(head + body),
+            "target": self.encode_target(target),
+            **media,
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "size": size, "window": window,
+                     "reference": to_annotation(records), "schema": schema_json(schema), "ie_context": context},
+        }
+
+    def prompt_ids(self, row, schema, text):
+        """(instruction and schema ids, text ids): mentions are copied from the second part."""
+        offer = "; ".join(f"{kind}s: {', '.join(getattr(schema, kind))}" if i else ", ".join(getattr(schema, kind))
+                          for i, kind in enumerate(self.offered))
+        head = self.vocab.encode_text(f"{self.instruction} {offer}." + (" text:" if text else ""))
+        body = self.vocab.encode_text(f" {text}") if text else []
+        room = self.cfg.max_src_length - 1 - len(head)
+        if room < 0:
+            raise row.error("annotation", f"the instruction and schema take {len(head)} tokens, more than "
+                                          f"--max-src-length {self.cfg.max_src_length} holds")
+        return head, body[:room]
+
+    def check_labels(self, row, records, schema):
+        for record in records:
+            for kind, value in record_labels(record):
+                if value not in getattr(schema, kind):
+                    raise row.error("annotation", f"{kind} {value!r} is not in the offered schema "
+                                                  f"({', '.join(getattr(schema, kind)) or 'none'})")
+
+    def read_media_and_grounds(self, row, train, records, text):
+        """The sample's media entries (the image kept as its transformed view), its ``Frame``, the clip
+        window (start, length) or None, and the original image size or None; every ground is checked
+        against its medium and every text-only mention against the text."""
+        grounds = [m.ground for r in records for m in mentions_of(r) if m.ground is not None]
+        for record in records:
+            for mention in mentions_of(record):
+                if mention.ground is None and text and mention.text not in text:
+                    raise row.error("annotation", f"mention {mention.text!r} is not found in the text")
+        media, size, window = {}, None, None
+        if row["image"]:
+            image = self.read_image(row, "image")
+            size = image.size
+            check_image_grounds(row, grounds, size)
+            boxes = [g.value for g in grounds if g.kind == "box"]
+            polygons = [list(map(list, g.value)) for g in grounds if g.kind == "polygons"]
+            view = self.transform_image(image, train, boxes=np.array(boxes) if boxes else None,
+                                        polygons=polygons or None)
+            media.update(image=view.pixels, image_view=view)
+        elif any(g.kind != "span" for g in grounds):
+            raise row.error("annotation", "a box or mask ground needs an image")
+        spans = [g.value for g in grounds if g.kind == "span"]
+        if row["video"]:
+            media.update(self.video_entries(self.read_bytes(row, "video"), row.where("video"), train))
+        if row["audio"]:
+            keep = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else None
+            audio = self.audio_entries(self.read_bytes(row, "audio"), row.where("audio"), train, keep)
+            media["audio"] = audio["audio"]
+            media.setdefault("window", audio["window"])
+        if "window" in media:
+            start, length, duration = media.pop("window")
+            window = (start, length)
+            for s, e in spans:
+                if e > duration + GROUND_TOLERANCE / 100:
+                    raise row.error("annotation", f"span {[s, e]} ends after the {duration:.3f} s clip")
+        elif spans:
+            raise row.error("annotation", "a span ground needs a video or an audio clip")
+        frame = Frame(image_size=media["image_view"].size if "image_view" in media else None,
+                      clip_length=window[1] if window else None)
+        return media, frame, window, size
+
+    def model_frame_records(self, records, view, window):
+        """Records with image grounds moved into the transformed image and spans made relative to
+        the clip window: the frame the target is written in."""
+        boxes = iter(view.boxes.tolist() if view is not None and view.boxes is not None else [])
+        polygons = iter(view.polygons if view is not None and view.polygons is not None else [])
+
+        def move(ground):
+            if ground.kind == "box":
+                return Ground("box", tuple(next(boxes)))
+            if ground.kind == "polygons":
+                return Ground("polygons", tuple(tuple(np.asarray(p, dtype=float).ravel().tolist())
+                                                for p in next(polygons)))
+            return Ground("span", tuple(t - window[0] for t in ground.value))
+
+        return map_grounds(records, move)
+
+    def source_tensor(self, ids):
+        ids = list(ids)[: self.cfg.max_src_length - 1]
+        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+
+    # ---- outputs -> scores -----------------------------------------------------------------------
+
+    def decode_prediction(self, tokens, meta):
+        window = meta["window"]
+        frame = Frame(image_size=meta["size"], clip_length=window[1] if window else None)
+        records, malformed = parse(tokens, self.vocab, self.codec, frame)
+        if window:
+            records = map_grounds(records, lambda g: Ground(g.kind, tuple(t + window[0] for t in g.value))
+                                  if g.kind == "span" else g)
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "mix": meta["mix"],
+                "size": list(meta["size"]) if meta["size"] else None, "malformed": malformed,
+                "prediction": to_annotation(records), "reference": meta["reference"]}
+
+    def score(self, predictions, full=False):
+        """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the per-mix
+        breakdown and the counts behind every rate."""
+        scores = ie_scores([IESample(annotation_records(p["prediction"]), annotation_records(p["reference"]),
+                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"])
+                            for p in predictions])
+        if full:
+            return scores
+        return {k: v for k, v in scores.items()
+                if k == "malformed" or k.endswith("f1") and not k.startswith("mix/")}
+
+
+def record_labels(record):
+    """(schema kind, label) pairs of a record."""
+    kind = type(record).__name__.lower()
+    if kind == "entity":
+        return [("entity", record.type)]
+    if kind == "relation":
+        return [("relation", record.label)]
+    return [("event", record.type)] + [("role", a.role) for a in record.arguments]
+
+
+def check_image_grounds(row, grounds, size):
+    width, height = size
+    t = GROUND_TOLERANCE
+    for ground in grounds:
+        if ground.kind == "box":
+            xs, ys = ground.value[0::2], ground.value[1::2]
+        elif ground.kind == "polygons":
+            xs = [v for p in ground.value for v in p[0::2]]
+            ys = [v for p in ground.value for v in p[1::2]]
+        else:
+            continue
+        if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
+            raise row.error("annotation", f"{ground.kind} {list(ground.value)} lies outside the {width}x{height} image")
