@@ -6,7 +6,8 @@ Baselines, scored by the same metric code as the model:
 - refcoco: the mean training box, relative to the image size, placed on every image;
 - caption, video_caption, audio_caption: the most frequent training caption, given for every sample;
 - vqa, video_qa: the most frequent best training answer, given for every question;
-- temporal_grounding: the whole clip, for every query.
+- temporal_grounding: the whole clip, for every query;
+- ner: the most frequent training entity (type and mention, ungrounded), for every sample.
 """
 import argparse
 import io
@@ -25,6 +26,8 @@ from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from tasks.caption import normalise_caption  # noqa: E402
 from tasks.vqa import VqaTask, best_answer, parse_answers  # noqa: E402
+from utils.ie import Entity, Mention, parse_records  # noqa: E402
+from utils.ie_scoring import IESample, annotation_records, ie_scores  # noqa: E402
 from utils.metrics import (caption_scores, grounding_scores, temporal_grounding_scores,  # noqa: E402
                            vqa_soft_accuracy)
 
@@ -76,6 +79,17 @@ def temporal_grounding_baseline(demo_dir, predictions):
                                      [p["reference"] for p in predictions])
 
 
+def ner_baseline(demo_dir, predictions):
+    train = TsvFile(f"{demo_dir}/ner_train.tsv", selected_cols=[5])
+    entities = Counter((e.type, e.mention.text) for i in range(len(train))
+                       for e in parse_records(json.loads(train.fields(i)[0]), "ner"))
+    kind, text = entities.most_common(1)[0][0]
+    guess = [Entity(kind, Mention(text))]
+    scores = ie_scores([IESample(guess, annotation_records(p["reference"]), p["mix"],
+                                 tuple(p["size"]) if p["size"] else None) for p in predictions])
+    return {key: scores[key] for key in ("entity/f1", "entity/grounded_f1")}
+
+
 BASELINES = {
     "caption": caption_baseline("caption"),
     "refcoco": refcoco_baseline,
@@ -84,6 +98,7 @@ BASELINES = {
     "video_qa": vqa_baseline("video_qa"),
     "vqa": vqa_baseline("vqa"),
     "temporal_grounding": temporal_grounding_baseline,
+    "ner": ner_baseline,
 }
 
 
@@ -95,9 +110,9 @@ def read_results(results_dir):
 
 
 def print_table(rows):
-    print(f"\n{'task':<20} {'metric':<10} {'model':>8} {'baseline':>9}")
+    print(f"\n{'task':<20} {'metric':<20} {'model':>8} {'baseline':>9}")
     for task, metric, model, baseline in rows:
-        print(f"{task:<20} {metric:<10} {model:>8.3f} {baseline:>9.3f}")
+        print(f"{task:<20} {metric:<20} {model:>8.3f} {baseline:>9.3f}")
 
 
 def main(argv=None):
