@@ -47,7 +47,7 @@ def checkpoints(demo_dir, vocab_dir, tmp_path_factory):
         [sys.executable, "train.py",
          f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--task", "refcoco", "--vocab-dir",
          str(vocab_dir), *model_flags(), "--patch-image-size", "64",
-         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-2",
          "--batch-size", "8", "--max-update", "6", "--save-interval-updates", "2", "--keep-interval-updates", "3",
          "--no-epoch-checkpoints", "--disable-validation", "--store-ema", "--ema-decay", "0.9",
          "--num-workers", "0", "--seed", "1", "--log-format", "simple", "--save-dir", str(save_dir)],
