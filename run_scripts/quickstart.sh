@@ -24,7 +24,7 @@ for task in $tasks; do
     data="$data$task=$demo/${file}_train.tsv,$demo/${file}_valid.tsv;"
 done
 rm -rf checkpoints/demo results
-DATA="$data" SAVE_DIR=checkpoints/demo MAX_UPDATE=${MAX_UPDATE:-4000} MAX_LEN=96 \
+DATA="$data" SAVE_DIR=checkpoints/demo MAX_UPDATE=${MAX_UPDATE:-4000} VALID_EVERY=${VALID_EVERY:-2000} MAX_LEN=96 \
     TASKS=caption:0.1,refcoco:0.25,video_caption:0.1,audio_caption:0.1,video_qa:0.1,temporal_grounding:0.25,ner:0.1 \
     sh run_scripts/multitask/train.sh --num-frames 8 --video-frame-size 32
 for task in $tasks; do

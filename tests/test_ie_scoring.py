@@ -226,3 +226,13 @@ def test_samples_from_annotation_cells_and_tuples():
     s = ie_scores([(gold, gold, "T+I", None, 1)])
     assert s["entity/grounded_f1"] == s["trigger/f1"] == s["argument/f1"] == 1.0
     assert s["mix/T+I/malformed"] == 1 and s["mean_iou"] == 1.0
+
+
+def test_predicted_empty_box_and_zero_length_span_are_scored_not_refused():
+    """A model may put a box's corners or a span's ends in one bin; scoring reads such outputs."""
+    predicted = {"entities": [{"type": "shape", "mention": "red circle", "ground": {"box": [5, 5, 5, 5]}},
+                              {"type": "sound", "mention": "low tone", "ground": {"span": [0.5, 0.5]}}]}
+    gold = {"entities": [{"type": "shape", "mention": "red circle", "ground": {"box": [0, 0, 10, 10]}},
+                         {"type": "sound", "mention": "low tone", "ground": {"span": [0.0, 1.0]}}]}
+    scores = ie_scores([IESample(annotation_records(predicted), annotation_records(gold), "I+A", (20, 20))])
+    assert scores["entity/f1"] == 1.0 and scores["entity/grounded_f1"] == 0.0

@@ -47,6 +47,7 @@ def test_constrained_generation_of_an_untrained_model_always_parses(ie_task):
     generator = ie_task.build_generator([model], type("Args", (), {"beam": 3, "max_len_b": 48})())
     predictions = ie_task.predict(generator, [model], batch)
     assert [p["malformed"] for p in predictions] == [0] * len(predictions)
+    assert ie_task.score(predictions, full=True)["malformed"] == 0  # whatever was generated, it scores
     for prediction, meta in zip(predictions, batch["meta"]):
         for items in prediction["prediction"].values():
             for item in items:

@@ -100,7 +100,9 @@ def parse_schema(value, where="schema"):
     return Schema(**lists)
 
 
-def parse_ground(value, where):
+def parse_ground(value, where, strict=True):
+    """A checked Ground. ``strict`` (annotations) refuses empty boxes and spans; model outputs may
+    have them (a box's corners or a span's ends in one bin), so scoring reads them with it off."""
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in GROUND_KINDS:
         raise AnnotationError(f"{where}: a ground is one of {{\"box\": ...}}, {{\"polygons\": ...}}, "
                               f"{{\"span\": ...}}, got {value!r:.80}")
@@ -111,9 +113,10 @@ def parse_ground(value, where):
         polygons = tuple(numbers(p, f"{where} polygon", minimum=6, even=True) for p in raw)
         return Ground(kind, polygons)
     values = numbers(raw, f"{where} {kind}", exactly=4 if kind == "box" else 2)
-    if kind == "box" and not (values[0] < values[2] and values[1] < values[3]):
+    if kind == "box" and not (values[0] < values[2] and values[1] < values[3]
+                              or not strict and values[0] <= values[2] and values[1] <= values[3]):
         raise AnnotationError(f"{where}: empty box {list(values)}: need x0 < x1 and y0 < y1")
-    if kind == "span" and not (0 <= values[0] < values[1]):
+    if kind == "span" and not (0 <= values[0] < values[1] or not strict and 0 <= values[0] <= values[1]):
         raise AnnotationError(f"{where}: span {list(values)} must start at 0 s or later and before its end")
     return Ground(kind, values)
 
@@ -130,10 +133,10 @@ def numbers(raw, where, exactly=None, minimum=None, even=False):
     return tuple(float(v) for v in raw)
 
 
-def parse_mention(value, where):
+def parse_mention(value, where, strict=True):
     if not isinstance(value, dict) or not isinstance(value.get("mention"), str) or not value["mention"].strip():
         raise AnnotationError(f"{where}: needs a non-empty \"mention\" text")
-    ground = parse_ground(value["ground"], f"{where}.ground") if value.get("ground") is not None else None
+    ground = parse_ground(value["ground"], f"{where}.ground", strict) if value.get("ground") is not None else None
     return Mention(" ".join(value["mention"].split()), ground)
 
 
@@ -144,8 +147,9 @@ def label(value, key, where):
     return text.strip()
 
 
-def parse_records(annotation, subtask):
-    """The records of ``subtask`` ("ner", "re" or "ee") in an annotation object, in the file's order."""
+def parse_records(annotation, subtask, strict=True):
+    """The records of ``subtask`` ("ner", "re" or "ee") in an annotation object, in the file's order;
+    ``strict``: see ``parse_ground``."""
     key = SUBTASK_KEYS[subtask]
     items = annotation.get(key, [])
     if not isinstance(items, list):
@@ -154,18 +158,20 @@ def parse_records(annotation, subtask):
     for i, item in enumerate(items):
         where = f"{key}[{i}]"
         if subtask == "ner":
-            records.append(Entity(label(item, "type", where), parse_mention(item, where)))
+            records.append(Entity(label(item, "type", where), parse_mention(item, where, strict)))
         elif subtask == "re":
-            head = parse_mention(item.get("head") if isinstance(item, dict) else None, f"{where}.head")
-            tail = parse_mention(item.get("tail") if isinstance(item, dict) else None, f"{where}.tail")
+            head = parse_mention(item.get("head") if isinstance(item, dict) else None, f"{where}.head", strict)
+            tail = parse_mention(item.get("tail") if isinstance(item, dict) else None, f"{where}.tail", strict)
             records.append(Relation(label(item, "label", where), head, tail))
         else:
-            trigger = parse_mention(item.get("trigger") if isinstance(item, dict) else None, f"{where}.trigger")
+            trigger = parse_mention(item.get("trigger") if isinstance(item, dict) else None, f"{where}.trigger",
+                                    strict)
             arguments = item.get("arguments", [])
             if not isinstance(arguments, list):
                 raise AnnotationError(f"{where}.arguments must be a list")
             records.append(Event(label(item, "type", where), trigger, tuple(
-                Argument(label(a, "role", f"{where}.arguments[{j}]"), parse_mention(a, f"{where}.arguments[{j}]"))
+                Argument(label(a, "role", f"{where}.arguments[{j}]"),
+                         parse_mention(a, f"{where}.arguments[{j}]", strict))
                 for j, a in enumerate(arguments))))
     return records
 

@@ -218,10 +218,11 @@ def _rates(counts, prefix):
 
 
 def annotation_records(annotation):
-    """Every record of an annotation object (the generic layout's JSON cell): its entities, relations
-    and events, each parsed by utils.ie.parse_records (an AnnotationError if malformed)."""
+    """Every record of an annotation object (the generic layout's JSON cell, or a prediction written
+    like one): its entities, relations and events, each parsed by utils.ie.parse_records (an
+    AnnotationError if malformed). Empty boxes and spans are read, as a model may output them."""
     return [record for subtask, key in SUBTASK_KEYS.items() if key in annotation
-            for record in parse_records(annotation, subtask)]
+            for record in parse_records(annotation, subtask, strict=False)]
 
 
 def _as_sample(sample):
