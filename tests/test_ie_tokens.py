@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from preprocess import build_vocab
+from test_ie_grammar import mention_runs
 from utils.codec import LocationCodec
 from utils.ie import Argument, Entity, Event, Ground, Mention, Relation
 from utils.ie_tokens import Frame, IETargetError, mention_ids, parse, record_tokens, serialise
@@ -287,7 +288,7 @@ def test_serialise_then_parse_gives_the_records_back(vocab, codec, case, with_so
     for a, b in zip(records, parsed):
         assert same_record(a, b, frame), (a, b)
     if source is not None:
-        for run in _mention_runs(vocab, tokens):
+        for run in mention_runs(vocab, tokens):
             assert any(source[i:i + len(run)] == run for i in range(len(source)))
 
 
@@ -297,22 +298,6 @@ def _mentions(record):
     if isinstance(record, Relation):
         return [record.head, record.tail]
     return [record.trigger] + [a.mention for a in record.arguments]
-
-
-def _mention_runs(vocab, tokens):
-    """The text runs after <is>, <head>, <tail>, <trg>: the mentions."""
-    openers = {vocab.ie(n) for n in ("is", "head", "tail", "trg")}
-    runs, current = [], None
-    for t in tokens:
-        if vocab.is_text(t) and current is not None:
-            current.append(t)
-            continue
-        if current:
-            runs.append(current)
-        current = [] if t in openers else None
-    if current:
-        runs.append(current)
-    return runs
 
 
 @st.composite
