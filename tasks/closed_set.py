@@ -110,6 +110,9 @@ class ClosedSetTask(UniGroundTask):
                         prefix_allowed_tokens_fn=None):
         if not self.cfg.unconstrained:
             self.fit_generation_to_trie(args)
+        # Rank finished candidates by their whole log-likelihood, as the candidates mode does, rather
+        # than by fairseq's default per-token mean, which would favour the longer of two answers.
+        args.unnormalized = True
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     def fit_generation_to_trie(self, args):

@@ -236,6 +236,22 @@ def test_candidate_scoring_picks_the_most_likely_candidate(demo_dir, vocab_dir):
     assert [p["answer"] for p in predictions] == [task.choices[i] for i in direct.argmax(1).tolist()]
 
 
+def test_exhaustive_beam_search_agrees_with_candidate_scoring(demo_dir, vocab_dir):
+    """With as many beams as candidates the trie search is exhaustive, so it must pick the candidate
+    with the highest likelihood: constrained steps renormalised over the allowed tokens, as in
+    training, and whole-sequence scores rather than per-token means."""
+    task = vqa_task(demo_dir, vocab_dir)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    batch = dataset.collater([dataset[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = build_model(task).eval()
+    best = task.candidate_scores([model], batch).argmax(1).tolist()
+    generator = task.build_generator([model], Namespace(beam=task.trie.num_distinct, max_len_b=16))
+    predictions = task.predict(generator, [model], batch)
+    assert [p["answer"] for p in predictions] == [task.choices[i] for i in best]
+
+
 def test_eval_mode_is_checked(demo_dir, vocab_dir):
     with pytest.raises(ValueError, match="--eval-mode"):
         vqa_task(demo_dir, vocab_dir, eval_mode="greedy")

@@ -72,7 +72,10 @@ class ConstrainedEnsemble(EnsembleModel):
         lprobs, attn = super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
         rows = encoder_outs[0]["sample_index"]
         allowed = self.constraint.allowed(tokens[:, 1:], rows)
-        return lprobs.masked_fill(~allowed, float("-inf")), attn
+        # Renormalised over the allowed tokens, as the training loss sees them: a step with one
+        # allowed token costs nothing, whatever mass the raw softmax put elsewhere.
+        masked = lprobs.masked_fill(~allowed, float("-inf"))
+        return masked - masked.logsumexp(dim=-1, keepdim=True), attn
 
 
 class PolygonSyntax(Constraint):
