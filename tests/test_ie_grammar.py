@@ -14,7 +14,7 @@ from helpers import build_model, build_task
 from tasks.base import collate_media
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble, Constraint, FixedLengthRange
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation
+from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
 from utils.ie_grammar import IEGrammar, grammar_context
 from utils.ie_tokens import Frame, label_ids, parse, serialise
 from utils.vocab import Vocabulary
@@ -450,16 +450,8 @@ def check_hypotheses(hypotheses, samples, vocab, codec, beam, max_length):
             assert tokens[-1] == eos and eos not in tokens[:-1]
             records = check_target(tokens[:-1], vocab, codec, schema, text_ids, image, clip, max_length)
             kinds.update(type(r) for r in records)
-            kinds.update(m.ground.kind for r in records for m in _mentions(r) if m.ground is not None)
+            kinds.update(m.ground.kind for r in records for m in mentions_of(r) if m.ground is not None)
     return kinds
-
-
-def _mentions(record):
-    if isinstance(record, Entity):
-        return [record.mention]
-    if isinstance(record, Relation):
-        return [record.head, record.tail]
-    return [record.trigger] + [a.mention for a in record.arguments]
 
 
 def test_beam_search_from_an_untrained_model_gives_only_targets_that_parse(vocab, codec, model):

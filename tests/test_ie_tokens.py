@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from preprocess import build_vocab
 from test_ie_grammar import mention_runs
 from utils.codec import LocationCodec
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation
+from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
 from utils.ie_tokens import Frame, IETargetError, mention_ids, parse, record_tokens, serialise
 from utils.vocab import Vocabulary
 
@@ -279,7 +279,7 @@ def test_serialise_then_parse_gives_the_records_back(vocab, codec, case, with_so
     records, frame = case
     source = None
     if with_source:  # the mentions inside a sentence, so that most are copied from it
-        text = " and ".join(m.text for r in records for m in _mentions(r)) + " happened"
+        text = " and ".join(m.text for r in records for m in mentions_of(r)) + " happened"
         source = vocab.encode_text(text)
     tokens = serialise(records, vocab, codec, frame, source_ids=source)
     parsed, malformed = parse(tokens, vocab, codec, frame)
@@ -290,14 +290,6 @@ def test_serialise_then_parse_gives_the_records_back(vocab, codec, case, with_so
     if source is not None:
         for run in mention_runs(vocab, tokens):
             assert any(source[i:i + len(run)] == run for i in range(len(source)))
-
-
-def _mentions(record):
-    if isinstance(record, Entity):
-        return [record.mention]
-    if isinstance(record, Relation):
-        return [record.head, record.tail]
-    return [record.trigger] + [a.mention for a in record.arguments]
 
 
 @st.composite
@@ -321,7 +313,7 @@ def test_parse_never_raises_and_counts_what_it_drops(vocab, codec, data, frame):
     assert len(records) + malformed == starts + junk
     for record in records:
         assert isinstance(record, (Entity, Relation, Event))
-        for mention in _mentions(record):
+        for mention in mentions_of(record):
             assert mention.text and mention.text == " ".join(mention.text.split())
             if mention.ground is not None:
                 assert all(math.isfinite(v) for v in _flat(mention.ground.value))
@@ -371,7 +363,7 @@ def _flat(value):
 def _writable(records):
     """Parsed boxes may be empty (x0 == x1), which the codec refuses to write."""
     for record in records:
-        for mention in _mentions(record):
+        for mention in mentions_of(record):
             g = mention.ground
             if g is not None and g.kind == "box" and not (g.value[0] < g.value[2] and g.value[1] < g.value[3]):
                 return False
