@@ -45,8 +45,8 @@ class UnifyConfig(FairseqDataclass):
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
     max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
     video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
-    share_video_backbone: bool = field(default=True, metadata={
-        "help": "video frames go through the image encoder's backbone and projection (else a copy of their own)"})
+    separate_video_backbone: bool = field(default=False, metadata={
+        "help": "give video frames a backbone and projection of their own (by default they share the image encoder's)"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -146,7 +146,7 @@ def build_media_encoders(cfg):
         return ImageEncoder(cfg.embed_dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
                             cfg.max_image_grid, cfg.image_backbone_weights)
     image = image_encoder()
-    frames = image if cfg.share_video_backbone else image_encoder()
+    frames = image_encoder() if cfg.separate_video_backbone else image
     return nn.ModuleDict({
         "image": image,
         "video": VideoEncoder(frames, cfg.video_frame_grid),

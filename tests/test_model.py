@@ -174,3 +174,11 @@ def test_samples_ignore_their_neighbours_media_and_audio_padding(refcoco):
                 alone_input[key] = net_input[key][index:index + 1]
             alone, _ = model(**alone_input)
             torch.testing.assert_close(mixed[index:index + 1], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
+    task, _ = refcoco
+    encoders = build_model(task, separate_video_backbone=True).encoder.media_encoders
+    assert encoders["video"].frames is not encoders["image"]
+    image_params = {id(p) for p in encoders["image"].parameters()}
+    assert not image_params & {id(p) for p in encoders["video"].parameters()}
