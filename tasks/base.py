@@ -287,7 +287,11 @@ class UniGroundTask(FairseqTask):
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            models = ConstrainedEnsemble(models, self.constraint)
+            constraint = self.constraint
+            if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):
+                # outputs must end within the generator's limit too (fairseq asserts at it)
+                constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
+            models = ConstrainedEnsemble(models, constraint)
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):

@@ -17,10 +17,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from fairseq.sequence_generator import EnsembleModel
 
 from tasks.base import UniGroundConfig, UniGroundTask
-from utils.constraints import ConstrainedEnsemble
 from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
                       schema_json, to_annotation)
 from utils.ie_grammar import IEGrammar, grammar_context
@@ -60,17 +58,6 @@ class IETask(UniGroundTask):
 
     def build_constraint(self):
         return IEGrammar(self.vocab, max_length=self.cfg.max_tgt_length - 1, max_vertices=self.cfg.max_poly_vertices)
-
-    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
-                        prefix_allowed_tokens_fn=None):
-        """As the base task, with the grammar's length budget fitted to the generator's own limit
-        where that is shorter, so every output can close its records."""
-        if not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            limit = getattr(args, "max_len_b", None) if getattr(args, "max_len_a", 0) == 0 else None
-            grammar = self.constraint if not limit else self.constraint.with_max_length(
-                min(int(limit), self.cfg.max_tgt_length - 1))
-            models = ConstrainedEnsemble(models, grammar)
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     # ---- rows -> samples ------------------------------------------------------------------------
 

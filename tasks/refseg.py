@@ -17,12 +17,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from fairseq.sequence_generator import EnsembleModel
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.codec import CodecError, LocationCodec
-from utils.constraints import ConstrainedEnsemble, PolygonSyntax
+from utils.constraints import PolygonSyntax
 from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
 from utils.metrics import mask_overlap, overlap_scores
 
@@ -58,19 +57,10 @@ class RefsegTask(UniGroundTask):
         self.max_length, self.max_vertices = polygon_budget(cfg)
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, self.max_vertices)
 
-    def build_constraint(self, max_length=None):
+    def build_constraint(self):
         length, vertices = polygon_budget(self.cfg)
         return PolygonSyntax(self.vocab.first_bin, self.vocab.num_bins, self.vocab.poly, self.vocab.dictionary.eos(),
-                             len(self.vocab.dictionary), vertices, max_length=min(length, max_length or length))
-
-    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
-                        prefix_allowed_tokens_fn=None):
-        """As the base task, but polygons close within the generator's own length limit where it is
-        shorter than --max-tgt-length (evaluate.py's default --max-len-b, say), so none is cut off."""
-        if not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            fixed = getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None)
-            models = ConstrainedEnsemble(models, self.build_constraint(int(fixed) if fixed else None))
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+                             len(self.vocab.dictionary), vertices, max_length=length)
 
     def build_sample(self, row, train):
         text = " ".join(row["text"].split())

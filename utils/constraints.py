@@ -6,6 +6,7 @@ the logits in beam search (through ``ConstrainedEnsemble``, so fairseq's
 SequenceGenerator runs unchanged) and the label-smoothed loss in training.
 """
 import abc
+import copy
 
 import torch
 from fairseq.sequence_generator import EnsembleModel
@@ -21,6 +22,11 @@ class Constraint(abc.ABC):
         """The constraint bound to one batch: ``contexts`` are its samples' metas, in batch order
         (the ``rows`` of ``allowed`` index them). A constraint that is the same for every sample
         is its own binding."""
+        return self
+
+    def with_max_length(self, max_length):
+        """The constraint for a generator that stops after ``max_length`` tokens: one whose outputs
+        can always end in time. A rule whose outputs are short anyway is its own."""
         return self
 
     def training_masks(self, target):
@@ -100,6 +106,11 @@ class PolygonSyntax(Constraint):
         self.poly_only[poly] = True
         self.eos_only = torch.zeros(vocab_size, dtype=torch.bool)
         self.eos_only[eos] = True
+
+    def with_max_length(self, max_length):
+        other = copy.copy(self)
+        other.max_length = max_length if self.max_length is None else min(self.max_length, max_length)
+        return other
 
     def allowed(self, prefix, rows):
         n, step = prefix.shape
