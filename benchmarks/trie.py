@@ -215,7 +215,7 @@ def main(argv=None):
     print(f"machine: {machine(device)}; device {device}")
     print(f"trie of {args.names:,} {source}: {int(lengths.mean() * 10) / 10} tokens a name on average "
           f"(max {lengths.max()}), vocabulary {vocab_size}")
-    print(f"| make sequences | build | nodes | kept arrays | tracemalloc peak (build) | RSS kept after build |")
+    print("| make sequences | build | nodes | kept arrays | tracemalloc peak (build) | RSS kept after build |")
     print("|---|---|---|---|---|---|")
     print(f"| {tokenise_s:.1f} s | {build_s:.1f} s | {trie.num_nodes:,} | {trie.nbytes() / 2 ** 20:.0f} MiB "
           f"| {peak / 2 ** 20:.0f} MiB | {rss_growth / 2 ** 20:.0f} MiB |")

@@ -34,15 +34,34 @@ class Row:
         return BadInputError(path, line, column, message, column_name=name)
 
 
+def estimate_tokens(tsv, fields, encode, cap, sample_rows=64):
+    """Per row, about how many tokens its text ``fields`` make, for ``--max-tokens`` batching, without
+    reading the rows: their byte lengths (``TsvFile.cell_bytes``) times the tokens per byte that
+    ``encode`` gives on up to ``sample_rows`` rows spread over the file; between 1 and ``cap``."""
+    lengths = tsv.cell_bytes(fields)
+    sampled_bytes = sampled_tokens = 0
+    for i in np.unique(np.linspace(0, len(tsv) - 1, min(sample_rows, len(tsv))).astype(np.int64)).tolist():
+        try:
+            cells = tsv.fields(i)
+        except BadInputError:
+            continue  # the dataset reports it when the row's turn comes
+        sampled_bytes += int(lengths[i])
+        sampled_tokens += sum(len(encode(cells[k])) for k in fields)
+    tokens_per_byte = sampled_tokens / sampled_bytes if sampled_bytes else 1.0
+    return np.clip(np.ceil(lengths * tokens_per_byte), 1, cap).astype(np.int32)
+
+
 class TsvDataset(FairseqDataset):
     def __init__(self, tsv, column_names, build_sample, collate, tolerate_bad_rows=False,
-                 shuffle=True, seed=1, sample_size=1):
+                 shuffle=True, seed=1, sizes=None):
         """``build_sample(row) -> dict`` and ``collate(samples) -> batch`` come from the task;
-        ``sample_size`` is the token count used for ``--max-tokens`` batching."""
+        ``sizes`` holds each row's token count for ``--max-tokens`` batching (1 each if not given)."""
         self.tsv, self.column_names = tsv, column_names
         self.build_sample, self.collate = build_sample, collate
         self.tolerate_bad_rows, self.shuffle, self.seed = tolerate_bad_rows, shuffle, seed
-        self.sample_size = sample_size
+        self._sizes = np.ones(len(tsv), dtype=np.int32) if sizes is None else np.asarray(sizes)
+        if len(self._sizes) != len(tsv):
+            raise ValueError(f"{len(self._sizes)} sizes for the {len(tsv)} rows of {tsv.path}")
         self.epoch = 1
 
     def __len__(self):
@@ -70,14 +89,17 @@ class TsvDataset(FairseqDataset):
         return batch
 
     def num_tokens(self, index):
-        return self.sample_size
+        return int(self._sizes[index])
+
+    def num_tokens_vec(self, indices):
+        return self._sizes[indices]
 
     def size(self, index):
-        return self.sample_size
+        return int(self._sizes[index])
 
     @property
     def sizes(self):
-        return np.full(len(self), self.sample_size, dtype=np.int64)
+        return self._sizes
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -87,7 +109,10 @@ class TsvDataset(FairseqDataset):
         return False  # a fresh row order every epoch
 
     def ordered_indices(self):
+        """Training: shuffled, then stably sorted by size, so that ``--max-tokens`` batches hold rows of
+        similar lengths in a fresh mix each epoch (fairseq's iterator then shuffles the batches).
+        Seeded by epoch, identical on every rank, so each rank's shard is disjoint."""
         if not self.shuffle:
             return np.arange(len(self), dtype=np.int64)
-        # Seeded by epoch, identical on every rank, so each rank's shard is disjoint.
-        return np.random.RandomState(self.seed + self.epoch).permutation(len(self)).astype(np.int64)
+        order = np.random.RandomState(self.seed + self.epoch).permutation(len(self)).astype(np.int64)
+        return order[np.argsort(self._sizes[order], kind="stable")]

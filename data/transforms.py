@@ -30,19 +30,29 @@ class ImageTransform:
     def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
         self.size, self.train = size, train
         self.crop_prob, self.hflip_prob = crop_prob, hflip_prob
-        self.mean, self.std = list(mean), list(std)
+        std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+        # normalise(x) = (x / 255 - mean) / std, as one multiply and one add
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = -torch.tensor(mean, dtype=torch.float32)[:, None, None] / std
 
-    def __call__(self, image, boxes=None, polygons=None):
-        """``boxes``: (N, 4) x0, y0, x1, y1 pixels; ``polygons``: per object, per part, flat [x0, y0, x1, y1, ...]."""
-        canvas = (image.height, image.width)
-        box_tensor = None if boxes is None else _as_boxes(boxes, canvas)
-        vertices, part_lengths = _flatten_polygons(polygons, canvas)
+    def __call__(self, image, boxes=None, polygons=None, frame=None):
+        """``image``: uint8 3 x H x W pixels (or a PIL image); ``boxes``: (N, 4) x0, y0, x1, y1 and
+        ``polygons``: per object, per part, flat [x0, y0, x1, y1, ...], both in the pixels of
+        ``frame`` = (width, height), by default the image's own size (``DecodedImage`` explains
+        why they may differ)."""
+        image = F.to_image(image)
+        height, width = image.shape[-2:]
+        to_pixels = np.ones(2, np.float32) if frame is None else np.array(
+            [width / frame[0], height / frame[1]], np.float32)
+        canvas = (height, width)
+        box_tensor = None if boxes is None else _as_boxes(boxes, canvas, to_pixels)
+        vertices, part_lengths = _flatten_polygons(polygons, canvas, to_pixels)
         crop = self._crop_region(image, box_tensor, vertices)
         flipped = self.train and _happens(self.hflip_prob)
         image, box_tensor, vertices = self._move(image, box_tensor, vertices, crop, flipped)
 
         return TransformedImage(
-            pixels=self.normalise(F.to_image(image)),
+            pixels=self.normalise(image),
             boxes=None if box_tensor is None else box_tensor.as_subclass(torch.Tensor).numpy(),
             polygons=None if vertices is None else _split_polygons(vertices, part_lengths),
             size=(self.size, self.size),
@@ -51,8 +61,7 @@ class ImageTransform:
 
     def normalise(self, pixels):
         """uint8 C x H x W (or N x C x H x W) pixels -> the float model input."""
-        scaled = F.to_dtype(pixels.as_subclass(torch.Tensor), torch.float32, scale=True)
-        return F.normalize(scaled, self.mean, self.std)
+        return pixels.as_subclass(torch.Tensor).contiguous().float().mul_(self._scale).add_(self._shift)
 
     def _move(self, image, boxes, vertices, crop, flipped):
         """Crop and resize to the model frame, then maybe mirror; boxes and vertices follow the pixels."""
@@ -66,12 +75,13 @@ class ImageTransform:
 
     def _crop_region(self, image, boxes, vertices):
         """(top, left, height, width) of the crop; the whole image unless a training crop happens."""
+        height, width = image.shape[-2:]
         if not (self.train and _happens(self.crop_prob)):
-            return 0, 0, image.height, image.width
-        kept = _extent(boxes, vertices, image.width, image.height)
+            return 0, 0, height, width
+        kept = _extent(boxes, vertices, width, height)
         if kept is None:
             return v2.RandomResizedCrop.get_params(image, scale=[0.5, 1.0], ratio=[3 / 4, 4 / 3])
-        return _crop_containing(kept, image.width, image.height)
+        return _crop_containing(kept, width, height)
 
 
 def _happens(probability):
@@ -86,16 +96,16 @@ def _mirror_x(vertices, width):
     return mirrored
 
 
-def _as_boxes(boxes, canvas):
-    data = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+def _as_boxes(boxes, canvas, to_pixels):
+    data = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 2) * to_pixels).reshape(-1, 4)
     return tv_tensors.BoundingBoxes(data, format="XYXY", canvas_size=canvas)
 
 
-def _flatten_polygons(polygons, canvas):
+def _flatten_polygons(polygons, canvas, to_pixels):
     """All vertices as one (M, 2) KeyPoints, plus each object's part lengths to split them back."""
     if polygons is None:
         return None, None
-    parts = [[np.asarray(part, dtype=np.float32).reshape(-1, 2) for part in obj] for obj in polygons]
+    parts = [[np.asarray(part, dtype=np.float32).reshape(-1, 2) * to_pixels for part in obj] for obj in polygons]
     part_lengths = [[len(part) for part in obj] for obj in parts]
     flat = [part for obj in parts for part in obj]
     vertices = np.concatenate(flat) if flat else np.zeros((0, 2), np.float32)

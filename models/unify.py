@@ -5,6 +5,8 @@ encoder in ``media_encoders`` and a type embedding, so adding a modality means
 adding one entry. The decoder is incremental for fairseq's SequenceGenerator.
 Token embeddings are shared by encoder input, decoder input and output.
 """
+import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -13,8 +15,9 @@ import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
                             register_model, register_model_architecture)
-from omegaconf import II
+from omegaconf import II, OmegaConf, open_dict
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
@@ -47,6 +50,13 @@ class UnifyConfig(FairseqDataclass):
     video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
     separate_video_backbone: bool = field(default=False, metadata={
         "help": "give video frames a backbone and projection of their own (by default they share the image encoder's)"})
+    checkpoint_activations: bool = field(default=False, metadata={
+        "help": "recompute each encoder and decoder layer's activations in the backward pass rather than keep them "
+                "(less memory for about a third more compute)"})
+    bf16_autocast: bool = field(default=False, metadata={
+        "help": "run the encoder and decoder under bf16 autocast, on GPU or CPU: weights, optimizer and loss stay "
+                "fp32 (fairseq's --bf16 instead casts the whole model)"})
+    compile_layers: bool = field(default=False, metadata={"help": "torch.compile each encoder and decoder layer"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -71,6 +81,27 @@ def build_embedding(vocab, dim):
     return embed
 
 
+def build_layers(cfg, layer_class, count):
+    layers = nn.ModuleList(
+        layer_class(cfg.embed_dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
+        for _ in range(count))
+    if cfg.compile_layers:
+        for layer in layers:
+            layer.compile(dynamic=True)  # in place: parameter names stay those of the plain model
+    return layers
+
+
+def run_layer(layer, recompute, *inputs):
+    """``layer(*inputs)``, its activations recomputed in the backward pass when asked and gradients flow."""
+    if recompute and layer.training and torch.is_grad_enabled():
+        return checkpoint(layer, *inputs, use_reentrant=False)
+    return layer(*inputs)
+
+
+def bf16_autocast(enabled, device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def location_codes(count, dim):
     """``count`` evenly spaced values in [0, 1] as rows of norm ~1, like the normal init."""
     return coordinate_codes(torch.linspace(0, 1, count), dim) * math.sqrt(2.0 / dim)
@@ -87,11 +118,10 @@ class UnifyEncoder(FairseqEncoder):
         self.media_encoders = build_media_encoders(cfg)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
-            for _ in range(cfg.encoder_layers))
+        self.layers = build_layers(cfg, EncoderLayer, cfg.encoder_layers)
         self.final_norm = nn.LayerNorm(dim)
         self.max_source_positions = cfg.max_source_positions
+        self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
 
     def embed_text(self, src_tokens):
         positions = torch.arange(src_tokens.size(1), device=src_tokens.device)
@@ -114,6 +144,10 @@ class UnifyEncoder(FairseqEncoder):
     def forward(self, src_tokens, src_lengths=None, **media):
         """``media`` holds, per medium, the stacked inputs of the samples that have it (the keys
         of ``MEDIA_INPUTS``) and a B-long boolean ``<medium>_present``."""
+        with bf16_autocast(self.bf16_autocast, src_tokens.device):
+            return self.encode(src_tokens, media)
+
+    def encode(self, src_tokens, media):
         blocks, keeps = [], []
         for name in self.media_encoders:
             if media.get(name) is not None:
@@ -126,7 +160,7 @@ class UnifyEncoder(FairseqEncoder):
         keep = torch.cat(keeps, dim=1)
         attend = keep[:, None, None, :]
         for layer in self.layers:
-            x = layer(x, attend)
+            x = run_layer(layer, self.checkpoint_activations, x, attend)
         return {
             "encoder_out": self.final_norm(x),
             "attend_mask": attend,
@@ -163,13 +197,17 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(
-            DecoderLayer(dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
-            for _ in range(cfg.decoder_layers))
+        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers)
         self.final_norm = nn.LayerNorm(dim)
         self.max_target_positions = cfg.max_target_positions
+        self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, features_only=False, **kwargs):
+        with bf16_autocast(self.bf16_autocast, prev_output_tokens.device):
+            x = self.decode(prev_output_tokens, encoder_out, incremental_state, features_only)
+        return x.float(), {"attn": [None]}  # the loss and beam scores in fp32 whatever the autocast
+
+    def decode(self, prev_output_tokens, encoder_out, incremental_state, features_only):
         caches, start = None, 0
         if incremental_state is not None:
             caches = self.get_incremental_state(incremental_state, "layers") or [{} for _ in self.layers]
@@ -180,13 +218,12 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         x = self.dropout(self.embed_norm(x))
         memory, memory_mask = encoder_out["encoder_out"], encoder_out["attend_mask"]
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, memory_mask, None if caches is None else caches[i])
+            x = run_layer(layer, self.checkpoint_activations, x, memory, memory_mask,
+                          None if caches is None else caches[i])
         if caches is not None:
             self.set_incremental_state(incremental_state, "layers", caches)
         x = self.final_norm(x)
-        if not features_only:
-            x = self.output_layer(x)
-        return x, {"attn": [None]}
+        return x if features_only else self.output_layer(x)
 
     def output_layer(self, features):
         return nn.functional.linear(features, self.embed_tokens.weight)
@@ -197,6 +234,11 @@ class UnifyDecoder(FairseqIncrementalDecoder):
             return
         for cache in caches:
             for key, value in cache.items():
+                # Beam search reorders hypotheses within each sample, and all of a sample's hypotheses share
+                # its cross-attention keys and values: those move only when finished samples leave the
+                # batch (as in fairseq's own attention). Copying them every step dominated beam search.
+                if key.startswith("cross_") and value.size(0) == new_order.size(0):
+                    continue
                 cache[key] = value.index_select(0, new_order)
 
     def max_positions(self):
@@ -207,10 +249,20 @@ class UnifyDecoder(FairseqIncrementalDecoder):
 class UnifyModel(FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, cfg, task):
+        fill_missing_options(cfg)
         embed = build_embedding(task.vocab, cfg.embed_dim)
         encoder = UnifyEncoder(cfg, task.source_dictionary, embed)
         decoder = UnifyDecoder(cfg, task.target_dictionary, embed)
         return cls(encoder, decoder)
+
+
+def fill_missing_options(cfg):
+    """Options added since a checkpoint was written take their defaults, so older checkpoints load."""
+    defaults = UnifyConfig()
+    with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+        for option in dataclasses.fields(UnifyConfig):
+            if option.name not in cfg:
+                setattr(cfg, option.name, getattr(defaults, option.name))
 
 
 def set_sizes(args, **sizes):

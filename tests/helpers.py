@@ -27,18 +27,22 @@ def build_task(name, data, vocab_dir, **task_options):
     return TASK_REGISTRY[name].setup_task(cfg)
 
 
-def build_model(task, **overrides):
+def model_config(task, **overrides):
+    """The tiny model's config as fairseq builds it, with ``overrides``."""
     options = tiny_model_args(**overrides)
     args = Namespace(**options)
     ARCH_CONFIG_REGISTRY[options["arch"]](args)
-    model_cls = ARCH_MODEL_REGISTRY[options["arch"]]
-    cfg = OmegaConf.structured(model_cls.__dataclass)
+    cfg = OmegaConf.structured(ARCH_MODEL_REGISTRY[options["arch"]].__dataclass)
     for key, value in vars(args).items():
         if key in cfg:
             cfg[key] = value
     cfg.patch_image_size = task.cfg.patch_image_size
     cfg.num_mel_bins = task.cfg.num_mel_bins
-    return model_cls.build_model(cfg, task)
+    return cfg
+
+
+def build_model(task, **overrides):
+    return ARCH_MODEL_REGISTRY[tiny_model_args()["arch"]].build_model(model_config(task, **overrides), task)
 
 
 def build_criterion(task, label_smoothing=0.1):

@@ -1,8 +1,9 @@
 """The fairseq dataset over TSV rows: epochs, shards, workers, collation."""
+import numpy as np
 import pytest
 import torch
 
-from helpers import build_task
+from helpers import build_task, read_lines, set_cell, write_tsv
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,36 @@ def test_collated_batch_shapes(caption_task):
         assert torch.equal(prev[1:length], target[: length - 1])
     assert batch["ntokens"] == int(batch["target"].ne(pad).sum())
     assert batch["bad_rows"] == []
+
+
+def test_max_tokens_batches_hold_similar_lengths_and_every_row_once(tmp_path, demo_dir, vocab_dir):
+    rows = read_lines(f"{demo_dir}/caption_train.tsv")
+    words = np.random.default_rng(0).integers(1, 30, size=240).tolist()
+    captions = [" ".join(["a small red triangle"] * w) for w in words]
+    train = write_tsv(tmp_path / "train.tsv", [set_cell(rows[i % len(rows)], 3, c) for i, c in enumerate(captions)])
+    task = build_task("caption", f"{train},{demo_dir}/caption_valid.tsv", vocab_dir,
+                      max_src_length=160, max_tgt_length=160)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    # The estimate read from byte lengths follows the real token counts.
+    tokens = np.array([len(task.vocab.encode_text(c)) for c in captions])
+    assert np.corrcoef(dataset.sizes, tokens)[0, 1] > 0.99
+    assert 0.8 < dataset.sizes.sum() / tokens.sum() < 1.25
+    orders = []
+    for epoch in (1, 2):
+        shards = []
+        for shard in (0, 1):
+            iterator = task.get_batch_iterator(dataset=dataset, max_tokens=400, seed=1, num_shards=2, shard_id=shard,
+                                               epoch=epoch, disable_iterator_cache=True).next_epoch_itr(shuffle=True)
+            batches = [batch["id"].numpy() for batch in iterator if batch]
+            shards.append(np.concatenate(batches))
+            for ids in batches:
+                low, high = dataset.sizes[ids].min(), dataset.sizes[ids].max()
+                assert len(ids) * high <= 400
+                # neighbours in length: no other row has a size strictly between the batch's extremes
+                between = (low < dataset.sizes) & (dataset.sizes < high)
+                between[ids] = False
+                assert not between.any()
+        assert sorted(np.concatenate(shards).tolist()) == list(range(len(captions)))
+        orders.append(np.concatenate(shards).tolist())
+    assert orders[0] != orders[1]

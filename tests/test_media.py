@@ -4,7 +4,9 @@ import os
 import struct
 import zlib
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from data.errors import BadInputError
@@ -47,7 +49,9 @@ def test_base64_round_trip_decodes_the_real_image():
     data = coco_bytes()
     assert read_media_bytes(base64.b64encode(data).decode(), None, WHERE) == data
     image = decode_image(data, WHERE)
-    assert (image.mode, image.size) == ("RGB", Image.open(io.BytesIO(data)).size)
+    width, height = Image.open(io.BytesIO(data)).size
+    assert image.size == (width, height) and image.pixels.shape == (3, height, width)
+    assert torch.equal(image.pixels.permute(1, 2, 0), torch.from_numpy(np.array(Image.open(io.BytesIO(data)))))
 
 
 def test_path_is_read_from_the_media_dir():
@@ -135,7 +139,7 @@ def test_small_image_without_pixels_fails_at_decoding():
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
 def test_other_modes_are_converted_to_rgb(mode):
     image = decode_image(png_bytes(Image.new(mode, (8, 6))), WHERE)
-    assert (image.mode, image.size) == ("RGB", (8, 6))
+    assert image.size == (8, 6) and image.pixels.shape == (3, 6, 8) and image.pixels.dtype == torch.uint8
 
 
 def test_path_and_base64_cells_of_a_tsv_give_the_same_image(tmp_path):
@@ -146,4 +150,4 @@ def test_path_and_base64_cells_of_a_tsv_give_the_same_image(tmp_path):
     for i in range(len(tsv)):
         where = (tsv.path, tsv.line_number(i), tsv.column_number(0), "image")
         images.append(decode_image(read_media_bytes(tsv.fields(i)[0], COCO_IMAGES, where), where))
-    assert images[0].tobytes() == images[1].tobytes()
+    assert torch.equal(images[0].pixels, images[1].pixels)

@@ -1,10 +1,14 @@
 """The unified model: mixed batches, incremental decoding, constrained generation."""
 from argparse import Namespace
 
+import numpy as np
 import pytest
 import torch
 
-from helpers import build_model, build_task
+from omegaconf import OmegaConf
+
+from helpers import build_model, build_task, model_config
+from models.unify import UnifyModel
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,31 @@ def test_unconstrained_generation_is_free(refcoco):
         task.cfg.unconstrained = False
     outputs = [h[0]["tokens"].tolist() for h in task.inference_step(generator, [model], batch)]
     assert any(not all(task.vocab.to_bin(t) is not None for t in out[:4]) or len(out) != 5 for out in outputs)
+
+
+def test_beam_search_over_a_batch_matches_each_sample_alone(demo_dir, vocab_dir):
+    """Cross-attention caches move only when finished samples leave the batch; the results must be
+    those of each sample decoded alone, with samples finishing at different steps."""
+    task = build_task("caption", f"{demo_dir}/caption_valid.tsv", vocab_dir)
+    task.load_dataset("valid")
+    batch = batch_of(task, list(range(6)))
+    # An untrained model seldom ends: raise the EOS logit until the samples end at different steps.
+    for scale in np.linspace(1.0, 3.0, 9):
+        torch.manual_seed(0)
+        model = build_model(task).eval()
+        with torch.no_grad():
+            model.decoder.embed_tokens.weight[task.vocab.dictionary.eos()] = scale * model.decoder.final_norm(
+                torch.randn(8, model.decoder.embed_tokens.embedding_dim)).mean(0)
+        generator = task.build_generator([model], Namespace(beam=4, max_len_b=12))
+        together = task.inference_step(generator, [model], batch)
+        if len({len(hyps[0]["tokens"]) for hyps in together}) > 1:
+            break
+    else:
+        pytest.fail("no EOS scale gave outputs of different lengths")
+    for i, hyps in enumerate(together):
+        alone = task.inference_step(generator, [model], batch_of(task, [i]))[0]
+        assert [h["tokens"].tolist() for h in hyps] == [h["tokens"].tolist() for h in alone]
+        torch.testing.assert_close(torch.stack([h["score"] for h in hyps]), torch.stack([h["score"] for h in alone]))
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -182,3 +211,13 @@ def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
     assert encoders["video"].frames is not encoders["image"]
     image_params = {id(p) for p in encoders["image"].parameters()}
     assert not image_params & {id(p) for p in encoders["video"].parameters()}
+
+
+
+def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
+    task, model = refcoco
+    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone")
+    old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
+    rebuilt = UnifyModel.build_model(old, task)
+    assert [old[k] for k in newer] == [False, False, False]
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()

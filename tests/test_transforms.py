@@ -1,3 +1,4 @@
+import base64
 import json
 import os
 import random
@@ -8,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from data.transforms import ImageTransform
+from helpers import build_task, write_tsv
 
 COCO = "/work/shared/data/coco-mini"
 GRAY, RED = (128, 128, 128), (255, 0, 0)
@@ -158,3 +160,52 @@ def test_real_coco_polygons_stay_inside_their_boxes(coco_objects):
             assert (vertices.min(0) >= [x0 - 1e-3, y0 - 1e-3]).all()
             assert (vertices.max(0) <= [x1 + 1e-3, y1 + 1e-3]).all()
             assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+
+
+def coco_instance(file_name, category):
+    """The photo's bytes, size and largest instance of ``category``: (box x0, y0, x1, y1, COCO polygons)."""
+    with open(f"{COCO}/instances.json") as f:
+        instances = json.load(f)
+    image = next(i for i in instances["images"] if i["file_name"] == file_name)
+    category_id = next(c["id"] for c in instances["categories"] if c["name"] == category)
+    found = max((a for a in instances["annotations"] if a["image_id"] == image["id"]
+                 and a["category_id"] == category_id and not a["iscrowd"]), key=lambda a: a["area"])
+    with open(f"{COCO}/images/{file_name}", "rb") as f:
+        data = f.read()
+    x, y, w, h = found["bbox"]
+    return data, (image["width"], image["height"]), (x, y, x + w, y + h), found["segmentation"]
+
+
+@pytest.mark.parametrize("patch", [96, 160])
+def test_draft_decoding_keeps_targets_and_predictions_in_original_pixels(tmp_path, vocab_dir, patch):
+    data, (width, height), box, polygons = coco_instance("000000129648.jpg", "skateboard")  # 640x427
+    cell = base64.b64encode(data).decode()
+    rows = {
+        "refcoco": ["ref-0", "129648", "the skateboard", ",".join(f"{v:.2f}" for v in box), cell],
+        "refseg": ["seg-0", cell, "", "", "the skateboard", json.dumps({"regions": [{"polygons": polygons}]})],
+    }
+    bin_width = np.array([width, height]) / 999
+    for name, row in rows.items():
+        path = write_tsv(tmp_path / f"{name}.tsv", ["\t".join(row)])
+        drafted = build_task(name, path, vocab_dir, patch_image_size=patch)
+        # Where a training crop may zoom in, images are decoded whole; validation rows are never cropped.
+        whole = build_task(name, path, vocab_dir, patch_image_size=patch, crop_prob=0.5)
+        samples = []
+        for task in (drafted, whole):
+            task.load_dataset("valid")
+            samples.append(task.dataset("valid")[0])
+        dataset = drafted.dataset("valid")
+        reduced = drafted.read_image(dataset.row(0), "image")
+        assert reduced.size == (width, height)
+        assert patch <= min(reduced.pixels.shape[1:]) and reduced.pixels.shape[2] <= width // 2
+        targets = [s["target"].tolist()[:-1] for s in samples]
+        bins = [np.array([drafted.vocab.to_bin(t) or 0 for t in target]) for target in targets]
+        assert len(targets[0]) == len(targets[1]) and np.abs(bins[0] - bins[1]).max() <= 1
+        predictions = [drafted.decode_prediction(t, s["meta"]) for t, s in zip(targets, samples)]
+        if name == "refcoco":
+            points = [np.reshape(p["box"], (-1, 2)) for p in predictions]
+        else:
+            points = [np.concatenate([np.reshape(q, (-1, 2)) for q in p["polygons"]]) for p in predictions]
+            assert predictions[0]["iou"] > 0.8 and abs(predictions[0]["iou"] - predictions[1]["iou"]) < 0.02
+        assert (np.abs(points[0] - points[1]) <= bin_width + 1e-6).all()
+        assert (samples[0]["image"] - samples[1]["image"]).abs().mean() < 0.03

@@ -1,0 +1,162 @@
+"""What every benchmark prints and times the same way: the machine line, best-of timing, a table."""
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device="cpu"):
+    """The machine, the software and the load it ran under, for the head of a table."""
+    text = (f"machine: {cpu_model()}, {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.2f}; "
+            f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+    if str(device).startswith("cuda"):
+        text += f"; GPU: {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+    return text
+
+
+def best_time(call, repeats, clock=time.perf_counter, sync=None):
+    """The fastest of ``repeats`` timed calls after one warm-up call; ``sync`` waits for queued device work."""
+    call()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = clock()
+        call()
+        if sync:
+            sync()
+        times.append(clock() - start)
+    return min(times)
+
+
+def _cell(value):
+    if not isinstance(value, float):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def print_table(header, rows):
+    """Rows of cells under ``header``, each column as wide as its widest cell; numbers right-aligned."""
+    cells = [[str(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
+    for i, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def coco_world(out):
+    """COCO-mini as UniGround data in ``out``: caption.tsv (each photo with its first caption) and
+    refcoco.tsv (each photo's largest object, "the <category>", its box), both in the OFA layouts with
+    base64 photos, and a vocabulary built from them. Returns the folder."""
+    import base64
+    import json
+
+    from data.tsv import format_row
+    from preprocess import build_vocab
+
+    coco = os.path.join(SHARED_DATA, "coco-mini")
+    with open(os.path.join(coco, "captions.json")) as f:
+        captions = json.load(f)
+    with open(os.path.join(coco, "instances.json")) as f:
+        instances = json.load(f)
+    categories = {c["id"]: c["name"] for c in instances["categories"]}
+    caption_rows, refcoco_rows = [], []
+    for image in sorted(captions["images"], key=lambda i: i["id"]):
+        with open(os.path.join(coco, "images", image["file_name"]), "rb") as f:
+            photo = base64.b64encode(f.read()).decode("ascii")
+        caption = next(a["caption"] for a in captions["annotations"] if a["image_id"] == image["id"])
+        caption_rows.append(format_row([image["id"], image["id"], " ".join(caption.split()), "", photo]))
+        objects = [a for a in instances["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        if objects:
+            largest = max(objects, key=lambda a: a["area"])
+            x, y, w, h = largest["bbox"]
+            refcoco_rows.append(format_row([largest["id"], image["id"], f"the {categories[largest['category_id']]}",
+                                            f"{x:.2f},{y:.2f},{x + w:.2f},{y + h:.2f}", photo]))
+    os.makedirs(out, exist_ok=True)
+    for name, rows in (("caption.tsv", caption_rows), ("refcoco.tsv", refcoco_rows)):
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            f.writelines(rows)
+    build_vocab.main(["--input", f"{out}/caption.tsv:2", "--input", f"{out}/refcoco.tsv:2",
+                      "--out-dir", f"{out}/vocab", "--vocab-size", "400"])
+    return out
+
+
+@contextlib.contextmanager
+def coco_world_at(folder=None):
+    """The folder of ``coco_world``: ``folder`` (built there unless it already is), or a temporary
+    folder removed afterwards."""
+    if folder:
+        if not os.path.exists(os.path.join(folder, "vocab", "dict.txt")):
+            coco_world(folder)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="uniground-bench-") as scratch:
+        yield coco_world(scratch)
+
+
+def build_task(name, data, vocab_dir, **options):
+    """A registered task from its dataclass config, as fairseq-train sets it up."""
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
+    from omegaconf import OmegaConf
+
+    import tasks  # noqa: F401  (registers the tasks)
+
+    cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
+    for key, value in dict(data=data, vocab_dir=vocab_dir, seed=1, **options).items():
+        cfg[key] = value
+    return TASK_REGISTRY[name].setup_task(cfg)
+
+
+def build_model(task, arch, **options):
+    """A model of a registered architecture at its own sizes, ``options`` (UnifyConfig fields) on top."""
+    from argparse import Namespace
+
+    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
+    from omegaconf import OmegaConf
+
+    import models  # noqa: F401  (registers the architectures)
+
+    args = Namespace(**options)
+    ARCH_CONFIG_REGISTRY[arch](args)
+    model_class = ARCH_MODEL_REGISTRY[arch]
+    cfg = OmegaConf.structured(model_class.__dataclass)
+    for key, value in vars(args).items():
+        if key in cfg:
+            cfg[key] = value
+    cfg.patch_image_size, cfg.num_mel_bins = task.cfg.patch_image_size, task.cfg.num_mel_bins
+    return model_class.build_model(cfg, task)
+
+
+def build_criterion(task, label_smoothing=0.1):
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+    from omegaconf import OmegaConf
+
+    import criterions  # noqa: F401  (registers the criterion)
+
+    name = "constrained_label_smoothed_cross_entropy"
+    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
+    cfg.label_smoothing, cfg.sentence_avg = label_smoothing, False
+    return CRITERION_REGISTRY[name].build_criterion(cfg, task)

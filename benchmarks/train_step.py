@@ -1,0 +1,186 @@
+"""Training speed: samples per second and model FLOP utilisation (MFU) of unify_tiny and unify_base.
+
+    .venv/bin/python benchmarks/train_step.py                       # CPU: fp32 and bf16 autocast
+    .venv/bin/python benchmarks/train_step.py --device cuda         # GPU: bf16, unify_base batch filling the card
+    .venv/bin/python benchmarks/train_step.py --compile             # also with --compile-layers
+
+A step is what fairseq's trainer does for one batch: the caption task's criterion (forward), backward
+and an AdamW update, on a batch of COCO-mini photos at 384 px with their captions, collated by the
+task. Step time is the best of ``--steps`` after two warm-up steps.
+
+FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward and
+backward (matrix multiplies, convolutions and attention, causal attention counted in full;
+element-wise work and the optimizer are not counted, as usual for MFU). The peak is measured in
+the same run: the best rate of a large square matrix multiply in the step's precision on the same
+device, right after the row's steps so that both see the same load ("load": the one-minute load
+average then; above the core count, other processes shared the cores). MFU = FLOPs per step /
+step time / that peak. bf16 rows run the model under bf16 autocast (``--bf16-autocast``), with
+fp32 weights. "first step s" covers building the model and its first step (compiling, if asked).
+"""
+import argparse
+import itertools
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from common import best_time, build_criterion, build_model, build_task, coco_world_at, machine_line, print_table
+
+PATCH = 384
+# FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda query, key, value, *args, **kwargs: sdpa_flop_count(query, key, value),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, query, key, value, *args, **kwargs: sdpa_backward_flop_count(grad, query, key, value),
+}
+
+
+def sync(device):
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+
+def matmul_peak(device, dtype, repeats=5):
+    """FLOP/s of the best of ``repeats`` square matrix multiplies, as large as the device makes sensible."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    seconds = best_time(lambda: a @ b, repeats, sync=sync(device))
+    return 2 * n ** 3 / seconds
+
+
+def batch_of(task, size, device):
+    dataset = task.dataset("train")
+    rows = itertools.islice(itertools.cycle(range(len(dataset))), size)
+    batch = dataset.collater([dataset[i] for i in rows])
+    return move(batch, device)
+
+
+def move(value, device):
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: move(v, device) for k, v in value.items()}
+    return value
+
+
+class Step:
+    """One training step of a fresh model of ``arch`` on ``batch``."""
+
+    def __init__(self, task, arch, batch, device, **options):
+        torch.manual_seed(0)
+        self.model = build_model(task, arch, **options).to(device).train()
+        self.criterion = build_criterion(task)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.batch = batch
+
+    def forward_backward(self):
+        loss, sample_size, _ = self.criterion(self.model, self.batch)
+        (loss / sample_size).backward()
+
+    def __call__(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward_backward()
+        self.optimizer.step()
+
+    def flops(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+            self.forward_backward()
+        return counter.get_total_flops()
+
+
+def largest_batch(task, arch, device, options, start=8, limit=4096):
+    """The largest power-of-two batch whose step fits in the device memory."""
+    fits, size = None, start
+    while size <= limit:
+        try:
+            step = Step(task, arch, batch_of(task, size, device), device, **options)
+            step()
+            step()
+            fits = size
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            step = None
+            torch.cuda.empty_cache()
+        size *= 2
+    if fits is None:
+        raise RuntimeError(f"{arch}: not even a batch of {start} fits on {device}")
+    return fits
+
+
+def measure(task, arch, batch_size, device, precision, steps, options):
+    options = dict(options, bf16_autocast=precision == "bf16")
+    batch = batch_of(task, batch_size, device)
+    build_start = time.perf_counter()
+    step = Step(task, arch, batch, device, **options)
+    step()  # the first step compiles when asked
+    first = time.perf_counter() - build_start
+    seconds = best_time(step, steps, sync=sync(device))
+    # The peak right after the steps, so that both see the same load on a shared machine.
+    peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+    load = os.getloadavg()[0]
+    flops = step.flops()
+    parameters = sum(p.numel() for p in step.model.parameters())
+    name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
+        " +checkpoint-activations" if options.get("checkpoint_activations") else "")
+    return [name, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds, flops / 1e9,
+            flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--archs", default="unify_tiny,unify_base")
+    parser.add_argument("--precisions", default=None, help="fp32,bf16 (default: both on CPU, bf16 on GPU)")
+    parser.add_argument("--batch", default=None,
+                        help="samples a step, per arch as tiny=N,base=N, or 'auto' (GPU: the largest power of two "
+                             "that fits); default: 8 and 2 on CPU, 64 and auto on GPU")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
+    parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
+    parser.add_argument("--world", default=None, help="folder for the COCO-mini TSVs (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: figures per core, steady on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with coco_world_at(args.world) as world:
+        run(args, world)
+
+
+def run(args, world):
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    precisions = (args.precisions or ("bf16" if cuda else "fp32,bf16")).split(",")
+    batches = dict(item.split("=") for item in (args.batch or ("tiny=64,base=auto" if cuda else "tiny=8,base=2"))
+                   .split(","))
+    data = os.path.join(world, "caption.tsv")
+    task = build_task("caption", f"{data},{data}", os.path.join(world, "vocab"), patch_image_size=PATCH)
+    task.load_dataset("train")
+
+    print(machine_line(device))
+    variants = [{}]
+    variants += [{"compile_layers": True}] if args.compile else []
+    variants += [{"checkpoint_activations": True}] if args.checkpoint_activations else []
+    table = []
+    for arch in args.archs.split(","):
+        for precision in precisions:
+            for options in variants:
+                options = dict(options, dropout=0.1)
+                size = batches[arch.replace("unify_", "")]
+                size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
+                    if size == "auto" else int(size)
+                table.append(measure(task, arch, size, device, precision, args.steps, options))
+                print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
+    print(f"caption task, {PATCH} px COCO-mini photos, vocabulary of {len(task.vocab.dictionary)} tokens; "
+          f"step = criterion forward + backward + AdamW")
+    print_table(HEADER, table)
+
+
+HEADER = ["model", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",
+          "matmul peak TFLOP/s", "MFU %", "first step s", "load"]
+
+
+if __name__ == "__main__":
+    main()
