@@ -21,4 +21,5 @@ for _package in ("criterions", "models", "tasks"):
         sys.modules[f"{__name__}.{_package}.{_info.name}"] = importlib.import_module(f"{_package}.{_info.name}")
 
 importlib.import_module("utils.checkpoint").allow_checkpoint_types()
+importlib.import_module("utils.checkpoint").install_atomic_checkpoint_writes()
 importlib.import_module("utils.fairseq_fixes").apply()

@@ -6,6 +6,7 @@ over them alone, so the model is trained on the same choice that
 constrained beam search will ask of it.
 """
 import torch
+from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossEntropyCriterion,
                                                              LabelSmoothedCrossEntropyCriterionConfig)
@@ -36,3 +37,13 @@ class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
         if reduce:
             return loss.sum(), nll.sum()
         return loss, nll
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs):
+        """fairseq's, except for an update whose every batch was skipped (all rows bad, or a NaN or Inf loss):
+        it has no tokens to average over, so its loss enters the averages with weight 0."""
+        if sum(log.get("sample_size", 0) for log in logging_outputs) == 0:
+            metrics.log_scalar("loss", 0.0, 0, round=3)
+            metrics.log_scalar("nll_loss", 0.0, 0, round=3)
+            return
+        super().reduce_metrics(logging_outputs)

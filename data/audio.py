@@ -71,6 +71,8 @@ def _decode(data, where, max_input_seconds, max_sample_rate):
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
             raise bad_input(where, f"no audio stream in the file (streams: {kinds})")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
+            raise bad_input(where, "audio stream in a codec FFmpeg has no decoder for")
         _check_rate(stream.codec_context.sample_rate, max_sample_rate, where)
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_input_seconds:

@@ -1,4 +1,8 @@
 """The one error type for bad input: it always says where the bad value is."""
+import re
+
+_MESSAGE = re.compile(r"(?P<file>.*?):(?P<line>\d+): column (?P<column>\d+)(?: \((?P<column_name>[^)]*)\))?: "
+                      r"(?P<reason>.*)", re.S)
 
 
 class BadInputError(ValueError):
@@ -16,3 +20,13 @@ class BadInputError(ValueError):
 
     def __reduce__(self):  # survives pickling across DataLoader workers
         return (type(self), (self.path, self.line, self.column, self.reason, self.column_name))
+
+
+def location_of(message):
+    """{file, line, column, column_name, reason} of a ``BadInputError``'s message, the form in which bad
+    rows travel in batches; {"reason": message} for other text."""
+    match = _MESSAGE.fullmatch(message)
+    if match is None:
+        return {"reason": message}
+    fields = match.groupdict()
+    return dict(fields, line=int(fields["line"]), column=int(fields["column"]))

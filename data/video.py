@@ -147,7 +147,10 @@ def _video_stream(container, where):
     if not container.streams.video:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         raise bad_input(where, f"no video stream in the file (streams: {kinds})")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
+        raise bad_input(where, "video stream in a codec FFmpeg has no decoder for")
+    return stream
 
 
 def _extent(container, stream, where, max_packets):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from preprocess.ie_convert_common import (FIELD, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
+from preprocess.ie_convert_common import (Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           load_schema, new_parser, read_text, run, unique_ids)
 from utils.ie import Entity, Mention, Schema  # noqa: E402
 

@@ -8,6 +8,7 @@ generation and validation scoring for best-checkpoint selection.
 """
 import json
 import logging
+import os
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,8 +24,10 @@ from omegaconf import II, OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
 from data.audio import SAMPLE_RATE, decode_audio, log_mel
-from data.dataset import TsvDataset
+from data.dataset import TsvDataset, estimate_tokens
+from data.errors import location_of
 from data.media import decode_image, read_media_bytes
+from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
@@ -33,6 +36,7 @@ from utils.constraints import ConstrainedEnsemble
 from utils.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
+MEDIA_COLUMNS = ("image", "video", "audio")
 
 
 @dataclass
@@ -62,7 +66,13 @@ class UniGroundConfig(FairseqDataclass):
     crop_prob: float = field(default=0.0, metadata={"help": "training: probability of a random crop keeping targets"})
     hflip_prob: float = field(default=0.0, metadata={"help": "training: probability of a horizontal flip"})
     skip_bad_rows: int = field(default=0, metadata={
-        "help": "tolerate up to N bad rows (each logged with file and line, counted per epoch); 0 = stop at the first"})
+        "help": "tolerate up to N bad rows (each logged with file and line, and listed in --bad-rows-file); "
+                "0 = stop at the first"})
+    bad_rows_file: Optional[str] = field(default=None, metadata={
+        "help": "JSONL file to which training appends each distinct bad row as it is met (file, line, column, "
+                "reason); train.py makes it <save-dir>/bad_rows.jsonl"})
+    max_nonfinite_steps: int = field(default=3, metadata={
+        "help": "skip a batch whose loss is NaN or Inf, but stop when more than N such batches come in a row"})
     eval_metrics: bool = field(default=False, metadata={
         "help": "score validation by generation with the task metric (for --best-checkpoint-metric)"})
     eval_args: str = field(default='{"beam": 5, "max_len_b": 32}', metadata={
@@ -90,6 +100,9 @@ class UniGroundTask(FairseqTask):
         }
         self.constraint = self.build_constraint()
         self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
+        self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
+        self.nonfinite_in_a_row = 0
+        self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
 
     @classmethod
@@ -125,6 +138,16 @@ class UniGroundTask(FairseqTask):
         evaluation, otherwise the quick ones used to select checkpoints."""
         raise NotImplementedError
 
+    def sample_scores(self, predictions, full=False):
+        """Each prediction's own metrics, in order (for the evaluation report): by default ``score`` of
+        the prediction alone, exact where the metric is a mean over samples (accuracy, IoU, R@1, VQA
+        score) or a per-sample F1; a task whose metric uses corpus statistics overrides this."""
+        return [self.score([p]) for p in predictions]
+
+    def report_view(self, prediction, row):
+        """How the evaluation report shows a prediction of ``row``: a ``utils.report.SampleView``."""
+        raise NotImplementedError
+
     # ---- helpers for task files ---------------------------------------------------------------
 
     def encode_source(self, text):
@@ -142,7 +165,7 @@ class UniGroundTask(FairseqTask):
         in seconds of the part the model sees. ``keep`` = (start, end) seconds asks a training
         crop of long audio to contain that span. A UnIVAL/OFA layout requires its medium; a task
         on the generic layout (``optional_media``) takes whichever cells the row fills."""
-        wanted = [name for name in ("image", "video", "audio")
+        wanted = [name for name in MEDIA_COLUMNS
                   if name in self.columns and (row[name] or not self.optional_media)]
         entries = {}
         if "image" in wanted:
@@ -152,6 +175,23 @@ class UniGroundTask(FairseqTask):
         if "audio" in wanted:
             entries.update(self.audio_entries(self.read_bytes(row, "audio"), row.where("audio"), train, keep))
         return entries
+
+    def report_media(self, row, frame_size):
+        """The row's media as the evaluation report draws them: the original image (predictions are in
+        its pixels), the video's frames sampled as at evaluation at ``frame_size`` pixels with the
+        clip's seconds, and the whole audio clip's samples with their rate."""
+        media = {}
+        if "image" in self.columns and row["image"]:
+            media["image"] = self.read_image(row, "image", draft=False).pil()
+        if "video" in self.columns and row["video"]:
+            clip = decode_video(self.read_bytes(row, "video"), row.where("video"), self.cfg.num_frames, frame_size,
+                                max_seconds=self.cfg.max_video_seconds, max_pixels=self.cfg.max_image_pixels)
+            media["video"] = (clip.frames, clip.duration)
+        if "audio" in self.columns and row["audio"]:
+            seconds = self.cfg.max_input_audio_seconds
+            clip = decode_audio(self.read_bytes(row, "audio"), row.where("audio"), seconds, max_input_seconds=seconds)
+            media["audio"] = (clip.samples.numpy(), SAMPLE_RATE)
+        return media
 
     def video_entries(self, data, where, train):
         sampling = self.cfg.frame_sampling if train else "uniform"
@@ -187,13 +227,15 @@ class UniGroundTask(FairseqTask):
         """The file bytes of a media cell (base64 or a path under --media-dir)."""
         return read_media_bytes(row[column], self.cfg.media_dir, row.where(column))
 
-    def read_image(self, row, column):
-        """The decoded image of a media cell."""
-        return decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels)
+    def read_image(self, row, column, draft=True):
+        """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
+        scale that still covers the model input, unless a training crop could zoom into it."""
+        draft_size = self.cfg.patch_image_size if draft and self.cfg.crop_prob == 0 else None
+        return decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size)
 
     def transform_image(self, image, train, boxes=None, polygons=None):
-        """The image in the model frame, its boxes and polygons moved with it."""
-        return self.image_transforms[train](image, boxes=boxes, polygons=polygons)
+        """The ``DecodedImage`` in the model frame, its boxes and polygons (in the file's pixels) moved with it."""
+        return self.image_transforms[train](image.pixels, boxes=boxes, polygons=polygons, frame=image.size)
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -212,10 +254,12 @@ class UniGroundTask(FairseqTask):
         cols = self.cfg.selected_cols or self.default_cols
         tsv = TsvFile(self.split_path(split, epoch), selected_cols=[int(c) for c in cols.split(",")])
         train = split == "train"
+        text = [k for k, name in enumerate(self.columns) if name not in MEDIA_COLUMNS and not name.endswith("id")]
+        cap = self.cfg.max_src_length + self.cfg.max_tgt_length
+        sizes = estimate_tokens(tsv, text, self.vocab.encode_text, cap)
         self.datasets[split] = TsvDataset(
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
-            tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed,
-            sample_size=self.cfg.max_src_length)
+            tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
 
     def collate(self, samples):
@@ -243,17 +287,39 @@ class UniGroundTask(FairseqTask):
 
     # ---- bad rows -----------------------------------------------------------------------------
 
-    def count_bad_rows(self, sample):
+    def count_bad_rows(self, sample, listed=False):
         """Log a batch's bad rows and hold them to the budget, which counts distinct rows: the
-        same bad row met again in a later epoch does not use it up twice."""
+        same bad row met again in a later epoch does not use it up twice. With ``listed`` (in
+        training), each distinct row is also appended to --bad-rows-file, before any error, so that no
+        skipped row goes unlisted."""
         bad = sample.get("bad_rows", [])
         for message in bad:
             logger.warning("skipped bad row: %s", message)
+        new = [message for message in dict.fromkeys(bad) if message not in self.bad_rows_seen]
+        if listed and new and self.cfg.bad_rows_file:
+            self.list_bad_rows(new)
         self.bad_rows_seen.update(bad)
         if len(self.bad_rows_seen) > self.cfg.skip_bad_rows:
             raise RuntimeError(f"{len(self.bad_rows_seen)} bad rows, more than --skip-bad-rows "
                                f"{self.cfg.skip_bad_rows}; the last: {bad[-1]}")
         return len(bad)
+
+    def list_bad_rows(self, messages):
+        """Append to --bad-rows-file the rows it does not list yet (a resumed run meets rows again), one
+        JSON object each: file, line, column, column_name, reason, message. Written at once: a kill
+        loses none."""
+        report = self.cfg.bad_rows_file
+        if self.bad_rows_listed is None:
+            self.bad_rows_listed = set()
+            if os.path.exists(report):
+                with open(report, encoding="utf-8") as f:
+                    self.bad_rows_listed = {json.loads(line)["message"] for line in f if line.endswith("\n")}
+        os.makedirs(os.path.dirname(report) or ".", exist_ok=True)
+        with open(report, "a", encoding="utf-8") as f:
+            for message in messages:
+                if message not in self.bad_rows_listed:
+                    f.write(json.dumps({**location_of(message), "message": message}, ensure_ascii=False) + "\n")
+                    self.bad_rows_listed.add(message)
 
     def empty_step(self, model, bad):
         """A step whose rows were all bad: zero loss that still touches every parameter."""
@@ -261,14 +327,62 @@ class UniGroundTask(FairseqTask):
         return loss, 0, {"bad_rows": bad, "ntokens": 0, "nsentences": 0, "sample_size": 0}
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        bad = self.count_bad_rows(sample)
+        """fairseq's forward and backward, except for a batch that can teach nothing: one whose rows
+        were all bad, or whose loss is NaN or Inf. That one backpropagates ``empty_step``'s zero, so
+        every parameter still gets a gradient (ranks all-reduce the same set), and an update none of
+        whose batches taught anything makes no optimizer step (``optimizer_step``)."""
+        self.update_learns = {update_num: self.update_learns.get(update_num, False)}
+        bad = self.count_bad_rows(sample, listed=True)
         if "net_input" not in sample:
             loss, size, log = self.empty_step(model, bad)
             optimizer.backward(loss)
             return loss, size, log
-        loss, size, log = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+        def finite_criterion(model, sample):
+            loss, size, log = criterion(model, sample)
+            if torch.isfinite(loss):
+                self.nonfinite_in_a_row = 0
+                self.update_learns[update_num] = True
+                return loss, size, log
+            self.skip_nonfinite(loss, sample, update_num)
+            loss, size, log = self.empty_step(model, bad)
+            return loss, size, dict(log, nonfinite=1)
+
+        loss, size, log = super().train_step(sample, model, finite_criterion, optimizer, update_num, ignore_grad)
         log["bad_rows"] = bad
         return loss, size, log
+
+    def skip_nonfinite(self, loss, sample, update_num):
+        """Log a batch whose loss is NaN or Inf; stop once more than --max-nonfinite-steps come in a row."""
+        self.nonfinite_in_a_row += 1
+        where = self.rows_of(sample)
+        if self.nonfinite_in_a_row > self.cfg.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"update {update_num + 1}: loss {loss.item()} on {where}; that is {self.nonfinite_in_a_row} "
+                f"batches in a row with a NaN or Inf loss, more than --max-nonfinite-steps "
+                f"{self.cfg.max_nonfinite_steps}. Lower the learning rate, clip gradients, or check these rows.")
+        logger.warning("update %d: loss %s on %s; batch skipped (%d in a row, --max-nonfinite-steps %d)",
+                       update_num + 1, loss.item(), where, self.nonfinite_in_a_row, self.cfg.max_nonfinite_steps)
+
+    def rows_of(self, sample):
+        """Where a training batch's rows are: the 1-based lines of its TSV file."""
+        dataset = self.datasets.get("train")
+        if isinstance(dataset, MixtureDataset) and "task" in sample:
+            dataset = dataset.datasets[dataset.names.index(sample["task"])]
+        lines = [index + 1 for index in sample["id"].tolist()]
+        tsv = getattr(dataset, "tsv", None)
+        return f"the batch of lines {lines} of {tsv.path}" if tsv is not None else f"the batch of rows {lines}"
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """The optimizer step, skipped when no batch of this update taught anything and no other rank's
+        did either (every gradient is zero after the all-reduce): Adam would move the weights on its
+        momentum alone and count a step that never happened."""
+        if not self.update_learns.get(update_num, True) and not any(
+                p.grad is not None and p.grad.any() for p in model.parameters()):
+            logger.warning("update %d: no batch had a usable loss; weights and optimizer state left as they were",
+                           update_num + 1)
+            return
+        super().optimizer_step(optimizer, model, update_num)
 
     # ---- generation and validation ------------------------------------------------------------
 
@@ -301,13 +415,19 @@ class UniGroundTask(FairseqTask):
         return super().inference_step(generator, models, sample, prefix_tokens, constraints)
 
     def predict(self, generator, models, sample):
+        """Prediction records of the best hypotheses, each with its ``score``: the mean log-probability
+        per token (EOS included) the model gives it."""
         hypotheses = self.inference_step(generator, models, sample)
         eos = self.vocab.dictionary.eos()
-        return [self.decode_prediction([t for t in hyps[0]["tokens"].tolist() if t != eos], meta)
+        return [self.scored_prediction([t for t in hyps[0]["tokens"].tolist() if t != eos], meta,
+                                       hyps[0]["positional_scores"].mean())
                 for hyps, meta in zip(hypotheses, sample["meta"])]
 
+    def scored_prediction(self, tokens, meta, score):
+        return {**self.decode_prediction(tokens, meta), "score": round(float(score), 6)}
+
     def valid_step(self, sample, model, criterion):
-        bad = self.count_bad_rows(sample)
+        bad = self.count_bad_rows(sample, listed=True)
         if "net_input" not in sample:
             with torch.no_grad():
                 return self.empty_step(model, bad)
@@ -323,9 +443,10 @@ class UniGroundTask(FairseqTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        bad = sum(log.get("bad_rows", 0) for log in logging_outputs)
-        if bad:
-            metrics.log_scalar_sum("bad_rows", bad)
+        for name in ("bad_rows", "nonfinite"):
+            count = sum(log.get(name, 0) for log in logging_outputs)
+            if count:
+                metrics.log_scalar_sum(name, count)
         keys = {k for log in logging_outputs for k in log if k.startswith("_eval:")}
         for key in sorted(keys):
             name = key[len("_eval:"):]
@@ -345,7 +466,7 @@ def collate_media(samples):
     have it and a B-long ``<medium>_present`` mask. Audio is padded to the batch's longest clip
     (rather than to --max-audio-seconds) and masked by its lengths."""
     media = {}
-    for name in ("image", "video", "audio"):
+    for name in MEDIA_COLUMNS:
         have = [s for s in samples if s.get(name) is not None]
         if not have:
             continue

@@ -137,8 +137,9 @@ class ClosedSetTask(UniGroundTask):
     def predict(self, generator, models, sample):
         if self.cfg.eval_mode == "beam":
             return super().predict(generator, models, sample)
-        best = self.candidate_scores(models, sample).argmax(1).tolist()
-        return [self.decode_prediction(self.choice_tokens[c][:-1], meta) for c, meta in zip(best, sample["meta"])]
+        scores, best = self.candidate_scores(models, sample).max(1)
+        return [self.scored_prediction(self.choice_tokens[c][:-1], meta, score / len(self.choice_tokens[c]))
+                for c, score, meta in zip(best.tolist(), scores, sample["meta"])]
 
     def candidate_tensors(self):
         """Every candidate as a padded target and decoder input (EOS first), made once per trie."""

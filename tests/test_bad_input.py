@@ -1,5 +1,6 @@
 """Bad rows: every one is an error naming file, line and TSV column; --skip-bad-rows counts and logs them."""
 import base64
+import json
 import logging
 import os
 import re
@@ -300,6 +301,21 @@ def test_train_skips_two_bad_rows_and_reports_them(train_with_two_bad_rows, voca
         assert message in output, output[-3000:]
     summary = [line for line in output.splitlines() if "| train | epoch 001 |" in line]
     assert summary and "| bad_rows 2 |" in summary[-1], summary
+    train = data.split(",")[0]
+    assert listed_bad_rows(tmp_path / "ckpt") == [
+        {"file": train, "line": 6, "column": 4, "column_name": "region"},
+        {"file": train, "line": 15, "column": 5, "column_name": "image"}]
+
+
+def listed_bad_rows(save_dir):
+    """Where the rows in --save-dir's bad_rows.jsonl are, in the order met, each checked against its message."""
+    with open(save_dir / "bad_rows.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        assert row["message"] == str(BadInputError(row["file"], row["line"], row["column"], row["reason"],
+                                                   row["column_name"]))
+    return sorted(({k: row[k] for k in ("file", "line", "column", "column_name")} for row in rows),
+                  key=lambda row: row["line"])
 
 
 @pytest.mark.slow
@@ -310,3 +326,13 @@ def test_train_stops_at_the_first_bad_row_by_default(train_with_two_bad_rows, vo
     assert result.returncode != 0, output[-3000:]
     assert any(message in output for message in expected), output[-3000:]
     assert "BadInputError" in output
+    assert not (tmp_path / "ckpt" / "bad_rows.jsonl").exists()  # nothing was skipped
+
+
+@pytest.mark.slow
+def test_the_row_over_the_budget_is_listed_too(train_with_two_bad_rows, vocab_dir, tmp_path):
+    data, expected = train_with_two_bad_rows
+    result = run(train_command(data, vocab_dir, tmp_path / "ckpt", "--skip-bad-rows", "1"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "more than --skip-bad-rows 1" in output, output[-3000:]
+    assert [row["line"] for row in listed_bad_rows(tmp_path / "ckpt")] == [6, 15]

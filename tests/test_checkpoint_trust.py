@@ -4,13 +4,16 @@ import base64
 import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 
 import pytest
 import torch
+from fairseq import checkpoint_utils
 from PIL import Image
 
+from preprocess import average_save_models
 from utils.checkpoint import UntrustedCheckpointError, allow_checkpoint_types, load_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +78,24 @@ def test_legacy_namespace_checkpoint_loads_without_trust(tmp_path, only_our_allo
     torch.save({"args": argparse.Namespace(task="refcoco", lr=[1e-4]), "model": {"w": torch.ones(2)}}, path)
     state = load_state(path)
     assert state["args"].task == "refcoco" and torch.equal(state["model"]["w"], torch.ones(2))
+
+
+def test_average_save_models_refuses_a_crafted_input(tmp_path, only_our_allowlist):
+    path, marker = crafted(tmp_path, "nested")
+    output = tmp_path / "average.pt"
+    with pytest.raises(SystemExit, match="--trust-pickle") as info:
+        average_save_models.main(["--inputs", str(path), str(path), "--output", str(output)])
+    assert str(path) in str(info.value)
+    assert not marker.exists() and not output.exists()
+
+
+def test_resuming_training_refuses_a_crafted_checkpoint(tmp_path, only_our_allowlist):
+    """fairseq's resume (checkpoint_last.pt) loads through torch.load, weights-only by default since torch 2.6."""
+    allow_checkpoint_types()
+    path, marker = crafted(tmp_path, "top")
+    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(path))
+    assert not marker.exists()
 
 
 def run(*command):

@@ -262,7 +262,7 @@ def test_parts_rle_regions_and_the_length_budget(demo_dir, vocab_dir, tmp_path):
     path = write_tsv(tmp_path / "parts.tsv", rows)
     task = build_task("refseg", path, vocab_dir)
     task.load_dataset("valid")
-    dataset, vocab = task.dataset("valid"), task.vocab
+    dataset = task.dataset("valid")
     first = dataset[0]["target"].tolist()[:-1]
     polygons = task.split_polygons(first)
     assert [len(p) for p in polygons] == [8, 8, 6]

@@ -1,4 +1,4 @@
-"""Checkpoint loading that never runs pickled code unless told to.
+"""Checkpoint loading that never runs pickled code unless told to, and writing that a kill cannot tear.
 
 ``torch.load(weights_only=True)`` rebuilds only tensors, containers and the
 allowlisted types below. Older fairseq, OFA and UnIVAL checkpoints keep their
@@ -6,12 +6,18 @@ options in an ``argparse.Namespace``, a plain attribute bag, so it is
 allowlisted; anything else needs ``trust_pickle=True``, which a user must ask for.
 """
 import argparse
+import contextlib
+import os
 import pickle
+import shutil
 
 import torch
 from fairseq import checkpoint_utils
 from fairseq.dataclass.utils import overwrite_args_by_name
+from fairseq.file_io import PathManager
 from omegaconf import OmegaConf
+
+from utils.files import atomic_open
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -21,6 +27,10 @@ class UntrustedCheckpointError(RuntimeError):
 
 
 class MissingEmaError(ValueError):
+    pass
+
+
+class CheckpointWriteError(RuntimeError):
     pass
 
 
@@ -68,3 +78,74 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
         overwrite_args_by_name(state["cfg"], overrides)
     state = checkpoint_utils._upgrade_state_dict(state)
     return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+
+def write_checkpoint(state, path):
+    """``torch.save`` to ``path`` through a fixed-name ``.partial`` file that is fsynced and renamed."""
+    with _located_write_errors(path), atomic_open(path, "wb", partial=f"{path}.partial") as f:
+        torch.save(state, f)
+
+
+def copy_checkpoint(source, path):
+    """A copy of ``source`` at ``path``, replacing it only once whole."""
+    with _located_write_errors(path), open(source, "rb") as src, \
+            atomic_open(path, "wb", partial=f"{path}.partial") as f:
+        shutil.copyfileobj(src, f, 16 << 20)
+
+
+class _AtomicCopyPathManager(PathManager):
+    @staticmethod
+    def copy(src_path, dst_path, overwrite=False):
+        if not overwrite and os.path.exists(dst_path):
+            return False
+        copy_checkpoint(src_path, dst_path)
+        return True
+
+
+def install_atomic_checkpoint_writes():
+    """Make fairseq's checkpoint writes atomic and durable; called when the user dir is imported, so that
+    every training process has it, the ranks fairseq spawns included.
+
+    fairseq 0.12 writes a checkpoint to ``<name>.tmp`` and renames it without fsync (after a crash of
+    the machine the new name may hold nothing), retries a failed write three times 2.5 s apart and leaves
+    the ``.tmp`` behind, and makes ``checkpoint_last.pt`` and ``checkpoint_best.pt`` with
+    ``PathManager.copy``, which writes in place: a kill during that copy truncates ``checkpoint_last.pt``,
+    the very file a restart resumes from. Here both go through ``atomic_open``; a failed write stops at
+    once with ``CheckpointWriteError``, the files on disk untouched. The temporary name is fixed
+    (``<name>.partial``), so one that a kill leaves is overwritten when training reaches that
+    checkpoint again, and fairseq, which resumes from ``checkpoint_last.pt`` and prunes by exact name
+    patterns, never reads it. Writes that fairseq makes asynchronously (--write-checkpoints-asynchronously,
+    through iopath) are left as they are.
+    """
+    if getattr(checkpoint_utils.torch_persistent_save, "atomic", False):
+        return
+    fairseq_save = checkpoint_utils.torch_persistent_save
+
+    def torch_persistent_save(obj, filename, async_write=False):
+        if async_write:
+            return fairseq_save(obj, filename, async_write=True)
+        write_checkpoint(obj, filename)
+
+    torch_persistent_save.atomic = True
+    checkpoint_utils.torch_persistent_save = torch_persistent_save
+    checkpoint_utils.PathManager = _AtomicCopyPathManager
+
+
+@contextlib.contextmanager
+def _located_write_errors(path):
+    """A failed write becomes a ``CheckpointWriteError`` saying where, why, and that nothing was replaced."""
+    try:
+        yield
+    except CheckpointWriteError:
+        raise
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failed write on a file object as an opaque RuntimeError ("unexpected pos");
+        # the OSError that caused it (ENOSPC, EFBIG) is its context.
+        cause = error if isinstance(error, OSError) else error.__context__ or error
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path}: {cause}. Nothing was replaced: the checkpoints already in "
+            f"{os.path.dirname(os.path.abspath(path))} are intact; free space and restart to resume "
+            "from checkpoint_last.pt.") from error

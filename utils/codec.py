@@ -210,9 +210,16 @@ class LocationCodec:
         width, height = int(_check_extent("image width", width)), int(_check_extent("image height", height))
         if not polygons:
             return np.zeros((height, width), dtype=bool)
+        checked = []
         for polygon in polygons:
+            coords = _finite_array("polygon", polygon)
             # pycocotools reads a 4-value list as a box, so short polygons must not reach it.
-            if len(polygon) % 2 or len(polygon) < 6:
-                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(polygon)}")
-        rles = mask_utils.frPyObjects([[float(c) for c in p] for p in polygons], height, width)
+            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 6:
+                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+            # pycocotools walks every edge pixel by pixel: far-out vertices would take unbounded memory.
+            xs, ys = coords[0::2], coords[1::2]
+            if xs.min() < -width or ys.min() < -height or xs.max() > 2 * width or ys.max() > 2 * height:
+                raise CodecError(f"polygon lies more than an image size outside the {width}x{height} image")
+            checked.append(coords.tolist())
+        rles = mask_utils.frPyObjects(checked, height, width)
         return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
