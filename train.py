@@ -4,17 +4,65 @@ Takes fairseq-train's arguments: ``python train.py DATA ...`` is
 ``fairseq-train --user-dir <repo> --ignore-unused-valid-subsets DATA ...``. The second
 flag is needed because fairseq otherwise lists the folder of DATA looking for
 binarized valid shards, while our DATA names TSV files.
+
+Several processes, on one machine or many: ``torchrun --nproc-per-node N train.py ...``, or
+run_scripts/slurm/train.sbatch, which gives each Slurm task torchrun's environment. Each process
+joins the group as rank RANK of WORLD_SIZE through fairseq's own machinery (``call_main``), with
+gloo and fairseq's legacy_ddp wrapper when there is no GPU. A rank that dies ends the job through
+its launcher (torchrun and ``srun --kill-on-bad-exit`` stop the others); a rank that makes no
+progress for ``--heartbeat-timeout`` seconds (default 600 here), because it hangs or waits on a
+peer that hangs, is ended by fairseq's heartbeat with "Killing job for not making progress".
 """
 import os
+import signal
 import sys
 
-from fairseq_cli.train import cli_main
+from fairseq_cli.train import main as train_main  # first: it sets up fairseq's log format
+
+import torch
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.distributed import utils as distributed_utils
+from torch.distributed.elastic.multiprocessing.errors import record
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+HEARTBEAT_SECONDS = 600
+
+
+def launcher_flags(env):
+    """fairseq options for one process of a torchrun-style launch (WORLD_SIZE, RANK, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT). fairseq 0.12 reads that environment itself only when
+    --distributed-world-size already matches it (its default is the GPU count, so on a CPU machine
+    every rank would silently train alone), and then picks the device as rank % GPU count.
+
+    On resume every rank reads the checkpoint itself: fairseq would otherwise pickle rank 0's copy
+    across and unpickle it with torch.load's weights_only default, which refuses the config in it."""
+    world_size = int(env.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return []
+    flags = ["--distributed-init-method", "env://", "--distributed-world-size", str(world_size),
+             "--distributed-rank", env["RANK"], "--device-id", env.get("LOCAL_RANK", "0"), "--distributed-no-spawn",
+             "--load-checkpoint-on-all-dp-ranks"]
+    if not torch.cuda.is_available():
+        # torch's DistributedDataParallel wants a GPU device id from fairseq; legacy_ddp all-reduces itself
+        flags += ["--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    return flags
+
+
+@record  # under torchrun, its failure summary then shows each rank's error rather than a link to the docs
+def main(argv):
+    defaults = ["--user-dir", ROOT, "--ignore-unused-valid-subsets", "--heartbeat-timeout", str(HEARTBEAT_SECONDS)]
+    # options given later win, so the command line overrides the defaults and the launcher's
+    args = options.parse_args_and_arch(options.get_training_parser(), defaults + launcher_flags(os.environ) + argv)
+    if getattr(args, "bad_rows_file", "") is None:  # a UniGround task lists skipped rows beside its checkpoints
+        args.bad_rows_file = os.path.join(args.save_dir, "bad_rows.jsonl")
+    if args.distributed_init_method == "env://":
+        # fairseq's heartbeat ends a stalled rank with SIGINT, which Python would only act on once
+        # the collective the rank waits in returns: never, when a peer hangs. The default action
+        # ends the process at once.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_main)
+
 
 if __name__ == "__main__":
-    if "--user-dir" not in sys.argv:
-        sys.argv[1:1] = ["--user-dir", ROOT]
-    if "--ignore-unused-valid-subsets" not in sys.argv:
-        sys.argv[1:1] = ["--ignore-unused-valid-subsets"]
-    cli_main()
+    main(sys.argv[1:])
