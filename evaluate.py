@@ -4,7 +4,9 @@
         --data dataset/demo/refcoco_valid.tsv --results-dir results/refcoco
 
 Writes ``predictions.jsonl`` (boxes in original-image pixels, captions as text)
-and ``metrics.json``, and prints the metrics. The checkpoint's own task decides
+and ``metrics.json``, and prints the metrics; ``--report DIR`` writes an HTML page of the
+samples (utils/report.py): each input with prediction and reference drawn on it, and
+its own metrics. The checkpoint's own task decides
 how rows are read, which constraint applies and what is scored; ``--task`` picks
 another on the same vocabulary (one task of a multitask checkpoint, say). With two
 checkpoints and ``--lambdas`` it evaluates along their weight interpolation (the
@@ -15,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import time
 from argparse import Namespace
 
 import torch
@@ -33,6 +34,8 @@ from tasks.base import sibling_task  # noqa: E402
 from tasks.multitask import subtask_state  # noqa: E402
 from tasks.weight_average import write_curve  # noqa: E402
 from utils.checkpoint import load_models_and_task  # noqa: E402
+from utils.progress import track  # noqa: E402
+from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 
@@ -66,6 +69,11 @@ def parse_args(argv=None):
     parser.add_argument("--use-ema", action="store_true",
                         help="evaluate the EMA weights (extra_state['ema'], kept by --store-ema) instead of 'model'")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
+    parser.add_argument("--report", metavar="DIR", help="write an HTML report of the samples to DIR/index.html "
+                                                        "(with --lambdas, one per lambda in DIR/lambda_<value>)")
+    parser.add_argument("--report-limit", type=int, default=DEFAULT_LIMIT,
+                        help="most samples the report draws: the worst half by the task's metric, and an "
+                             "even spread of the others")
     args = parser.parse_args(argv)
     if (args.lambdas is None) != (len(args.path) == 1):
         parser.error("give one --path, or two with --lambdas")
@@ -112,6 +120,7 @@ def select_task(task, args):
 
 
 def generate(args, models, task):
+    """Predictions on --data, with the dataset row and the prompt text of each."""
     task.load_dataset("valid")
     batches = task.get_batch_iterator(
         dataset=task.dataset("valid"), max_sentences=args.batch_size, num_workers=args.num_workers,
@@ -119,25 +128,24 @@ def generate(args, models, task):
     generator = task.build_generator(models, Namespace(beam=args.beam, max_len_b=args.max_len_b,
                                                        min_len=args.min_len))
     use_cuda = torch.cuda.is_available() and not args.cpu
-    predictions, start = [], time.time()
-    for i, sample in enumerate(batches):
+    predictions, rows, prompts = [], [], []
+    for sample in track(batches, "evaluated", total=len(task.dataset("valid")), unit="rows",
+                        size=lambda sample: len(sample.get("bad_rows", [])) + len(sample.get("meta", [])), log=logger):
         task.count_bad_rows(sample)
         if "net_input" not in sample:
             continue
+        rows += sample["id"].tolist()
+        prompts += [task.vocab.decode_text(tokens.tolist()) for tokens in sample["net_input"]["src_tokens"]]
         sample = fairseq_utils.move_to_cuda(sample) if use_cuda else sample
         predictions.extend(task.predict(generator, models, sample))
-        if (i + 1) % 10 == 0 or i + 1 == len(batches):
-            rate = len(predictions) / (time.time() - start)
-            left = (len(task.dataset("valid")) - len(predictions)) / max(rate, 1e-9)
-            logger.info("%d/%d rows, %.1f rows/s, %.0f s left", len(predictions), len(task.dataset("valid")),
-                        rate, left)
-    return predictions
+    return predictions, rows, prompts
 
 
-def evaluate(args, models, task, results_dir):
-    """Generate and score on --data; write predictions.jsonl and metrics.json into ``results_dir``."""
+def evaluate(args, models, task, results_dir, report_dir=None):
+    """Generate and score on --data; write predictions.jsonl and metrics.json into ``results_dir``, and
+    the HTML report into ``report_dir`` if given."""
     task.bad_rows_seen.clear()
-    predictions = generate(args, models, task)
+    predictions, rows, prompts = generate(args, models, task)
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
     metrics["bad_rows"] = len(task.bad_rows_seen)
@@ -146,6 +154,11 @@ def evaluate(args, models, task, results_dir):
         f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     with open(os.path.join(results_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
+    if report_dir:
+        name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
+        title = f"{name} on {args.data} ({', '.join(args.path)})"
+        page = write_report(report_dir, task, predictions, rows, prompts, metrics, title, args.report_limit)
+        logger.info("report: %s", page)
     return metrics
 
 
@@ -159,7 +172,8 @@ def interpolation_curve(args, models, task):
     def evaluate_state(value, state):
         models[0].load_state_dict(state)
         logger.info("lambda %g", value)
-        return evaluate(args, models, task, os.path.join(args.results_dir, f"lambda_{value:g}"))
+        report = os.path.join(args.report, f"lambda_{value:g}") if args.report else None
+        return evaluate(args, models, task, os.path.join(args.results_dir, f"lambda_{value:g}"), report)
 
     rows = path_task.curve(evaluate_state)
     write_curve(rows, args.results_dir)
@@ -167,7 +181,8 @@ def interpolation_curve(args, models, task):
 
 
 def main(argv=None):
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
+    # force: importing fairseq already configured the root logger (at DEBUG, in wav2vec2_classification)
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
     args = parse_args(argv)
     models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
     task = select_task(task, args)
@@ -179,7 +194,7 @@ def main(argv=None):
     if args.lambdas is not None:
         result = interpolation_curve(args, models, task)
     else:
-        result = evaluate(args, models, task, args.results_dir)
+        result = evaluate(args, models, task, args.results_dir, args.report)
     print(json.dumps(result, indent=2))
     return result
 

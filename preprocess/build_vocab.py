@@ -9,6 +9,7 @@ fallback means any text encodes without <unk>. Same input, same files.
 """
 import argparse
 import io
+import logging
 import os
 import sys
 
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.tsv import TsvFile  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
+from utils.progress import track  # noqa: E402
 from utils.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 
 
@@ -41,7 +43,7 @@ def text_lines(inputs):
     yield from task_prompts()
     for path, cols in inputs:
         tsv = TsvFile(path, selected_cols=cols)
-        for i in range(len(tsv)):
+        for i in track(range(len(tsv)), f"read {path}", unit="rows"):
             for cell in tsv.fields(i):
                 yield from (t.strip() for t in cell.split("&&") if t.strip())
 
@@ -71,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--num-bins", type=int, default=1000)
     parser.add_argument("--num-time-bins", type=int, default=100)
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
     n = build(args.input, args.out_dir, args.vocab_size, args.num_bins, args.num_time_bins)
     print(f"wrote {args.out_dir}/{SPM_FILE} and {DICT_FILE}: {n} text pieces + location tokens")
 

@@ -17,6 +17,7 @@ import argparse
 import base64
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections import defaultdict
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.tsv import format_row  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
+from utils.progress import track  # noqa: E402
 
 
 def clean_caption(text):
@@ -131,7 +133,7 @@ def convert(images_dir, out_dir, split, prefix="coco", captions_json=None, insta
     skipped = 0
     with contextlib.ExitStack() as stack:
         handles = {kind: stack.enter_context(atomic_open(path)) for kind, path in paths.items()}
-        for image_id, image in images.items():
+        for image_id, image in track(images.items(), "converted", unit="images"):
             if image_id not in captions and image_id not in instances:
                 continue
             path = os.path.join(images_dir, image["file_name"])
@@ -169,6 +171,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
     os.makedirs(args.out_dir, exist_ok=True)
     try:
         counts, skipped = convert(args.images, args.out_dir, args.split, args.prefix,

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.errors import BadInputError  # noqa: E402
 from data.tsv import format_row  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
-from utils.ie import (AnnotationError, Entity, Event, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
+from utils.progress import track  # noqa: E402
+from utils.ie import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
                       schema_json, to_annotation)
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ class Conversion:
         """Write every sample's row atomically; returns the number of rows written."""
         os.makedirs(os.path.dirname(os.path.abspath(self.out_path)), exist_ok=True)
         with atomic_open(self.out_path) as handle:
-            for sample in samples:
+            for sample in track(samples, f"wrote {self.out_path}", unit="samples"):
                 try:
                     line = self.row(sample, schema, keys)
                 except BadInputError as error:
@@ -290,6 +291,7 @@ def conversion_from_args(args, default_media_dir=None):
 
 def run(convert, args):
     """Run a converter, turning bad input into an error exit with its location; print the summary."""
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
     try:
         conversion = convert(args)
     except BadInputError as error:

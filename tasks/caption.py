@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
-from utils.metrics import caption_scores
+from utils.metrics import caption_sample_cider, caption_scores
+from utils.report import SampleView
 
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
 
@@ -47,3 +48,13 @@ class CaptionTask(UniGroundTask):
         hypotheses = {p["uniq_id"]: p["caption"] for p in predictions}
         references = {p["uniq_id"]: p["references"] for p in predictions}
         return caption_scores(hypotheses, references, full=full)
+
+    def sample_scores(self, predictions, full=False):
+        """Each caption's CIDEr with the whole set's document frequencies (their mean is ``score``'s)."""
+        cider = caption_sample_cider({p["uniq_id"]: p["caption"] for p in predictions},
+                                     {p["uniq_id"]: p["references"] for p in predictions}, full=full)
+        name = "CIDEr" if full else "cider"
+        return [{name: cider[p["uniq_id"]]} for p in predictions]
+
+    def report_view(self, prediction, row):
+        return SampleView(prediction["caption"], " | ".join(prediction["references"]))

@@ -18,6 +18,7 @@ from fairseq.tasks import register_task
 from data.catalogue import read_catalogue
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from utils.metrics import seen_unseen_accuracy
+from utils.report import SampleView
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +94,8 @@ class EntityRecognitionTask(ClosedSetTask):
     def score(self, predictions, full=False):
         return seen_unseen_accuracy([p["entity_id"] == p["reference"] for p in predictions],
                                     [p["seen"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        reference = prediction["reference"]
+        name = self.catalogue.names[self.catalogue.position[reference]]
+        return SampleView(f"{prediction['name']} ({prediction['entity_id']})", f"{name} ({reference})")

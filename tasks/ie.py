@@ -23,7 +23,9 @@ from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_o
                       schema_json, to_annotation)
 from utils.ie_grammar import IEGrammar, grammar_context
 from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
+from utils.drawing import Mark
 from utils.ie_tokens import Frame, IETargetError, parse, serialise
+from utils.report import SampleView
 
 GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a span, may overhang its medium
 
@@ -196,6 +198,42 @@ class IETask(UniGroundTask):
             return scores
         return {k: v for k, v in scores.items()
                 if k == "malformed" or k.endswith("f1") and not k.startswith("mix/")}
+
+    def report_view(self, prediction, row):
+        """Both sides' records as table rows, their grounds drawn on the media and their mentions
+        marked in the text."""
+        view = SampleView(prediction="", reference="", text=prediction["text"])
+        for side in ("reference", "prediction"):
+            records = annotation_records(prediction[side])
+            view.records += [(side, kind, label, "; ".join(f"{m.text} [{ground_text(m.ground)}]" for m in mentions))
+                             for kind, label, mentions in map(record_parts, records)]
+            mentions = [(f"{label}: {m.text}", m) for _, label, ms in map(record_parts, records) for m in ms]
+            view.marks += [Mark(side, m.ground.kind, m.ground.value, name) for name, m in mentions if m.ground]
+            view.highlights += [(side, m.text) for _, m in mentions]
+        count = len([r for r in view.records if r[0] == "prediction"])
+        view.prediction = f"{count} record(s)" + (f", {prediction['malformed']} malformed" if prediction["malformed"]
+                                                  else "")
+        view.reference = f"{len(view.records) - count} record(s)"
+        return view
+
+
+def record_parts(record):
+    """(kind, label, mentions) of a record, as the report's table lists it."""
+    kind = type(record).__name__.lower()
+    if kind == "entity":
+        return kind, record.type, [record.mention]
+    if kind == "relation":
+        return kind, record.label, [record.head, record.tail]
+    return kind, record.type, [record.trigger] + [a.mention for a in record.arguments]
+
+
+def ground_text(ground):
+    if ground is None:
+        return "text only"
+    if ground.kind == "polygons":
+        return f"mask of {len(ground.value)} polygon(s)"
+    unit = " s" if ground.kind == "span" else ""
+    return f"{ground.kind} " + ", ".join(f"{v:.1f}" for v in ground.value) + unit
 
 
 def record_labels(record):

@@ -10,7 +10,9 @@ from fairseq.tasks import register_task
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
+from utils.drawing import Mark
 from utils.metrics import grounding_scores
+from utils.report import SampleView
 
 BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in public annotations)
 
@@ -75,3 +77,12 @@ class RefcocoTask(UniGroundTask):
 
     def score(self, predictions, full=False):
         return grounding_scores([p["box"] for p in predictions], [p["reference"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        boxes = {"prediction": prediction["box"], "reference": prediction["reference"]}
+        return SampleView(**{side: box_text(box) for side, box in boxes.items()},
+                          marks=[Mark(side, "box", box) for side, box in boxes.items() if box is not None])
+
+
+def box_text(box):
+    return "no box" if box is None else "box " + ", ".join(f"{v:.1f}" for v in box)

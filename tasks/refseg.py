@@ -23,7 +23,9 @@ from tasks.base import UniGroundConfig, UniGroundTask
 from utils.codec import CodecError, LocationCodec
 from utils.constraints import PolygonSyntax
 from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
+from utils.drawing import Mark
 from utils.metrics import mask_overlap, overlap_scores
+from utils.report import SampleView
 
 POLYGON_TOLERANCE = 1.0  # pixels a vertex may lie outside the image (rounding in public annotations)
 MIN_VERTICES = PolygonSyntax.MIN_VERTICES
@@ -135,6 +137,22 @@ class RefsegTask(UniGroundTask):
         if full:
             scores["malformed"] = malformed
         return scores
+
+    def sample_scores(self, predictions, full=False):
+        """Each sample's IoU (under mIoU, the mean of them) and acc@0.5; cIoU exists only over a set."""
+        return [{"mIoU": p["iou"], "acc@0.5": float(p["iou"] >= 0.5), "malformed": int(p["malformed"])}
+                for p in predictions]
+
+    def report_view(self, prediction, row):
+        """The predicted polygons against the row's regions (polygons, or an RLE's mask)."""
+        width, height = prediction["size"]
+        regions = parse_regions(row, self.read_annotation(row), width, height)
+        marks = [Mark("reference", "polygons" if kind == "polygons" else "mask", value) for kind, value in regions]
+        if prediction["polygons"]:
+            marks.append(Mark("prediction", "polygons", prediction["polygons"]))
+        parts = len(prediction["polygons"])
+        predicted = "malformed output" if prediction["malformed"] else f"{parts} polygon{'s' * (parts != 1)}"
+        return SampleView(f"{predicted}, IoU {prediction['iou']:.3f}", f"{len(regions)} region(s)", marks=marks)
 
 
 def canonical_polygon(bins):

@@ -12,6 +12,7 @@ from fairseq.tasks import register_task
 
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from utils.metrics import seen_unseen_accuracy
+from utils.report import SampleView
 
 ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}
@@ -70,3 +71,6 @@ class SnliVeTask(ClosedSetTask):
 
     def score(self, predictions, full=False):
         return seen_unseen_accuracy([p["prediction"] == p["label"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        return SampleView(str(prediction["prediction"]), prediction["label"])

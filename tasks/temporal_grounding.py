@@ -13,7 +13,9 @@ from fairseq.tasks import register_task
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
+from utils.drawing import Mark
 from utils.metrics import temporal_grounding_scores
+from utils.report import SampleView
 
 SPAN_TOLERANCE = 0.05  # seconds a span may overhang the clip (rounding of public annotations)
 
@@ -69,6 +71,12 @@ class TemporalGroundingTask(UniGroundTask):
 
     def score(self, predictions, full=False):
         return temporal_grounding_scores([p["span"] for p in predictions], [p["reference"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        spans = {"prediction": prediction["span"], "reference": prediction["reference"]}
+        return SampleView(**{side: "no span" if span is None else f"{span[0]:.2f} s to {span[1]:.2f} s"
+                             for side, span in spans.items()},
+                          marks=[Mark(side, "span", span) for side, span in spans.items() if span is not None])
 
 
 def parse_span(row, annotation):

@@ -23,6 +23,7 @@ from data.errors import BadInputError
 from data.tsv import TsvFile
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from utils.metrics import vqa_soft_accuracy
+from utils.report import SampleView
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +191,7 @@ class VqaTask(ClosedSetTask):
 
     def score(self, predictions, full=False):
         return vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        answers = ", ".join(f"{answer} ({confidence:g})" for answer, confidence in prediction["references"].items())
+        return SampleView(prediction["answer"], answers)

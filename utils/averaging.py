@@ -13,6 +13,7 @@ import os
 import torch
 
 from utils.checkpoint import ema_state_dict, load_state
+from utils.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def add_weighted(sums, tensors, weight):
 def weighted_sum(paths, weights, first_tensors, keys, ema, trust_pickle):
     """sum_i w_i * x_i in float64 over ``keys``, reading one checkpoint at a time."""
     sums = {key: torch.zeros_like(first_tensors[key], dtype=torch.float64) for key in keys}
-    for index, (path, weight) in enumerate(zip(paths, weights)):
+    inputs = track(list(zip(paths, weights)), "averaged", unit="checkpoints", interval=0, log=logger)
+    for index, (path, weight) in enumerate(inputs):
         if weight == 0:  # skipped rather than added, since 0 * inf would be nan
             logger.info(f"skipped {path} (weight 0)")
             continue

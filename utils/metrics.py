@@ -25,6 +25,19 @@ def ptb_tokenize(texts_by_id):
     return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts_by_id.items()})
 
 
+def caption_inputs(hypotheses, references, full):
+    """(references, hypotheses) as pycocoevalcap's scorers take them: {id: [text, ...]}, PTB-tokenised
+    when ``full`` (Java), else lower-cased whitespace tokens."""
+    if not full:
+        res = {k: [" ".join(v.lower().split())] for k, v in hypotheses.items()}
+        gts = {k: [" ".join(r.lower().split()) for r in references[k]] for k in hypotheses}
+        return gts, res
+    if shutil.which("java") is None:
+        raise RuntimeError("caption evaluation needs Java for pycocoevalcap's PTB tokenizer and METEOR: "
+                           "install a JRE (Debian: apt-get install default-jre-headless)")
+    return ptb_tokenize({k: references[k] for k in hypotheses}), ptb_tokenize({k: [v] for k, v in hypotheses.items()})
+
+
 def caption_scores(hypotheses, references, full=True):
     """hypotheses {id: str}, references {id: [str, ...]} -> metrics through pycocoevalcap.
 
@@ -32,15 +45,9 @@ def caption_scores(hypotheses, references, full=True):
     caption evaluation computes them (METEOR and the tokenizer need Java). Otherwise
     only CIDEr on lower-cased whitespace tokens, cheap enough for every validation.
     """
+    gts, res = caption_inputs(hypotheses, references, full)
     if not full:
-        res = {k: [" ".join(v.lower().split())] for k, v in hypotheses.items()}
-        gts = {k: [" ".join(r.lower().split()) for r in references[k]] for k in hypotheses}
         return {"cider": float(Cider().compute_score(gts, res)[0])}
-    if shutil.which("java") is None:
-        raise RuntimeError("caption evaluation needs Java for pycocoevalcap's PTB tokenizer and METEOR: "
-                           "install a JRE (Debian: apt-get install default-jre-headless)")
-    res = ptb_tokenize({k: [v] for k, v in hypotheses.items()})
-    gts = ptb_tokenize({k: references[k] for k in hypotheses})
     bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
     return {
         "BLEU-4": float(bleu[3]),
@@ -48,6 +55,14 @@ def caption_scores(hypotheses, references, full=True):
         "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
         "CIDEr": float(Cider().compute_score(gts, res)[0]),
     }
+
+
+def caption_sample_cider(hypotheses, references, full=True):
+    """{id: CIDEr of that caption}, with the document frequencies of the whole set, as pycocoevalcap
+    computes the per-image scores whose mean is the corpus CIDEr (tokenised as ``caption_scores``)."""
+    gts, res = caption_inputs(hypotheses, references, full)
+    _, per_image = Cider().compute_score(gts, res)
+    return {k: float(v) for k, v in zip(gts, per_image)}
 
 
 def temporal_grounding_scores(predicted_spans, reference_spans):
