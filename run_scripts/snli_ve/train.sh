@@ -4,6 +4,6 @@
 # (run_scripts/train_common.sh lists the settings the environment overrides); extra arguments go
 # to fairseq. SNLI-VE with unify_base, for example:
 #   DATA=snli_ve_train.tsv,snli_ve_dev.tsv VOCAB=vocab ARCH=unify_base PATCH=480 BATCH=16 LR=5e-5 \
-#   MAX_UPDATE=50000 sh run_scripts/snli_ve/train.sh --bf16 --add-premise
+#   MAX_UPDATE=50000 sh run_scripts/snli_ve/train.sh --bf16-autocast --add-premise
 . "$(dirname "$0")/../train_common.sh"
 train_task snli_ve dataset/demo/snli_ve_train.tsv,dataset/demo/snli_ve_valid.tsv 600 1e-3 accuracy 4 "$@"

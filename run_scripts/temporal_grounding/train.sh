@@ -4,7 +4,7 @@
 # overrides; FRAMES, FRAME_SIZE and AUDIO_SECONDS shape the clips); extra arguments go to fairseq.
 # Charades-STA with unify_base:
 #   DATA=charades_train.tsv,charades_val.tsv VOCAB=vocab ARCH=unify_base FRAMES=32 FRAME_SIZE=224 \
-#   LR=1e-4 MAX_UPDATE=30000 sh run_scripts/temporal_grounding/train.sh --media-dir videos --bf16
+#   LR=1e-4 MAX_UPDATE=30000 sh run_scripts/temporal_grounding/train.sh --media-dir videos --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
 train_task temporal_grounding dataset/demo/temporal_train.tsv,dataset/demo/temporal_valid.tsv 1500 1e-3 r1@0.5 2 \
     --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-64}" \
