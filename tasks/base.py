@@ -369,9 +369,10 @@ class UniGroundTask(FairseqTask):
         dataset = self.datasets.get("train")
         if isinstance(dataset, MixtureDataset) and "task" in sample:
             dataset = dataset.datasets[dataset.names.index(sample["task"])]
-        lines = [index + 1 for index in sample["id"].tolist()]
         tsv = getattr(dataset, "tsv", None)
-        return f"the batch of lines {lines} of {tsv.path}" if tsv is not None else f"the batch of rows {lines}"
+        if tsv is None:
+            return f"the batch of rows {sample['id'].tolist()}"
+        return f"the batch of lines {[tsv.line_number(i) for i in sample['id'].tolist()]} of {tsv.path}"
 
     def optimizer_step(self, optimizer, model, update_num):
         """The optimizer step, skipped when no batch of this update taught anything and no other rank's
