@@ -117,6 +117,17 @@ def coco_world_at(folder=None):
         yield coco_world(scratch)
 
 
+def run_on_coco_world(parser, argv, run):
+    """Parse ``argv`` with ``parser`` plus --world and --threads, then ``run(args, world_folder)``."""
+    parser.add_argument("--world", default=None, help="folder for the COCO-mini TSVs (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: figures per core, steady on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with coco_world_at(args.world) as world:
+        run(args, world)
+
+
 def build_task(name, data, vocab_dir, **options):
     """A registered task from its dataclass config, as fairseq-train sets it up."""
     from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY

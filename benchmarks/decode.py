@@ -14,7 +14,6 @@ import fractions
 import glob
 import io
 import os
-import platform
 import sys
 import time
 
@@ -24,37 +23,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common import SHARED_DATA, best_time, machine_line  # noqa: E402
 from data import video  # noqa: E402
 from data.audio import decode_audio, log_mel  # noqa: E402
 from data.video import decode_video  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 WHERE = ("benchmark.tsv", 1, 1, "media")
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def best_time(call, repeats, clock=time.perf_counter):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        call()
-        times.append(clock() - start)
-    return min(times)
-
-
 def video_row(repeats):
-    with open(os.path.join(DATA, "video", "cityCC0.mpg"), "rb") as f:
+    with open(os.path.join(SHARED_DATA, "video", "cityCC0.mpg"), "rb") as f:
         data = f.read()
     clip = decode_video(data, WHERE, 8, 224)
     run = lambda: decode_video(data, WHERE, 8, 224)  # noqa: E731
@@ -63,7 +41,7 @@ def video_row(repeats):
 
 
 def audio_row(repeats):
-    files = sorted(glob.glob(os.path.join(DATA, "speech", "*.wav")))
+    files = sorted(glob.glob(os.path.join(SHARED_DATA, "speech", "*.wav")))
     blobs = []
     for path in files:
         with open(path, "rb") as f:
@@ -79,9 +57,7 @@ def audio_row(repeats):
 
 
 def table(repeats):
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}, "
-          f"torch {torch.__version__}, av {av.__version__} (FFmpeg {av.ffmpeg_version_info}); "
-          f"torch threads {torch.get_num_threads()}; best of {repeats}")
+    print(f"{machine_line()}; av {av.__version__} (FFmpeg {av.ffmpeg_version_info}); best of {repeats}")
     print(f"{'workload':<48} {'clips':>5} {'media s':>8} {'wall s':>8} {'cpu s':>8} {'clips/s':>8} "
           f"{'x realtime':>10}")
     for name, clips, media, seconds, cpu in (video_row(repeats), audio_row(repeats)):
@@ -122,7 +98,7 @@ class _CountingBudget(video._Budget):
 
 def compare(repeats):
     """CPU seconds per clip and frames decoded (8 frames, 224 px, uniform), seeking against one linear pass."""
-    with open(os.path.join(DATA, "video", "cityCC0.mpg"), "rb") as f:
+    with open(os.path.join(SHARED_DATA, "video", "cityCC0.mpg"), "rb") as f:
         clips = [("cityCC0.mpg MPEG-2 720x405, GOP 12", 190, f.read())]
     for frames in (32, 64, 96, 128, 250):
         clips.append(("H.264 320x240, GOP 12", frames, synthetic_h264(frames, 12)))

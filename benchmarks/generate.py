@@ -16,7 +16,7 @@ from argparse import Namespace
 
 import torch
 
-from common import best_time, build_model, build_task, coco_world_at, machine_line, print_table
+from common import best_time, build_model, build_task, machine_line, print_table, run_on_coco_world
 
 PATCH = 384
 
@@ -53,13 +53,7 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--world", default=None, help="folder for the COCO-mini TSVs (default: a temporary one)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: figures per core, steady on a shared machine)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with coco_world_at(args.world) as world:
-        run(args, world)
+    run_on_coco_world(parser, argv, run)
 
 
 def run(args, world):

@@ -25,7 +25,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from common import best_time, build_criterion, build_model, build_task, coco_world_at, machine_line, print_table
+from common import best_time, build_criterion, build_model, build_task, machine_line, print_table, run_on_coco_world
 
 PATCH = 384
 # FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
@@ -140,13 +140,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
     parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
-    parser.add_argument("--world", default=None, help="folder for the COCO-mini TSVs (default: a temporary one)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: figures per core, steady on a shared machine)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with coco_world_at(args.world) as world:
-        run(args, world)
+    run_on_coco_world(parser, argv, run)
 
 
 def run(args, world):
