@@ -231,13 +231,12 @@ class _Reader:
             raise _Malformed
 
     def text(self, seg, k):
-        """Text pieces from ``k`` on -> (normalised text, next index); at least one, and a text that
-        encodes to pieces again (byte pieces can decode to control characters the encoder drops)."""
+        """Text pieces from ``k`` on -> (normalised text, next index); at least one, not blank."""
         end = k
         while end < len(seg) and self.vocab.is_text(seg[end]):
             end += 1
         text = " ".join(self.vocab.decode_text(seg[k:end]).split()) if end > k else ""
-        if not text or not strip_blank(self.vocab.encode_text(text), self.vocab):
+        if not text:
             raise _Malformed
         return text, end
 
