@@ -449,9 +449,12 @@ class UniGroundTask(FairseqTask):
             if count:
                 metrics.log_scalar_sum(name, count)
         keys = {k for log in logging_outputs for k in log if k.startswith("_eval:")}
+        groups = {k[len("_eval_count:"):] for log in logging_outputs for k in log if k.startswith("_eval_count:")}
         for key in sorted(keys):
             name = key[len("_eval:"):]
-            group = name[: name.index("/") + 1] if "/" in name else ""
+            # Metric names may hold '/' themselves (IE's entity/f1), so the group is the longest
+            # metric prefix that was counted, not the text before the first '/'.
+            group = max((g for g in groups if name.startswith(g)), key=len)
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
