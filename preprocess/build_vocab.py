@@ -11,6 +11,7 @@ import argparse
 import io
 import logging
 import os
+import re
 import sys
 
 import sentencepiece as spm
@@ -48,14 +49,29 @@ def text_lines(inputs):
                 yield from (t.strip() for t in cell.split("&&") if t.strip())
 
 
+class VocabSizeError(ValueError):
+    """--vocab-size below what every text character, the 256 byte-fallback pieces and <unk> need."""
+
+    @classmethod
+    def from_sentencepiece(cls, error):
+        found = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(error))
+        if not found:
+            return error
+        return cls(f"--vocab-size {found[1]} is too small: the text's distinct characters, the 256 byte-fallback "
+                   f"pieces and <unk> need at least {found[2]}")
+
+
 def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
     os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()  # not model_prefix: that would record the output path inside the model
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=text_lines(inputs), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
-        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, shuffle_input_sentence=False,
-        minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=text_lines(inputs), model_writer=model, vocab_size=vocab_size,
+            model_type="unigram", character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
+            unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, shuffle_input_sentence=False,
+            minloglevel=2)
+    except RuntimeError as error:
+        raise VocabSizeError.from_sentencepiece(error) from None
     with open(os.path.join(out_dir, SPM_FILE), "wb") as f:
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
@@ -74,7 +90,10 @@ def main(argv=None):
     parser.add_argument("--num-time-bins", type=int, default=100)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s", level=logging.INFO)
-    n = build(args.input, args.out_dir, args.vocab_size, args.num_bins, args.num_time_bins)
+    try:
+        n = build(args.input, args.out_dir, args.vocab_size, args.num_bins, args.num_time_bins)
+    except VocabSizeError as error:
+        parser.error(str(error))
     print(f"wrote {args.out_dir}/{SPM_FILE} and {DICT_FILE}: {n} text pieces + location tokens")
 
 

@@ -1,0 +1,17 @@
+"""build_vocab.py's own checks."""
+import pytest
+
+from helpers import write_tsv
+from preprocess import build_vocab
+
+
+def test_too_small_vocab_size_names_the_minimum_in_one_line(tmp_path, capsys):
+    rows = write_tsv(tmp_path / "text.tsv", ["a\tGrüße aus Köln, ñandú, 漢字 テスト", "b\tøre ß Ü"])
+    with pytest.raises(SystemExit) as stop:
+        build_vocab.main(["--input", f"{rows}:1", "--out-dir", str(tmp_path / "vocab"), "--vocab-size", "100"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    needed = int(error.rsplit(" ", 1)[1])
+    assert "error: --vocab-size 100 is too small" in error and needed > 256 + 20
+    build_vocab.main(["--input", f"{rows}:1", "--out-dir", str(tmp_path / "vocab"), "--vocab-size", str(needed)])
+    assert (tmp_path / "vocab" / "dict.txt").exists()
