@@ -14,8 +14,13 @@ from utils.ie import Argument, Entity, Event, Mention, Relation, Schema, parse_r
 TWITTER_SCHEMA = {"entity": ["person", "location", "organization", "miscellaneous"]}
 
 
-def annotation(**content):
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+def annotation(dataset, **content):
+    return json.dumps({**content, "dataset": dataset}, ensure_ascii=False, separators=(",", ":"))
+
+
+def summary_of(capsys):
+    """The converter's summary line (the next line names the schema file)."""
+    return capsys.readouterr().out.splitlines()[0]
 
 
 def write(path, text):
@@ -77,14 +82,16 @@ def test_twitter_rows_hold_entities_with_readable_types(twitter, capsys):
     twitter_mner_to_tsv.main(twitter_argv(conll, images, out, "--media-dir", str(images.parent)))
     assert read_rows(out) == [
         ["1001", "twitter2015_images/1001.jpg", "", "", "Kevin Durant joins the Warriors in Oakland",
-         annotation(entities=[{"type": "person", "mention": "Kevin Durant"},
-                              {"type": "organization", "mention": "Warriors"},
-                              {"type": "location", "mention": "Oakland"}], schema=TWITTER_SCHEMA)],
+         annotation("twitter2015", entities=[{"type": "person", "mention": "Kevin Durant"},
+                                             {"type": "organization", "mention": "Warriors"},
+                                             {"type": "location", "mention": "Oakland"}], schema=TWITTER_SCHEMA)],
         # "I-PER" after "O" starts an entity; MISC is read as miscellaneous like OTHER
         ["1002", "twitter2015_images/1002.jpg", "", "", "J . Cole at the Emmy Awards !",
-         annotation(entities=[{"type": "person", "mention": "Cole"},
-                              {"type": "miscellaneous", "mention": "Emmy Awards"}], schema=TWITTER_SCHEMA)]]
-    assert capsys.readouterr().out.strip() == f"wrote {out} (2 rows)"
+         annotation("twitter2015", entities=[{"type": "person", "mention": "Cole"},
+                                             {"type": "miscellaneous", "mention": "Emmy Awards"}],
+                    schema=TWITTER_SCHEMA)]]
+    assert capsys.readouterr().out.splitlines() == [f"wrote {out} (2 rows)", f"schema: {out.parent / 'schema.json'}"]
+    assert json.loads((out.parent / "schema.json").read_text()) == TWITTER_SCHEMA
 
 
 def test_twitter_media_can_be_embedded_as_base64(twitter):
@@ -118,8 +125,8 @@ def test_twitter_missing_image_kept_text_only_is_reported_and_counted(twitter, c
     assert json.loads(rows[1][5])["entities"] == [{"type": "person", "mention": "Cole"},
                                                  {"type": "miscellaneous", "mention": "Emmy Awards"}]
     captured = capsys.readouterr()
-    assert captured.out.strip() == f"wrote {out} (2 rows); 1 rows without their missing image"
-    assert f"{conll}:10: image file not found: {images / '1002.jpg'}" in captured.err
+    assert captured.out.splitlines()[0] == f"wrote {out} (2 rows); 1 rows without their missing image"
+    assert captured.err.count(f"{conll}:10: image file not found: {images / '1002.jpg'}") == 1
 
 
 def test_twitter_bad_tag_and_stray_token_are_located(twitter):
@@ -142,7 +149,7 @@ def test_twitter_skip_bad_rows_drops_and_counts_the_bad_sentence(twitter, capsys
     twitter_mner_to_tsv.main(twitter_argv(bad, images, out, "--skip-bad-rows", "1"))
     assert [row[0] for row in read_rows(out)] == ["1001"]
     captured = capsys.readouterr()
-    assert captured.out.strip() == f"wrote {out} (1 rows); 1 bad rows skipped"
+    assert captured.out.splitlines()[0] == f"wrote {out} (1 rows); 1 bad rows skipped"
     assert f"{bad}:13: column 2 (field): unknown tag 'I-PERSON'" in captured.err
 
 
@@ -186,14 +193,15 @@ def test_gmner_entities_are_grounded_by_the_boxes_naming_them(gmner, capsys):
     gmner_to_tsv.main(gmner_argv(conll, xml_dir, images, out))
     assert read_rows(out) == [
         ["2001", "2001.jpg", "", "", "Bill Walton on Shark Tank",
-         annotation(entities=[{"type": "person", "mention": "Bill Walton", "ground": {"box": [146, 87, 338, 361]}},
+         annotation("twitter-gmner",
+                    entities=[{"type": "person", "mention": "Bill Walton", "ground": {"box": [146, 87, 338, 361]}},
                               {"type": "miscellaneous", "mention": "Shark Tank"}], schema=TWITTER_SCHEMA)],
         ["2002", "2002.jpg", "", "", "Golden State beat the Cavs",
-         annotation(entities=[{"type": "organization", "mention": "Golden State", "ground": {"polygons": [
+         annotation("twitter-gmner", entities=[{"type": "organization", "mention": "Golden State", "ground": {"polygons": [
              [10, 10, 50, 10, 50, 60, 10, 60], [100, 10, 150, 10, 150, 60, 100, 60]]}},
              {"type": "organization", "mention": "Cavs"}], schema=TWITTER_SCHEMA)]]
     captured = capsys.readouterr()
-    assert captured.out.strip() == (f"wrote {out} (2 rows); 1 boxes naming no entity (unused); "
+    assert captured.out.splitlines()[0] == (f"wrote {out} (2 rows); 1 boxes naming no entity (unused); "
                                     f"2 grounded mentions")
     assert f"{xml_dir / '2001.xml'}:" in captured.err and "box named 'Mascot' matches no entity" in captured.err
 
@@ -216,8 +224,8 @@ def test_gmner_missing_image_both_ways(gmner, capsys):
     gmner_to_tsv.main(gmner_argv(conll, xml_dir, images, out, "--text-only-missing"))
     rows = read_rows(out)
     assert rows[0] == ["2001", "", "", "", "Bill Walton on Shark Tank",  # the box went with the image
-                       annotation(entities=[{"type": "person", "mention": "Bill Walton"},
-                                            {"type": "miscellaneous", "mention": "Shark Tank"}],
+                       annotation("twitter-gmner", entities=[{"type": "person", "mention": "Bill Walton"},
+                                                             {"type": "miscellaneous", "mention": "Shark Tank"}],
                                   schema=TWITTER_SCHEMA)]
     assert rows[1][1] == "2002.jpg" and "ground" in rows[1][5]
     assert "1 rows without their missing image" in capsys.readouterr().out
@@ -280,15 +288,15 @@ def test_mnre_lines_of_one_tweet_become_one_row_of_relations(mnre, capsys):
     schema = {"relation": ["/loc/loc/contain", "/per/org/member_of", "/per/per/peer"]}
     assert read_rows(out) == [
         ["twitter_1", "twitter_1.jpg", "", "", "Reyes , Paddack join San Diego Padres",
-         annotation(relations=[
+         annotation("mnre", relations=[
              {"label": "/per/org/member_of", "head": {"mention": "Reyes"}, "tail": {"mention": "San Diego Padres"}},
              {"label": "/per/org/member_of", "head": {"mention": "Paddack"}, "tail": {"mention": "San Diego Padres"}},
              {"label": "/per/per/peer", "head": {"mention": "Reyes"}, "tail": {"mention": "Paddack"}}],
              schema=schema)],
         ["twitter_2", "twitter_2.jpg", "", "", "Paris , France",
-         annotation(relations=[{"label": "/loc/loc/contain", "head": {"mention": "France"},
-                                "tail": {"mention": "Paris"}}], schema=schema)]]
-    assert capsys.readouterr().out.strip() == (f"wrote {out} (2 rows); 1 pairs without relation; "
+         annotation("mnre", relations=[{"label": "/loc/loc/contain", "head": {"mention": "France"},
+                                        "tail": {"mention": "Paris"}}], schema=schema)]]
+    assert summary_of(capsys) == (f"wrote {out} (2 rows); 1 pairs without relation; "
                                                f"1 repeated relations kept once")
 
 
@@ -374,31 +382,42 @@ def test_m2e2_gives_multimedia_text_and_image_rows(m2e2, capsys):
                        {"role": "Person", "mention": "person", "ground": {"box": [120, 20, 200, 220]}},
                        {"role": "Person", "mention": "person", "ground": {"box": [210, 30, 260, 200.5]}}]
     assert read_rows(out) == [
-        ["VOA_1_3|VOA_1_img1", "VOA_1_img1.jpg", "", "", "Police arrested the protesters in Cairo",
-         annotation(events=[{"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"},
+        ["VOA_1_3|VOA_1_img1.jpg", "VOA_1_img1.jpg", "", "", "Police arrested the protesters in Cairo",
+         annotation("m2e2", events=[{"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"},
                              "arguments": ARREST_TEXT_ARGUMENTS + image_arguments}], schema=M2E2_SCHEMA)],
         ["VOA_2_1", "", "", "", "Troops fired on the crowd",
-         annotation(events=[{"type": "Conflict:Attack", "trigger": {"mention": "fired"},
+         annotation("m2e2", events=[{"type": "Conflict:Attack", "trigger": {"mention": "fired"},
                              "arguments": [{"role": "Attacker", "mention": "Troops"},
                                            {"role": "Target", "mention": "crowd"}]}], schema=M2E2_SCHEMA)],
-        ["VOA_2_2", "", "", "", "It rained", annotation(events=[], schema=M2E2_SCHEMA)],
-        ["VOA_3_img2", "VOA_3_img2.jpg", "", "", "",
-         annotation(events=[{"type": "Movement:Transport", "trigger": {"mention": "transport"},
+        ["VOA_2_2", "", "", "", "It rained", annotation("m2e2", events=[], schema=M2E2_SCHEMA)],
+        ["VOA_3_img2.jpg", "VOA_3_img2.jpg", "", "", "",
+         annotation("m2e2", events=[{"type": "Movement:Transport", "trigger": {"mention": "transport"},
                              "arguments": [{"role": "Vehicle", "mention": "vehicle",
                                             "ground": {"box": [5, 5, 95, 60]}}]}], schema=M2E2_SCHEMA)]]
-    assert capsys.readouterr().out.strip() == f"wrote {out} (4 rows); 4 grounded mentions"
+    assert summary_of(capsys) == f"wrote {out} (4 rows); 4 grounded mentions"
 
 
-def test_m2e2_image_of_another_type_is_not_merged(m2e2, capsys):
+def test_m2e2_unusable_coreferences_leave_sentence_and_image_on_their_own_rows(m2e2, capsys):
+    """An image annotated with another type, or a sentence without a text event of the coreferred
+    type (its image event would need a trigger the text lacks): no T+I row, nothing lost."""
     files, images, tmp = m2e2
-    write(files["coref"], "VOA_1_3\tVOA_1_img1.jpg\tJustice:Arrest-Jail\n")
-    write(files["image_mm"], json.dumps({"VOA_1_img1": {"event_type": "Contact:Meet", "role": {}}}))
-    out = tmp / "m2e2.tsv"
-    m2e2_to_tsv.main(m2e2_argv(files, images, out))
-    first = json.loads(read_rows(out)[0][5])
-    assert first["events"] == [{"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"},
-                                "arguments": ARREST_TEXT_ARGUMENTS}]
-    assert "1 coreferred images annotated with another event type" in capsys.readouterr().out
+    meeting = {"VOA_1_img1": {"event_type": "Contact:Meet", "role": {"Entity": [["1", 1, 2, 30, 40]]}}}
+    for coref, image_events in (("VOA_1_3\tVOA_1_img1.jpg\tJustice:Arrest-Jail\n", meeting),
+                                ("VOA_1_3\tVOA_1_img1.jpg\tContact:Meet\n", meeting)):
+        write(files["coref"], coref)
+        write(files["image_mm"], json.dumps(image_events))
+        out = tmp / "m2e2.tsv"
+        m2e2_to_tsv.main(m2e2_argv(files, images, out))
+        rows = {row[0]: row for row in read_rows(out)}
+        assert sorted(rows) == ["VOA_1_3", "VOA_1_img1.jpg", "VOA_2_1", "VOA_2_2", "VOA_3_img2.jpg"]
+        assert json.loads(rows["VOA_1_3"][5])["events"] == [
+            {"type": "Justice:Arrest-Jail", "trigger": {"mention": "arrested"}, "arguments": ARREST_TEXT_ARGUMENTS}]
+        assert rows["VOA_1_img1.jpg"][4] == "" and json.loads(rows["VOA_1_img1.jpg"][5])["events"] == [
+            {"type": "Contact:Meet", "trigger": {"mention": "meet"},
+             "arguments": [{"role": "Entity", "mention": "entity", "ground": {"box": [1, 2, 30, 40]}}]}]
+    first, second = capsys.readouterr().out.splitlines()[::2]
+    assert "; 1 coreferred images annotated with another event type (sentence and image on their own rows)" in first
+    assert "; 1 coreferences without a text event of their type (sentence and image on their own rows)" in second
 
 
 def test_m2e2_missing_image_both_ways(m2e2, capsys):
@@ -412,12 +431,15 @@ def test_m2e2_missing_image_both_ways(m2e2, capsys):
     assert not out.exists()
     m2e2_to_tsv.main(m2e2_argv(files, images, out, "--text-only-missing"))
     rows = read_rows(out)
-    # the T+I row keeps its text events without the image arguments; the image-only row has nothing left
-    assert [row[0] for row in rows] == ["VOA_1_3|VOA_1_img1", "VOA_2_1", "VOA_2_2"]
+    # the sentence of the coreference stands on its own T row (one row, however many images it had);
+    # the image rows have nothing left
+    assert [row[0] for row in rows] == ["VOA_1_3", "VOA_2_1", "VOA_2_2"]
     assert rows[0][1] == "" and json.loads(rows[0][5])["events"][0]["arguments"] == ARREST_TEXT_ARGUMENTS
-    summary = capsys.readouterr().out.strip()
-    assert summary == (f"wrote {out} (3 rows); 1 rows dropped: media missing and no text; "
-                       f"1 rows without their missing image")
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == (
+        f"wrote {out} (3 rows); 1 coreferences whose image file is missing (sentence and image on their own rows); "
+        f"2 rows dropped: media missing and no text")
+    assert captured.err.count("image file not found") == 2
 
 
 def test_m2e2_missing_image_only_image_is_located_at_its_key(m2e2):
@@ -520,16 +542,16 @@ def test_tuple_lines_become_rows_of_each_task(tuples):
               "role": ["Attacker", "Target"]}
     assert read_rows(out) == [
         ["s1", "img/a.jpg", "", "", "Barack Obama was born in Hawaii.",
-         annotation(entities=[{"type": "person", "mention": "Barack Obama"},
-                              {"type": "location", "mention": "Hawaii"}], schema=schema)],
+         annotation("test", entities=[{"type": "person", "mention": "Barack Obama"},
+                                      {"type": "location", "mention": "Hawaii"}], schema=schema)],
         ["s2", "", "", "", "Barack Obama was born in Hawaii.",
-         annotation(relations=[{"label": "born in", "head": {"mention": "Barack Obama"},
-                                "tail": {"mention": "Hawaii"}}], schema=schema)],
+         annotation("test", relations=[{"label": "born in", "head": {"mention": "Barack Obama"},
+                                        "tail": {"mention": "Hawaii"}}], schema=schema)],
         ["3", "", "", "aud/c.wav", "Troops fired on the crowd.",
-         annotation(events=[{"type": "Attack", "trigger": {"mention": "fired"},
+         annotation("test", events=[{"type": "Attack", "trigger": {"mention": "fired"},
                              "arguments": [{"role": "Attacker", "mention": "Troops"},
                                            {"role": "Target", "mention": "crowd"}]}], schema=schema)],
-        ["v4", "", "vid/d.mp4", "", "", annotation(entities=[], schema=schema)]]
+        ["v4", "", "vid/d.mp4", "", "", annotation("test", entities=[], schema=schema)]]
 
 
 def test_tuple_lines_missing_image_both_ways(tuples, capsys):
