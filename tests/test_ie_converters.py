@@ -153,6 +153,49 @@ def test_twitter_skip_bad_rows_drops_and_counts_the_bad_sentence(twitter, capsys
     assert f"{bad}:13: column 2 (field): unknown tag 'I-PERSON'" in captured.err
 
 
+def test_twitter_whitespace_only_token_tagged_o_is_dropped_and_counted(twitter, capsys):
+    conll, images, tmp = twitter
+    spaced = write(tmp / "twitter2015" / "valid.txt", TWITTER.replace("joins\tO\n", "joins\tO\n\xa0\tO\n"))
+    out = tmp / "out.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(spaced, images, out))
+    assert [row[4] for row in read_rows(out)] == ["Kevin Durant joins the Warriors in Oakland",
+                                                  "J . Cole at the Emmy Awards !"]
+    assert summary_of(capsys) == f"wrote {out} (2 rows); 1 whitespace-only tokens dropped"
+    in_entity = write(tmp / "twitter2015" / "bad.txt", TWITTER.replace("Durant\tI-PER\n", "Durant\tI-PER\n \tI-PER\n"))
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(in_entity, images, out))
+    assert message.startswith(f"error: {in_entity}:4: column 1 (field): a whitespace-only token cannot be part of an "
+                              f"entity (I-PER)")
+
+
+def test_twitter_read_errors_go_through_skip_bad_rows_with_file_and_line(twitter, capsys):
+    conll, images, tmp = twitter
+    broken = TWITTER.replace("joins\tO\n", "joins\n").replace("IMGID:1002\n", "IMGID:1002\nIMGID:1003\n")
+    bad = write(tmp / "twitter2015" / "bad.txt", broken + "IMGID:1001\nagain\tO\n")
+    out = tmp / "out.tsv"
+    message = error_of(twitter_mner_to_tsv.main, twitter_argv(bad, images, out, "--skip-bad-rows", "1"))
+    assert message.startswith(f"error: {bad}:11: column 1 (field): IMGID line inside a sentence")
+    twitter_mner_to_tsv.main(twitter_argv(bad, images, out, "--skip-bad-rows", "2"))
+    rows = read_rows(out)
+    assert [(row[0], row[4]) for row in rows] == [("1001", "again")]  # the id of the dropped sentence is free
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == f"wrote {out} (1 rows); 2 bad rows skipped"
+    assert f"{bad}:4: column 2 (field): expected 'token<TAB>tag'" in captured.err
+    assert f"{bad}:11: column 1 (field): IMGID line inside a sentence" in captured.err
+
+
+def test_twitter_repeated_image_id_gets_a_numbered_row_id_and_the_dataset_its_name(twitter, capsys):
+    conll, images, tmp = twitter
+    repeated = write(tmp / "twitter2017" / "test.txt", TWITTER + "IMGID:1001\nagain\tO\n")
+    out = tmp / "out.tsv"
+    twitter_mner_to_tsv.main(twitter_argv(repeated, images, out))
+    rows = read_rows(out)
+    assert [row[0] for row in rows] == ["1001", "1002", "1001#2"] and rows[2][1] == "1001.jpg"
+    assert {json.loads(row[5])["dataset"] for row in rows} == {"twitter2017"}
+    assert summary_of(capsys) == f"wrote {out} (3 rows); 1 repeated row ids given a '#N' suffix"
+    twitter_mner_to_tsv.main(twitter_argv(repeated, images, out, "--dataset", "tw17"))
+    assert {json.loads(row[5])["dataset"] for row in read_rows(out)} == {"tw17"}
+
+
 # ---- Twitter-GMNER -------------------------------------------------------------------------------
 
 GMNER_TEXT = (
@@ -331,6 +374,51 @@ def test_mnre_malformed_lines_are_located_by_character(mnre):
     assert message.startswith(f"error: {bad}:3: column ") and "not a JSON object or Python dict literal" in message
 
 
+def test_mnre_version_1_quirks_are_read_and_counted(mnre, capsys):
+    """Version-1 lines: an integer img_id names <id>.jpg; a name differing from its tokens only in
+    whitespace stands for the tokens."""
+    source, images, tmp = mnre
+    make_images(images, "657.jpg")
+    hashtag = json.dumps({"token": ["#", "Padres", "win"], "h": {"name": "#Padres", "pos": [0, 2]},
+                          "t": {"name": "win", "pos": [2, 3]}, "img_id": 657, "relation": "/misc/misc/part_of"})
+    v1 = write(tmp / "txt" / "ours_test.txt", MNRE_LINES[0] + "\n" + hashtag + "\n")
+    out = tmp / "out.tsv"
+    mnre_to_tsv.main(mnre_argv(v1, images, out))
+    rows = read_rows(out)
+    assert rows[1][:5] == ["657", "657.jpg", "", "", "# Padres win"]
+    assert json.loads(rows[1][5])["relations"] == [
+        {"label": "/misc/misc/part_of", "head": {"mention": "# Padres"}, "tail": {"mention": "win"}}]
+    assert summary_of(capsys) == (f"wrote {out} (2 rows); 1 integer img_id read as <id>.jpg; "
+                                  f"1 names differing from their tokens only in whitespace")
+
+
+def test_one_schema_per_dataset_written_beside_the_tsvs_and_used_by_every_split(mnre, capsys):
+    """The training split's label set goes to schema.json; a split converted with --schema offers
+    the same labels even where it lacks some; a split that finds another label set without
+    --schema stops rather than replacing the dataset's."""
+    source, images, tmp = mnre
+    folder = tmp / "dataset"
+    mnre_to_tsv.main(mnre_argv(source, images, folder / "train.tsv"))
+    schema_file = folder / "schema.json"
+    train_schema = {"relation": ["/loc/loc/contain", "/per/org/member_of", "/per/per/peer"]}
+    assert json.loads(schema_file.read_text()) == train_schema
+    test = write(tmp / "test.txt", MNRE_LINES[4] + "\n")
+    message = error_of(mnre_to_tsv.main, mnre_argv(test, images, folder / "test.tsv"))
+    assert message.startswith(f"error: {schema_file}:1: column 1 (character): holds another label set than the one "
+                              f"found in this split: convert the training split first and the others with "
+                              f"--schema {schema_file}")
+    assert not (folder / "test.tsv").exists()
+    mnre_to_tsv.main(mnre_argv(test, images, folder / "test.tsv", "--schema", str(schema_file)))
+    assert [json.loads(row[5])["schema"] for row in read_rows(folder / "test.tsv")] == [train_schema]
+    assert json.loads(schema_file.read_text()) == train_schema
+    unseen = write(tmp / "unseen.txt", MNRE_LINES[4].replace("/loc/loc/contain", "/loc/loc/capital") + "\n")
+    message = error_of(mnre_to_tsv.main, mnre_argv(unseen, images, folder / "unseen.tsv", "--schema", str(schema_file)))
+    assert "labels not in the schema: relation '/loc/loc/capital'" in message
+    schema_file.unlink()
+    mnre_to_tsv.main(mnre_argv(source, images, folder / "train.tsv", "--labels-from", str(unseen)))
+    assert json.loads(schema_file.read_text()) == {"relation": ["/loc/loc/capital", *train_schema["relation"]]}
+
+
 # ---- M2E2 ----------------------------------------------------------------------------------------
 
 M2E2_MULTIMEDIA_TEXT = [{
@@ -472,6 +560,50 @@ def test_m2e2_malformed_input_is_located(m2e2):
     message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, tmp / "o.tsv"))
     assert message.startswith(f"error: {files['text_only']}:3: column 20 (character): VOA_2_1 event 0 trigger "
                               f"start/end must be word indices within 0..5, got 1, 9")
+
+
+def test_m2e2_text_files_are_united_per_sentence(m2e2, capsys):
+    """The published text files share sentence ids: one sentence, its events united, an event in
+    both with the union of its arguments; differing words are an error located in the second file."""
+    files, images, tmp = m2e2
+    arrest_again = dict(M2E2_MULTIMEDIA_TEXT[0], **{"golden-event-mentions": [
+        {"event_type": "Justice:Arrest-Jail", "trigger": {"text": "arrested", "start": 1, "end": 2},
+         "arguments": [{"role": "Agent", "text": "Police", "start": 0, "end": 1},
+                       {"role": "Place", "text": "in Cairo", "start": 4, "end": 6}]},
+        {"event_type": "Movement:Transport", "trigger": {"text": "arrested", "start": 1, "end": 2},
+         "arguments": [{"role": "Artifact", "text": "the protesters", "start": 2, "end": 4}]}]})
+    write(files["text_only"], json.dumps(M2E2_TEXT_ONLY + [arrest_again], indent=2))
+    out = tmp / "m2e2.tsv"
+    m2e2_to_tsv.main(m2e2_argv(files, images, out, "--text-only-missing"))
+    rows = read_rows(out)
+    assert [row[0] for row in rows] == ["VOA_1_3|VOA_1_img1.jpg", "VOA_2_1", "VOA_2_2", "VOA_3_img2.jpg"]
+    events = json.loads(rows[0][5])["events"]
+    assert [(e["type"], e["trigger"]["mention"], [a["mention"] for a in e["arguments"] if "ground" not in a])
+            for e in events] == [
+        ("Justice:Arrest-Jail", "arrested", ["Police", "the protesters", "Cairo", "in Cairo"]),
+        ("Movement:Transport", "arrested", ["the protesters"])]
+    assert len([a for a in events[0]["arguments"] if "ground" in a]) == 3
+    assert "; 1 sentences found in two text files (events united)" in summary_of(capsys)
+    reworded = dict(arrest_again, words=["Officers"] + arrest_again["words"][1:])
+    write(files["text_only"], json.dumps(M2E2_TEXT_ONLY + [reworded], indent=2))
+    text = files["text_only"].read_text(encoding="utf-8")
+    offset = text.index('"VOA_1_3"')
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    message = error_of(m2e2_to_tsv.main, m2e2_argv(files, images, out))
+    assert message.startswith(f"error: {files['text_only']}:{line}: column {column} (character): sentence_id VOA_1_3 "
+                              f"appears twice with different words (first at {files['text_mm']}:3)")
+
+
+def test_m2e2_row_ids_are_unique_across_text_and_image_rows(m2e2):
+    """M2E2 names an image like a sentence (VOA_X_3.jpg beside sentence VOA_X_3): the image row is
+    named by its file."""
+    files, images, tmp = m2e2
+    make_images(images, "VOA_2_1.jpg")
+    write(files["image_only"], json.dumps({**M2E2_IMAGE_ONLY, "VOA_2_1": M2E2_IMAGE_ONLY["VOA_3_img2"]}))
+    out = tmp / "m2e2.tsv"
+    m2e2_to_tsv.main(m2e2_argv(files, images, out))
+    ids = [row[0] for row in read_rows(out)]
+    assert ids == ["VOA_1_3|VOA_1_img1.jpg", "VOA_2_1", "VOA_2_2", "VOA_3_img2.jpg", "VOA_2_1.jpg"]
 
 
 # ---- MUIE/REAMO tuple strings --------------------------------------------------------------------
