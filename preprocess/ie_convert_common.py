@@ -198,6 +198,10 @@ class Sample:
     keys: Optional[list] = None  # annotation keys of this row, when they differ from the dataset's
 
 
+def grounded(records):
+    return sum(m.ground is not None for r in records for m in mentions_of(r))
+
+
 class Conversion:
     """Writes samples as generic-layout rows and keeps the counts for the summary."""
 
@@ -259,18 +263,19 @@ class Conversion:
                 self.note(f"{sample.where}: {medium} file not found: {path} (sample {sample.uid})")
                 missing.append(medium)
             cells[medium] = self.media_cell(path, sample.where) if path is not None and medium not in missing else ""
+        records = sample.records("image" not in missing)
+        if missing:
+            self.counts["grounds left out with their missing media"] += grounded(sample.records(True)) - grounded(records)
         if not sample.text and not any(cells.values()):
             self.counts["rows dropped: media missing and no text"] += 1
             return None
         for medium in missing:
             self.counts[f"rows without their missing {medium}"] += 1
-        image_available = "image" not in missing
-        records = sample.records(image_available)
-        missing = unknown_labels(records, schema)
-        if missing:
-            raise sample.where.error(f"labels not in the schema: {', '.join(missing)}")
+        unknown = unknown_labels(records, schema)
+        if unknown:
+            raise sample.where.error(f"labels not in the schema: {', '.join(unknown)}")
         self.counts.update(sample.notes)
-        self.counts["grounded mentions"] += sum(m.ground is not None for r in records for m in mentions_of(r))
+        self.counts["grounded mentions"] += grounded(records)
         return format_row([sample.uid, cells["image"], cells["video"], cells["audio"], sample.text,
                            annotation_json(records, schema, sample.keys or keys, self.dataset)])
 

@@ -8,7 +8,8 @@ tokens), ``h`` and ``t`` (head and tail: ``name`` and ``pos`` [start, end) token
 entity pairs spans several lines. The first release (Version-1/mnre_txt_org.zip, txt/ours_*.txt)
 has the same lines, with two quirks read and counted: an ``img_id`` that is an integer (657157)
 names ``<id>.jpg``, as its other ids are written; a ``name`` that differs from its tokens only in
-whitespace ('#AQAST' for the tokens '# AQAST') stands for those tokens.
+whitespace ('#AQAST' for the tokens '# AQAST') stands for those tokens; a pair without relation is
+``none`` there.
 
 Output: one row per tweet (lines grouped by image and tokens, in first-seen order), text = tokens
 joined by single spaces, annotation ``{"relations": [...], "schema": {"relation": [...]}}``. Labels
@@ -35,7 +36,7 @@ from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_a
 from utils.ie import Mention, Relation  # noqa: E402
 
 DATASET = "mnre"
-NO_RELATION = "None"
+NO_RELATION = "none"  # in any case: the second release writes None, the first none
 
 
 def parse_literal(line, where):
@@ -108,7 +109,7 @@ def parse_instance(path, number, line):
         raise key_where(line, where, "relation").error(f"'relation' must be a non-empty label, got {label!r}")
     head = parse_argument(instance, "h", tokens, line, where, notes)
     tail = parse_argument(instance, "t", tokens, line, where, notes)
-    relation = None if label.strip() == NO_RELATION else Relation(label.strip(), Mention(head), Mention(tail))
+    relation = None if label.strip().lower() == NO_RELATION else Relation(label.strip(), Mention(head), Mention(tail))
     return (image, tuple(tokens)), tokens, image, relation, where, notes
 
 

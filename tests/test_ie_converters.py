@@ -271,7 +271,8 @@ def test_gmner_missing_image_both_ways(gmner, capsys):
                                                              {"type": "miscellaneous", "mention": "Shark Tank"}],
                                   schema=TWITTER_SCHEMA)]
     assert rows[1][1] == "2002.jpg" and "ground" in rows[1][5]
-    assert "1 rows without their missing image" in capsys.readouterr().out
+    assert summary_of(capsys) == (f"wrote {out} (2 rows); 1 boxes naming no entity (unused); 1 grounded mentions; "
+                                  f"1 grounds left out with their missing media; 1 rows without their missing image")
 
 
 def test_gmner_bad_xml_is_located_in_the_xml_file(gmner):
@@ -376,20 +377,22 @@ def test_mnre_malformed_lines_are_located_by_character(mnre):
 
 def test_mnre_version_1_quirks_are_read_and_counted(mnre, capsys):
     """Version-1 lines: an integer img_id names <id>.jpg; a name differing from its tokens only in
-    whitespace stands for the tokens."""
+    whitespace stands for the tokens; 'none' is no relation, as 'None' is in the second release."""
     source, images, tmp = mnre
     make_images(images, "657.jpg")
     hashtag = json.dumps({"token": ["#", "Padres", "win"], "h": {"name": "#Padres", "pos": [0, 2]},
                           "t": {"name": "win", "pos": [2, 3]}, "img_id": 657, "relation": "/misc/misc/part_of"})
-    v1 = write(tmp / "txt" / "ours_test.txt", MNRE_LINES[0] + "\n" + hashtag + "\n")
+    no_relation = mnre_line("Paddack", [2, 3], "Reyes", [0, 1], "none")
+    v1 = write(tmp / "txt" / "ours_test.txt", "\n".join([MNRE_LINES[0], hashtag, no_relation]) + "\n")
     out = tmp / "out.tsv"
     mnre_to_tsv.main(mnre_argv(v1, images, out))
     rows = read_rows(out)
     assert rows[1][:5] == ["657", "657.jpg", "", "", "# Padres win"]
     assert json.loads(rows[1][5])["relations"] == [
         {"label": "/misc/misc/part_of", "head": {"mention": "# Padres"}, "tail": {"mention": "win"}}]
+    assert json.loads(rows[0][5])["schema"] == {"relation": ["/misc/misc/part_of", "/per/org/member_of"]}
     assert summary_of(capsys) == (f"wrote {out} (2 rows); 1 integer img_id read as <id>.jpg; "
-                                  f"1 names differing from their tokens only in whitespace")
+                                  f"1 names differing from their tokens only in whitespace; 1 pairs without relation")
 
 
 def test_one_schema_per_dataset_written_beside_the_tsvs_and_used_by_every_split(mnre, capsys):
@@ -526,7 +529,7 @@ def test_m2e2_missing_image_both_ways(m2e2, capsys):
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == (
         f"wrote {out} (3 rows); 1 coreferences whose image file is missing (sentence and image on their own rows); "
-        f"2 rows dropped: media missing and no text")
+        f"4 grounds left out with their missing media; 2 rows dropped: media missing and no text")
     assert captured.err.count("image file not found") == 2
 
 
