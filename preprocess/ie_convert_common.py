@@ -265,7 +265,8 @@ class Conversion:
             cells[medium] = self.media_cell(path, sample.where) if path is not None and medium not in missing else ""
         records = sample.records("image" not in missing)
         if missing:
-            self.counts["grounds left out with their missing media"] += grounded(sample.records(True)) - grounded(records)
+            lost = grounded(sample.records(True)) - grounded(records)
+            self.counts["grounds left out with their missing media"] += lost
         if not sample.text and not any(cells.values()):
             self.counts["rows dropped: media missing and no text"] += 1
             return None

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 from collections import Counter
+from typing import NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -94,8 +95,18 @@ def image_file(instance, line, where, notes):
     return image
 
 
+class Pair(NamedTuple):
+    """One line: an entity pair of a tweet."""
+
+    tokens: tuple
+    image: str
+    relation: Optional[Relation]  # None: no relation between them
+    where: Where
+    notes: Counter  # quirks read
+
+
 def parse_instance(path, number, line):
-    """(group key, tokens, image file, relation or None, Where, notes) of one line."""
+    """The Pair of one line."""
     where = Where(path, number, 1, CHARACTER)
     notes = Counter()
     instance = parse_literal(line, where)
@@ -110,30 +121,29 @@ def parse_instance(path, number, line):
     head = parse_argument(instance, "h", tokens, line, where, notes)
     tail = parse_argument(instance, "t", tokens, line, where, notes)
     relation = None if label.strip().lower() == NO_RELATION else Relation(label.strip(), Mention(head), Mention(tail))
-    return (image, tuple(tokens)), tokens, image, relation, where, notes
+    return Pair(tuple(tokens), image, relation, where, notes)
 
 
 def read_mnre(path, conversion):
-    """{group key: [instances]} in first-seen order; bad lines go through the --skip-bad-rows budget."""
+    """{(image, tokens): [Pair]} in first-seen order; bad lines go through the --skip-bad-rows budget."""
     lines = [(n, line.rstrip("\r")) for n, line in enumerate(read_text(path).split("\n"), start=1) if line.strip()]
     groups = {}
-    for instance in conversion.gather(lines, lambda item: parse_instance(path, *item)):
-        groups.setdefault(instance[0], []).append(instance)
+    for pair in conversion.gather(lines, lambda item: parse_instance(path, *item)):
+        groups.setdefault((pair.image, pair.tokens), []).append(pair)
     return groups
 
 
 def samples_from(groups, images):
     samples = []
-    for (image, _), instances in groups.items():
-        _, tokens, _, _, where, _ = instances[0]
-        relations = [instance[3] for instance in instances if instance[3] is not None]
+    for (image, tokens), pairs in groups.items():
+        relations = [pair.relation for pair in pairs if pair.relation is not None]
         unique = list(dict.fromkeys(relations))
-        sample = Sample(os.path.splitext(image)[0], " ".join(tokens), where, lambda image_available, r=unique: r,
-                        image=os.path.join(images, image))
-        for instance in instances:
-            sample.notes.update(instance[5])
+        sample = Sample(os.path.splitext(image)[0], " ".join(tokens), pairs[0].where,
+                        lambda image_available, r=unique: r, image=os.path.join(images, image))
+        for pair in pairs:
+            sample.notes.update(pair.notes)
         sample.notes["repeated relations kept once"] = len(relations) - len(unique)
-        sample.notes["pairs without relation"] = len(instances) - len(relations)
+        sample.notes["pairs without relation"] = len(pairs) - len(relations)
         samples.append(sample)
     return samples
 
@@ -143,8 +153,8 @@ def convert(args):
     samples = samples_from(read_mnre(args.mnre, conversion), args.images)
     schema = dataset_schema(args, lambda: schema_from_records(
         [r for sample in samples for r in sample.records(True)]
-        + [r for path in args.labels_from for instances in read_mnre(path, conversion).values()
-           for *_, r, _, _ in instances if r is not None]))
+        + [pair.relation for path in args.labels_from for pairs in read_mnre(path, conversion).values()
+           for pair in pairs if pair.relation is not None]))
     conversion.write(samples, schema, ["relations"])
     return conversion
 
@@ -155,7 +165,10 @@ def parse_args(argv):
     parser.add_argument("--images", required=True, help="folder holding the img_id files")
     parser.add_argument("--labels-from", nargs="*", default=[], metavar="FILE",
                         help="other splits whose relation labels join the schema found (not with --schema)")
-    return add_output_args(parser, default_dataset=DATASET).parse_args(argv)
+    args = add_output_args(parser, default_dataset=DATASET).parse_args(argv)
+    if args.labels_from and args.schema:
+        parser.error("--labels-from adds to the labels found; --schema gives them all")
+    return args
 
 
 def main(argv=None):

@@ -240,7 +240,8 @@ def test_gmner_entities_are_grounded_by_the_boxes_naming_them(gmner, capsys):
                     entities=[{"type": "person", "mention": "Bill Walton", "ground": {"box": [146, 87, 338, 361]}},
                               {"type": "miscellaneous", "mention": "Shark Tank"}], schema=TWITTER_SCHEMA)],
         ["2002", "2002.jpg", "", "", "Golden State beat the Cavs",
-         annotation("twitter-gmner", entities=[{"type": "organization", "mention": "Golden State", "ground": {"polygons": [
+         annotation("twitter-gmner",
+                    entities=[{"type": "organization", "mention": "Golden State", "ground": {"polygons": [
              [10, 10, 50, 10, 50, 60, 10, 60], [100, 10, 150, 10, 150, 60, 100, 60]]}},
              {"type": "organization", "mention": "Cavs"}], schema=TWITTER_SCHEMA)]]
     captured = capsys.readouterr()
