@@ -321,6 +321,13 @@ def unique_ids(bases):
 
 # ---- command line ----------------------------------------------------------------------------------
 
+def dataset_name(value):
+    """A --dataset value: scores are reported under dataset/<name>/..., so a name holds no '/'."""
+    if not value.strip() or "/" in value:
+        raise argparse.ArgumentTypeError(f"a dataset name is non-empty and holds no '/', got {value!r}")
+    return value.strip()
+
+
 def add_output_args(parser, default_dataset,
                     media_help="folder the TSV's media paths are relative to (default: the images folder)"):
     parser.add_argument("--out", required=True, help="output TSV (generic layout)")
@@ -335,7 +342,7 @@ def add_output_args(parser, default_dataset,
     parser.add_argument("--schema", help="JSON label set {entity, relation, event, role: [...]} for every row, "
                                          "e.g. the schema.json that converting the training split wrote; "
                                          "default: the labels found in this split")
-    parser.add_argument("--dataset",
+    parser.add_argument("--dataset", type=dataset_name,
                         help=f"source dataset named in every row's annotation (default: {default_dataset})")
     return parser
 

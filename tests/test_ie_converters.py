@@ -194,6 +194,9 @@ def test_twitter_repeated_image_id_gets_a_numbered_row_id_and_the_dataset_its_na
     assert summary_of(capsys) == f"wrote {out} (3 rows); 1 repeated row ids given a '#N' suffix"
     twitter_mner_to_tsv.main(twitter_argv(repeated, images, out, "--dataset", "tw17"))
     assert {json.loads(row[5])["dataset"] for row in read_rows(out)} == {"tw17"}
+    with pytest.raises(SystemExit):
+        twitter_mner_to_tsv.main(twitter_argv(repeated, images, out, "--dataset", "tw/17"))
+    assert "a dataset name is non-empty and holds no '/'" in capsys.readouterr().err
 
 
 # ---- Twitter-GMNER -------------------------------------------------------------------------------
