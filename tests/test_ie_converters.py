@@ -3,6 +3,8 @@ missing-image policy both ways, and malformed input located by file, line and co
 import base64
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -126,7 +128,16 @@ def test_twitter_missing_image_kept_text_only_is_reported_and_counted(twitter, c
                                                  {"type": "miscellaneous", "mention": "Emmy Awards"}]
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0] == f"wrote {out} (2 rows); 1 rows without their missing image"
-    assert captured.err.count(f"{conll}:10: image file not found: {images / '1002.jpg'}") == 1
+    assert f"{conll}:10: image file not found: {images / '1002.jpg'}" in captured.err
+
+
+def test_a_missing_image_is_reported_once_on_the_command_line(twitter):
+    conll, images, tmp = twitter
+    (images / "1002.jpg").unlink()
+    script = os.path.join(os.path.dirname(twitter_mner_to_tsv.__file__), "twitter_mner_to_tsv.py")
+    run = subprocess.run([sys.executable, script, *twitter_argv(conll, images, tmp / "out.tsv", "--text-only-missing")],
+                         capture_output=True, text=True, check=True)
+    assert run.stderr.count(f"image file not found: {images / '1002.jpg'}") == 1
 
 
 def test_twitter_bad_tag_and_stray_token_are_located(twitter):
