@@ -737,3 +737,44 @@ def test_a_schema_file_is_checked_against_the_labels(tuples):
     message = error_of(muie_tuples_to_tsv.main, ["--tuples", str(source), "--out", str(tmp / "o.tsv"),
                                                  "--schema", str(schema)])
     assert message.startswith(f"error: {source}:3: column 1 (character): labels not in the schema: role 'Target'")
+
+
+# ---- benchmarks/real_ie.py: the repositories' layouts ----------------------------------------------
+
+def test_real_ie_finds_each_repository_layout_and_converts_it(tmp_path, monkeypatch, capsys):
+    """The layouts as published (MNRE's 'mnre_val .txt', the zipped releases), found anywhere under
+    --root and converted without images."""
+    import zipfile
+    root = tmp_path / "root"
+    for split in ("train", "valid", "test"):
+        write(root / "jefferyYu+UMT" / "data" / "twitter2015" / f"{split}.txt", TWITTER)
+    gmner = root / "NUSTM+GMNER" / "Twitter10000_v2.0"
+    for split in ("train", "dev", "test"):
+        write(gmner / "txt" / f"{split}.txt", GMNER_TEXT)
+    write(gmner / "xml" / "2001.xml", voc_xml("2001.jpg", 600, 450, [("Bill Walton", (146, 87, 338, 361))]))
+    for name in ("mnre_train.txt", "mnre_val .txt", "mnre_test.txt"):
+        write(root / "thecharm+MNRE" / "mnre_txt" / name, "\n".join(MNRE_LINES) + "\n")
+    (root / "thecharm+MNRE" / "Version-1").mkdir()
+    with zipfile.ZipFile(root / "thecharm+MNRE" / "Version-1" / "mnre_txt_org.zip", "w") as z:
+        for split in ("train", "val", "test"):
+            z.writestr(f"txt/ours_{split}.txt", "\n".join(MNRE_LINES) + "\n")
+    (root / "limanling+m2e2" / "data").mkdir(parents=True)
+    with zipfile.ZipFile(root / "limanling+m2e2" / "data" / "m2e2_annotations.zip", "w") as z:
+        for name, content in (("text_only_event.json", M2E2_TEXT_ONLY), ("text_multimedia_event.json",
+                              M2E2_MULTIMEDIA_TEXT), ("image_only_event.json", M2E2_IMAGE_ONLY),
+                              ("image_multimedia_event.json", M2E2_MULTIMEDIA_IMAGES)):
+            z.writestr(f"m2e2_annotations/{name}", json.dumps(content))
+        z.writestr("m2e2_annotations/crossmedia_coref.txt", "VOA_1_3\tVOA_1_img1.jpg\tJustice:Arrest-Jail\n")
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import real_ie
+    with pytest.raises(SystemExit) as done:
+        real_ie.main(["--root", str(root), "--work", str(tmp_path / "work"), "--no-train"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    headers = [line.split(" from ")[0] for line in out.splitlines() if line.startswith("== ")]
+    assert headers == ["== gmner-Twitter10000_v2.0 (ner)", "== twitter2015 (ner)", "== m2e2 (ee)",
+                       "== mnre-v1 (re)", "== mnre (re)"]
+    assert "handled in train: 1 grounds left out with their missing media; 2 rows without their missing image" in out
+    assert "event by type, all splits (2): Conflict:Attack 1, Justice:Arrest-Jail 1" in out
+    assert json.loads((tmp_path / "work" / "mnre" / "schema.json").read_text()) == {
+        "relation": ["/loc/loc/contain", "/per/org/member_of", "/per/per/peer"]}
