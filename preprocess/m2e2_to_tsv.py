@@ -17,7 +17,7 @@ crossmedia_coref.txt; images in m2e2_rawdata/image/image):
 The published text files are two halves of one annotation: a sentence id found in both (38 in
 text_only_event.json and text_multimedia_event.json) is one sentence whose events are united (an
 event of the same type and trigger words in both is one event with the union of its arguments);
-its words must agree. Such merges are counted.
+its words must agree. Such merges (also of an id repeated in one file) are counted.
 
 Output rows, in this order:
 
@@ -233,7 +233,7 @@ def read_m2e2(text_files, image_files, coref_file, conversion):
                 continue
             try:
                 unite(first, sentence)
-                conversion.counts["sentences found in two text files (events united)"] += 1
+                conversion.counts["sentence ids found again (events united)"] += 1
             except BadInputError as error:
                 conversion.bad(error)
     for path in image_files:

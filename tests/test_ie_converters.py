@@ -601,7 +601,7 @@ def test_m2e2_text_files_are_united_per_sentence(m2e2, capsys):
         ("Justice:Arrest-Jail", "arrested", ["Police", "the protesters", "Cairo", "in Cairo"]),
         ("Movement:Transport", "arrested", ["the protesters"])]
     assert len([a for a in events[0]["arguments"] if "ground" in a]) == 3
-    assert "; 1 sentences found in two text files (events united)" in summary_of(capsys)
+    assert "; 1 sentence ids found again (events united)" in summary_of(capsys)
     reworded = dict(arrest_again, words=["Officers"] + arrest_again["words"][1:])
     write(files["text_only"], json.dumps(M2E2_TEXT_ONLY + [reworded], indent=2))
     text = files["text_only"].read_text(encoding="utf-8")
