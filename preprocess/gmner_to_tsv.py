@@ -26,12 +26,14 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
-                                          load_schema, locate, new_parser, position, read_text, run, unique_ids)
-from preprocess.twitter_mner_to_tsv import SCHEMA, image_path, read_conll, sentence_entities  # noqa: E402
+from preprocess.ie_convert_common import (CHARACTER, Where, add_output_args, conversion_from_args,  # noqa: E402
+                                          dataset_schema, locate, new_parser, position, read_text, run)
+from preprocess.twitter_mner_to_tsv import (SCHEMA, image_path, read_conll, sentence_entities,  # noqa: E402
+                                            sentence_sample)
 from utils.ie import Entity, Ground, Mention  # noqa: E402
 
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+DATASET = "twitter-gmner"
 SLACK = 1.0  # pixels a box may overrun the image before it is an error
 
 
@@ -124,27 +126,24 @@ def grounded_entities(entities, boxes, multi_box):
 
 
 def samples_from(sentences, args, conversion):
-    def parse(pair):
-        uid, sentence = pair
+    def parse(sentence):
         entities = sentence_entities(sentence)
         xml_path = os.path.join(args.xml_dir, f"{sentence.image_id}.xml")
         boxes = read_boxes(xml_path) if os.path.isfile(xml_path) else []
         grounded, unmatched = grounded_entities(entities, boxes, args.multi_box)
         for name, where in unmatched:
             conversion.note(f"{where}: box named {name!r} matches no entity of the tweet at {sentence.where}")
-        sample = Sample(uid, " ".join(sentence.tokens), sentence.where,
-                        lambda image_available: grounded if image_available else entities,
-                        image=image_path(args.images, sentence.image_id))
+        sample = sentence_sample(sentence, lambda image_available: grounded if image_available else entities,
+                                 image_path(args.images, sentence.image_id))
         sample.notes["boxes naming no entity (unused)"] = len(unmatched)
         return sample
-    uids = unique_ids([s.image_id for s in sentences])
-    return conversion.gather(zip(uids, sentences), parse)
+    return conversion.gather(sentences, parse)
 
 
 def convert(args):
-    conversion = conversion_from_args(args, default_media_dir=args.images)
-    schema = load_schema(args.schema) if args.schema else SCHEMA
-    samples = samples_from(read_conll(args.conll), args, conversion)
+    conversion = conversion_from_args(args, DATASET, default_media_dir=args.images)
+    schema = dataset_schema(args, lambda: SCHEMA)
+    samples = samples_from(read_conll(args.conll, conversion), args, conversion)
     conversion.write(samples, schema, ["entities"])
     return conversion
 
@@ -157,7 +156,7 @@ def parse_args(argv):
     parser.add_argument("--multi-box", choices=("polygons", "enclosing"), default="polygons",
                         help="ground of an entity named by several boxes: a mask of one rectangle per box "
                              "(default) or the box enclosing them all")
-    return add_output_args(parser).parse_args(argv)
+    return add_output_args(parser, default_dataset=DATASET).parse_args(argv)
 
 
 def main(argv=None):

@@ -5,6 +5,13 @@ A converter parses its dataset into ``Sample``s (annotations only, so the label 
 any row is written), then ``Conversion.write`` streams the rows into one TSV through an atomic
 write: a run that stops on bad input leaves no partial output.
 
+One schema per dataset: the converter writes the label set it used (``--schema FILE``, else the one
+it found) to ``schema.json`` beside the TSV. Convert the training split first, then the others
+with ``--schema DIR/schema.json``, so that every split offers the same labels in its prompts; a
+split that finds another label set where a ``schema.json`` already lies stops with that advice
+rather than replacing it. Every row's annotation names its source dataset (``"dataset"``), for
+scores per dataset in a mixture.
+
 Rows are ``uniq-id, image, video, audio, text, annotation-json`` (DESIGN.md section 4). A media cell
 is the file's path relative to ``--media-dir`` or, with ``--embed-media``, base64 of its bytes.
 """
@@ -13,6 +20,7 @@ import base64
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,18 +35,17 @@ from utils.progress import track  # noqa: E402
 from utils.ie import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
                       schema_json, to_annotation)
 
-logger = logging.getLogger(__name__)
-
 FIELD = "field"  # column_name of a BadInputError whose column is a 1-based tab-separated field
 CHARACTER = "character"  # ... whose column is a 1-based character position in the line
 
 
 # ---- annotation JSON -------------------------------------------------------------------------------
 
-def annotation_json(records, schema, keys):
+def annotation_json(records, schema, keys, dataset):
     """The annotation cell: ``keys`` (of "entities", "relations", "events") the dataset annotates, each
-    a list even when empty (so "none here" differs from "not annotated"), and the schema."""
-    annotation = {**to_annotation(records, keys), "schema": schema_json(schema)}
+    a list even when empty (so "none here" differs from "not annotated"), the schema and the name of
+    the source dataset."""
+    annotation = {**to_annotation(records, keys), "schema": schema_json(schema), "dataset": dataset}
     return json.dumps(annotation, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -75,6 +82,29 @@ def load_schema(path):
         raise BadInputError(path, e.lineno, e.colno, f"invalid JSON: {e.msg}", CHARACTER) from None
     except AnnotationError as e:
         raise BadInputError(path, 1, 1, str(e), CHARACTER) from None
+    except OSError as e:
+        raise BadInputError(path, 1, 1, f"cannot read the schema: {e.strerror}", CHARACTER) from None
+
+
+SCHEMA_FILE = "schema.json"
+
+
+def schema_beside(out_path):
+    return os.path.join(os.path.dirname(os.path.abspath(out_path)), SCHEMA_FILE)
+
+
+def dataset_schema(args, found):
+    """The schema every row gets: --schema's, else ``found()`` (the labels of this split), refused when
+    the schema.json beside the output holds another label set (see the module doc)."""
+    if args.schema:
+        return load_schema(args.schema)
+    schema = found()
+    beside = schema_beside(args.out)
+    if os.path.isfile(beside) and schema_json(load_schema(beside)) != schema_json(schema):
+        raise BadInputError(beside, 1, 1, f"holds another label set than the one found in this split: convert "
+                                          f"the training split first and the others with --schema {beside} "
+                                          f"(or remove {beside})", CHARACTER)
+    return schema
 
 
 def unknown_labels(records, schema):
@@ -98,6 +128,18 @@ def locate(text, needle, start=0):
     """1-based (line, column) where ``needle`` first occurs at or after ``start``; (1, 1) if nowhere."""
     offset = text.find(needle, start)
     return position(text, offset) if offset >= 0 else (1, 1)
+
+
+def value_positions(text, key):
+    """{value: (line, column)} of the first ``"key": "value"`` of each string value in a JSON text,
+    in one pass (locating each value on its own is quadratic in a large file)."""
+    found, line, scanned = {}, 1, 0
+    for match in re.finditer(rf'"{re.escape(key)}"\s*:\s*("(?:[^"\\]|\\.)*")', text):
+        offset = match.start(1)
+        line += text.count("\n", scanned, offset)
+        scanned = offset
+        found.setdefault(json.loads(match.group(1)), (line, offset - text.rfind("\n", 0, offset)))
+    return found
 
 
 def read_text(path):
@@ -156,11 +198,16 @@ class Sample:
     keys: Optional[list] = None  # annotation keys of this row, when they differ from the dataset's
 
 
+def grounded(records):
+    return sum(m.ground is not None for r in records for m in mentions_of(r))
+
+
 class Conversion:
     """Writes samples as generic-layout rows and keeps the counts for the summary."""
 
-    def __init__(self, out_path, media_dir=None, embed_media=False, text_only_missing=False, skip_bad_rows=0):
-        self.out_path, self.media_dir, self.embed_media = out_path, media_dir, embed_media
+    def __init__(self, out_path, dataset, media_dir=None, embed_media=False, text_only_missing=False,
+                 skip_bad_rows=0):
+        self.out_path, self.dataset, self.media_dir, self.embed_media = out_path, dataset, media_dir, embed_media
         self.text_only_missing, self.skip_bad_rows = text_only_missing, skip_bad_rows
         self.counts = Counter()
         self.messages = []
@@ -176,7 +223,6 @@ class Conversion:
 
     def note(self, message):
         self.messages.append(message)
-        logger.warning(message)
         print(f"warning: {message}", file=sys.stderr)
 
     def gather(self, items, parse):
@@ -217,24 +263,31 @@ class Conversion:
                 self.note(f"{sample.where}: {medium} file not found: {path} (sample {sample.uid})")
                 missing.append(medium)
             cells[medium] = self.media_cell(path, sample.where) if path is not None and medium not in missing else ""
+        records = sample.records("image" not in missing)
+        if missing:
+            lost = grounded(sample.records(True)) - grounded(records)
+            self.counts["grounds left out with their missing media"] += lost
         if not sample.text and not any(cells.values()):
             self.counts["rows dropped: media missing and no text"] += 1
             return None
         for medium in missing:
             self.counts[f"rows without their missing {medium}"] += 1
-        image_available = "image" not in missing
-        records = sample.records(image_available)
-        missing = unknown_labels(records, schema)
-        if missing:
-            raise sample.where.error(f"labels not in the schema: {', '.join(missing)}")
+        unknown = unknown_labels(records, schema)
+        if unknown:
+            raise sample.where.error(f"labels not in the schema: {', '.join(unknown)}")
         self.counts.update(sample.notes)
-        self.counts["grounded mentions"] += sum(m.ground is not None for r in records for m in mentions_of(r))
+        self.counts["grounded mentions"] += grounded(records)
         return format_row([sample.uid, cells["image"], cells["video"], cells["audio"], sample.text,
-                           annotation_json(records, schema, sample.keys or keys)])
+                           annotation_json(records, schema, sample.keys or keys, self.dataset)])
 
     def write(self, samples, schema, keys):
-        """Write every sample's row atomically; returns the number of rows written."""
+        """Write every sample's row atomically, then the schema beside them; returns the number of rows
+        written."""
         os.makedirs(os.path.dirname(os.path.abspath(self.out_path)), exist_ok=True)
+        for sample, uid in zip(samples, unique_ids([sample.uid for sample in samples])):
+            if uid != sample.uid:
+                self.counts["repeated row ids given a '#N' suffix"] += 1
+                sample.uid = uid
         with atomic_open(self.out_path) as handle:
             for sample in track(samples, f"wrote {self.out_path}", unit="samples"):
                 try:
@@ -245,11 +298,15 @@ class Conversion:
                 if line is not None:
                     handle.write(line)
                     self.counts["rows"] += 1
+        with atomic_open(schema_beside(self.out_path)) as handle:
+            json.dump(schema_json(schema), handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
         return self.counts["rows"]
 
     def summary(self):
         extra = "; ".join(f"{count} {what}" for what, count in sorted(self.counts.items()) if what != "rows" and count)
-        return f"wrote {self.out_path} ({self.counts['rows']} rows)" + (f"; {extra}" if extra else "")
+        return (f"wrote {self.out_path} ({self.counts['rows']} rows)" + (f"; {extra}" if extra else "")
+                + f"\nschema: {schema_beside(self.out_path)}")
 
 
 def unique_ids(bases):
@@ -264,7 +321,15 @@ def unique_ids(bases):
 
 # ---- command line ----------------------------------------------------------------------------------
 
-def add_output_args(parser, media_help="folder the TSV's media paths are relative to (default: the images folder)"):
+def dataset_name(value):
+    """A --dataset value: scores are reported under dataset/<name>/..., so a name holds no '/'."""
+    if not value.strip() or "/" in value:
+        raise argparse.ArgumentTypeError(f"a dataset name is non-empty and holds no '/', got {value!r}")
+    return value.strip()
+
+
+def add_output_args(parser, default_dataset,
+                    media_help="folder the TSV's media paths are relative to (default: the images folder)"):
     parser.add_argument("--out", required=True, help="output TSV (generic layout)")
     parser.add_argument("--media-dir", help=media_help)
     parser.add_argument("--embed-media", action="store_true",
@@ -274,8 +339,11 @@ def add_output_args(parser, media_help="folder the TSV's media paths are relativ
                              "grounds) and count it, instead of stopping")
     parser.add_argument("--skip-bad-rows", type=int, default=0, metavar="N",
                         help="tolerate up to N malformed samples, each reported and counted (default 0: stop)")
-    parser.add_argument("--schema", help="JSON label set {entity, relation, event, role: [...]}; "
-                                         "default: the dataset's own")
+    parser.add_argument("--schema", help="JSON label set {entity, relation, event, role: [...]} for every row, "
+                                         "e.g. the schema.json that converting the training split wrote; "
+                                         "default: the labels found in this split")
+    parser.add_argument("--dataset", type=dataset_name,
+                        help=f"source dataset named in every row's annotation (default: {default_dataset})")
     return parser
 
 
@@ -284,9 +352,9 @@ def new_parser(doc):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def conversion_from_args(args, default_media_dir=None):
-    return Conversion(args.out, args.media_dir or default_media_dir, args.embed_media, args.text_only_missing,
-                      args.skip_bad_rows)
+def conversion_from_args(args, default_dataset, default_media_dir=None):
+    return Conversion(args.out, args.dataset or default_dataset, args.media_dir or default_media_dir, args.embed_media,
+                      args.text_only_missing, args.skip_bad_rows)
 
 
 def run(convert, args):

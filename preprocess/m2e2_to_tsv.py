@@ -14,20 +14,31 @@ crossmedia_coref.txt; images in m2e2_rawdata/image/image):
 - crossmedia_coref.txt: ``sentence_id<TAB>image file<TAB>event_type`` lines pairing a sentence and
   an image that show the same event.
 
+The published text files are two halves of one annotation: a sentence id found in both (38 in
+text_only_event.json and text_multimedia_event.json) is one sentence whose events are united (an
+event of the same type and trigger words in both is one event with the union of its arguments);
+its words must agree. Such merges (also of an id repeated in one file) are counted.
+
 Output rows, in this order:
 
-- T+I, one per coreference line: the sentence's text events, and the image's arguments added to
-  the sentence's first event of the coreferred type (when the image's annotated type is that type;
-  otherwise the mismatch is counted and the image's arguments left out);
-- T, every sentence in no coreference line;
-- I, every annotated image in no coreference line.
+- T+I ``<sentence id>|<image file>``, one per usable coreference line: the sentence's text events,
+  the image's arguments added to the sentence's first event of the coreferred type;
+- T ``<sentence id>``, every sentence in no usable coreference line;
+- I ``<image file>``, every annotated image in no usable coreference line.
+
+A coreference line is unusable, and counted, when the image is annotated with another event type,
+when the sentence has no text event of its type (its image event would need a trigger the text
+does not hold), or, with --text-only-missing, when the image file is missing (the row would repeat
+the sentence's T row): its sentence and image then stand on their own rows. A coreferred image
+without image annotation gives a T+I row of the text events alone.
 
 The text is ``words`` joined by single spaces (else ``sentence``); a text mention is its words
 ``start:end`` (its ``text`` when there are no words; a ``text`` that differs from its words is
 counted). Mentions on the image have no text of their own, while a record needs one: an image
 argument is named by its role in lower case ("attacker") and grounded by its box, and the trigger of
 an image-only event is the event subtype in lower case ("attack" for Conflict:Attack, "arrest jail"
-for Justice:Arrest-Jail) without ground. M2E2 scores image events by type and image arguments by
+for Justice:Arrest-Jail) without ground, on an I row only, which has no text to copy a trigger
+from. M2E2 scores image events by type and image arguments by
 (type, role, box IoU > 0.5), which these names turn into exactly our trigger and grounded argument
 matches. The schema is the event types and roles found, sorted, unless --schema is given.
 
@@ -41,10 +52,13 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.errors import BadInputError  # noqa: E402
 from preprocess.ie_convert_common import (CHARACTER, FIELD, Sample, Where, add_output_args,  # noqa: E402
-                                          conversion_from_args, load_json_file, load_schema, locate, new_parser,
-                                          read_text, run, schema_from_records, unique_ids)
+                                          conversion_from_args, dataset_schema, load_json_file, locate, new_parser,
+                                          read_text, run, schema_from_records, value_positions)
 from utils.ie import Argument, Event, Ground, Mention  # noqa: E402
+
+DATASET = "m2e2"
 
 
 @dataclass
@@ -53,6 +67,7 @@ class TextSentence:
     text: str
     events: list
     where: Where
+    words: list = field(default_factory=list)
     differing_texts: int = 0
 
 
@@ -106,20 +121,20 @@ def _mention_text(item, words, what, where, sentence):
     return " ".join(_label(text, f"{what} text", where).split())
 
 
-def parse_sentence(record, path, file_text):
+def parse_sentence(record, path, file_text, id_positions):
     if not isinstance(record, dict):
         raise Where(path, 1, 1, CHARACTER).error(f"a sentence must be an object, got {record!r:.60}")
     sentence_id = record.get("sentence_id")
     if not isinstance(sentence_id, str) or not sentence_id.strip():
         raise Where(path, *locate(file_text, '"sentence_id"'), CHARACTER).error(
             f"every sentence needs a non-empty sentence_id, got {sentence_id!r}")
-    where = Where(path, *locate(file_text, json.dumps(sentence_id)), CHARACTER)
+    where = Where(path, *id_positions.get(sentence_id, (1, 1)), CHARACTER)
     words = record.get("words")
     if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
         raise where.error("words must be a list of strings")
     words = [" ".join(w.split()) for w in words] if words else []
     text = " ".join(words) if words else " ".join(_label(record.get("sentence"), "sentence", where).split())
-    sentence = TextSentence(sentence_id, text, [], where)
+    sentence = TextSentence(sentence_id, text, [], where, words)
     mentions = record.get("golden-event-mentions", [])
     if not isinstance(mentions, list):
         raise where.error("golden-event-mentions must be a list")
@@ -137,6 +152,24 @@ def parse_sentence(record, path, file_text):
                      Mention(_mention_text(a, words, f"{what} argument {j}", where, sentence)))
             for j, a in enumerate(arguments))))
     return sentence
+
+
+def unite(first, second):
+    """Add the events of ``second``, the same sentence found again, to ``first``."""
+    if (first.words, first.text) != (second.words, second.text):
+        raise second.where.error(f"sentence_id {second.sentence_id} appears twice with different words "
+                                 f"(first at {first.where})")
+    events, matched = list(first.events), set()
+    for event in second.events:
+        same = next((i for i, known in enumerate(events) if i not in matched
+                     and (known.type, known.trigger) == (event.type, event.trigger)), None)
+        if same is None:
+            events.append(event)
+            continue
+        matched.add(same)
+        arguments = tuple(dict.fromkeys(events[same].arguments + event.arguments))
+        events[same] = Event(event.type, event.trigger, arguments)
+    first.events = events
 
 
 def _box(raw, where, what):
@@ -191,12 +224,18 @@ def read_m2e2(text_files, image_files, coref_file, conversion):
         records, file_text = load_json_file(path)
         if not isinstance(records, list):
             raise Where(path, 1, 1, CHARACTER).error("a text event file is a JSON list of sentences")
-        for sentence in conversion.gather(records, lambda r: parse_sentence(r, path, file_text)):
-            if sentence.sentence_id in data.sentences:
-                conversion.bad(sentence.where.error(f"sentence_id {sentence.sentence_id} appears twice "
-                                                    f"(first at {data.sentences[sentence.sentence_id].where})"))
+        id_positions = value_positions(file_text, "sentence_id")
+        for sentence in conversion.gather(records, lambda r: parse_sentence(r, path, file_text, id_positions)):
+            conversion.counts["text mentions whose 'text' differs from their words"] += sentence.differing_texts
+            first = data.sentences.get(sentence.sentence_id)
+            if first is None:
+                data.sentences[sentence.sentence_id] = sentence
                 continue
-            data.sentences[sentence.sentence_id] = sentence
+            try:
+                unite(first, sentence)
+                conversion.counts["sentence ids found again (events united)"] += 1
+            except BadInputError as error:
+                conversion.bad(error)
     for path in image_files:
         images, file_text = load_json_file(path)
         if not isinstance(images, dict):
@@ -222,59 +261,64 @@ def image_only_event(image):
     return Event(image.event_type, Mention(subtype_name(image.event_type)), tuple(image.arguments))
 
 
-def multimedia_records(sentence, image, coref, notes):
-    """The records of a T+I row with the image (see the module doc)."""
+def unusable(coref, sentence, image, image_path, conversion):
+    """Why a coreference line cannot make a T+I row (see the module doc), or None."""
+    if image is not None and image.event_type != coref.event_type:
+        return "coreferred images annotated with another event type"
+    if not any(event.type == coref.event_type for event in sentence.events):
+        return "coreferences without a text event of their type"
+    if conversion.text_only_missing and not os.path.isfile(image_path):
+        return "coreferences whose image file is missing"
+    return None
+
+
+def multimedia_records(sentence, image, coref):
+    """The records of a usable T+I row with its image: the image's arguments join the sentence's
+    first event of the coreferred type."""
     events = list(sentence.events)
     if image is None:
-        notes["coreferred images without image annotation"] += 1
         return events
-    if image.event_type != coref.event_type:
-        notes["coreferred images annotated with another event type (image arguments left out)"] += 1
-        return events
-    for i, event in enumerate(events):
-        if event.type == coref.event_type:
-            events[i] = Event(event.type, event.trigger, event.arguments + tuple(image.arguments))
-            return events
-    notes["coreferences without a text event of their type (image event added on its own)"] += 1
-    return events + [image_only_event(image)]
+    first = next(i for i, event in enumerate(events) if event.type == coref.event_type)
+    events[first] = Event(events[first].type, events[first].trigger, events[first].arguments + tuple(image.arguments))
+    return events
 
 
-def samples_from(data, images_dir):
+def samples_from(data, images_dir, conversion):
     samples, used_sentences, used_images = [], set(), set()
-    uids = unique_ids([f"{c.sentence_id}|{os.path.splitext(c.image_file)[0]}" for c in data.corefs])
-    for uid, coref in zip(uids, data.corefs):
+    for coref in data.corefs:
         sentence = data.sentences[coref.sentence_id]
         image_id = os.path.splitext(coref.image_file)[0]
-        image = data.images.get(image_id)
-        sample = Sample(uid, sentence.text, coref.where, None,
-                        image=os.path.join(images_dir, coref.image_file))
-        merged = multimedia_records(sentence, image, coref, sample.notes)
-        sample.records = lambda available, merged=merged, text_only=sentence.events: merged if available else text_only
-        sample.notes["text mentions whose 'text' differs from their words"] = sentence.differing_texts
+        image, path = data.images.get(image_id), os.path.join(images_dir, coref.image_file)
+        reason = unusable(coref, sentence, image, path, conversion)
+        if reason:
+            conversion.counts[f"{reason} (sentence and image on their own rows)"] += 1
+            continue
+        merged = multimedia_records(sentence, image, coref)
+        sample = Sample(f"{coref.sentence_id}|{coref.image_file}", sentence.text, coref.where,
+                        lambda available, merged=merged, text=sentence.events: merged if available else text,
+                        image=path)
+        sample.notes["coreferred images without image annotation"] = image is None
         samples.append(sample)
         used_sentences.add(coref.sentence_id)
         used_images.add(image_id)
     for sentence in data.sentences.values():
         if sentence.sentence_id not in used_sentences:
-            sample = Sample(sentence.sentence_id, sentence.text, sentence.where,
-                            lambda available, events=sentence.events: events)
-            sample.notes["text mentions whose 'text' differs from their words"] = sentence.differing_texts
-            samples.append(sample)
+            samples.append(Sample(sentence.sentence_id, sentence.text, sentence.where,
+                                  lambda available, events=sentence.events: events))
     for image in data.images.values():
         if image.image_id not in used_images:
             event = image_only_event(image)
-            samples.append(Sample(image.image_id, "", image.where,
+            samples.append(Sample(f"{image.image_id}.jpg", "", image.where,
                                   lambda available, event=event: [event] if available else [],
                                   image=os.path.join(images_dir, f"{image.image_id}.jpg")))
     return samples
 
 
 def convert(args):
-    conversion = conversion_from_args(args, default_media_dir=args.images)
+    conversion = conversion_from_args(args, DATASET, default_media_dir=args.images)
     data = read_m2e2(args.text_events, args.image_events, args.coref, conversion)
-    samples = samples_from(data, args.images)
-    schema = load_schema(args.schema) if args.schema else schema_from_records(
-        [r for sample in samples for r in sample.records(True)])
+    samples = samples_from(data, args.images, conversion)
+    schema = dataset_schema(args, lambda: schema_from_records([r for sample in samples for r in sample.records(True)]))
     conversion.write(samples, schema, ["events"])
     return conversion
 
@@ -287,7 +331,7 @@ def parse_args(argv):
                         help="image_only_event.json, image_multimedia_event.json")
     parser.add_argument("--coref", help="crossmedia_coref.txt (without it no T+I rows are made)")
     parser.add_argument("--images", required=True, help="folder holding <image id>.jpg (m2e2_rawdata/image/image)")
-    args = add_output_args(parser).parse_args(argv)
+    args = add_output_args(parser, default_dataset=DATASET).parse_args(argv)
     if not args.text_events and not args.image_events:
         parser.error("give --text-events, --image-events or both")
     return args

@@ -33,8 +33,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
-                                          load_schema, new_parser, read_text, run, schema_from_records,
-                                          unique_ids)
+                                          dataset_schema, load_schema, new_parser, read_text, run,
+                                          schema_from_records)
 from utils.ie import SUBTASK_KEYS, Argument, Entity, Event, Mention, Relation  # noqa: E402
 
 EMPTY_OUTPUTS = ("", "none", "[]", "null")
@@ -230,15 +230,13 @@ def parse_line(path, number, line, default_task, source_dir, schema):
 
 def convert(args):
     source_dir = args.source_dir or os.path.dirname(os.path.abspath(args.tuples))
-    conversion = conversion_from_args(args, default_media_dir=source_dir)
+    conversion = conversion_from_args(args, os.path.splitext(os.path.basename(args.tuples))[0],
+                                      default_media_dir=source_dir)
     schema = load_schema(args.schema) if args.schema else None
     lines = [(n, line.rstrip("\r")) for n, line in enumerate(read_text(args.tuples).split("\n"), start=1)
              if line.strip()]
     samples = conversion.gather(lines, lambda item: parse_line(args.tuples, *item, args.task, source_dir, schema))
-    for sample, uid in zip(samples, unique_ids([s.uid for s in samples])):
-        sample.uid = uid
-    if schema is None:
-        schema = schema_from_records([r for sample in samples for r in sample.records(True)])
+    schema = dataset_schema(args, lambda: schema_from_records([r for sample in samples for r in sample.records(True)]))
     conversion.write(samples, schema, ["entities"])
     return conversion
 
@@ -249,8 +247,9 @@ def parse_args(argv):
     parser.add_argument("--task", choices=tuple(PARSERS), help="the task of lines that name none")
     parser.add_argument("--source-dir", help="folder the lines' media paths are relative to "
                                              "(default: the JSON lines file's folder)")
-    return add_output_args(parser, media_help="folder the TSV's media paths are relative to "
-                                              "(default: the source folder)").parse_args(argv)
+    return add_output_args(parser, default_dataset="the file's name without extension",
+                           media_help="folder the TSV's media paths are relative to "
+                                      "(default: the source folder)").parse_args(argv)
 
 
 def main(argv=None):

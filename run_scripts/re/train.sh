@@ -4,9 +4,11 @@
 # Defaults train unify_tiny on the demo rows of all ten modality mixes (run_scripts/train_common.sh
 # lists the settings the environment overrides; FRAMES, FRAME_SIZE and AUDIO_SECONDS shape clips).
 # MNRE (preprocess/mnre_to_tsv.py) with unify_base, for example:
-#   DATA=mnre_train.tsv,mnre_val.tsv VOCAB=vocab ARCH=unify_base PATCH=384 LR=1e-4 \
-#   MAX_UPDATE=30000 sh run_scripts/re/train.sh --media-dir images --schema-file schema.json --bf16-autocast
+#   DATA=dataset/mnre/train.tsv,dataset/mnre/val.tsv SCHEMA=dataset/mnre/schema.json VOCAB=vocab \
+#   ARCH=unify_base PATCH=384 LR=1e-4 MAX_UPDATE=30000 sh run_scripts/re/train.sh --media-dir images --bf16-autocast
+# SCHEMA (the schema.json a converter writes beside its TSVs) is offered to rows without their own.
 . "$(dirname "$0")/../train_common.sh"
+set -- ${SCHEMA:+--schema-file "$SCHEMA"} "$@"
 train_task re dataset/demo/re_train.tsv,dataset/demo/re_valid.tsv 3000 1e-3 relation/grounded_f1 96 \
     --max-tgt-length 128 --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-32}" \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"
