@@ -262,6 +262,14 @@ class UniGroundTask(FairseqTask):
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
 
+    def get_batch_iterator(self, dataset, **kwargs):
+        """fairseq's, except that every validation row is scored: fairseq 0.12.3 drops a last batch
+        smaller than --required-batch-size-multiple (8 by default), which would leave the same rows
+        out of every validation; training's remainder is a fresh draw each epoch."""
+        if dataset is not self.datasets.get("train"):
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, **kwargs)
+
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         sources = [s["source"] for s in samples]

@@ -88,3 +88,12 @@ def test_max_tokens_batches_hold_similar_lengths_and_every_row_once(tmp_path, de
         assert sorted(np.concatenate(shards).tolist()) == list(range(len(captions)))
         orders.append(np.concatenate(shards).tolist())
     assert orders[0] != orders[1]
+
+
+def test_validation_batches_keep_a_last_batch_smaller_than_the_required_multiple(caption_task):
+    """fairseq-train asks for batches in multiples of 8 (--required-batch-size-multiple); validation
+    still scores all 12 rows, where fairseq alone would drop the last 4."""
+    caption_task.load_dataset("valid")
+    batches = caption_task.get_batch_iterator(dataset=caption_task.dataset("valid"), max_sentences=8,
+                                              required_batch_size_multiple=8).frozen_batches
+    assert sorted(i for batch in batches for i in batch) == list(range(12))
