@@ -12,6 +12,7 @@ schema, mentions copied from the text, grounds only where the sample has the med
 MUIE's (utils/ie_scoring.py), with malformed outputs counted.
 """
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -91,9 +92,18 @@ class IETask(UniGroundTask):
             "source": self.source_tensor(head + body),
             "target": self.encode_target(target),
             **media,
-            "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "size": size, "window": window,
-                     "reference": to_annotation(records), "schema": schema_json(schema), "ie_context": context},
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "dataset": self.dataset_name(row, annotation),
+                     "size": size, "window": window, "reference": to_annotation(records),
+                     "schema": schema_json(schema), "ie_context": context},
         }
+
+    def dataset_name(self, row, annotation):
+        """The row's source dataset for the per-dataset scores: the annotation's ``"dataset"``, else the
+        name of its TSV file without the extension."""
+        name = annotation.get("dataset", os.path.splitext(os.path.basename(row.tsv.path))[0])
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise row.error("annotation", f'"dataset" must be a non-empty name without \'/\', got {name!r:.80}')
+        return name
 
     def prompt_ids(self, row, schema, text):
         """(instruction and schema ids, text ids): mentions are copied from the second part."""
@@ -184,20 +194,21 @@ class IETask(UniGroundTask):
         if window:
             records = map_grounds(records, lambda g: Ground(g.kind, tuple(t + window[0] for t in g.value))
                                   if g.kind == "span" else g)
-        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "mix": meta["mix"],
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "mix": meta["mix"], "dataset": meta["dataset"],
                 "size": list(meta["size"]) if meta["size"] else None, "malformed": malformed,
                 "prediction": to_annotation(records), "reference": meta["reference"]}
 
     def score(self, predictions, full=False):
-        """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the per-mix
-        breakdown and the counts behind every rate."""
+        """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the breakdowns per
+        modality mix and per source dataset, and the counts behind every rate."""
         scores = ie_scores([IESample(annotation_records(p["prediction"]), annotation_records(p["reference"]),
-                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"])
+                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"],
+                                     p["dataset"])
                             for p in predictions])
         if full:
             return scores
         return {k: v for k, v in scores.items()
-                if k == "malformed" or k.endswith("f1") and not k.startswith("mix/")}
+                if k == "malformed" or k.endswith("f1") and not k.startswith(("mix/", "dataset/"))}
 
     def report_view(self, prediction, row):
         """Both sides' records as table rows, their grounds drawn on the media and their mentions

@@ -36,6 +36,24 @@ def test_gold_targets_decode_to_the_reference_records_on_every_mix(ie_task):
         assert scores[f"mix/{mix}/{kind}/f1"] == 1.0
 
 
+def test_scores_per_source_dataset_from_the_annotation_else_the_file_name(demo_dir, vocab_dir, tmp_path):
+    rows = read_lines(demo_dir / "ner_valid.tsv")[:6]
+    named = [with_annotation(row, lambda a, name=name: a.update(dataset=name))
+             for row, name in zip(rows[:4], ["twitter2015", "twitter2017"] * 2)]
+    path = write_tsv(tmp_path / "mixture.tsv", named + rows[4:])
+    task = build_task("ner", path, vocab_dir, max_tgt_length=160)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    samples = [dataset[i] for i in range(len(dataset))]
+    predictions = [task.decode_prediction(s["target"][:-1].tolist(), s["meta"]) for s in samples]
+    predictions[0]["prediction"] = {"entities": []}  # twitter2015 misses one row's entities
+    scores = task.score(predictions, full=True)
+    assert [p["dataset"] for p in predictions] == ["twitter2015", "twitter2017"] * 2 + ["mixture"] * 2
+    assert scores["dataset/twitter2017/entity/f1"] == scores["dataset/mixture/entity/f1"] == 1.0
+    assert scores["dataset/twitter2015/entity/recall"] < 1.0 and scores["dataset/twitter2015/samples"] == 2
+    assert not any(k.startswith("dataset/") for k in task.score(predictions))  # validation logs totals only
+
+
 def test_constrained_generation_of_an_untrained_model_always_parses(ie_task):
     dataset = ie_task.dataset("valid")
     by_mix = {}
@@ -82,6 +100,7 @@ BAD_CASES = {  # name: (mix of the row to spoil, change, reason)
     "box_without_image": ("A", set_first_entity("ground", {"box": [0, 0, 5, 5]}), "needs an image"),
     "start_after_end": ("A", set_first_entity("ground", {"span": [2.0, 1.0]}), "before its end"),
     "no_schema": ("T", lambda a: a.pop("schema"), "no schema"),
+    "dataset_not_a_name": ("T", lambda a: a.update(dataset=["twitter2015"]), '"dataset" must be'),
 }
 
 
