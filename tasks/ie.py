@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
@@ -25,7 +24,7 @@ from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_o
 from utils.ie_grammar import IEGrammar, grammar_context
 from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
 from utils.drawing import Mark
-from utils.ie_tokens import Frame, IETargetError, parse, serialise
+from utils.ie_tokens import Frame, IETargetError, parse, serialise, target_length
 from utils.report import SampleView
 
 GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a span, may overhang its medium
@@ -35,8 +34,6 @@ GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a s
 class IEConfig(UniGroundConfig):
     schema_file: Optional[str] = field(default=None, metadata={
         "help": "JSON schema {entity, relation, event, role: [labels]} offered to rows without their own"})
-    max_src_length: int = field(default=160, metadata={"help": "longest prompt (instruction, schema, text) in tokens"})
-    max_tgt_length: int = field(default=128, metadata={"help": "longest target in tokens; later records are cut"})
 
 
 def read_schema_file(path):
@@ -56,8 +53,8 @@ class IETask(UniGroundTask):
     instruction = ""      # the prompt's first words, e.g. " extract entities:"
 
     def __init__(self, cfg, vocab):
+        self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None  # rows are measured in
         super().__init__(cfg, vocab)
-        self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None
 
     def build_constraint(self):
         return IEGrammar(self.vocab, max_length=self.cfg.max_tgt_length - 1, max_vertices=self.cfg.max_poly_vertices)
@@ -65,22 +62,12 @@ class IETask(UniGroundTask):
     # ---- rows -> samples ------------------------------------------------------------------------
 
     def build_sample(self, row, train):
-        text = " ".join(row["text"].split())
-        annotation = self.read_annotation(row)
-        try:
-            records = parse_records(annotation, self.subtask)
-            schema = parse_schema(annotation["schema"]) if "schema" in annotation else self.dataset_schema
-        except AnnotationError as error:
-            raise row.error("annotation", str(error)) from None
-        if schema is None:
-            raise row.error("annotation", "no schema: give the row a \"schema\" or the task --schema-file")
-        self.check_labels(row, records, schema)
+        text, annotation, records, schema = self.read_records(row)
         media, frame, window, size = self.read_media_and_grounds(row, train, records, text)
-        head, body = self.prompt_ids(row, schema, text)
+        head, body = self.prompt_ids(schema, text)
         moved = self.model_frame_records(records, media.pop("image_view", None), window)
         try:
-            target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body,
-                               max_length=self.cfg.max_tgt_length - 1)
+            target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body)
         except IETargetError as error:
             raise row.error("annotation", str(error)) from None
         mix = modality_mix(text=bool(text), image=bool(row["image"]), video=bool(row["video"]),
@@ -105,17 +92,41 @@ class IETask(UniGroundTask):
             raise row.error("annotation", f'"dataset" must be a non-empty name without \'/\', got {name!r:.80}')
         return name
 
-    def prompt_ids(self, row, schema, text):
+    def row_lengths(self, row):
+        text, _, records, schema = self.read_records(row)
+        head, body = self.prompt_ids(schema, text)
+        try:
+            target = target_length(in_order(records, text), self.vocab, self.cfg.max_poly_vertices, source_ids=body)
+        except IETargetError as error:
+            raise row.error("annotation", str(error)) from None
+        return len(head) + len(body), target
+
+    def length_settings(self):
+        schema = schema_json(self.dataset_schema) if self.dataset_schema else None
+        return {**super().length_settings(), "instruction": self.instruction, "offered": self.offered,
+                "schema": schema}
+
+    def read_records(self, row):
+        """(single-spaced text, annotation, records, schema) of a row, labels checked against the schema."""
+        text = " ".join(row["text"].split())
+        annotation = self.read_annotation(row)
+        try:
+            records = parse_records(annotation, self.subtask)
+            schema = parse_schema(annotation["schema"]) if "schema" in annotation else self.dataset_schema
+        except AnnotationError as error:
+            raise row.error("annotation", str(error)) from None
+        if schema is None:
+            raise row.error("annotation", "no schema: give the row a \"schema\" or the task --schema-file")
+        self.check_labels(row, records, schema)
+        return text, annotation, records, schema
+
+    def prompt_ids(self, schema, text):
         """(instruction and schema ids, text ids): mentions are copied from the second part."""
         offer = "; ".join(f"{kind}s: {', '.join(getattr(schema, kind))}" if i else ", ".join(getattr(schema, kind))
                           for i, kind in enumerate(self.offered))
         head = self.vocab.encode_text(f"{self.instruction} {offer}." + (" text:" if text else ""))
         body = self.vocab.encode_text(f" {text}") if text else []
-        room = self.cfg.max_src_length - 1 - len(head)
-        if room < 0:
-            raise row.error("annotation", f"the instruction and schema take {len(head)} tokens, more than "
-                                          f"--max-src-length {self.cfg.max_src_length} holds")
-        return head, body[:room]
+        return head, body
 
     def check_labels(self, row, records, schema):
         for record in records:
@@ -180,10 +191,6 @@ class IETask(UniGroundTask):
             return Ground("span", tuple(t - window[0] for t in ground.value))
 
         return map_grounds(records, move)
-
-    def source_tensor(self, ids):
-        ids = list(ids)[: self.cfg.max_src_length - 1]
-        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
 
     # ---- outputs -> scores -----------------------------------------------------------------------
 
