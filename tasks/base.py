@@ -366,6 +366,13 @@ class UniGroundTask(FairseqTask):
         return {"task": type(self).__name__, "prompt": self.prompt, "vocab": vocab,
                 "options": {k: v for k, v in OmegaConf.to_container(self.cfg).items() if k not in NOT_LENGTH_OPTIONS}}
 
+    def state_dict(self):
+        """fairseq's task state, which checkpoints keep, with the length limits in force: a task set up
+        from the checkpoint takes them (``utils.checkpoint.load_models_and_task``) rather than sizing
+        them to the data it evaluates."""
+        limits = {option: getattr(self.cfg, option) for option, _, _ in LENGTH_LIMITS}
+        return {**super().state_dict(), **{k: v for k, v in limits.items() if v is not None}}
+
     def check_positions(self, model):
         """The length limits must fit the model's position embeddings."""
         for (option, part, model_option), positions in zip(LENGTH_LIMITS, model.max_positions()):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from fairseq import metrics
 
 from helpers import build_criterion, build_task, read_lines, tiny_model_args, write_tsv
@@ -51,10 +52,16 @@ def test_ie_train_script_validates_and_eval_script_scores(task, metric, demo_dir
     validation = re.search(rf"\| valid on 'valid' subset .*\| {metric}/f1 ([^ |]+) ", log)
     assert validation, log[-3000:]
     assert math.isfinite(float(validation.group(1)))
+    # the limits were sized to the data and the checkpoint keeps them for evaluation
+    sized = [int(re.search(rf"--{option} (\d+): the longest", log).group(1)) for option in ("max-src-length",
+                                                                                           "max-tgt-length")]
+    state = torch.load(tmp_path / "ckpt" / "checkpoint_best.pt", weights_only=True)["task_state"]
+    assert [state["max_src_length"], state["max_tgt_length"]] == sized
 
     results = tmp_path / "results"
-    run_script(f"{task}/eval.sh", {"CKPT": str(tmp_path / "ckpt" / "checkpoint_best.pt"), "DATA": str(valid),
-                                   "RESULTS": str(results), "BEAM": "1"})
+    log = run_script(f"{task}/eval.sh", {"CKPT": str(tmp_path / "ckpt" / "checkpoint_best.pt"), "DATA": str(valid),
+                                         "RESULTS": str(results), "BEAM": "1"})
+    assert "the longest" not in log  # not sized anew to the evaluated rows
     scores = json.load(open(results / "metrics.json"))
     assert scores["rows"] == 4
     assert all(math.isfinite(scores[f"{metric}/{name}"]) for name in ("precision", "recall", "f1", "grounded_f1"))
