@@ -531,6 +531,10 @@ class UniGroundTask(FairseqTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
+        if getattr(args, "max_len_a", 0) == 0 and 0 < getattr(args, "max_len_b", 0) < self.cfg.max_tgt_length - 1:
+            logger.warning("generation stops after max_len_b %d tokens, fewer than the longest target's %d "
+                           "(--max-tgt-length %d): longer outputs end early", args.max_len_b,
+                           self.cfg.max_tgt_length - 1, self.cfg.max_tgt_length)
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
             constraint = self.constraint
             if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):

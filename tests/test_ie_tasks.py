@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data.errors import BadInputError
-from helpers import build_model, build_task, read_lines, set_cell, write_tsv
+from helpers import build_model, build_task, model_config, read_lines, set_cell, write_tsv
 from test_bad_input import assert_located
 
 SUBTASKS = ("ner", "re", "ee")
@@ -194,3 +194,15 @@ def test_token_lengths_are_cached_per_file_and_settings_and_remeasured_when_the_
     schema.write_text(json.dumps({"entity": ["person", "place", "shape", "animal", "organization"]}))
     build_task("ner", path, vocab_dir, schema_file=str(schema))  # other settings, their own cache
     assert len(list(tmp_path.glob("rows.tsv.tokens-*.index"))) == 2
+
+
+def test_limits_beyond_the_model_positions_stop_the_model_build(demo_dir, vocab_dir):
+    task = build_task("ner", f"{demo_dir}/ner_valid.tsv", vocab_dir, max_tgt_length=1025)
+    def model_cfg(**overrides):
+        cfg = model_config(task, **overrides)
+        cfg._name = "unify_tiny"  # as fairseq-train names the architecture
+        return cfg
+
+    with pytest.raises(ValueError, match="--max-tgt-length 1025 .* more than the model's --max-target-positions 1024"):
+        task.build_model(model_cfg())
+    assert task.build_model(model_cfg(max_target_positions=1025)) is not None
