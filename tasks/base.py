@@ -175,22 +175,26 @@ class UniGroundTask(FairseqTask):
 
     # ---- helpers for task files ---------------------------------------------------------------
 
-    def encode_source(self, text):
-        return self.source_tensor(self.vocab.encode_text(text))
+    def encode_source(self, text, row, column):
+        return self.source_tensor(self.vocab.encode_text(text), row, column)
 
-    def source_tensor(self, ids):
-        return self.within_limit(ids, "max_src_length")
+    def source_tensor(self, ids, row, column):
+        """The prompt ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
+        return self.within_limit(ids, 0, row, column)
 
-    def encode_target(self, ids):
-        return self.within_limit(ids, "max_tgt_length")
+    def encode_target(self, ids, row, column):
+        """The target ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
+        return self.within_limit(ids, 1, row, column)
 
-    def within_limit(self, ids, option):
-        """``ids`` and EOS as a tensor. Every row was measured against the limit at load, so a longer
-        one means that ``row_lengths`` undercounts: an error, never a cut."""
+    def within_limit(self, ids, k, row, column):
+        """``ids`` and EOS as a tensor, or a bad row if they exceed limit ``k`` of ``LENGTH_LIMITS`` (never a
+        cut). Rows of the loaded files were measured to fit; this guards any other."""
         ids = list(ids) + [self.vocab.dictionary.eos()]
-        if len(ids) > getattr(self.cfg, option):
-            raise ValueError(f"{type(self).__name__}: {len(ids)} tokens, more than --{option.replace('_', '-')} "
-                             f"{getattr(self.cfg, option)}, although the row was measured to fit (row_lengths)")
+        option, part, _ = LENGTH_LIMITS[k]
+        limit = getattr(self.cfg, option)
+        if len(ids) > limit:
+            flag = "--" + option.replace("_", "-")
+            raise row.error(column, f"the {part} takes {len(ids)} tokens, more than {flag} {limit}; raise {flag}")
         return torch.tensor(ids, dtype=torch.long)
 
     def read_media(self, row, train, keep=None):

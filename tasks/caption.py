@@ -30,8 +30,8 @@ class CaptionTask(UniGroundTask):
     def build_sample(self, row, train):
         references = self.references(row)
         return {
-            "source": self.encode_source(self.prompt),
-            "target": self.encode_target(self.vocab.encode_text(references[0])),
+            "source": self.encode_source(self.prompt, row, "caption"),
+            "target": self.encode_target(self.vocab.encode_text(references[0]), row, "caption"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }

@@ -74,7 +74,7 @@ class EntityRecognitionTask(ClosedSetTask):
         if not row["text"].strip() and not any(row[name] for name in ("image", "video", "audio")):
             raise row.error("text", "the row has neither media nor text")
         return {
-            "source": self.encode_source(self.prompt_text(row)),
+            "source": self.encode_source(self.prompt_text(row), row, "text"),
             "target": self.choice_target(self.catalogue.position[entity_id]),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "entity_id": entity_id, "seen": seen},

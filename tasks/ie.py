@@ -76,8 +76,8 @@ class IETask(UniGroundTask):
                                   source_ids=body or None, has_image="image" in media,
                                   has_clip=window is not None)
         return {
-            "source": self.source_tensor(head + body),
-            "target": self.encode_target(target),
+            "source": self.source_tensor(head + body, row, "text" if text else "annotation"),
+            "target": self.encode_target(target, row, "annotation"),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "dataset": self.dataset_name(row, annotation),
                      "size": size, "window": window, "reference": to_annotation(records),

@@ -60,8 +60,8 @@ class RefcocoTask(UniGroundTask):
         except CodecError as error:
             raise row.error("region", str(error)) from None
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.vocab.bin_ids(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.vocab.bin_ids(bins), row, "region"),
             "image": image.pixels,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height)},
         }

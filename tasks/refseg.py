@@ -81,8 +81,8 @@ class RefsegTask(UniGroundTask):
         if not train:
             meta["reference"] = encode_rle(reference_mask(regions, width, height, self.codec))
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.target_tokens(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.target_tokens(bins), row, "annotation"),
             "image": image.pixels,
             "meta": meta,
         }

@@ -45,8 +45,8 @@ class SnliVeTask(ClosedSetTask):
         label = self.label(row)
         prompt, hypothesis = self.prompt_of(row)
         return {
-            "source": self.encode_source(prompt),
-            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label])),
+            "source": self.encode_source(prompt, row, "hypothesis"),
+            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label]), row, "label"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
         }

@@ -60,8 +60,8 @@ class TemporalGroundingTask(UniGroundTask):
         except CodecError as error:  # a long clip's window that misses the span (eval: centred)
             raise row.error("annotation", f"{error} (window of {length:.3f} s at {start:.3f} s)") from None
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.vocab.time_ids(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.vocab.time_ids(bins), row, "annotation"),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "span": span, "window": (start, length),
                      "duration": duration},

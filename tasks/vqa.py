@@ -183,8 +183,8 @@ class VqaTask(ClosedSetTask):
                                            f"{self.answers_source}): add one to the list or drop the row")
             target = best_answer(answers)  # scored, but never produced under the constraint
         return {
-            "source": self.encode_source(self.prompt.format(question)),
-            "target": self.encode_target(self.vocab.encode_text(target)),
+            "source": self.encode_source(self.prompt.format(question), row, "question"),
+            "target": self.encode_target(self.vocab.encode_text(target), row, "answers"),
             **self.read_media(row, train),
             "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
         }

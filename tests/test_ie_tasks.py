@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from data.dataset import Row
 from data.errors import BadInputError
 from helpers import build_model, build_task, model_config, read_lines, set_cell, write_tsv
 from test_bad_input import assert_located
@@ -135,6 +136,13 @@ def test_an_entity_grounded_by_eighteen_boxes_keeps_every_record(demo_dir, vocab
     assert len(sample["target"]) == task.cfg.max_tgt_length > 128
     prediction = task.decode_prediction(sample["target"][:-1].tolist(), sample["meta"])
     assert len(prediction["prediction"]["entities"]) == 18 and prediction["malformed"] == 0
+    # a row that was not measured (a task sized to other data) is a located bad row, not a cut target
+    smaller = build_task("ner", f"{demo_dir}/ner_valid.tsv", vocab_dir)
+    tsv = smaller.tsv_file(path)
+    with pytest.raises(BadInputError, match=rf"the target takes {task.cfg.max_tgt_length} tokens, more than "
+                                            rf"--max-tgt-length {smaller.cfg.max_tgt_length}") as error:
+        smaller.build_sample(Row(tsv, 0, dict(zip(smaller.columns, tsv.fields(0)))), False)
+    assert_located(error.value, path, 1, ANNOTATION)
     for option in ({"max_tgt_length": 128}, {"max_tgt_length": task.cfg.max_tgt_length - 1}):
         short = build_task("ner", path, vocab_dir, **option)
         with pytest.raises(ValueError, match=rf"{path}: 1 of 1 rows need more than --max-tgt-length "
