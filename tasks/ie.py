@@ -53,7 +53,8 @@ class IETask(UniGroundTask):
     instruction = ""      # the prompt's first words, e.g. " extract entities:"
 
     def __init__(self, cfg, vocab):
-        self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None  # rows are measured in
+        # before the base set-up, which measures the rows with it
+        self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None
         super().__init__(cfg, vocab)
 
     def build_constraint(self):
