@@ -378,13 +378,16 @@ class UniGroundTask(FairseqTask):
         return {**super().state_dict(), **{k: v for k, v in limits.items() if v is not None}}
 
     def check_positions(self, model):
-        """The length limits must fit the model's position embeddings."""
-        for (option, part, model_option), positions in zip(LENGTH_LIMITS, model.max_positions()):
+        """The length limits must fit the model's position embeddings; the refusal counts the rows that
+        need more."""
+        for k, ((option, part, model_option), positions) in enumerate(zip(LENGTH_LIMITS, model.max_positions())):
             limit = getattr(self.cfg, option)
             if limit > positions:
+                over = [f"{int((self.measured_lengths(self.tsv_file(path))[:, k] > positions).sum())} rows of {path}"
+                        for path in self.data_paths()]
                 raise ValueError(f"--{option.replace('_', '-')} {limit} (the longest {part} of the data unless set) "
-                                 f"is more than the model's {model_option} {positions}: raise {model_option} or "
-                                 f"shorten the rows")
+                                 f"is more than the model's {model_option} {positions}; {', '.join(over)} need more "
+                                 f"{part} tokens than that: raise {model_option}, or shorten or leave out those rows")
 
     def get_batch_iterator(self, dataset, **kwargs):
         """fairseq's, except that every validation row is scored: fairseq 0.12.3 drops a last batch

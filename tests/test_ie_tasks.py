@@ -124,12 +124,16 @@ def first_image_text_row(demo_dir, name):
     return first_with(read_lines(demo_dir / f"{name}_valid.tsv"), "T+I")
 
 
+def eighteen_boxes_file(demo_dir, tmp_path):
+    boxes = [{"type": "shape", "mention": "red square", "ground": {"box": [k, k, k + 20, k + 20]}} for k in range(18)]
+    row = with_annotation(first_image_text_row(demo_dir, "ner"), lambda a: a.update(entities=boxes))
+    return write_tsv(tmp_path / "boxes.tsv", [row])
+
+
 def test_an_entity_grounded_by_eighteen_boxes_keeps_every_record(demo_dir, vocab_dir, tmp_path):
     """GMNER: one name grounded by up to 18 boxes is 18 records; unset, --max-tgt-length is sized to
     hold them all (it used to default to 128, and the row's target came out empty)."""
-    boxes = [{"type": "shape", "mention": "red square", "ground": {"box": [k, k, k + 20, k + 20]}} for k in range(18)]
-    row = with_annotation(first_image_text_row(demo_dir, "ner"), lambda a: a.update(entities=boxes))
-    path = write_tsv(tmp_path / "boxes.tsv", [row])
+    path = eighteen_boxes_file(demo_dir, tmp_path)
     task = build_task("ner", path, vocab_dir)
     task.load_dataset("valid")
     sample = task.dataset("valid")[0]
@@ -204,13 +208,18 @@ def test_token_lengths_are_cached_per_file_and_settings_and_remeasured_when_the_
     assert len(list(tmp_path.glob("rows.tsv.tokens-*.index"))) == 2
 
 
-def test_limits_beyond_the_model_positions_stop_the_model_build(demo_dir, vocab_dir):
-    task = build_task("ner", f"{demo_dir}/ner_valid.tsv", vocab_dir, max_tgt_length=1025)
+def test_limits_beyond_the_model_positions_stop_the_model_build(demo_dir, vocab_dir, tmp_path):
+    path = eighteen_boxes_file(demo_dir, tmp_path)
+    task = build_task("ner", f"{demo_dir}/ner_valid.tsv,{path}", vocab_dir)
+    assert task.cfg.max_tgt_length > 100
+
     def model_cfg(**overrides):
         cfg = model_config(task, **overrides)
         cfg._name = "unify_tiny"  # as fairseq-train names the architecture
         return cfg
 
-    with pytest.raises(ValueError, match="--max-tgt-length 1025 .* more than the model's --max-target-positions 1024"):
-        task.build_model(model_cfg())
-    assert task.build_model(model_cfg(max_target_positions=1025)) is not None
+    with pytest.raises(ValueError, match=rf"--max-tgt-length {task.cfg.max_tgt_length} .* more than the model's "
+                                         rf"--max-target-positions 100; 0 rows of {demo_dir}/ner_valid.tsv, 1 rows of "
+                                         rf"{path} need more target tokens than that: raise --max-target-positions"):
+        task.build_model(model_cfg(max_target_positions=100))
+    assert task.build_model(model_cfg()) is not None
