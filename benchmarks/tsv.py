@@ -5,8 +5,7 @@
 Writes a TSV of at least ``--gigabytes`` in the OFA caption layout (id, image id, caption, objects,
 base64 of a COCO-mini JPEG, cycling through the photos) and, for a file with many short rows, one
 of ``--caption-gigabytes`` of text only; both are deleted afterwards. For each it reports the
-index build (MB/s and bytes per row), the text-length pass that ``--max-tokens`` batching reads
-(``TsvFile.cell_bytes``), random access through the index, and reading the rows in order with
+index build (MB/s and bytes per row), random access through the index, and reading the rows in order with
 TsvFile and with a plain ``for line in open(...)`` loop (alone, and decoding and splitting each line
 as ``TsvFile.fields`` does).
 
@@ -67,7 +66,7 @@ def drop_from_cache(path):
 
 
 def remove_caches(path):
-    for cache in glob.glob(f"{path}.index") + glob.glob(f"{path}.bytes-*"):
+    for cache in glob.glob(f"{path}.index"):
         os.remove(cache)
 
 
@@ -129,17 +128,6 @@ def measure(name, path, rows, repeats, random_count):
         row("index build", cache, seconds, rows)
     index_bytes = os.path.getsize(f"{path}.index")
     for cache in ("cold", "warm"):
-        fields = [2]  # the caption
-        if cache == "cold":
-            for cached in glob.glob(f"{path}.bytes-*"):
-                os.remove(cached)
-            drop_from_cache(path)
-            seconds, _ = timed(lambda: TsvFile(path).cell_bytes(fields))
-        else:
-            seconds = best_time(lambda: ([os.remove(c) for c in glob.glob(f"{path}.bytes-*")],
-                                         TsvFile(path).cell_bytes(fields)), repeats)
-        row("text lengths (cell_bytes)", cache, seconds, rows)
-    for cache in ("cold", "warm"):
         if cache == "cold":
             drop_from_cache(path)
             seconds, read = timed(lambda: random_rows(path, random_count))
@@ -159,8 +147,7 @@ def measure(name, path, rows, repeats, random_count):
                 seconds = best_time(lambda: call(path), repeats)
             row(what, cache, seconds, rows)
     summary = (f"{name}: {size / MB:,.0f} MB, {rows:,} rows ({size / rows:,.0f} B a row); index "
-               f"{index_bytes:,} B = {index_bytes / rows:.3f} B a row; text lengths "
-               f"{os.path.getsize(glob.glob(f'{path}.bytes-*')[0]) / rows:.3f} B a row")
+               f"{index_bytes:,} B = {index_bytes / rows:.3f} B a row")
     return summary, table
 
 

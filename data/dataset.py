@@ -34,23 +34,6 @@ class Row:
         return BadInputError(path, line, column, message, column_name=name)
 
 
-def estimate_tokens(tsv, fields, encode, cap, sample_rows=64):
-    """Per row, about how many tokens its text ``fields`` make, for ``--max-tokens`` batching, without
-    reading the rows: their byte lengths (``TsvFile.cell_bytes``) times the tokens per byte that
-    ``encode`` gives on up to ``sample_rows`` rows spread over the file; between 1 and ``cap``."""
-    lengths = tsv.cell_bytes(fields)
-    sampled_bytes = sampled_tokens = 0
-    for i in np.unique(np.linspace(0, len(tsv) - 1, min(sample_rows, len(tsv))).astype(np.int64)).tolist():
-        try:
-            cells = tsv.fields(i)
-        except BadInputError:
-            continue  # the dataset reports it when the row's turn comes
-        sampled_bytes += int(lengths[i])
-        sampled_tokens += sum(len(encode(cells[k])) for k in fields)
-    tokens_per_byte = sampled_tokens / sampled_bytes if sampled_bytes else 1.0
-    return np.clip(np.ceil(lengths * tokens_per_byte), 1, cap).astype(np.int32)
-
-
 class TsvDataset(FairseqDataset):
     def __init__(self, tsv, column_names, build_sample, collate, tolerate_bad_rows=False,
                  shuffle=True, seed=1, sizes=None):

@@ -96,6 +96,11 @@ def decode_image(data, where, max_pixels=89_478_485, draft_size=None):
     return DecodedImage(pixels, (width, height))
 
 
+def image_size(data, where):
+    """(width, height) of image bytes, read from the header alone."""
+    return _open_header(data, where).size
+
+
 def _open_header(data, where):
     try:
         return Image.open(io.BytesIO(data))  # reads only the header

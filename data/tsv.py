@@ -11,7 +11,6 @@ from utils.files import atomic_open
 
 _CHUNK_BYTES = 2 << 20
 _STAMP_BYTES = 16  # every cached array starts with the file's [size, mtime_ns] as int64, viewed in its dtype
-MAX_CELL_BYTES = np.iinfo(np.uint16).max
 
 
 def _stamp(path):
@@ -37,44 +36,6 @@ def _scan_row_starts(path, size):
             base += read
     starts = np.concatenate(starts)
     return starts[starts < size]
-
-
-def _scan_cell_bytes(path, row_starts, size, columns):
-    """Per row, the summed byte length of the cells in file ``columns``, read in blocks of whole rows."""
-    lengths = np.zeros(len(row_starts), dtype=np.int64)
-    row_ends = np.append(row_starts[1:], size)
-    buffer = bytearray(_CHUNK_BYTES)
-    with open(path, "rb") as f:
-        first = 0
-        while first < len(row_starts):
-            base = int(row_starts[first])
-            last = max(first + 1, int(np.searchsorted(row_starts, base + _CHUNK_BYTES)))
-            length = int(row_ends[last - 1]) - base
-            if len(buffer) < length:  # a row longer than a chunk
-                buffer = bytearray(length)
-            f.seek(base)
-            block = np.frombuffer(buffer, np.uint8, count=f.readinto(memoryview(buffer)[:length]))
-            lengths[first:last] = _block_cell_bytes(
-                block, row_starts[first:last] - base, row_ends[first:last] - base, columns)
-            first = last
-    return np.minimum(lengths, MAX_CELL_BYTES).astype(np.uint16)
-
-
-def _block_cell_bytes(block, starts, ends, columns):
-    """``_scan_cell_bytes`` for the rows of one block, vectorised over rows: row i spans
-    ``block[starts[i]:ends[i]]``, its line break included; a column the row lacks counts 0."""
-    separators = np.flatnonzero((block == 9) | (block == 10))
-    bounded = np.append(separators, len(block))  # lookups one past the last separator stay in range
-    content_ends = ends - (block[ends - 1] == 10)
-    content_ends -= (content_ends > starts) & (block[np.maximum(content_ends - 1, 0)] == 13)  # CRLF
-    first = np.searchsorted(separators, starts)
-    tabs = np.searchsorted(separators, content_ends) - first
-    total = np.zeros(len(starts), dtype=np.int64)
-    for c in columns:
-        cell_starts = starts if c == 0 else bounded[np.minimum(first + c - 1, len(separators))] + 1
-        cell_ends = np.where(c < tabs, bounded[np.minimum(first + c, len(separators))], content_ends)
-        total += np.where(c <= tabs, cell_ends - cell_starts, 0)
-    return total
 
 
 def _cache_locations(path, suffix, index_dir):
@@ -163,16 +124,11 @@ class TsvFile:
         """1-based file column of selected field ``k``."""
         return (k if self.selected_cols is None else self.selected_cols[k]) + 1
 
-    def cell_bytes(self, fields):
-        """Per row, the summed UTF-8 byte length of the selected ``fields`` (0 for a cell the row
-        lacks, at most ``MAX_CELL_BYTES``): a length to batch by without reading any row. One
-        vectorised pass over the file builds it; it is cached beside the index, 2 bytes a row."""
-        columns = sorted({self.column_number(k) - 1 for k in fields})
-        suffix = ".bytes" + "".join(f"-{c}" for c in columns) + ".index"
-        _, lengths = _open_cached(
-            self.path, suffix, lambda stamp: _scan_cell_bytes(self.path, self._row_starts(), int(stamp[0]), columns),
-            self.index_dir)
-        return _without_stamp(lengths)
+    def cached_array(self, name, build):
+        """A per-row array derived from the file, cached beside its index as ``<file>.<name>.index``
+        (or in the same fallback folder) and rebuilt when the file changes: ``build()`` makes it."""
+        _, values = _open_cached(self.path, f".{name}.index", lambda stamp: build(), self.index_dir)
+        return _without_stamp(values)
 
     def _row_starts(self):
         if self._starts is None:  # dropped by pickling

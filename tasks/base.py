@@ -6,6 +6,7 @@ become a prediction, and its metric. Everything else lives here: the
 vocabulary, TSV datasets and collation, bad-row accounting, constrained
 generation and validation scoring for best-checkpoint selection.
 """
+import hashlib
 import json
 import logging
 import os
@@ -24,8 +25,8 @@ from omegaconf import II, OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
 from data.audio import SAMPLE_RATE, decode_audio, log_mel
-from data.dataset import TsvDataset, estimate_tokens
-from data.errors import location_of
+from data.dataset import Row, TsvDataset
+from data.errors import BadInputError, location_of
 from data.media import decode_image, read_media_bytes
 from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
@@ -33,10 +34,18 @@ from data.tsv import TsvFile
 from data.video import decode_video
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
-from utils.vocab import Vocabulary
+from utils.progress import track
+from utils.vocab import SPM_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
 MEDIA_COLUMNS = ("image", "video", "audio")
+# The length limits, what they bound, and the model option that caps each.
+LENGTH_LIMITS = (("max_src_length", "source", "--max-source-positions"),
+                 ("max_tgt_length", "target", "--max-target-positions"))
+MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
+# Task options that cannot change a row's token counts: the cache of measured lengths ignores them.
+NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
+                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir"}
 
 
 @dataclass
@@ -50,8 +59,12 @@ class UniGroundConfig(FairseqDataclass):
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
     max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
-    max_src_length: int = field(default=80, metadata={"help": "longest prompt in text tokens"})
-    max_tgt_length: int = field(default=30, metadata={"help": "longest target in tokens"})
+    max_src_length: Optional[int] = field(default=None, metadata={
+        "help": "longest prompt in tokens, EOS included; unset: the longest prompt among the --data rows. "
+                "A row that does not fit is refused at load, with the count of such rows; none is cut"})
+    max_tgt_length: Optional[int] = field(default=None, metadata={
+        "help": "longest target in tokens, EOS included; unset: the longest target among the --data rows. "
+                "A row that does not fit is refused at load, with the count of such rows; none is cut"})
     patch_image_size: int = field(default=384, metadata={"help": "side of the square image fed to the model"})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "refuse images declaring more pixels"})
     num_frames: int = field(default=8, metadata={"help": "video frames sampled per clip"})
@@ -98,6 +111,7 @@ class UniGroundTask(FairseqTask):
             True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob),
             False: ImageTransform(cfg.patch_image_size, train=False),
         }
+        self.fit_lengths()
         self.constraint = self.build_constraint()
         self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
         self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
@@ -129,6 +143,17 @@ class UniGroundTask(FairseqTask):
         """The output rule for generation and training masks, or None for free text."""
         return None
 
+    def row_lengths(self, row):
+        """(source, target) token counts of a row, EOS left out, as ``build_sample`` makes them but
+        without decoding media (an upper bound where the count depends on the pixels: polygons);
+        raise ``row.error(...)`` where ``build_sample`` would."""
+        raise NotImplementedError
+
+    def least_target_length(self):
+        """The fewest target tokens (EOS included) the task needs whatever its rows: its longest
+        candidate output, for a task that generates from a fixed set."""
+        return 1
+
     def decode_prediction(self, tokens, meta):
         """Generated token ids (no EOS) -> a JSON-ready prediction record."""
         raise NotImplementedError
@@ -150,13 +175,27 @@ class UniGroundTask(FairseqTask):
 
     # ---- helpers for task files ---------------------------------------------------------------
 
-    def encode_source(self, text):
-        ids = self.vocab.encode_text(text)[: self.cfg.max_src_length - 1]
-        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+    def encode_source(self, text, row, column):
+        return self.source_tensor(self.vocab.encode_text(text), row, column)
 
-    def encode_target(self, ids):
-        ids = list(ids)[: self.cfg.max_tgt_length - 1]
-        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+    def source_tensor(self, ids, row, column):
+        """The prompt ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
+        return self.within_limit(ids, 0, row, column)
+
+    def encode_target(self, ids, row, column):
+        """The target ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
+        return self.within_limit(ids, 1, row, column)
+
+    def within_limit(self, ids, k, row, column):
+        """``ids`` and EOS as a tensor, or a bad row if they exceed limit ``k`` of ``LENGTH_LIMITS`` (never a
+        cut). Rows of the loaded files were measured to fit; this guards any other."""
+        ids = list(ids) + [self.vocab.dictionary.eos()]
+        option, part, _ = LENGTH_LIMITS[k]
+        limit = getattr(self.cfg, option)
+        if len(ids) > limit:
+            flag = "--" + option.replace("_", "-")
+            raise row.error(column, f"the {part} takes {len(ids)} tokens, more than {flag} {limit}; raise {flag}")
+        return torch.tensor(ids, dtype=torch.long)
 
     def read_media(self, row, train, keep=None):
         """Sample entries for the media columns the task declares ("image", "video", "audio"):
@@ -239,8 +278,15 @@ class UniGroundTask(FairseqTask):
 
     # ---- data ---------------------------------------------------------------------------------
 
+    def data_paths(self):
+        return [p for p in self.cfg.data.split(",") if p]
+
+    def tsv_file(self, path):
+        cols = self.cfg.selected_cols or self.default_cols
+        return TsvFile(path, selected_cols=[int(c) for c in cols.split(",")])
+
     def split_path(self, split, epoch):
-        paths = [p for p in self.cfg.data.split(",") if p]
+        paths = self.data_paths()
         if not paths:
             raise ValueError("--data names no TSV file")
         if split == "train" and len(paths) > 1:
@@ -251,16 +297,105 @@ class UniGroundTask(FairseqTask):
         return split == "train" and len(self.cfg.data.split(",")) > 2
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        cols = self.cfg.selected_cols or self.default_cols
-        tsv = TsvFile(self.split_path(split, epoch), selected_cols=[int(c) for c in cols.split(",")])
+        """The split's rows, refused with a count if some do not fit the length limits; each row's
+        measured source and target length is its size for ``--max-tokens`` batching."""
+        tsv = self.tsv_file(self.split_path(split, epoch))
+        lengths = self.measured_lengths(tsv)
+        self.check_lengths(tsv.path, lengths)
         train = split == "train"
-        text = [k for k, name in enumerate(self.columns) if name not in MEDIA_COLUMNS and not name.endswith("id")]
-        cap = self.cfg.max_src_length + self.cfg.max_tgt_length
-        sizes = estimate_tokens(tsv, text, self.vocab.encode_text, cap)
         self.datasets[split] = TsvDataset(
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
-            tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
+            tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed,
+            sizes=np.maximum(lengths.sum(1, dtype=np.int32), 1))
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
+
+    # ---- lengths ------------------------------------------------------------------------------
+
+    def fit_lengths(self):
+        """Set each unset length limit to the longest source or target among the rows of every --data
+        file (the task's least target length at least), so no row is cut or refused; explicit limits
+        stay, and ``load_dataset`` refuses rows that exceed them."""
+        unset = [option for option, _, _ in LENGTH_LIMITS if getattr(self.cfg, option) is None]
+        if not unset or not self.reads_rows:
+            return
+        if not self.cfg.data:
+            raise ValueError(f"{', '.join('--' + o.replace('_', '-') for o in unset)} unset and no --data to size "
+                             "them from")
+        longest = np.array([2, self.least_target_length()])
+        for path in self.data_paths():
+            lengths = self.measured_lengths(self.tsv_file(path))
+            if len(lengths):
+                longest = np.maximum(longest, lengths.max(0))
+        for k, (option, part, _) in enumerate(LENGTH_LIMITS):
+            if option in unset:
+                setattr(self.cfg, option, int(longest[k]))
+                logger.info("--%s %d: the longest %s among the rows of %s", option.replace("_", "-"),
+                            longest[k], part, self.cfg.data)
+
+    def check_lengths(self, path, lengths):
+        """Refuse a file some of whose rows need more tokens than a limit, naming their count and the option."""
+        for k, (option, part, _) in enumerate(LENGTH_LIMITS):
+            limit = getattr(self.cfg, option)
+            over = int((lengths[:, k] > limit).sum())
+            if over:
+                flag = "--" + option.replace("_", "-")
+                raise ValueError(f"{path}: {over} of {len(lengths)} rows need more than {flag} {limit} {part} tokens "
+                                 f"(the longest needs {int(lengths[:, k].max())}); raise {flag}, or leave it unset "
+                                 f"to size it to the data. No row is cut.")
+
+    def measured_lengths(self, tsv):
+        """Per row of ``tsv``, its (source, target) token counts with EOS, from one pass over the rows
+        (``row_lengths``, no media decoded), cached beside the file's index as
+        ``<file>.tokens-<digest of length_settings>.index`` (4 bytes a row) and rebuilt when the file
+        changes. A row that ``row_lengths`` refuses counts 0: the dataset reports it when its turn comes."""
+        digest = hashlib.sha1(json.dumps(self.length_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+        def measure():
+            lengths = np.zeros((len(tsv), 2), dtype=np.uint16)
+            for i in track(range(len(tsv)), f"measured the token lengths of {tsv.path}", unit="rows", log=logger):
+                try:
+                    counts = self.row_lengths(Row(tsv, i, dict(zip(self.columns, tsv.fields(i)))))
+                except BadInputError:
+                    continue
+                lengths[i] = np.minimum(np.add(counts, 1), MEASURED_MAX)
+            return lengths.ravel()
+
+        return tsv.cached_array(f"tokens-{digest}", measure).reshape(-1, 2)
+
+    def length_settings(self):
+        """Everything besides the file that ``row_lengths`` may depend on: the task, its prompt, the
+        vocabulary and the task options; each value has its own cache."""
+        with open(os.path.join(self.cfg.vocab_dir, SPM_FILE), "rb") as f:
+            vocab = hashlib.sha1(f.read()).hexdigest()
+        return {"task": type(self).__name__, "prompt": self.prompt, "vocab": vocab,
+                "options": {k: v for k, v in OmegaConf.to_container(self.cfg).items() if k not in NOT_LENGTH_OPTIONS}}
+
+    def state_dict(self):
+        """fairseq's task state, which checkpoints keep, with the length limits in force: a task set up
+        from the checkpoint takes them (``utils.checkpoint.load_models_and_task``) rather than sizing
+        them to the data it evaluates."""
+        limits = {option: getattr(self.cfg, option) for option, _, _ in LENGTH_LIMITS}
+        return {**super().state_dict(), **{k: v for k, v in limits.items() if v is not None}}
+
+    def check_positions(self, model):
+        """The length limits must fit the model's position embeddings; the refusal counts the rows that
+        need more."""
+        for k, ((option, part, model_option), positions) in enumerate(zip(LENGTH_LIMITS, model.max_positions())):
+            limit = getattr(self.cfg, option)
+            if limit > positions:
+                over = [f"{int((self.measured_lengths(self.tsv_file(path))[:, k] > positions).sum())} rows of {path}"
+                        for path in self.data_paths()]
+                raise ValueError(f"--{option.replace('_', '-')} {limit} (the longest {part} of the data unless set) "
+                                 f"is more than the model's {model_option} {positions}; {', '.join(over)} need more "
+                                 f"{part} tokens than that: raise {model_option}, or shorten or leave out those rows")
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        """fairseq's, except that every validation row is scored: fairseq 0.12.3 drops a last batch
+        smaller than --required-batch-size-multiple (8 by default), which would leave the same rows
+        out of every validation; training's remainder is a fresh draw each epoch."""
+        if dataset is not self.datasets.get("train"):
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, **kwargs)
 
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
@@ -393,6 +528,8 @@ class UniGroundTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        for task in self.scored_tasks():
+            task.check_positions(model)
         if self.cfg.eval_metrics:
             args = Namespace(**json.loads(self.cfg.eval_args))
             for task in self.scored_tasks():
@@ -401,6 +538,10 @@ class UniGroundTask(FairseqTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
+        if getattr(args, "max_len_a", 0) == 0 and 0 < getattr(args, "max_len_b", 0) < self.cfg.max_tgt_length - 1:
+            logger.warning("generation stops after max_len_b %d tokens, fewer than the longest target's %d "
+                           "(--max-tgt-length %d): longer outputs end early", args.max_len_b,
+                           self.cfg.max_tgt_length - 1, self.cfg.max_tgt_length)
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
             constraint = self.constraint
             if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):

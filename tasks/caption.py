@@ -28,15 +28,23 @@ class CaptionTask(UniGroundTask):
     default_cols = "0,4,2"
 
     def build_sample(self, row, train):
-        references = [c for c in map(normalise_caption, row["caption"].split("&&")) if c]
-        if not references:
-            raise row.error("caption", "empty caption")
+        references = self.references(row)
         return {
-            "source": self.encode_source(self.prompt),
-            "target": self.encode_target(self.vocab.encode_text(references[0])),
+            "source": self.encode_source(self.prompt, row, "caption"),
+            "target": self.encode_target(self.vocab.encode_text(references[0]), row, "caption"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }
+
+    def row_lengths(self, row):
+        return len(self.vocab.encode_text(self.prompt)), len(self.vocab.encode_text(self.references(row)[0]))
+
+    def references(self, row):
+        """The row's captions, normalised; the first is the training target."""
+        references = [c for c in map(normalise_caption, row["caption"].split("&&")) if c]
+        if not references:
+            raise row.error("caption", "empty caption")
+        return references
 
     def decode_prediction(self, tokens, meta):
         return {"uniq_id": meta["uniq_id"], "caption": self.vocab.decode_text(tokens),

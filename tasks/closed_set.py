@@ -71,6 +71,12 @@ class ClosedSetTask(UniGroundTask):
     def build_constraint(self):
         return self.build_trie() if self.choices_known() else None
 
+    def least_target_length(self):
+        """The longest candidate and EOS: every candidate can be generated whole."""
+        if not self.choices_known():
+            return 1
+        return max(len(ids) for ids in encode_texts(self.vocab, self.choice_texts())) + 1
+
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if self._trie is None:
@@ -79,17 +85,17 @@ class ClosedSetTask(UniGroundTask):
     def build_trie(self):
         texts = list(self.choice_texts())
         eos = self.vocab.dictionary.eos()
-        longest = self.cfg.max_tgt_length - 1
         encoded = encode_texts(self.vocab, texts)
-        cut = sum(len(ids) > longest for ids in encoded)
-        if cut:
-            logger.warning("%d of %d candidate texts are longer than --max-tgt-length %d allows; they are cut "
-                           "as targets are", cut, len(texts), self.cfg.max_tgt_length)
+        over = sum(len(ids) >= self.cfg.max_tgt_length for ids in encoded)
+        if over:
+            raise ValueError(f"{over} of {len(texts)} candidate texts need more than --max-tgt-length "
+                             f"{self.cfg.max_tgt_length} tokens (the longest needs {max(map(len, encoded)) + 1}); "
+                             "raise --max-tgt-length, or leave it unset to size it to the candidates. None is cut.")
         empty = [text for text, ids in zip(texts, encoded) if not ids]
         if empty:
             raise ValueError(f"candidate text {empty[0]!r} encodes to no tokens")
         self.choices = texts
-        self.choice_tokens = [ids[:longest] + [eos] for ids in encoded]
+        self.choice_tokens = [ids + [eos] for ids in encoded]
         return TokenTrie(self.choice_tokens, eos, len(self.vocab.dictionary))
 
     @property

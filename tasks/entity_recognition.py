@@ -70,16 +70,24 @@ class EntityRecognitionTask(ClosedSetTask):
         seen = annotation.get("seen")
         if seen is not None and not isinstance(seen, bool):
             raise row.error("annotation", f"\"seen\" must be true or false, got {seen!r}")
-        question = " ".join(row["text"].split())
         media = self.read_media(row, train)
-        if not question and not any(row[name] for name in ("image", "video", "audio")):
+        if not row["text"].strip() and not any(row[name] for name in ("image", "video", "audio")):
             raise row.error("text", "the row has neither media nor text")
         return {
-            "source": self.encode_source(f" {question}" if question else self.prompt),
+            "source": self.encode_source(self.prompt_text(row), row, "text"),
             "target": self.choice_target(self.catalogue.position[entity_id]),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "entity_id": entity_id, "seen": seen},
         }
+
+    def row_lengths(self, row):
+        """The prompt; the target is a catalogue name, which ``least_target_length`` covers."""
+        return len(self.vocab.encode_text(self.prompt_text(row))), 0
+
+    def prompt_text(self, row):
+        """The row's question, else the task's prompt."""
+        question = " ".join(row["text"].split())
+        return f" {question}" if question else self.prompt
 
     def decode_prediction(self, tokens, meta):
         choice = self.choice_of(tokens)

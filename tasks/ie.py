@@ -12,11 +12,11 @@ schema, mentions copied from the text, grounds only where the sample has the med
 MUIE's (utils/ie_scoring.py), with malformed outputs counted.
 """
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
@@ -24,7 +24,7 @@ from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_o
 from utils.ie_grammar import IEGrammar, grammar_context
 from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
 from utils.drawing import Mark
-from utils.ie_tokens import Frame, IETargetError, parse, serialise
+from utils.ie_tokens import Frame, IETargetError, parse, serialise, target_length
 from utils.report import SampleView
 
 GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a span, may overhang its medium
@@ -34,8 +34,6 @@ GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a s
 class IEConfig(UniGroundConfig):
     schema_file: Optional[str] = field(default=None, metadata={
         "help": "JSON schema {entity, relation, event, role: [labels]} offered to rows without their own"})
-    max_src_length: int = field(default=160, metadata={"help": "longest prompt (instruction, schema, text) in tokens"})
-    max_tgt_length: int = field(default=128, metadata={"help": "longest target in tokens; later records are cut"})
 
 
 def read_schema_file(path):
@@ -55,8 +53,9 @@ class IETask(UniGroundTask):
     instruction = ""      # the prompt's first words, e.g. " extract entities:"
 
     def __init__(self, cfg, vocab):
-        super().__init__(cfg, vocab)
+        # before the base set-up, which measures the rows with it
         self.dataset_schema = read_schema_file(cfg.schema_file) if cfg.schema_file else None
+        super().__init__(cfg, vocab)
 
     def build_constraint(self):
         return IEGrammar(self.vocab, max_length=self.cfg.max_tgt_length - 1, max_vertices=self.cfg.max_poly_vertices)
@@ -64,6 +63,52 @@ class IETask(UniGroundTask):
     # ---- rows -> samples ------------------------------------------------------------------------
 
     def build_sample(self, row, train):
+        text, annotation, records, schema = self.read_records(row)
+        media, frame, window, size = self.read_media_and_grounds(row, train, records, text)
+        head, body = self.prompt_ids(schema, text)
+        moved = self.model_frame_records(records, media.pop("image_view", None), window)
+        try:
+            target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body)
+        except IETargetError as error:
+            raise row.error("annotation", str(error)) from None
+        mix = modality_mix(text=bool(text), image=bool(row["image"]), video=bool(row["video"]),
+                           audio=bool(row["audio"]))
+        context = grammar_context(self.vocab, {kind: getattr(schema, kind) for kind in self.offered},
+                                  source_ids=body or None, has_image="image" in media,
+                                  has_clip=window is not None)
+        return {
+            "source": self.source_tensor(head + body, row, "text" if text else "annotation"),
+            "target": self.encode_target(target, row, "annotation"),
+            **media,
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "dataset": self.dataset_name(row, annotation),
+                     "size": size, "window": window, "reference": to_annotation(records),
+                     "schema": schema_json(schema), "ie_context": context},
+        }
+
+    def dataset_name(self, row, annotation):
+        """The row's source dataset for the per-dataset scores: the annotation's ``"dataset"``, else the
+        name of its TSV file without the extension."""
+        name = annotation.get("dataset", os.path.splitext(os.path.basename(row.tsv.path))[0])
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise row.error("annotation", f'"dataset" must be a non-empty name without \'/\', got {name!r:.80}')
+        return name
+
+    def row_lengths(self, row):
+        text, _, records, schema = self.read_records(row)
+        head, body = self.prompt_ids(schema, text)
+        try:
+            target = target_length(in_order(records, text), self.vocab, self.cfg.max_poly_vertices, source_ids=body)
+        except IETargetError as error:
+            raise row.error("annotation", str(error)) from None
+        return len(head) + len(body), target
+
+    def length_settings(self):
+        schema = schema_json(self.dataset_schema) if self.dataset_schema else None
+        return {**super().length_settings(), "instruction": self.instruction, "offered": self.offered,
+                "schema": schema}
+
+    def read_records(self, row):
+        """(single-spaced text, annotation, records, schema) of a row, labels checked against the schema."""
         text = " ".join(row["text"].split())
         annotation = self.read_annotation(row)
         try:
@@ -74,38 +119,15 @@ class IETask(UniGroundTask):
         if schema is None:
             raise row.error("annotation", "no schema: give the row a \"schema\" or the task --schema-file")
         self.check_labels(row, records, schema)
-        media, frame, window, size = self.read_media_and_grounds(row, train, records, text)
-        head, body = self.prompt_ids(row, schema, text)
-        moved = self.model_frame_records(records, media.pop("image_view", None), window)
-        try:
-            target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body,
-                               max_length=self.cfg.max_tgt_length - 1)
-        except IETargetError as error:
-            raise row.error("annotation", str(error)) from None
-        mix = modality_mix(text=bool(text), image=bool(row["image"]), video=bool(row["video"]),
-                           audio=bool(row["audio"]))
-        context = grammar_context(self.vocab, {kind: getattr(schema, kind) for kind in self.offered},
-                                  source_ids=body or None, has_image="image" in media,
-                                  has_clip=window is not None)
-        return {
-            "source": self.source_tensor(head + body),
-            "target": self.encode_target(target),
-            **media,
-            "meta": {"uniq_id": row["uniq_id"], "text": text, "mix": mix, "size": size, "window": window,
-                     "reference": to_annotation(records), "schema": schema_json(schema), "ie_context": context},
-        }
+        return text, annotation, records, schema
 
-    def prompt_ids(self, row, schema, text):
+    def prompt_ids(self, schema, text):
         """(instruction and schema ids, text ids): mentions are copied from the second part."""
         offer = "; ".join(f"{kind}s: {', '.join(getattr(schema, kind))}" if i else ", ".join(getattr(schema, kind))
                           for i, kind in enumerate(self.offered))
         head = self.vocab.encode_text(f"{self.instruction} {offer}." + (" text:" if text else ""))
         body = self.vocab.encode_text(f" {text}") if text else []
-        room = self.cfg.max_src_length - 1 - len(head)
-        if room < 0:
-            raise row.error("annotation", f"the instruction and schema take {len(head)} tokens, more than "
-                                          f"--max-src-length {self.cfg.max_src_length} holds")
-        return head, body[:room]
+        return head, body
 
     def check_labels(self, row, records, schema):
         for record in records:
@@ -171,10 +193,6 @@ class IETask(UniGroundTask):
 
         return map_grounds(records, move)
 
-    def source_tensor(self, ids):
-        ids = list(ids)[: self.cfg.max_src_length - 1]
-        return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
-
     # ---- outputs -> scores -----------------------------------------------------------------------
 
     def decode_prediction(self, tokens, meta):
@@ -184,20 +202,21 @@ class IETask(UniGroundTask):
         if window:
             records = map_grounds(records, lambda g: Ground(g.kind, tuple(t + window[0] for t in g.value))
                                   if g.kind == "span" else g)
-        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "mix": meta["mix"],
+        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "mix": meta["mix"], "dataset": meta["dataset"],
                 "size": list(meta["size"]) if meta["size"] else None, "malformed": malformed,
                 "prediction": to_annotation(records), "reference": meta["reference"]}
 
     def score(self, predictions, full=False):
-        """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the per-mix
-        breakdown and the counts behind every rate."""
+        """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the breakdowns per
+        modality mix and per source dataset, and the counts behind every rate."""
         scores = ie_scores([IESample(annotation_records(p["prediction"]), annotation_records(p["reference"]),
-                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"])
+                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"],
+                                     p["dataset"])
                             for p in predictions])
         if full:
             return scores
         return {k: v for k, v in scores.items()
-                if k == "malformed" or k.endswith("f1") and not k.startswith("mix/")}
+                if k == "malformed" or k.endswith("f1") and not k.startswith(("mix/", "dataset/"))}
 
     def report_view(self, prediction, row):
         """Both sides' records as table rows, their grounds drawn on the media and their mentions

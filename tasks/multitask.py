@@ -14,7 +14,7 @@ from fairseq import metrics
 from fairseq.tasks import register_task
 
 from data.mixture import MixtureDataset
-from tasks.base import UniGroundConfig, UniGroundTask, sibling_task
+from tasks.base import LENGTH_LIMITS, UniGroundConfig, UniGroundTask, sibling_task
 
 
 @dataclass
@@ -54,6 +54,9 @@ class MultitaskTask(UniGroundTask):
         if unknown:
             raise ValueError(f"multitask: no data given for {sorted(unknown)}")
         self.subtasks = {name: self.build_subtask(name, data[name], cols.get(name)) for name in self.ratios}
+        for option, _, _ in LENGTH_LIMITS:
+            if getattr(cfg, option) is None:  # checkpoints keep the limits: a sub-task evaluated later need not measure
+                setattr(cfg, option, max(getattr(task.cfg, option) for task in self.subtasks.values()))
 
     def build_subtask(self, name, data, selected_cols):
         task = sibling_task(name, self.cfg, self.vocab, data=data, selected_cols=selected_cols)

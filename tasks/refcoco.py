@@ -50,9 +50,7 @@ class RefcocoTask(UniGroundTask):
                                 len(self.vocab.dictionary), not_below={2: 0, 3: 1})
 
     def build_sample(self, row, train):
-        text = " ".join(row["text"].split())
-        if not text:
-            raise row.error("text", "empty referring expression")
+        text = self.expression(row)
         original = self.read_image(row, "image")
         width, height = original.size
         box = parse_box(row, width, height)
@@ -62,11 +60,20 @@ class RefcocoTask(UniGroundTask):
         except CodecError as error:
             raise row.error("region", str(error)) from None
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.vocab.bin_ids(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.vocab.bin_ids(bins), row, "region"),
             "image": image.pixels,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height)},
         }
+
+    def row_lengths(self, row):
+        return len(self.vocab.encode_text(self.prompt.format(self.expression(row)))), 4
+
+    def expression(self, row):
+        text = " ".join(row["text"].split())
+        if not text:
+            raise row.error("text", "empty referring expression")
+        return text
 
     def decode_prediction(self, tokens, meta):
         bins = [self.vocab.to_bin(t) for t in tokens]

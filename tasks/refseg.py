@@ -8,17 +8,19 @@ The image is required; the video and audio cells are not read.
 The target is the mask as polygon tokens (DESIGN.md section 3): an RLE is first traced into
 polygons, the polygons move with the image transform and are simplified to the vertex budget by
 the codec, then written largest first, each ``<poly>`` and its vertices clockwise from the top-most
-(then left-most) one, so one mask has one target. Parts that do not fit --max-tgt-length are
-dropped, smallest first; the vertex budget shrinks if a single polygon would not fit. Generation
+(then left-most) one, so one mask has one target. Every part is written: rows are measured at
+load (``row_lengths``, each polygon at its vertex budget) and --max-tgt-length, unless set, is sized
+to the longest; the vertex budget shrinks if a set limit could not hold a single polygon. Generation
 is constrained to that syntax; the predicted polygons are rasterised at the original resolution
 and scored against the reference mask by cIoU, mIoU and acc@0.5.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from fairseq.tasks import register_task
 
+from data.media import image_size
 from tasks.base import UniGroundConfig, UniGroundTask
 from utils.codec import CodecError, LocationCodec
 from utils.constraints import PolygonSyntax
@@ -33,8 +35,7 @@ MIN_VERTICES = PolygonSyntax.MIN_VERTICES
 
 @dataclass
 class RefsegConfig(UniGroundConfig):
-    max_tgt_length: int = field(default=200, metadata={
-        "help": "longest target in tokens: three polygons of 32 vertices (65 tokens each) and EOS"})
+    pass
 
 
 def polygon_budget(cfg):
@@ -56,7 +57,7 @@ class RefsegTask(UniGroundTask):
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg, vocab)
-        self.max_length, self.max_vertices = polygon_budget(cfg)
+        _, self.max_vertices = polygon_budget(cfg)
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, self.max_vertices)
 
     def build_constraint(self):
@@ -71,11 +72,7 @@ class RefsegTask(UniGroundTask):
         original = self.read_image(row, "image")
         width, height = original.size
         regions = parse_regions(row, self.read_annotation(row), width, height)
-        # No more parts than could ever fit the target (one <poly> and three vertices each).
-        most_parts = self.max_length // (1 + 2 * MIN_VERTICES)
-        parts = [p for kind, value in regions
-                 for p in (value if kind == "polygons" else mask_to_polygons(value, most_parts))]
-        image = self.transform_image(original, train, polygons=[parts])
+        image = self.transform_image(original, train, polygons=[region_parts(regions)])
         try:
             bins = self.codec.encode_polygons([part.ravel().tolist() for part in image.polygons[0]], *image.size)
         except CodecError as error:
@@ -84,20 +81,25 @@ class RefsegTask(UniGroundTask):
         if not train:
             meta["reference"] = encode_rle(reference_mask(regions, width, height, self.codec))
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.target_tokens(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.target_tokens(bins), row, "annotation"),
             "image": image.pixels,
             "meta": meta,
         }
 
+    def row_lengths(self, row):
+        """The prompt, and every part of the mask at the vertex budget: at least what the target holds."""
+        text = " ".join(row["text"].split())
+        width, height = image_size(self.read_bytes(row, "image"), row.where("image"))
+        parts = region_parts(parse_regions(row, self.read_annotation(row), width, height))
+        vertices = self.cfg.max_poly_vertices
+        return (len(self.vocab.encode_text(self.prompt.format(text))),
+                sum(1 + 2 * min(len(part) // 2, vertices) for part in parts))
+
     def target_tokens(self, bin_polygons):
-        """Token ids of the canonical polygons, largest first, within the length budget."""
+        """Token ids of the canonical polygons, largest first."""
         ordered = sorted((canonical_polygon(p) for p in bin_polygons), key=lambda item: -item[0])
-        tokens = []
-        for _, polygon in ordered:
-            if len(tokens) + 1 + len(polygon) <= self.max_length:
-                tokens += [self.vocab.poly] + self.vocab.bin_ids(polygon)
-        return tokens
+        return [t for _, polygon in ordered for t in [self.vocab.poly] + self.vocab.bin_ids(polygon)]
 
     def split_polygons(self, tokens):
         """Generated ids -> bin polygons, or None when they break the polygon syntax."""
@@ -208,6 +210,11 @@ def parse_polygons(row, region, polygons, width, height):
         if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
             raise row.error("annotation", f"{where}: lies outside the {width}x{height} image")
     return polygons
+
+
+def region_parts(regions):
+    """Every polygon of the regions, a mask's traced outlines included (``mask_to_polygons``)."""
+    return [part for kind, value in regions for part in (value if kind == "polygons" else mask_to_polygons(value))]
 
 
 def reference_mask(regions, width, height, codec):

@@ -18,11 +18,10 @@ ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}
 
 
-def normalise_caption(text, max_words):
-    """OFA's caption cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single spaces,
-    at most ``max_words`` words."""
+def normalise_caption(text):
+    """OFA's caption cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single spaces."""
     text = text.strip().lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    return " ".join(re.sub(r"\s+", " ", text).strip().split(" ")[:max_words])
+    return re.sub(r"\s+", " ", text).strip()
 
 
 @dataclass
@@ -43,25 +42,35 @@ class SnliVeTask(ClosedSetTask):
         return list(ANSWERS.values())
 
     def build_sample(self, row, train):
-        label = row["label"].strip()
-        if label not in ANSWERS:
-            raise row.error("label", f"unknown label {row['label']!r}: expected one of {', '.join(ANSWERS)}")
-        hypothesis = normalise_caption(row["hypothesis"], self.cfg.max_src_length)
-        if not hypothesis:
-            raise row.error("hypothesis", "empty hypothesis")
-        if self.cfg.add_premise:
-            premise = normalise_caption(row["premise"], self.cfg.max_src_length)
-            if not premise:
-                raise row.error("premise", "empty premise (needed by --add-premise)")
-            prompt = self.premise_prompt.format(premise, hypothesis)
-        else:
-            prompt = self.prompt.format(hypothesis)
+        label = self.label(row)
+        prompt, hypothesis = self.prompt_of(row)
         return {
-            "source": self.encode_source(prompt),
-            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label])),
+            "source": self.encode_source(prompt, row, "hypothesis"),
+            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label]), row, "label"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
         }
+
+    def row_lengths(self, row):
+        return len(self.vocab.encode_text(self.prompt_of(row)[0])), len(self.vocab.encode_text(ANSWERS[self.label(row)]))
+
+    def label(self, row):
+        label = row["label"].strip()
+        if label not in ANSWERS:
+            raise row.error("label", f"unknown label {row['label']!r}: expected one of {', '.join(ANSWERS)}")
+        return label
+
+    def prompt_of(self, row):
+        """(the prompt, the normalised hypothesis) of a row."""
+        hypothesis = normalise_caption(row["hypothesis"])
+        if not hypothesis:
+            raise row.error("hypothesis", "empty hypothesis")
+        if not self.cfg.add_premise:
+            return self.prompt.format(hypothesis), hypothesis
+        premise = normalise_caption(row["premise"])
+        if not premise:
+            raise row.error("premise", "empty premise (needed by --add-premise)")
+        return self.premise_prompt.format(premise, hypothesis), hypothesis
 
     def decode_prediction(self, tokens, meta):
         choice = self.choice_of(tokens)

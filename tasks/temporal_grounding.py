@@ -37,10 +37,17 @@ class TemporalGroundingTask(UniGroundTask):
         return FixedLengthRange(self.vocab.first_time, self.vocab.num_time_bins, 2, self.vocab.dictionary.eos(),
                                 len(self.vocab.dictionary), not_below={1: 0})
 
-    def build_sample(self, row, train):
+    def row_lengths(self, row):
+        return len(self.vocab.encode_text(self.prompt.format(self.query(row)))), 2
+
+    def query(self, row):
         text = " ".join(row["text"].split())
         if not text:
             raise row.error("text", "empty query")
+        return text
+
+    def build_sample(self, row, train):
+        text = self.query(row)
         if bool(row["video"]) == bool(row["audio"]):
             raise row.error("video", "temporal grounding needs exactly one clip: a video or an audio cell")
         span = parse_span(row, self.read_annotation(row))
@@ -53,8 +60,8 @@ class TemporalGroundingTask(UniGroundTask):
         except CodecError as error:  # a long clip's window that misses the span (eval: centred)
             raise row.error("annotation", f"{error} (window of {length:.3f} s at {start:.3f} s)") from None
         return {
-            "source": self.encode_source(self.prompt.format(text)),
-            "target": self.encode_target(self.vocab.time_ids(bins)),
+            "source": self.encode_source(self.prompt.format(text), row, "text"),
+            "target": self.encode_target(self.vocab.time_ids(bins), row, "annotation"),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "span": span, "window": (start, length),
                      "duration": duration},

@@ -30,12 +30,11 @@ logger = logging.getLogger(__name__)
 ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR = "&&", "|!+"
 
 
-def normalise_question(text, max_words):
+def normalise_question(text):
     """OFA's question cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single
-    spaces, at most ``max_words`` words, ending in '?'."""
+    spaces, ending in '?'."""
     text = text.strip().lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    words = re.sub(r"\s+", " ", text).strip().split(" ")[:max_words]
-    question = " ".join(words)
+    question = re.sub(r"\s+", " ", text).strip()
     return question if not question or question.endswith("?") else question + "?"
 
 
@@ -138,9 +137,6 @@ class VqaTask(ClosedSetTask):
         if self._trie is not None and not self.cfg.answers_file and answers is not None and answers != self.choices:
             self._trie = None  # the checkpoint's answers, not this data's
 
-    def data_paths(self):
-        return [p for p in self.cfg.data.split(",") if p]
-
     def training_answers(self):
         """Every training row's best answer, in order of first appearance (read once)."""
         paths = self.data_paths()
@@ -165,10 +161,20 @@ class VqaTask(ClosedSetTask):
         logger.info("%d candidate answers", len(answers))
         return list(answers)
 
-    def build_sample(self, row, train):
-        question = normalise_question(row["question"], self.cfg.max_src_length)
+    def row_lengths(self, row):
+        """The prompt, and the row's best answer: a training row's target is its best candidate, which
+        ``least_target_length`` covers."""
+        return (len(self.vocab.encode_text(self.prompt.format(self.question(row)))),
+                len(self.vocab.encode_text(best_answer(parse_answers(row)))))
+
+    def question(self, row):
+        question = normalise_question(row["question"])
         if not question:
             raise row.error("question", "empty question")
+        return question
+
+    def build_sample(self, row, train):
+        question = self.question(row)
         answers = parse_answers(row)
         target = best_answer(answers, self.answer_set)
         if target is None:
@@ -177,8 +183,8 @@ class VqaTask(ClosedSetTask):
                                            f"{self.answers_source}): add one to the list or drop the row")
             target = best_answer(answers)  # scored, but never produced under the constraint
         return {
-            "source": self.encode_source(self.prompt.format(question)),
-            "target": self.encode_target(self.vocab.encode_text(target)),
+            "source": self.encode_source(self.prompt.format(question), row, "question"),
+            "target": self.encode_target(self.vocab.encode_text(target), row, "answers"),
             **self.read_media(row, train),
             "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
         }

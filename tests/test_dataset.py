@@ -62,14 +62,14 @@ def test_max_tokens_batches_hold_similar_lengths_and_every_row_once(tmp_path, de
     words = np.random.default_rng(0).integers(1, 30, size=240).tolist()
     captions = [" ".join(["a small red triangle"] * w) for w in words]
     train = write_tsv(tmp_path / "train.tsv", [set_cell(rows[i % len(rows)], 3, c) for i, c in enumerate(captions)])
-    task = build_task("caption", f"{train},{demo_dir}/caption_valid.tsv", vocab_dir,
-                      max_src_length=160, max_tgt_length=160)
+    task = build_task("caption", f"{train},{demo_dir}/caption_valid.tsv", vocab_dir)
     task.load_dataset("train")
     dataset = task.dataset("train")
-    # The estimate read from byte lengths follows the real token counts.
+    # A row's size is its measured prompt and target, EOS included; the longest sets --max-tgt-length.
     tokens = np.array([len(task.vocab.encode_text(c)) for c in captions])
-    assert np.corrcoef(dataset.sizes, tokens)[0, 1] > 0.99
-    assert 0.8 < dataset.sizes.sum() / tokens.sum() < 1.25
+    prompt = len(task.vocab.encode_text(task.prompt))
+    assert dataset.sizes.tolist() == (prompt + 1 + tokens + 1).tolist()
+    assert (task.cfg.max_src_length, task.cfg.max_tgt_length) == (prompt + 1, tokens.max() + 1)
     orders = []
     for epoch in (1, 2):
         shards = []
@@ -88,3 +88,12 @@ def test_max_tokens_batches_hold_similar_lengths_and_every_row_once(tmp_path, de
         assert sorted(np.concatenate(shards).tolist()) == list(range(len(captions)))
         orders.append(np.concatenate(shards).tolist())
     assert orders[0] != orders[1]
+
+
+def test_validation_batches_keep_a_last_batch_smaller_than_the_required_multiple(caption_task):
+    """fairseq-train asks for batches in multiples of 8 (--required-batch-size-multiple); validation
+    still scores all 12 rows, where fairseq alone would drop the last 4."""
+    caption_task.load_dataset("valid")
+    batches = caption_task.get_batch_iterator(dataset=caption_task.dataset("valid"), max_sentences=8,
+                                              required_batch_size_multiple=8).frozen_batches
+    assert sorted(i for batch in batches for i in batch) == list(range(12))

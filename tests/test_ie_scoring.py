@@ -202,6 +202,25 @@ def test_breakdown_per_modality_mix_and_malformed_total():
     assert [k for k in s if k.startswith("mix/") and k.endswith("/samples")] == ["mix/T/samples", "mix/T+I/samples"]
 
 
+def test_breakdown_per_source_dataset_beside_the_mixes():
+    samples = [IESample([ent("person", "Obama")], [ent("person", "Obama")], "T+I", dataset="twitter2015"),
+               IESample([ent("person", "Gina")], [ent("place", "Gina")], "T+I", dataset="twitter2017", malformed=1),
+               IESample([ent("person", "Rob")], [ent("person", "Rob"), ent("place", "Rome")], "T",
+                        dataset="twitter2017"),
+               IESample([], [ent("person", "Ann")], "T")]
+    s = ie_scores(samples)
+    assert s["dataset/twitter2015/samples"] == 1 and s["dataset/twitter2015/entity/f1"] == 1.0
+    assert s["dataset/twitter2017/samples"] == 2 and s["dataset/twitter2017/malformed"] == 1
+    assert s["dataset/twitter2017/entity/precision"] == 0.5
+    assert s["dataset/twitter2017/entity/recall"] == pytest.approx(1 / 3)
+    assert s["samples"] == 4 and s["entity/tp"] == 2  # the sample naming no dataset counts in the total only
+    groups = [k[:-len("samples")] for k in s if k.endswith("/samples")]
+    assert groups == ["mix/T/", "mix/T+I/", "dataset/twitter2015/", "dataset/twitter2017/"]
+    for bad in ("", "a/b", 7):
+        with pytest.raises(ValueError, match="dataset"):
+            ie_scores([IESample([], [], dataset=bad)])
+
+
 def test_mixes_are_written_canonically_and_checked():
     assert canonical_mix("A+I+T") == "T+I+A" and canonical_mix("a + v") == "V+A"
     assert modality_mix(text=True, image=True, audio=True) == "T+I+A" and modality_mix(video=True) == "V"

@@ -9,7 +9,8 @@ from preprocess import build_vocab
 from test_ie_grammar import mention_runs
 from utils.codec import LocationCodec
 from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
-from utils.ie_tokens import Frame, IETargetError, mention_ids, parse, record_tokens, serialise, strip_blank
+from utils.ie_tokens import (Frame, IETargetError, mention_ids, parse, record_tokens, serialise, strip_blank,
+                             target_length)
 from utils.vocab import Vocabulary
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -133,14 +134,21 @@ def test_records_that_cannot_be_written_are_errors_naming_them(vocab, codec):
         record_tokens(Entity(" ", Mention("x")), vocab, codec, frame, where="record 0")
 
 
-def test_max_length_keeps_the_records_that_fit_in_order(vocab, codec):
-    records = [Entity("person", Mention("Jane")), Entity("org", Mention("Acme")), Entity("person", Mention("Zoë"))]
-    sizes = [len(record_tokens(r, vocab, codec, Frame())) for r in records]
-    assert serialise(records, vocab, codec, Frame(), max_length=sizes[0] + sizes[1]) == \
-        serialise(records[:2], vocab, codec, Frame())
-    assert serialise(records, vocab, codec, Frame(), max_length=sizes[0] + sizes[1] - 1) == \
-        serialise(records[:1], vocab, codec, Frame())
-    assert serialise(records, vocab, codec, Frame(), max_length=0) == []
+def test_target_length_counts_what_serialise_writes_and_bounds_masks(vocab, codec):
+    square = (10.0, 10.0, 50.0, 10.0, 50.0, 50.0, 10.0, 50.0)
+    records = [Entity("person", Mention("Jane", Ground("box", (1, 2, 30, 40)))),
+               Relation("knows", Mention("Jane"), Mention("Zoë", Ground("span", (0.5, 1.5)))),
+               Event("meet", Mention("met", Ground("polygons", (square, square[:6]))),
+                     (Argument("place", Mention("Acme")),))]
+    frame = Frame(image_size=(64, 64), clip_length=2.0)
+    written = serialise(records, vocab, codec, frame)
+    assert target_length(records, vocab, codec.max_poly_vertices) == len(written)
+    # half a pixel apart in a 4000-pixel image, two vertices share a bin: the count stays an upper bound
+    text = len(serialise([Entity("p", Mention("x"))], vocab, codec, Frame()))
+    close = [Entity("p", Mention("x", Ground("polygons", ((0.0, 0.0, 0.5, 0.0, 400.0, 0.0, 400.0, 400.0, 0.0, 400.0),))))]
+    assert target_length(close, vocab, 32) == text + 1 + 2 * 5
+    assert len(serialise(close, vocab, codec, Frame(image_size=(4000, 4000)))) == text + 1 + 2 * 4
+    assert target_length(close, vocab, 3) == text + 1 + 2 * 3
 
 
 def test_broken_records_are_dropped_and_counted_and_parsing_goes_on(vocab, codec):

@@ -253,7 +253,7 @@ def region_row(row, polygons=None, rle=None, text=None):
 
 
 def test_parts_rle_regions_and_the_length_budget(demo_dir, vocab_dir, tmp_path):
-    """Several parts are written largest first; an RLE region is traced; parts that do not fit are dropped."""
+    """Several parts are written largest first; an RLE region is traced; none is dropped."""
     (row,) = read_lines(demo_dir / "refseg_valid.tsv", 1)
     big, middle, small = [4, 4, 40, 4, 40, 30, 4, 30], [44, 40, 60, 40, 60, 60, 44, 60], [2, 50, 10, 50, 6, 58]
     blob = np.zeros((64, 64), bool)
@@ -273,16 +273,15 @@ def test_parts_rle_regions_and_the_length_budget(demo_dir, vocab_dir, tmp_path):
         [8, 40, 24, 40, 24, 48, 8, 48], abs=0.04)
     assert task.decode_prediction(first, dataset[0]["meta"])["iou"] == pytest.approx(1.0, abs=0.02)
 
-    # 20 tokens at most: <poly> + 4 vertices twice is 18, so the triangle no longer fits
-    tight = build_task("refseg", path, vocab_dir, max_tgt_length=21)
-    tight.load_dataset("valid")
-    target = tight.dataset("valid")[0]["target"].tolist()
-    assert len(target) == 19 and [len(p) for p in tight.split_polygons(target[:-1])] == [8, 8]
-    # 9 tokens: one triangle at most; the vertex budget shrinks to 3
-    tiny = build_task("refseg", path, vocab_dir, max_tgt_length=9)
-    tiny.load_dataset("valid")
-    assert tiny.max_vertices == 3
-    assert [len(p) for p in tiny.split_polygons(tiny.dataset("valid")[0]["target"].tolist()[:-1])] == [6]
+    # unset, the limit is sized to the longest target: <poly> + 4 vertices twice, the triangle, EOS
+    assert task.cfg.max_tgt_length == 9 + 9 + 7 + 1
+    # set below it, both rows are refused, counted, rather than a part cut
+    tight = build_task("refseg", path, vocab_dir, max_tgt_length=25)
+    with pytest.raises(ValueError, match=rf"{path}: 2 of 2 rows need more than --max-tgt-length 25 target tokens "
+                                         rf"\(the longest needs 26\); raise --max-tgt-length"):
+        tight.load_dataset("valid")
+    # a set limit that cannot hold a polygon of --max-poly-vertices shrinks the vertex budget
+    assert build_task("refseg", path, vocab_dir, max_tgt_length=9).max_vertices == 3
     with pytest.raises(ValueError, match="cannot hold one polygon"):
         build_task("refseg", path, vocab_dir, max_tgt_length=7)
 
@@ -324,7 +323,7 @@ def test_malformed_outputs_are_empty_masks_and_counted(valid_task):
 
 
 @pytest.mark.parametrize("options, max_vertices, max_len_b, max_tokens", [
-    ({"max_tgt_length": 40}, 19, 40, 39),               # the length budget closes the polygons
+    ({"max_tgt_length": 50}, 24, 50, 49),               # the length budget closes the polygons
     ({"max_poly_vertices": 4, "max_tgt_length": 60}, 4, 60, 59),
     ({}, 32, 20, 20),                                   # so does a generator limit below it
 ])
@@ -445,7 +444,8 @@ def test_coco_refseg_rows_load_and_their_targets_redraw_the_instances(tmp_path, 
     for i in range(len(dataset)):
         sample = dataset[i]
         tokens = sample["target"].tolist()
-        assert tokens[-1] == eos and len(tokens) <= 200 and syntax_ok(tokens[:-1], task.vocab, 32)
+        assert tokens[-1] == eos and len(tokens) <= task.cfg.max_tgt_length and syntax_ok(tokens[:-1], task.vocab, 32)
         ious.append(task.decode_prediction(tokens[:-1], sample["meta"])["iou"])
-    print(f"coco-mini refseg gold targets: mean IoU {np.mean(ious):.4f} over {len(ious)} rows")
+    print(f"coco-mini refseg gold targets: mean IoU {np.mean(ious):.4f} over {len(ious)} rows, "
+          f"--max-tgt-length sized to {task.cfg.max_tgt_length}")
     assert len(ious) == 115 and np.mean(ious) >= 0.85

@@ -5,6 +5,7 @@ import pickle
 import random
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -65,35 +66,24 @@ def test_index_scan_agrees_with_split(rows, trailing_newline, chunk_bytes):
         data.tsv._CHUNK_BYTES = old_chunk
 
 
-@settings(max_examples=100, deadline=None)
-@given(rows=st.lists(st.lists(ROW_TEXT, min_size=1, max_size=4), min_size=1, max_size=20),
-       line_break=st.sampled_from(["\n", "\r\n"]), trailing_newline=st.booleans(), chunk_bytes=st.integers(1, 9),
-       fields=st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True))
-def test_cell_bytes_agree_with_the_rows_read(rows, line_break, trailing_newline, chunk_bytes, fields):
-    """Rows of varying widths (a missing cell counts 0), CRLF, blocks of whole rows smaller than a row."""
-    content = line_break.join("\t".join(r) for r in rows) + (line_break if trailing_newline else "")
-    old_chunk, data.tsv._CHUNK_BYTES = data.tsv._CHUNK_BYTES, chunk_bytes
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            tsv = TsvFile(write(pathlib.Path(folder) / "file.tsv", content), selected_cols=[3, 0, 2, 1])
-            lengths = tsv.cell_bytes(fields).tolist()
-    finally:
-        data.tsv._CHUNK_BYTES = old_chunk
-    lines = content.split(line_break)
-    read = [line.split("\t") for line in (lines[:-1] if lines[-1] == "" else lines)]
-    cells = [[r[c] if c < len(r) else "" for c in (3, 0, 2, 1)] for r in read]
-    assert lengths == [sum(len(row[k].encode()) for k in fields) for row in cells]
-
-
-def test_cell_bytes_are_cached_at_two_bytes_a_row_and_rebuilt_with_the_file(tmp_path):
+def test_derived_arrays_are_cached_beside_the_index_and_rebuilt_with_the_file(tmp_path):
     path = write(tmp_path / "file.tsv", "a\tbb\n" * 1000)
-    assert TsvFile(path).cell_bytes([1]).tolist() == [2] * 1000
-    cached = tmp_path / "file.tsv.bytes-1.index"
+    builds = []
+
+    def lengths(tsv):
+        builds.append(1)
+        return np.array([len(tsv.fields(i)[1]) for i in range(len(tsv))], dtype=np.uint16)
+
+    tsv = TsvFile(path)
+    assert tsv.cached_array("widths", lambda: lengths(tsv)).tolist() == [2] * 1000
+    cached = tmp_path / "file.tsv.widths.index"
     built = cached.stat().st_mtime_ns
-    assert TsvFile(path).cell_bytes([1]).tolist() == [2] * 1000 and cached.stat().st_mtime_ns == built
+    assert TsvFile(path).cached_array("widths", lambda: lengths(tsv)).tolist() == [2] * 1000
+    assert len(builds) == 1 and cached.stat().st_mtime_ns == built
     assert cached.stat().st_size - 2 * 1000 <= 256
     write(path, "a\tbbb\n" * 1000)
-    assert TsvFile(path).cell_bytes([1]).tolist() == [3] * 1000
+    tsv = TsvFile(path)
+    assert tsv.cached_array("widths", lambda: lengths(tsv)).tolist() == [3] * 1000 and len(builds) == 2
 
 
 def test_line_endings_and_final_row(tmp_path):

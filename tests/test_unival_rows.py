@@ -116,6 +116,18 @@ def test_caption_row_target_decodes_to_the_normalised_caption(world):
     assert first == "a boy in a white t shirt performs a skateboarding trick"
 
 
+def test_a_caption_longer_than_a_set_limit_refuses_the_file_rather_than_being_cut(world):
+    sized = build_task("caption", world["caption_train"], world["vocab"])
+    sized.load_dataset("valid")
+    lengths = sorted(len(sized.dataset("valid")[i]["target"]) for i in range(5))
+    assert sized.cfg.max_tgt_length == lengths[-1]  # unset: the longest caption and EOS
+    limit = lengths[2]  # the two longer captions do not fit
+    task = build_task("caption", world["caption_train"], world["vocab"], max_tgt_length=limit)
+    with pytest.raises(ValueError, match=rf"{world['caption_train']}: 2 of 5 rows need more than --max-tgt-length "
+                                         rf"{limit} target tokens \(the longest needs {lengths[-1]}\)"):
+        task.load_dataset("valid")
+
+
 def test_validation_caption_row_keeps_every_reference(world):
     task = build_task("caption", world["caption_valid"], world["vocab"], max_tgt_length=100)
     task.load_dataset("valid")

@@ -174,6 +174,20 @@ def generate(task, model, batch, beam, max_len_b):
     return task.inference_step(generator, [model], batch)
 
 
+def test_every_candidate_answer_fits_the_target_limit_whole(demo_dir, vocab_dir, tmp_path):
+    """A candidate longer than any training row's answer still sizes the unset limit; a set limit
+    that cuts candidates is refused with their count."""
+    answers = tmp_path / "answers.txt"
+    answers.write_text("yes\nno\na rather long answer that no row gives\n")
+    data = f"{demo_dir}/vqa_train.tsv,{demo_dir}/vqa_valid.tsv"
+    task = build_task("vqa", data, vocab_dir, answers_file=str(answers))
+    longest = max(len(tokens) for tokens in task.choice_tokens)
+    assert task.cfg.max_tgt_length == longest > 4
+    with pytest.raises(ValueError, match=rf"1 of 3 candidate texts need more than --max-tgt-length 4 tokens "
+                                         rf"\(the longest needs {longest}\)"):
+        build_task("vqa", data, vocab_dir, answers_file=str(answers), max_tgt_length=4)
+
+
 @pytest.mark.parametrize("name", ["vqa", "snli_ve"])
 def test_constrained_beam_search_never_leaves_the_answer_trie(demo_dir, vocab_dir, name):
     task = build_task(name, f"{demo_dir}/{name}_train.tsv,{demo_dir}/{name}_valid.tsv", vocab_dir)

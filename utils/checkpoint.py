@@ -75,9 +75,18 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
             setattr(state["args"], name, value)
     if state.get("cfg") is not None:
         state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
+        settled_in_training(state["cfg"].task, state.get("task_state") or {})
         overwrite_args_by_name(state["cfg"], overrides)
     state = checkpoint_utils._upgrade_state_dict(state)
     return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+
+
+def settled_in_training(task_cfg, task_state):
+    """Fill the task options left unset in training (the length limits, sized to the training data)
+    with the values the task kept in its state under the same name."""
+    for name, value in task_state.items():
+        if name in task_cfg and task_cfg[name] is None:
+            task_cfg[name] = value
 
 
 # ---- writing --------------------------------------------------------------------------------------

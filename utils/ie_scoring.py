@@ -71,13 +71,15 @@ def modality_mix(text=False, image=False, video=False, audio=False):
 @dataclass
 class IESample:
     """One scored sample. ``image_size`` is (width, height) of the original image, needed only when a
-    polygon mask is compared; ``malformed`` counts the predicted records the decoder had to drop."""
+    polygon mask is compared; ``malformed`` counts the predicted records the decoder had to drop;
+    ``dataset`` names its source dataset for the per-dataset breakdown."""
 
     predicted: list
     gold: list
     mix: str = "T"
     image_size: Optional[tuple] = None
     malformed: int = 0
+    dataset: Optional[str] = None
 
 
 def scored_units(records):
@@ -233,7 +235,7 @@ def _as_sample(sample):
     if isinstance(sample, (tuple, list)):
         return IESample(*sample)
     raise TypeError(f"a sample is an IESample, a dict of its fields or a tuple (predicted, gold, mix, "
-                    f"image_size, malformed), got {type(sample).__name__}")
+                    f"image_size, malformed, dataset), got {type(sample).__name__}")
 
 
 def ie_scores(samples):
@@ -246,29 +248,46 @@ def ie_scores(samples):
     ``<kind>/grounded_precision``, ``/grounded_recall``, ``/grounded_f1``. Where some matched pair
     has a grounded gold mention: ``<kind>/mean_iou`` and ``mean_iou`` (over all kinds). The same
     rates and ``samples``/``malformed`` per modality mix under ``mix/<mix>/`` (e.g.
-    ``mix/T+I/entity/f1``) for the mixes present.
+    ``mix/T+I/entity/f1``) for the mixes present, then per source dataset under ``dataset/<name>/``
+    (e.g. ``dataset/twitter2015/entity/f1``) for the samples that name one.
     """
-    total = {kind: Counts() for kind in KINDS}
-    by_mix = defaultdict(lambda: {kind: Counts() for kind in KINDS})
+    counts = defaultdict(lambda: {kind: Counts() for kind in KINDS})
     sample_count, malformed = Counter(), Counter()
     for raw in samples:
         sample = _as_sample(raw)
-        mix = canonical_mix(sample.mix)
         if isinstance(sample.malformed, bool) or not isinstance(sample.malformed, int) or sample.malformed < 0:
             raise ValueError(f"malformed must be a count (int >= 0), got {sample.malformed!r}")
-        counts = sample_counts(sample)
-        for kind in KINDS:
-            total[kind].add(counts[kind])
-            by_mix[mix][kind].add(counts[kind])
-        sample_count[mix] += 1
-        malformed[mix] += sample.malformed
-    scores = {"samples": sum(sample_count.values()), "malformed": sum(malformed.values())}
+        unit_counts = sample_counts(sample)
+        for group in _groups_of(sample):
+            for kind in KINDS:
+                counts[group][kind].add(unit_counts[kind])
+            sample_count[group] += 1
+            malformed[group] += sample.malformed
+    scores = {"samples": sample_count[""], "malformed": malformed[""]}
     for kind in KINDS:
         for name in ("pred", "gold", "tp", "grounded_tp"):
-            scores[f"{kind}/{name}"] = getattr(total[kind], name)
-    scores.update(_rates(total, ""))
-    for mix in sorted(by_mix, key=lambda m: (len(m), [MODALITIES.index(x) for x in m.split("+")])):
-        scores[f"mix/{mix}/samples"] = sample_count[mix]
-        scores[f"mix/{mix}/malformed"] = malformed[mix]
-        scores.update(_rates(by_mix[mix], f"mix/{mix}/"))
+            scores[f"{kind}/{name}"] = getattr(counts[""][kind], name)
+    scores.update(_rates(counts[""], ""))
+    for group in sorted((g for g in counts if g), key=_group_order):
+        scores[f"{group}samples"] = sample_count[group]
+        scores[f"{group}malformed"] = malformed[group]
+        scores.update(_rates(counts[group], group))
     return scores
+
+
+def _groups_of(sample):
+    """The key prefixes a sample counts under: the total (""), its mix, and its dataset if it names one."""
+    groups = ["", f"mix/{canonical_mix(sample.mix)}/"]
+    if sample.dataset is not None:
+        if not isinstance(sample.dataset, str) or not sample.dataset.strip() or "/" in sample.dataset:
+            raise ValueError(f"dataset must be a non-empty name without '/', got {sample.dataset!r}")
+        groups.append(f"dataset/{sample.dataset}/")
+    return groups
+
+
+def _group_order(group):
+    """Mixes first, fewest modalities first, in T, I, V, A order; then datasets by name."""
+    axis, name, _ = group.split("/", 2)
+    if axis == "mix":
+        return 0, len(name.split("+")), [MODALITIES.index(m) for m in name.split("+")], ""
+    return 1, 0, [], name

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.codec import CodecError
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation
+from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, map_grounds, mentions_of
 
 
 class IETargetError(ValueError):
@@ -43,20 +43,31 @@ class Frame:
 # ---- writing -------------------------------------------------------------------------------------
 
 
-def serialise(records, vocab, codec, frame, source_ids=None, max_length=None):
+def serialise(records, vocab, codec, frame, source_ids=None):
     """Records (utils.ie dataclasses, in target order: ``utils.ie.in_order``) -> token ids, no EOS.
 
     ``source_ids``: the prompt's ids of the sample's text; a mention spelled by a run of them is
-    written with exactly those ids, so it can be copied from the source (``utils.ie_grammar``).
-    ``max_length``: records are written in order while they fit in that many tokens; the first
-    that does not fit and all after it are left out (``record_tokens`` tells their sizes)."""
-    tokens = []
-    for i, record in enumerate(records):
-        ids = record_tokens(record, vocab, codec, frame, source_ids, where=f"record {i}")
-        if max_length is not None and len(tokens) + len(ids) > max_length:
-            break
-        tokens.extend(ids)
-    return tokens
+    written with exactly those ids, so it can be copied from the source (``utils.ie_grammar``)."""
+    return [t for i, record in enumerate(records)
+            for t in record_tokens(record, vocab, codec, frame, source_ids, where=f"record {i}")]
+
+
+def target_length(records, vocab, max_vertices, source_ids=None):
+    """How many tokens ``serialise`` writes for ``records``, whatever the frame: exact for text, boxes
+    and spans; a mask counts each polygon's vertices up to ``max_vertices`` (the codec's budget) as if
+    none merged in quantisation, so the count is at least what is written."""
+    text_only = serialise(map_grounds(records, lambda ground: None), vocab, None, Frame(), source_ids)
+    return len(text_only) + sum(ground_length(m.ground, max_vertices)
+                                for record in records for m in mentions_of(record) if m.ground is not None)
+
+
+def ground_length(ground, max_vertices):
+    """The most tokens a ground takes: 4 for a box, 2 for a span, ``<poly>`` and 2 a vertex per polygon."""
+    if ground.kind == "box":
+        return 4
+    if ground.kind == "span":
+        return 2
+    return sum(1 + 2 * min(len(polygon) // 2, max_vertices) for polygon in ground.value)
 
 
 def record_tokens(record, vocab, codec, frame, source_ids=None, where="record"):

@@ -10,5 +10,5 @@
 . "$(dirname "$0")/../train_common.sh"
 set -- ${SCHEMA:+--schema-file "$SCHEMA"} "$@"
 train_task ee dataset/demo/ee_train.tsv,dataset/demo/ee_valid.tsv 3000 1e-3 argument/grounded_f1 96 \
-    --max-tgt-length 128 --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-32}" \
+    --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-32}" \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"

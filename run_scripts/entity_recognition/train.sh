@@ -8,4 +8,4 @@
 # The validation metric reports seen/unseen accuracy and their harmonic mean when rows say "seen".
 . "$(dirname "$0")/../train_common.sh"
 train_task entity_recognition dataset/demo/entity_train.tsv,dataset/demo/entity_valid.tsv 1000 1e-3 accuracy 24 \
-    --catalogue "${CATALOGUE:-dataset/demo/entities.tsv}" --max-tgt-length 24 "$@"
+    --catalogue "${CATALOGUE:-dataset/demo/entities.tsv}" "$@"

@@ -5,6 +5,6 @@
 # for example:
 #   DATA=refseg_train.tsv,refseg_val.tsv VOCAB=vocab ARCH=unify_base PATCH=512 BATCH=16 LR=5e-5 \
 #   MAX_UPDATE=50000 sh run_scripts/refseg/train.sh --update-freq 4 --bf16-autocast --crop-prob 0.5
-# Outputs: up to --max-tgt-length 200 tokens (three 32-vertex polygons); validation generates as long.
+# Outputs: every part of the mask (--max-tgt-length is sized to the longest target); validation generates up to 200 tokens.
 . "$(dirname "$0")/../train_common.sh"
 train_task refseg dataset/demo/refseg_train.tsv,dataset/demo/refseg_valid.tsv 3000 1e-3 mIoU 200 "$@"

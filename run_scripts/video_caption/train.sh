@@ -6,4 +6,4 @@
 #   LR=1e-4 MAX_UPDATE=50000 sh run_scripts/video_caption/train.sh --media-dir videos --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
 train_task video_caption dataset/demo/video_caption_train.tsv,dataset/demo/video_caption_valid.tsv 600 2e-3 cider 24 \
-    --max-tgt-length 24 --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-64}" "$@"
+    --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-64}" "$@"
