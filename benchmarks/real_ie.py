@@ -20,8 +20,8 @@ Zips are unpacked into the work folder. The repositories ship no images: give a 
 with ``--images NAME=DIR`` (NAME as printed, e.g. twitter2015, mnre, m2e2); without one every row
 is converted with --text-only-missing (its image and image grounds left out, counted as "rows
 without their missing image"; the converters' per-row warnings go to DIR/<name>/convert.log).
-Training passes --max-src-length and --max-tgt-length of 1024 (the model's positions), so that no
-row is refused for length; validation reads the first --valid-rows rows of the validation split.
+The length limits are sized to the data by the task; validation reads the first --valid-rows rows
+of the validation split.
 """
 import argparse
 import contextlib
@@ -43,7 +43,6 @@ from data.errors import BadInputError
 from preprocess import build_vocab, gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, twitter_mner_to_tsv
 from preprocess.ie_convert_common import schema_beside
 
-LENGTH = 1024  # --max-src-length and --max-tgt-length: unify_tiny's positions
 VOCAB_SIZE = 2000
 RECORD_KEYS = {"ner": "entities", "re": "relations", "ee": "events"}
 
@@ -213,7 +212,7 @@ def train(dataset, results, images, out_dir, args):
                MAX_UPDATE=str(args.updates), VALID_EVERY=str(args.updates), BATCH=str(args.batch), WARMUP="1",
                SAVE_DIR=os.path.join(out_dir, "checkpoints"), PYTHON=sys.executable)
     command = ["sh", os.path.join(ROOT, "run_scripts", dataset.task, "train.sh"),
-               "--max-src-length", str(LENGTH), "--max-tgt-length", str(LENGTH), "--log-interval", "1", "--no-save"]
+               "--log-interval", "1", "--no-save"]
     command += ["--media-dir", images] if images else []
     start = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -255,7 +254,7 @@ def main(argv=None):
     images = dict(item.split("=", 1) for item in args.images)
     print(machine_line())
     print(f"root: {args.root}; training: unify_tiny, {args.updates} updates of batch {args.batch}, "
-          f"--max-src-length {LENGTH} --max-tgt-length {LENGTH}, validation on {args.valid_rows} rows")
+          f"limits sized to the data, validation on {args.valid_rows} rows")
     with contextlib.ExitStack() as stack:
         work = args.work or stack.enter_context(tempfile.TemporaryDirectory(prefix="uniground-real-ie-"))
         datasets = find_datasets(args.root, work)
