@@ -34,22 +34,37 @@ class CheckpointWriteError(RuntimeError):
     pass
 
 
-def allow_checkpoint_types():
-    """Let every ``torch.load`` with ``weights_only=True`` (fairseq's resume too) read our checkpoints."""
-    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+class CheckpointReadError(RuntimeError):
+    pass
 
 
 def load_state(path, trust_pickle=False):
-    """The raw checkpoint dict; refuses pickled code unless ``trust_pickle``."""
+    """The raw checkpoint dict; refuses pickled code unless ``trust_pickle``. ``weights_only`` is always
+    passed, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which only changes torch.load's default) cannot turn
+    code execution back on."""
     try:
         with open(path, "rb") as f, torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(f, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
-        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
-                       "an object outside the allowlist")
+        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), None)
+        if refused is None:
+            raise _unreadable(path, error) from None
         raise UntrustedCheckpointError(
-            f"{path}: refusing to unpickle it ({refused}). "
-            "If you trust where this file comes from, pass --trust-pickle.") from None
+            f"{path}: refusing to unpickle it ({refused}). If you trust where this file comes from, "
+            "evaluate.py and average_save_models.py take --trust-pickle.") from None
+    except (EOFError, RuntimeError, ValueError) as error:  # what torch.load raises on a torn or foreign file
+        raise _unreadable(path, error) from None
+    except OSError as error:  # torch reports a zip read past a truncated end as a bare "Invalid argument"
+        if os.path.isfile(path):
+            raise _unreadable(path, error) from None
+        raise
+
+
+def _unreadable(path, error):
+    reason = str(error).split(". ")[0] or type(error).__name__
+    size = os.path.getsize(path)
+    return CheckpointReadError(f"{path}: not a readable checkpoint ({reason}; {size} bytes): the file is "
+                               "truncated or corrupt (an interrupted copy or download?)")
 
 
 def ema_state_dict(state, path):
@@ -69,15 +84,31 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
     state = load_state(path, trust_pickle)
     if use_ema:
         state["model"] = ema_state_dict(state, path)
-    overrides = overrides or {}
+    state = _with_overrides(state, overrides or {})
+    return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+
+
+def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
+    """fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (resume, --restore-file,
+    --finetune-from-model) through ``load_state``, so training never unpickles code either."""
+    return _with_overrides(load_state(path), arg_overrides or {})
+
+
+def _with_overrides(state, overrides):
+    """The state with options replaced in its ``args`` or ``cfg`` and upgraded, as fairseq's loader does."""
     if state.get("args") is not None:
         for name, value in overrides.items():
             setattr(state["args"], name, value)
     if state.get("cfg") is not None:
         state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
         overwrite_args_by_name(state["cfg"], overrides)
-    state = checkpoint_utils._upgrade_state_dict(state)
-    return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+    return checkpoint_utils._upgrade_state_dict(state)
+
+
+def install_safe_checkpoint_loading():
+    """Route fairseq's trainer through ``load_checkpoint_to_cpu``; called when the user dir is imported."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
 
 
 # ---- writing --------------------------------------------------------------------------------------
