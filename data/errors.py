@@ -22,6 +22,10 @@ class BadInputError(ValueError):
         return (type(self), (self.path, self.line, self.column, self.reason, self.column_name))
 
 
+class DataFileError(ValueError):
+    """A data file that cannot be read as rows at all: missing, a folder, a FIFO or device, or empty."""
+
+
 def location_of(message):
     """{file, line, column, column_name, reason} of a ``BadInputError``'s message, the form in which bad
     rows travel in batches; {"reason": message} for other text."""

@@ -43,3 +43,9 @@ def sync_folder(folder):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def writable_folder(folder):
+    """Whether files may be written in ``folder``. Root passes ``os.access`` everywhere; a folder without
+    any write bit is still meant to stay untouched (shared read-only data), so the mode bits count too."""
+    return os.access(folder, os.W_OK) and (os.stat(folder).st_mode & 0o222) != 0
