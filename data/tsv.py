@@ -45,6 +45,15 @@ def regular_file_stat(path):
     return status
 
 
+def bom_length(start, path):
+    """How many bytes of a UTF-8 byte order mark the file's first bytes ``start`` hold (3 or 0); a
+    mark is reported."""
+    if not start.startswith(BOM):
+        return 0
+    logger.warning("%s: starts with a UTF-8 byte order mark, ignored", path)
+    return len(BOM)
+
+
 def _stamp(path):
     status = regular_file_stat(path)
     return np.array([status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino,
@@ -200,9 +209,8 @@ class TsvFile:
 
     def _check_start(self):
         """Refuse an empty file or a header row; skip (and report) a byte order mark."""
-        if len(self._starts) and self._map()[:len(BOM)] == BOM:
-            self._skip = len(BOM)
-            logger.warning("%s: starts with a UTF-8 byte order mark, ignored", self.path)
+        if len(self._starts):
+            self._skip = bom_length(self._map()[:len(BOM)], self.path)
         if not len(self._starts) or len(self._map()) == self._skip:
             raise DataFileError(f"{self.path}: the file is empty: no rows to read")
         cells = self._decode(0, self._read_line(0)).split("\t")
