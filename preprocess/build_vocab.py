@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.tsv import TsvFile  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
 from utils.progress import track  # noqa: E402
 from utils.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 
@@ -56,7 +57,7 @@ def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
         model_type="unigram", character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
         unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, shuffle_input_sentence=False,
         minloglevel=2)
-    with open(os.path.join(out_dir, SPM_FILE), "wb") as f:
+    with atomic_open(os.path.join(out_dir, SPM_FILE), "wb") as f:
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_unknown(i)]

@@ -158,6 +158,26 @@ def test_missing_input_is_named(checkpoints, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("how", ["same path", "through a symlink", "through a hard link", "an interpolation point"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(how, checkpoints, tmp_path):
+    inputs = [tmp_path / "a.pt", tmp_path / "out" / "lambda_0.5.pt"]
+    inputs[1].parent.mkdir()
+    for source, copy in zip(checkpoints, inputs):
+        copy.write_bytes(source.read_bytes())
+    output = {"same path": ["--output", tmp_path / "out" / ".." / "a.pt"],
+              "through a symlink": ["--output", tmp_path / "link.pt"],
+              "through a hard link": ["--output", tmp_path / "hard.pt"],
+              "an interpolation point": ["--lambdas", "0", "0.5", "1", "--output-dir", tmp_path / "out"]}[how]
+    os.symlink(inputs[0], tmp_path / "link.pt")
+    os.link(inputs[0], tmp_path / "hard.pt")
+    before = [path.read_bytes() for path in inputs]
+    with pytest.raises(SystemExit, match="would overwrite the input") as error:
+        average("--inputs", *inputs, *output)
+    assert str(inputs[1] if "--lambdas" in output else inputs[0]) in str(error.value)
+    assert [path.read_bytes() for path in inputs] == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["lambda_0.5.pt"]
+
+
 def test_mismatched_checkpoints_are_refused_with_the_differences(checkpoints, variants, tmp_path):
     with pytest.raises(SystemExit) as error:
         average("--inputs", checkpoints[0], variants["mismatched"], "--output", tmp_path / "avg.pt")
