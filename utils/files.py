@@ -1,5 +1,6 @@
 """Writing files so that a reader never sees half of one, even after a kill or a power cut."""
 import contextlib
+import fcntl
 import os
 import tempfile
 
@@ -94,3 +95,24 @@ def check_outputs(outputs, inputs):
             raise OutputError(f"cannot make the output folder {folder}: {existing} is a file")
         if not writable_folder(existing):
             raise OutputError(f"the output folder {existing} is not writable")
+
+
+def lock_folder(folder, name):
+    """An exclusive lock on ``folder`` through its file ``name``, which holds the holder's pid; the lock
+    lasts while the returned handle is open, and the kernel drops it when the process ends, however it
+    ends. A folder another process holds is an ``OutputError`` naming it and that process."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise OutputError(f"{folder} is in use by another process (pid {holder}, which holds {path}): "
+                          "wait for it to end, or choose another folder") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
