@@ -34,8 +34,8 @@ from data.errors import DataFileError  # noqa: E402
 from tasks.base import sibling_task  # noqa: E402
 from tasks.multitask import subtask_state  # noqa: E402
 from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
-from utils.checkpoint import (CheckpointReadError, MissingEmaError, UntrustedCheckpointError,  # noqa: E402
-                              load_models_and_task)
+from utils.checkpoint import (IDENTITY, CheckpointMismatchError, CheckpointReadError,  # noqa: E402
+                              MissingEmaError, UntrustedCheckpointError, load_models_and_task)
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
 from utils.progress import track  # noqa: E402
 from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
@@ -43,7 +43,8 @@ from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
 # failures of the user's files or options: reported in a line, without a traceback
-USER_ERRORS = (CheckpointReadError, DataFileError, MissingEmaError, OutputError, UntrustedCheckpointError)
+USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingEmaError, OutputError,
+               UntrustedCheckpointError)
 
 
 def parse_args(argv=None):
@@ -121,7 +122,13 @@ def select_task(task, args):
         return task
     selected = sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols,
                             **task_options(args))
-    selected.load_state_dict(subtask_state(task.state_dict(), args.task))
+    state = task.state_dict()
+    own = subtask_state(state, args.task)  # a multitask checkpoint's part for this task, with its data's layout
+    own.setdefault(IDENTITY, state[IDENTITY])
+    try:
+        selected.load_state_dict(own)
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{args.path[0]}: {error}") from None
     return selected
 
 

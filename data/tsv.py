@@ -4,6 +4,7 @@ import hashlib
 import logging
 import mmap
 import os
+import re
 import stat
 
 import numpy as np
@@ -28,6 +29,17 @@ HEADER_NAMES = frozenset(
     "id uniq_id image_id question_id entity_id image video audio media text caption captions question answer "
     "answers objects region region_coord box boxes hypothesis premise label annotation annotations name "
     "description aliases schema".split())
+
+
+_BOX = re.compile(r"\s*-?[\d.]+(\s*,\s*-?[\d.]+){3}\s*")
+
+
+def cell_kind(cell):
+    """What a cell holds, as far as telling task layouts apart goes: "box" (four numbers), "json" (an
+    object) or "-" (text, media, ids, nothing)."""
+    if _BOX.fullmatch(cell):
+        return "box"
+    return "json" if cell.startswith("{") and cell.endswith("}") else "-"
 
 
 def regular_file_stat(path):
@@ -218,6 +230,10 @@ class TsvFile:
         if len(names) >= 2 and set(names) <= HEADER_NAMES:
             raise BadInputError(self.path, 1, 1, f"a header row ({', '.join(cells)}), not a sample: remove it; "
                                                  "rows have no header")
+
+    def first_row_layout(self):
+        """``cell_kind`` of every cell of the first row, selected or not."""
+        return [cell_kind(cell) for cell in self._decode(0, self._read_line(0)).split("\t")]
 
     def line_number(self, i):
         return i + 1

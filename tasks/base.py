@@ -31,6 +31,7 @@ from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
+from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
 from utils.vocab import Vocabulary
@@ -104,6 +105,8 @@ class UniGroundTask(FairseqTask):
         self.nonfinite_in_a_row = 0
         self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
+        self.layout = None  # the training TSV's first_row_layout, recorded in checkpoints
+        self.expected_layout = None  # a loaded checkpoint's, which evaluated data must have
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -261,6 +264,39 @@ class UniGroundTask(FairseqTask):
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
+        if train:
+            self.layout = tsv.first_row_layout()
+        elif self.expected_layout is not None:
+            self.check_layout(tsv)
+
+    # ---- what checkpoints record ----------------------------------------------------------------
+
+    def identity(self):
+        """What decoding depends on, recorded in checkpoints: vocabulary, bin counts, the training data's layout."""
+        return {"vocab": self.vocab.fingerprint, "vocab_dir": self.cfg.vocab_dir, "num_bins": self.cfg.num_bins,
+                "num_time_bins": self.cfg.num_time_bins, "layout": self.layout}
+
+    def state_dict(self):
+        return {**super().state_dict(), IDENTITY: self.identity()}
+
+    def load_state_dict(self, state_dict):
+        """A checkpoint's task state: its vocabulary and bins must be this task's (``check_identity``)."""
+        recorded = state_dict.get(IDENTITY)
+        check_identity(self.identity(), recorded, None)
+        self.expected_layout = (recorded or {}).get("layout")
+        super().load_state_dict({key: value for key, value in state_dict.items() if key != IDENTITY})
+
+    def check_layout(self, tsv):
+        """A TSV laid out for another task (a refcoco file for a caption checkpoint: a box where the
+        training rows had none) would be scored as if it were this task's: refused."""
+        layout = tsv.first_row_layout()
+        differ = [k + 1 for k, (a, b) in enumerate(zip(layout, self.expected_layout)) if a != b]
+        if differ:
+            raise CheckpointMismatchError(
+                f"{tsv.path}: its rows are laid out for another task: column {differ[0]} holds "
+                f"{layout[differ[0] - 1]!r} where this checkpoint's training rows held {self.expected_layout[differ[0] - 1]!r} "
+                f"(line 1 {layout}, training {self.expected_layout}); evaluate this file with a checkpoint of its "
+                "task, or name that task with --task")
 
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()

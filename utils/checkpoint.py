@@ -7,6 +7,9 @@ allowlisted; anything else needs ``trust_pickle=True``, which a user must ask fo
 """
 import argparse
 import contextlib
+import contextvars
+import functools
+import logging
 import os
 import pickle
 import shutil
@@ -15,11 +18,16 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.dataclass.utils import overwrite_args_by_name
 from fairseq.file_io import PathManager
+from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
 
 from utils.files import atomic_open
 
 SAFE_GLOBALS = [argparse.Namespace]
+IDENTITY = "identity"  # the task-state key of what decoding depends on (UniGroundTask.identity)
+_DECODING_KEYS = {"vocab": "vocabulary fingerprint", "num_bins": "num_bins", "num_time_bins": "num_time_bins"}
+_restoring_into = contextvars.ContextVar("restoring_into", default=None)  # the task a trainer restores into
+logger = logging.getLogger(__name__)
 
 
 class UntrustedCheckpointError(RuntimeError):
@@ -36,6 +44,32 @@ class CheckpointWriteError(RuntimeError):
 
 class CheckpointReadError(RuntimeError):
     pass
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def check_identity(current, recorded, path):
+    """Refuse to decode with another vocabulary or other bin counts than the checkpoint was trained with:
+    the same ids would mean other pieces and other places. A checkpoint from before identities were
+    recorded is accepted, with one warning when ``path`` is given."""
+    if recorded is None:
+        if path:
+            _warn_without_identity(path)
+        return
+    for key, name in _DECODING_KEYS.items():
+        if recorded.get(key) != current[key]:
+            where = f" (--vocab-dir {current['vocab_dir']}; the checkpoint's was {recorded.get('vocab_dir')})"
+            raise CheckpointMismatchError(
+                f"{path + ': ' if path else ''}{name} {recorded.get(key)} in the checkpoint, {current[key]} here"
+                f"{where if key == 'vocab' else ''}: decoding would be wrong; use the checkpoint's value")
+
+
+@functools.cache
+def _warn_without_identity(path):
+    logger.warning("%s records no vocabulary fingerprint or bin counts (an older checkpoint): they are not "
+                   "checked, so they must be the ones it was trained with", path)
 
 
 def load_state(path, trust_pickle=False):
@@ -85,13 +119,23 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
     if use_ema:
         state["model"] = ema_state_dict(state, path)
     state = _with_overrides(state, overrides or {})
-    return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+    if IDENTITY not in (state.get("task_state") or {}):
+        _warn_without_identity(path)
+    try:
+        return checkpoint_utils.load_model_ensemble_and_task([path], state=state)
+    except CheckpointMismatchError as error:  # raised by the task's load_state_dict, which has no path
+        raise CheckpointMismatchError(f"{path}: {error}") from None
 
 
 def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
     """fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (resume, --restore-file,
-    --finetune-from-model) through ``load_state``, so training never unpickles code either."""
-    return _with_overrides(load_state(path), arg_overrides or {})
+    --finetune-from-model) through ``load_state``, so training never unpickles code either; the task
+    being restored into checks the checkpoint's vocabulary and bins."""
+    state = _with_overrides(load_state(path), arg_overrides or {})
+    task = _restoring_into.get()
+    if hasattr(task, "identity"):
+        check_identity(task.identity(), (state.get("task_state") or {}).get(IDENTITY), path)
+    return state
 
 
 def _with_overrides(state, overrides):
@@ -106,9 +150,23 @@ def _with_overrides(state, overrides):
 
 
 def install_safe_checkpoint_loading():
-    """Route fairseq's trainer through ``load_checkpoint_to_cpu``; called when the user dir is imported."""
+    """Route fairseq's trainer through ``load_checkpoint_to_cpu``, with the task it restores into at hand
+    for the identity check (fairseq's trainer never shows a checkpoint's task state to its task); called
+    when the user dir is imported."""
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+    if not getattr(Trainer.load_checkpoint, "checked", False):
+        fairseq_load = Trainer.load_checkpoint
+
+        def load_checkpoint(trainer, *args, **kwargs):
+            token = _restoring_into.set(trainer.task)
+            try:
+                return fairseq_load(trainer, *args, **kwargs)
+            finally:
+                _restoring_into.reset(token)
+
+        load_checkpoint.checked = True
+        Trainer.load_checkpoint = load_checkpoint
 
 
 # ---- writing --------------------------------------------------------------------------------------
