@@ -15,7 +15,7 @@ from PIL import Image
 
 from preprocess import average_save_models
 from utils.checkpoint import (CheckpointReadError, UntrustedCheckpointError, install_safe_checkpoint_loading,
-                              load_state)
+                              load_models_and_task, load_state)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,6 +112,20 @@ def test_truncated_checkpoint_is_an_error_naming_it(kept, checkpoints, tmp_path)
     with pytest.raises(CheckpointReadError, match="truncated or corrupt") as info:
         load_state(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_an_error_naming_the_checkpoint_and_tensor(value, checkpoints, tmp_path):
+    """Not fairseq's 'AssertionError: 32 < 32', which generation with NaN scores ends in."""
+    state = load_state(checkpoints[0])
+    key = next(key for key, tensor in state["model"].items() if "norm" in key and tensor.is_floating_point())
+    state["model"][key].view(-1)[0] = value
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    for load in (load_models_and_task, checkpoint_utils.load_checkpoint_to_cpu):  # evaluation, and resuming
+        install_safe_checkpoint_loading()
+        with pytest.raises(CheckpointReadError, match=f"{path}: 1 of its .* weight tensors hold NaN or Inf \\({key}\\)"):
+            load(str(path))
 
 
 def test_average_save_models_names_the_truncated_input(checkpoints, tmp_path):

@@ -94,6 +94,17 @@ def load_state(path, trust_pickle=False):
         raise
 
 
+def check_finite_weights(weights, path):
+    """Refuse weights holding NaN or Inf (a diverged run's): generation would never choose EOS and end in
+    fairseq's bare ``AssertionError: 32 < 32``."""
+    bad = [key for key, value in weights.items()
+           if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointReadError(f"{path}: {len(bad)} of its {len(weights)} weight tensors hold NaN or Inf "
+                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the run that wrote it "
+                                  "diverged; use an earlier checkpoint")
+
+
 def _unreadable(path, error):
     reason = str(error).split(". ")[0] or type(error).__name__
     size = os.path.getsize(path)
@@ -118,6 +129,7 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
     state = load_state(path, trust_pickle)
     if use_ema:
         state["model"] = ema_state_dict(state, path)
+    check_finite_weights(state["model"], path)
     state = _with_overrides(state, overrides or {})
     if IDENTITY not in (state.get("task_state") or {}):
         _warn_without_identity(path)
@@ -132,6 +144,7 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
     --finetune-from-model) through ``load_state``, so training never unpickles code either; the task
     being restored into checks the checkpoint's vocabulary and bins."""
     state = _with_overrides(load_state(path), arg_overrides or {})
+    check_finite_weights(state["model"], path)
     task = _restoring_into.get()
     if hasattr(task, "identity"):
         check_identity(task.identity(), (state.get("task_state") or {}).get(IDENTITY), path)
