@@ -25,11 +25,15 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as distributed_utils
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from data.errors import DataFileError
+from utils.checkpoint import CheckpointMismatchError, CheckpointReadError, UntrustedCheckpointError
 from utils.files import OutputError, lock_folder
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 HEARTBEAT_SECONDS = 600
 LOCK_FILE = "train.lock"
+# failures of the user's files: reported in a line, without a traceback
+USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, UntrustedCheckpointError)
 
 
 def launcher_flags(env):
@@ -69,7 +73,10 @@ def main(argv):
         # the collective the rank waits in returns: never, when a peer hangs. The default action
         # ends the process at once.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_main)
+    try:
+        distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_main)
+    except USER_ERRORS as error:
+        raise SystemExit(f"{type(error).__name__}: {error}") from None
 
 
 if __name__ == "__main__":

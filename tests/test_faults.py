@@ -164,3 +164,13 @@ def test_a_second_training_into_a_held_save_dir_fails_at_once_naming_it_and_the_
     assert sorted(os.listdir(save_dir)) == [LOCK_FILE]
     again = train(demo_dir, vocab_dir, save_dir, 2)  # the holder's end released the lock
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+
+
+@pytest.mark.slow
+def test_a_folder_as_training_data_is_one_line_naming_it(demo_dir, vocab_dir, tmp_path):
+    command = [sys.executable, "train.py", f"{demo_dir}/caption_train.tsv,{tmp_path}", "--vocab-dir", str(vocab_dir),
+               *TRAIN_FLAGS, "--max-update", "1", "--num-workers", "0", "--save-dir", str(tmp_path / "ckpt")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"DataFileError: {tmp_path}: a folder; give a TSV file"
+    assert "Traceback" not in result.stderr
