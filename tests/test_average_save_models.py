@@ -21,7 +21,8 @@ def variants(checkpoints, tmp_path_factory):
     """Copies of the second checkpoint, each changed in one way."""
     out = tmp_path_factory.mktemp("variants")
     paths = {}
-    for name, change in [("mismatched", mismatch), ("other_arch", widen_ffn), ("no_ema", drop_ema)]:
+    for name, change in [("mismatched", mismatch), ("other_arch", widen_ffn), ("no_ema", drop_ema),
+                         ("other_vocab", other_vocab)]:
         state = load_state(checkpoints[1])
         change(state)
         paths[name] = out / f"{name}.pt"
@@ -36,6 +37,11 @@ def mismatch(state):
 
 def widen_ffn(state):
     state["cfg"]["model"]["ffn_dim"] = 128
+
+
+def other_vocab(state):
+    """As if trained on a vocabulary of the same size that maps pieces to other ids."""
+    state["task_state"]["identity"]["vocab"] = "0123456789abcdef"
 
 
 def drop_ema(state):
@@ -215,6 +221,13 @@ def test_different_architectures_are_refused_whatever_on_missing_says(checkpoint
     with pytest.raises(SystemExit, match=f"{variants['other_arch']}: ffn_dim=128, but 64 in {checkpoints[0]}"):
         average("--inputs", checkpoints[0], variants["other_arch"], "--on-missing", "take-first",
                 "--output", tmp_path / "avg.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoints_of_different_vocabularies_are_refused(checkpoints, variants, tmp_path):
+    vocab = load_state(checkpoints[0])["task_state"]["identity"]["vocab"]
+    with pytest.raises(SystemExit, match=f"{variants['other_vocab']}: vocab='0123456789abcdef', but '{vocab}' in"):
+        average("--inputs", checkpoints[0], variants["other_vocab"], "--output", tmp_path / "avg.pt")
     assert os.listdir(tmp_path) == []
 
 

@@ -25,7 +25,7 @@ from utils.files import atomic_open
 
 SAFE_GLOBALS = [argparse.Namespace]
 IDENTITY = "identity"  # the task-state key of what decoding depends on (UniGroundTask.identity)
-_DECODING_KEYS = {"vocab": "vocabulary fingerprint", "num_bins": "num_bins", "num_time_bins": "num_time_bins"}
+DECODING_KEYS = {"vocab": "vocabulary fingerprint", "num_bins": "num_bins", "num_time_bins": "num_time_bins"}
 _restoring_into = contextvars.ContextVar("restoring_into", default=None)  # the task a trainer restores into
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def check_identity(current, recorded, path):
         if path:
             _warn_without_identity(path)
         return
-    for key, name in _DECODING_KEYS.items():
+    for key, name in DECODING_KEYS.items():
         if recorded.get(key) != current[key]:
             where = f" (--vocab-dir {current['vocab_dir']}; the checkpoint's was {recorded.get('vocab_dir')})"
             raise CheckpointMismatchError(
