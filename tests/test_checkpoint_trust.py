@@ -104,6 +104,21 @@ def test_resuming_training_refuses_a_crafted_checkpoint(force_no_weights_only, t
     assert not marker.exists()
 
 
+@pytest.mark.slow
+def test_train_restore_file_never_runs_a_checkpoints_pickle_whatever_the_environment(tmp_path, demo_dir, vocab_dir):
+    """The issue's case: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and train.py --restore-file evil.pt."""
+    path, marker = crafted(tmp_path, "top")
+    result = subprocess.run(
+        [sys.executable, "train.py", f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--vocab-dir",
+         str(vocab_dir), "--save-dir", str(tmp_path / "save"), *TRAIN_FLAGS, "--restore-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"UntrustedCheckpointError: {path}: refusing")
+    assert not marker.exists()
+    assert not (tmp_path / "save" / "checkpoint_last.pt").exists()
+
+
 @pytest.mark.parametrize("kept", [0, 10, 0.5, -10])
 def test_truncated_checkpoint_is_an_error_naming_it(kept, checkpoints, tmp_path):
     whole = checkpoints[0].read_bytes()
