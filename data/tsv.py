@@ -225,7 +225,7 @@ class TsvFile:
             self._skip = bom_length(self._map()[:len(BOM)], self.path)
         if not len(self._starts) or len(self._map()) == self._skip:
             raise DataFileError(f"{self.path}: the file is empty: no rows to read")
-        cells = self._decode(0, self._read_line(0)).split("\t")
+        cells = self._first_row_cells()
         names = [cell.strip().lower().replace("-", "_").replace(" ", "_") for cell in cells if cell.strip()]
         if len(names) >= 2 and set(names) <= HEADER_NAMES:
             raise BadInputError(self.path, 1, 1, f"a header row ({', '.join(cells)}), not a sample: remove it; "
@@ -233,7 +233,10 @@ class TsvFile:
 
     def first_row_layout(self):
         """``cell_kind`` of every cell of the first row, selected or not."""
-        return [cell_kind(cell) for cell in self._decode(0, self._read_line(0)).split("\t")]
+        return [cell_kind(cell) for cell in self._first_row_cells()]
+
+    def _first_row_cells(self):
+        return self._decode(0, self._read_line(0)).split("\t")
 
     def line_number(self, i):
         return i + 1

@@ -257,6 +257,10 @@ class UniGroundTask(FairseqTask):
         cols = self.cfg.selected_cols or self.default_cols
         tsv = TsvFile(self.split_path(split, epoch), selected_cols=[int(c) for c in cols.split(",")])
         train = split == "train"
+        if train:
+            self.layout = tsv.first_row_layout()
+        elif self.expected_layout is not None:
+            self.check_layout(tsv)
         text = [k for k, name in enumerate(self.columns) if name not in MEDIA_COLUMNS and not name.endswith("id")]
         cap = self.cfg.max_src_length + self.cfg.max_tgt_length
         sizes = estimate_tokens(tsv, text, self.vocab.encode_text, cap)
@@ -264,10 +268,6 @@ class UniGroundTask(FairseqTask):
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
-        if train:
-            self.layout = tsv.first_row_layout()
-        elif self.expected_layout is not None:
-            self.check_layout(tsv)
 
     # ---- what checkpoints record ----------------------------------------------------------------
 
