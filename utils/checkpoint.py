@@ -4,6 +4,8 @@
 allowlisted types below. Older fairseq, OFA and UnIVAL checkpoints keep their
 options in an ``argparse.Namespace``, a plain attribute bag, so it is
 allowlisted; anything else needs ``trust_pickle=True``, which a user must ask for.
+fairseq's resume path is routed through the same loader. A checkpoint's task state holds its
+``identity`` (vocabulary fingerprint, bin counts, training layout), checked wherever it is loaded.
 """
 import argparse
 import contextlib
