@@ -30,14 +30,21 @@ fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from data.errors import DataFileError  # noqa: E402
 from tasks.base import sibling_task  # noqa: E402
 from tasks.multitask import subtask_state  # noqa: E402
-from tasks.weight_average import write_curve  # noqa: E402
-from utils.checkpoint import load_models_and_task  # noqa: E402
+from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
+from utils.checkpoint import (IDENTITY, CheckpointMismatchError, CheckpointReadError,  # noqa: E402
+                              MissingEmaError, UntrustedCheckpointError, load_models_and_task)
+from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
 from utils.progress import track  # noqa: E402
 from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
+RESULT_FILES = ("predictions.jsonl", "metrics.json")
+# failures of the user's files or options: reported in a line, without a traceback
+USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingEmaError, OutputError,
+               UntrustedCheckpointError)
 
 
 def parse_args(argv=None):
@@ -115,7 +122,13 @@ def select_task(task, args):
         return task
     selected = sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols,
                             **task_options(args))
-    selected.load_state_dict(subtask_state(task.state_dict(), args.task))
+    state = task.state_dict()
+    own = subtask_state(state, args.task)  # a multitask checkpoint's part for this task, with its data's layout
+    own.setdefault(IDENTITY, state[IDENTITY])
+    try:
+        selected.load_state_dict(own)
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{args.path[0]}: {error}") from None
     return selected
 
 
@@ -149,17 +162,44 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
     metrics["bad_rows"] = len(task.bad_rows_seen)
-    os.makedirs(results_dir, exist_ok=True)
-    with open(os.path.join(results_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    with open(os.path.join(results_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
+    write_results(results_dir, predictions, metrics)
     if report_dir:
         name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
         title = f"{name} on {args.data} ({', '.join(args.path)})"
         page = write_report(report_dir, task, predictions, rows, prompts, metrics, title, args.report_limit)
         logger.info("report: %s", page)
     return metrics
+
+
+def write_results(results_dir, predictions, metrics):
+    """predictions.jsonl and metrics.json, which replace the previous pair together once both are whole:
+    a failure (a full disk) leaves the previous pair as it was."""
+    paths = [os.path.join(results_dir, name) for name in RESULT_FILES]
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+        with atomic_files(paths) as (predictions_file, metrics_file):
+            predictions_file.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+            json.dump(metrics, metrics_file, indent=2)
+    except OSError as error:
+        raise OutputError(f"cannot write {' and '.join(paths)}: {error.strerror or error}; "
+                          "the previous results there are untouched") from error
+
+
+def result_folders(args):
+    """(results folder, report folder or None) of each evaluation: one, or one per lambda."""
+    if args.lambdas is None:
+        return [(args.results_dir, args.report)]
+    return [(os.path.join(args.results_dir, f"lambda_{value:g}"),
+             args.report and os.path.join(args.report, f"lambda_{value:g}")) for value in args.lambdas]
+
+
+def check_result_paths(args):
+    """Before anything is evaluated: every output may be written, and none is an input."""
+    outputs = [os.path.join(folder, name) for folder, _ in result_folders(args) for name in RESULT_FILES]
+    outputs += [os.path.join(report, "index.html") for _, report in result_folders(args) if report]
+    if args.lambdas is not None:
+        outputs += [os.path.join(args.results_dir, name) for name in CURVE_FILES]
+    check_outputs(outputs, [*args.path, args.data])
 
 
 def interpolation_curve(args, models, task):
@@ -169,11 +209,12 @@ def interpolation_curve(args, models, task):
     cfg.ema, cfg.allow_extrapolation, cfg.trust_pickle = args.use_ema, args.allow_extrapolation, args.trust_pickle
     path_task = TASK_REGISTRY["weight_average"].setup_task(cfg)
 
+    folders = dict(zip(args.lambdas, result_folders(args)))
+
     def evaluate_state(value, state):
         models[0].load_state_dict(state)
         logger.info("lambda %g", value)
-        report = os.path.join(args.report, f"lambda_{value:g}") if args.report else None
-        return evaluate(args, models, task, os.path.join(args.results_dir, f"lambda_{value:g}"), report)
+        return evaluate(args, models, task, *folders[value])
 
     rows = path_task.curve(evaluate_state)
     write_curve(rows, args.results_dir)
@@ -184,8 +225,16 @@ def main(argv=None):
     # force: importing fairseq already configured the root logger (at DEBUG, in wav2vec2_classification)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
     args = parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as error:
+        raise SystemExit(f"{type(error).__name__}: {error}") from None
+
+
+def run(args):
     models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
     task = select_task(task, args)
+    check_result_paths(args)
     use_cuda = torch.cuda.is_available() and not args.cpu
     for model in models:
         model.eval()

@@ -25,8 +25,15 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as distributed_utils
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from data.errors import DataFileError
+from utils.checkpoint import CheckpointMismatchError, CheckpointReadError, UntrustedCheckpointError
+from utils.files import OutputError, lock_folder
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 HEARTBEAT_SECONDS = 600
+LOCK_FILE = "train.lock"
+# failures of the user's files: reported in a line, without a traceback
+USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, UntrustedCheckpointError)
 
 
 def launcher_flags(env):
@@ -56,12 +63,20 @@ def main(argv):
     args = options.parse_args_and_arch(options.get_training_parser(), defaults + launcher_flags(os.environ) + argv)
     if getattr(args, "bad_rows_file", "") is None:  # a UniGround task lists skipped rows beside its checkpoints
         args.bad_rows_file = os.path.join(args.save_dir, "bad_rows.jsonl")
+    if os.environ.get("RANK", "0") == "0":  # one process of a job holds the lock; its ranks share the folder
+        try:
+            lock = lock_folder(args.save_dir, LOCK_FILE)  # noqa: F841  (held until the process ends)
+        except OutputError as error:
+            raise SystemExit(f"error: --save-dir {error}") from None
     if args.distributed_init_method == "env://":
         # fairseq's heartbeat ends a stalled rank with SIGINT, which Python would only act on once
         # the collective the rank waits in returns: never, when a peer hangs. The default action
         # ends the process at once.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_main)
+    try:
+        distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_main)
+    except USER_ERRORS as error:
+        raise SystemExit(f"{type(error).__name__}: {error}") from None
 
 
 if __name__ == "__main__":

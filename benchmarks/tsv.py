@@ -5,7 +5,8 @@
 Writes a TSV of at least ``--gigabytes`` in the OFA caption layout (id, image id, caption, objects,
 base64 of a COCO-mini JPEG, cycling through the photos) and, for a file with many short rows, one
 of ``--caption-gigabytes`` of text only; both are deleted afterwards. For each it reports the
-index build (MB/s and bytes per row), random access through the index, and reading the rows in order with
+index build (MB/s and bytes per row), opening it again with the index current (the stamp check: a stat
+and 16 sampled blocks), random access through the index, and reading the rows in order with
 TsvFile and with a plain ``for line in open(...)`` loop (alone, and decoding and splitting each line
 as ``TsvFile.fields`` does).
 
@@ -127,6 +128,13 @@ def measure(name, path, rows, repeats, random_count):
             seconds = best_time(lambda: (remove_caches(path), TsvFile(path)), repeats)
         row("index build", cache, seconds, rows)
     index_bytes = os.path.getsize(f"{path}.index")
+    for cache in ("cold", "warm"):  # the index is current: the stamp (stat and 16 sampled blocks) is checked
+        if cache == "cold":
+            drop_from_cache(path)
+            seconds, _ = timed(lambda: TsvFile(path))
+        else:
+            seconds = best_time(lambda: TsvFile(path), repeats)
+        row("open, index current", cache, seconds, rows)
     for cache in ("cold", "warm"):
         if cache == "cold":
             drop_from_cache(path)

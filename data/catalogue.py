@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 
 from data.errors import BadInputError
+from data.tsv import bom_length
 
 ALIAS_SEPARATOR = "&&"
 TSV_FIELDS = ("id", "name", "description", "aliases")
@@ -60,6 +61,8 @@ def read_catalogue(path):
     first_line = {}
     with open(path, "rb") as f:
         for line_number, raw in enumerate(f, start=1):
+            if line_number == 1:
+                raw = raw[bom_length(raw, path):]
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:

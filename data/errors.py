@@ -1,6 +1,7 @@
 """The one error type for bad input: it always says where the bad value is."""
 import re
 
+MAX_REASON_CHARS = 400  # a reason quoting a huge cell keeps its start and end
 _MESSAGE = re.compile(r"(?P<file>.*?):(?P<line>\d+): column (?P<column>\d+)(?: \((?P<column_name>[^)]*)\))?: "
                       r"(?P<reason>.*)", re.S)
 
@@ -13,6 +14,7 @@ class BadInputError(ValueError):
     """
 
     def __init__(self, path, line, column, message, column_name=None):
+        message = excerpt(message)
         self.path, self.line, self.column = str(path), line, column
         self.column_name, self.reason = column_name, message
         name = f" ({column_name})" if column_name else ""
@@ -20,6 +22,19 @@ class BadInputError(ValueError):
 
     def __reduce__(self):  # survives pickling across DataLoader workers
         return (type(self), (self.path, self.line, self.column, self.reason, self.column_name))
+
+
+def excerpt(text, limit=MAX_REASON_CHARS):
+    """``text``, or when longer than ``limit``, its start and end around a count of what was left out:
+    a message quoting a 50 MB cell would otherwise be copied whole into every log line and report."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} ... [{len(text) - 2 * half:,} characters left out] ... {text[-half:]}"
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read as rows at all: missing, a folder, a FIFO or device, or empty."""
 
 
 def location_of(message):

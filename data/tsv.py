@@ -1,21 +1,88 @@
 """Random access to the rows of TSV files far larger than memory, through a cached byte-offset index."""
 
 import hashlib
+import logging
 import mmap
 import os
+import re
+import stat
 
 import numpy as np
 
-from data.errors import BadInputError
-from utils.files import atomic_open
+from data.errors import BadInputError, DataFileError
+from utils.files import atomic_open, writable_folder
+
+logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 2 << 20
-_STAMP_BYTES = 16  # every cached array starts with the file's [size, mtime_ns] as int64, viewed in its dtype
+# Every cached array starts with the file's stamp, 5 int64 viewed in its dtype: size, mtime_ns, ctime_ns,
+# inode, and a hash of sampled blocks. A rewrite that keeps size and mtime (``touch -r``, a copy that
+# preserves times) changes the ctime, which no user call can set back, or the inode; the sampled
+# blocks catch it on filesystems with coarse or unreliable ctimes.
+_STAMP_BYTES = 40
+_SAMPLED_BLOCKS, _SAMPLE_BYTES = 16, 4096
+BOM = b"\xef\xbb\xbf"
+# Names a header row would hold (lower case, "-" and " " as "_"). A data row of every layout has a media,
+# box or JSON cell, none of which can be such a bare name, so a row of these names only is a header.
+HEADER_NAMES = frozenset(
+    "id uniq_id image_id question_id entity_id image video audio media text caption captions question answer "
+    "answers objects region region_coord box boxes hypothesis premise label annotation annotations name "
+    "description aliases schema".split())
+
+
+_BOX = re.compile(r"\s*-?[\d.]+(\s*,\s*-?[\d.]+){3}\s*")
+
+
+def cell_kind(cell):
+    """What a cell holds, as far as telling task layouts apart goes: "box" (four numbers), "json" (an
+    object) or "-" (text, media, ids, nothing)."""
+    if _BOX.fullmatch(cell):
+        return "box"
+    return "json" if cell.startswith("{") and cell.endswith("}") else "-"
+
+
+def regular_file_stat(path):
+    """``os.stat`` of a data file, refusing what cannot be read as one: missing, a folder, a FIFO (which
+    would block), a device or a socket."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataFileError(f"{path}: cannot read it: {error.strerror}") from None
+    if not stat.S_ISREG(status.st_mode):
+        kind = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise DataFileError(f"{path}: {kind}; give a TSV file")
+    return status
+
+
+def bom_length(start, path):
+    """How many bytes of a UTF-8 byte order mark the file's first bytes ``start`` hold (3 or 0); a
+    mark is reported."""
+    if not start.startswith(BOM):
+        return 0
+    logger.warning("%s: starts with a UTF-8 byte order mark, ignored", path)
+    return len(BOM)
 
 
 def _stamp(path):
-    stat = os.stat(path)
-    return np.array([stat.st_size, stat.st_mtime_ns], dtype=np.int64)
+    status = regular_file_stat(path)
+    return np.array([status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino,
+                     _sampled_hash(path, status.st_size)], dtype=np.int64)
+
+
+def _sampled_hash(path, size):
+    """A hash of ``_SAMPLED_BLOCKS`` blocks spread evenly over the file, first and last included: a few
+    reads, whatever the file's size."""
+    digest = hashlib.blake2b(digest_size=8)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset in sorted({int(k * max(size - _SAMPLE_BYTES, 0) / (_SAMPLED_BLOCKS - 1))
+                              for k in range(_SAMPLED_BLOCKS)}):
+            digest.update(os.pread(fd, _SAMPLE_BYTES, offset))
+    finally:
+        os.close(fd)
+    return int.from_bytes(digest.digest(), "little", signed=True)
 
 
 def _without_stamp(cached):
@@ -55,17 +122,11 @@ def _load_if_current(cache_path, stamp):
     return cached if current else None
 
 
-def _writable(folder):
-    # Root passes os.access everywhere; a folder without any write bit is still meant to stay untouched
-    # (shared read-only data), so honour the mode bits too.
-    return os.access(folder, os.W_OK) and (os.stat(folder).st_mode & 0o222) != 0
-
-
 def _save_atomically(cache_path, array):
     """Readers never see half an array: it is written beside its final name, then renamed."""
     folder = os.path.dirname(cache_path) or "."
     os.makedirs(folder, exist_ok=True)
-    if not _writable(folder):
+    if not writable_folder(folder):
         raise PermissionError(f"{folder} is not writable")
     with atomic_open(cache_path, "wb") as f:
         np.save(f, array)
@@ -102,6 +163,8 @@ class TsvFile:
             self.path, ".index", lambda stamp: _scan_row_starts(self.path, int(stamp[0])), index_dir)
         self._starts = _without_stamp(index)
         self._mapping = None
+        self._skip = 0  # bytes before the first row's text: a byte order mark
+        self._check_start()
 
     def __len__(self):
         return len(self._row_starts())
@@ -116,6 +179,25 @@ class TsvFile:
         if self.selected_cols is None:
             return cells
         return [cells[c] for c in self.selected_cols]
+
+    def _check_start(self):
+        """Refuse an empty file or a header row; skip (and report) a byte order mark."""
+        if len(self._starts):
+            self._skip = bom_length(self._map()[:len(BOM)], self.path)
+        if not len(self._starts) or len(self._map()) == self._skip:
+            raise DataFileError(f"{self.path}: the file is empty: no rows to read")
+        cells = self._first_row_cells()
+        names = [cell.strip().lower().replace("-", "_").replace(" ", "_") for cell in cells if cell.strip()]
+        if len(names) >= 2 and set(names) <= HEADER_NAMES:
+            raise BadInputError(self.path, 1, 1, f"a header row ({', '.join(cells)}), not a sample: remove it; "
+                                                 "rows have no header")
+
+    def first_row_layout(self):
+        """``cell_kind`` of every cell of the first row, selected or not."""
+        return [cell_kind(cell) for cell in self._first_row_cells()]
+
+    def _first_row_cells(self):
+        return self._decode(0, self._read_line(0)).split("\t")
 
     def line_number(self, i):
         return i + 1
@@ -147,7 +229,8 @@ class TsvFile:
         if not 0 <= i < len(starts):
             raise IndexError(f"row {i} out of range for {self.path} with {len(starts)} rows")
         mapping = self._map()
-        line = mapping[int(starts[i]):int(starts[i + 1]) if i + 1 < len(starts) else len(mapping)]
+        start = int(starts[i]) + (self._skip if i == 0 else 0)
+        line = mapping[start:int(starts[i + 1]) if i + 1 < len(starts) else len(mapping)]
         return line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
 
     def _decode(self, i, line):

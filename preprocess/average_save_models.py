@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.averaging import (AveragingError, average_checkpoints, check_compatible, check_lambdas,  # noqa: E402
                              check_weights)
-from utils.checkpoint import MissingEmaError, UntrustedCheckpointError  # noqa: E402
-from utils.files import atomic_open  # noqa: E402
+from utils.checkpoint import CheckpointReadError, MissingEmaError, UntrustedCheckpointError  # noqa: E402
+from utils.files import OutputError, atomic_open, check_outputs  # noqa: E402
 
 
 def finite_float(text):
@@ -96,11 +96,12 @@ def main(argv=None):
     try:
         outputs = planned_outputs(args)
         check_files_exist(args.inputs)
+        check_outputs([path for path, _ in outputs], args.inputs)
         mismatched = check_compatible(args.inputs, args.ema, args.on_missing, args.trust_pickle)
         for path, weights in outputs:
             save(average_checkpoints(args.inputs, weights, args.ema, mismatched, args.on_missing, args.trust_pickle),
                  path)
-    except (AveragingError, MissingEmaError, UntrustedCheckpointError) as error:
+    except (AveragingError, CheckpointReadError, MissingEmaError, OutputError, UntrustedCheckpointError) as error:
         raise SystemExit(f"error: {error}") from None
     return [path for path, _ in outputs]
 

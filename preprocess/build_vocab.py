@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.tsv import TsvFile  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
 from utils.progress import track  # noqa: E402
 from utils.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 
@@ -72,7 +73,7 @@ def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
             minloglevel=2)
     except RuntimeError as error:
         raise VocabSizeError.from_sentencepiece(error) from None
-    with open(os.path.join(out_dir, SPM_FILE), "wb") as f:
+    with atomic_open(os.path.join(out_dir, SPM_FILE), "wb") as f:
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_unknown(i)]

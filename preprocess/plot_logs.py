@@ -24,6 +24,10 @@ matplotlib.use("Agg")
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.drawing import save_figure  # noqa: E402
+
 NOT_PLOTTED = {"num_updates", "wps", "ups", "wpb", "bsz", "wall", "train_wall", "gb_free", "clip", "loss_scale"}
 PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| \w+ \| [\w.]+ \| ")
 SIMPLE_INNER = re.compile(r"^epoch \d+:\s+\d+ / \d+ (.*)$")
@@ -102,8 +106,7 @@ def plot(series, path, title):
     ax.grid(alpha=0.3)
     ax.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def curves(entries):

@@ -32,6 +32,7 @@ from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
+from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
 from utils.progress import track
@@ -118,6 +119,8 @@ class UniGroundTask(FairseqTask):
         self.nonfinite_in_a_row = 0
         self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
+        self.layout = None  # the training TSV's first_row_layout, recorded in checkpoints
+        self.expected_layout = None  # a loaded checkpoint's, which evaluated data must have
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -300,9 +303,13 @@ class UniGroundTask(FairseqTask):
         """The split's rows, refused with a count if some do not fit the length limits; each row's
         measured source and target length is its size for ``--max-tokens`` batching."""
         tsv = self.tsv_file(self.split_path(split, epoch))
+        train = split == "train"
+        if train:
+            self.layout = tsv.first_row_layout()
+        elif self.expected_layout is not None:
+            self.check_layout(tsv)
         lengths = self.measured_lengths(tsv)
         self.check_lengths(tsv.path, lengths)
-        train = split == "train"
         self.datasets[split] = TsvDataset(
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed,
@@ -370,13 +377,6 @@ class UniGroundTask(FairseqTask):
         return {"task": type(self).__name__, "prompt": self.prompt, "vocab": vocab,
                 "options": {k: v for k, v in OmegaConf.to_container(self.cfg).items() if k not in NOT_LENGTH_OPTIONS}}
 
-    def state_dict(self):
-        """fairseq's task state, which checkpoints keep, with the length limits in force: a task set up
-        from the checkpoint takes them (``utils.checkpoint.load_models_and_task``) rather than sizing
-        them to the data it evaluates."""
-        limits = {option: getattr(self.cfg, option) for option, _, _ in LENGTH_LIMITS}
-        return {**super().state_dict(), **{k: v for k, v in limits.items() if v is not None}}
-
     def check_positions(self, model):
         """The length limits must fit the model's position embeddings; the refusal counts the rows that
         need more."""
@@ -396,6 +396,39 @@ class UniGroundTask(FairseqTask):
         if dataset is not self.datasets.get("train"):
             kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
+    # ---- what checkpoints record ----------------------------------------------------------------
+
+    def identity(self):
+        """What decoding depends on, recorded in checkpoints: vocabulary, bin counts, the training data's layout."""
+        return {"vocab": self.vocab.fingerprint, "vocab_dir": self.cfg.vocab_dir, "num_bins": self.cfg.num_bins,
+                "num_time_bins": self.cfg.num_time_bins, "layout": self.layout}
+
+    def state_dict(self):
+        """fairseq's task state, which checkpoints keep, with the length limits in force (a task set up
+        from the checkpoint takes them, ``utils.checkpoint.load_models_and_task``, rather than sizing
+        them to the data it evaluates) and the task's ``identity``."""
+        limits = {option: getattr(self.cfg, option) for option, _, _ in LENGTH_LIMITS}
+        return {**super().state_dict(), **{k: v for k, v in limits.items() if v is not None},
+                IDENTITY: self.identity()}
+
+    def load_state_dict(self, state_dict):
+        """A checkpoint's task state: its vocabulary and bins must be this task's (``check_identity``)."""
+        recorded = state_dict.get(IDENTITY)
+        check_identity(self.identity(), recorded, None)
+        self.expected_layout = (recorded or {}).get("layout")
+        super().load_state_dict({key: value for key, value in state_dict.items() if key != IDENTITY})
+
+    def check_layout(self, tsv):
+        """A TSV laid out for another task (a refcoco file for a caption checkpoint: a box where the
+        training rows had none) would be scored as if it were this task's: refused."""
+        layout = tsv.first_row_layout()
+        differ = [k + 1 for k, (a, b) in enumerate(zip(layout, self.expected_layout)) if a != b]
+        if differ:
+            raise CheckpointMismatchError(
+                f"{tsv.path}: its rows are laid out for another task: column {differ[0]} holds "
+                f"{layout[differ[0] - 1]!r} where this checkpoint's training rows held {self.expected_layout[differ[0] - 1]!r} "
+                f"(line 1 {layout}, training {self.expected_layout}); evaluate this file with a checkpoint of its "
+                "task, or name that task with --task")
 
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()

@@ -20,6 +20,8 @@ from fairseq.dataclass import FairseqDataclass  # noqa: E402
 from fairseq.tasks import FairseqTask, register_task  # noqa: E402
 
 from utils.averaging import average_checkpoints, check_compatible, check_lambdas  # noqa: E402
+from utils.drawing import save_figure  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
 
 
 @dataclass
@@ -55,10 +57,14 @@ class WeightAverageTask(FairseqTask):
         return [{"lambda": value, **evaluate_state(value, self.merged_model(value))} for value in self.lambdas]
 
 
+CURVE_FILES = ("curve.csv", "curve.png")
+
+
 def write_curve(rows, results_dir):
     """curve.csv and curve.png: each numeric metric against lambda."""
     names = [k for k, v in rows[0].items() if k != "lambda" and isinstance(v, float)]
-    with open(os.path.join(results_dir, "curve.csv"), "w", newline="") as f:
+    table, picture = (os.path.join(results_dir, name) for name in CURVE_FILES)
+    with atomic_open(table) as f:
         writer = csv.DictWriter(f, fieldnames=["lambda"] + names, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -69,5 +75,4 @@ def write_curve(rows, results_dir):
         ax.set(xlabel="lambda", title=name)
         ax.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(os.path.join(results_dir, "curve.png"), dpi=100)
-    plt.close(figure)
+    save_figure(figure, picture, dpi=100)

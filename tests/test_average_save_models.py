@@ -21,7 +21,8 @@ def variants(checkpoints, tmp_path_factory):
     """Copies of the second checkpoint, each changed in one way."""
     out = tmp_path_factory.mktemp("variants")
     paths = {}
-    for name, change in [("mismatched", mismatch), ("other_arch", widen_ffn), ("no_ema", drop_ema)]:
+    for name, change in [("mismatched", mismatch), ("other_arch", widen_ffn), ("no_ema", drop_ema),
+                         ("other_vocab", other_vocab)]:
         state = load_state(checkpoints[1])
         change(state)
         paths[name] = out / f"{name}.pt"
@@ -36,6 +37,11 @@ def mismatch(state):
 
 def widen_ffn(state):
     state["cfg"]["model"]["ffn_dim"] = 128
+
+
+def other_vocab(state):
+    """As if trained on a vocabulary of the same size that maps pieces to other ids."""
+    state["task_state"]["identity"]["vocab"] = "0123456789abcdef"
 
 
 def drop_ema(state):
@@ -158,6 +164,26 @@ def test_missing_input_is_named(checkpoints, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("how", ["same path", "through a symlink", "through a hard link", "an interpolation point"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(how, checkpoints, tmp_path):
+    inputs = [tmp_path / "a.pt", tmp_path / "out" / "lambda_0.5.pt"]
+    inputs[1].parent.mkdir()
+    for source, copy in zip(checkpoints, inputs):
+        copy.write_bytes(source.read_bytes())
+    output = {"same path": ["--output", tmp_path / "out" / ".." / "a.pt"],
+              "through a symlink": ["--output", tmp_path / "link.pt"],
+              "through a hard link": ["--output", tmp_path / "hard.pt"],
+              "an interpolation point": ["--lambdas", "0", "0.5", "1", "--output-dir", tmp_path / "out"]}[how]
+    os.symlink(inputs[0], tmp_path / "link.pt")
+    os.link(inputs[0], tmp_path / "hard.pt")
+    before = [path.read_bytes() for path in inputs]
+    with pytest.raises(SystemExit, match="would overwrite the input") as error:
+        average("--inputs", *inputs, *output)
+    assert str(inputs[1] if "--lambdas" in output else inputs[0]) in str(error.value)
+    assert [path.read_bytes() for path in inputs] == before
+    assert sorted(os.listdir(tmp_path / "out")) == ["lambda_0.5.pt"]
+
+
 def test_mismatched_checkpoints_are_refused_with_the_differences(checkpoints, variants, tmp_path):
     with pytest.raises(SystemExit) as error:
         average("--inputs", checkpoints[0], variants["mismatched"], "--output", tmp_path / "avg.pt")
@@ -195,6 +221,13 @@ def test_different_architectures_are_refused_whatever_on_missing_says(checkpoint
     with pytest.raises(SystemExit, match=f"{variants['other_arch']}: ffn_dim=128, but 64 in {checkpoints[0]}"):
         average("--inputs", checkpoints[0], variants["other_arch"], "--on-missing", "take-first",
                 "--output", tmp_path / "avg.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoints_of_different_vocabularies_are_refused(checkpoints, variants, tmp_path):
+    vocab = load_state(checkpoints[0])["task_state"]["identity"]["vocab"]
+    with pytest.raises(SystemExit, match=f"{variants['other_vocab']}: vocab='0123456789abcdef', but '{vocab}' in"):
+        average("--inputs", checkpoints[0], variants["other_vocab"], "--output", tmp_path / "avg.pt")
     assert os.listdir(tmp_path) == []
 
 

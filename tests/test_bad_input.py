@@ -110,6 +110,21 @@ def test_refcoco_bad_row_names_file_line_and_column(case, demo_dir, vocab_dir, t
     assert reason in info.value.reason
 
 
+def test_a_huge_bad_cell_is_quoted_as_a_short_excerpt(demo_dir, vocab_dir, tmp_path):
+    good = demo_rows(demo_dir, "refcoco_valid.tsv")
+    huge = "1," * (25 << 20) + "x"  # a 50 MB box cell
+    path = write_tsv(tmp_path / "rows.tsv", with_bad_row(good, set_cell(good[0], 4, huge)))
+    task = build_task("refcoco", path, vocab_dir)
+    task.load_dataset("valid")
+    with pytest.raises(BadInputError) as info:
+        task.dataset("valid")[BAD_LINE - 1]
+    assert_located(info.value, path, BAD_LINE, 4)
+    message = str(info.value)
+    assert len(message) < len(path) + 600
+    assert "expected x0,y0,x1,y1 in pixels, got '1,1,1," in message and message.endswith(",1,1,x'")
+    assert f"[{len(repr(huge)) + len('expected x0,y0,x1,y1 in pixels, got ') - 400:,} characters left out]" in message
+
+
 def test_media_path_under_media_dir_loads_like_base64(demo_dir, vocab_dir, tmp_path):
     good = demo_rows(demo_dir, "refcoco_valid.tsv", 2)
     (tmp_path / "images").mkdir()

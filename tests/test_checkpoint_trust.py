@@ -14,7 +14,8 @@ from fairseq import checkpoint_utils
 from PIL import Image
 
 from preprocess import average_save_models
-from utils.checkpoint import UntrustedCheckpointError, allow_checkpoint_types, load_state
+from utils.checkpoint import (CheckpointReadError, UntrustedCheckpointError, install_safe_checkpoint_loading,
+                              load_models_and_task, load_state)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +58,7 @@ def crafted(tmp_path, where):
 
 @pytest.mark.parametrize("where", ["top", "nested", "in_namespace"])
 def test_crafted_checkpoint_is_refused_without_running_its_code(where, tmp_path, only_our_allowlist):
-    allow_checkpoint_types()  # as evaluate.py and fairseq-train run: Namespace allowed, nothing else
+    install_safe_checkpoint_loading()  # as evaluate.py and fairseq-train run: Namespace allowed, nothing else
     path, marker = crafted(tmp_path, where)
     with pytest.raises(UntrustedCheckpointError, match="--trust-pickle") as info:
         load_state(path)
@@ -89,13 +90,65 @@ def test_average_save_models_refuses_a_crafted_input(tmp_path, only_our_allowlis
     assert not marker.exists() and not output.exists()
 
 
-def test_resuming_training_refuses_a_crafted_checkpoint(tmp_path, only_our_allowlist):
-    """fairseq's resume (checkpoint_last.pt) loads through torch.load, weights-only by default since torch 2.6."""
-    allow_checkpoint_types()
+@pytest.mark.parametrize("force_no_weights_only", ["0", "1"])
+def test_resuming_training_refuses_a_crafted_checkpoint(force_no_weights_only, tmp_path, only_our_allowlist,
+                                                        monkeypatch):
+    """fairseq's resume (checkpoint_last.pt, --restore-file, --finetune-from-model) loads through
+    load_checkpoint_to_cpu, which passes weights_only=True itself: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD,
+    which flips only torch.load's default, cannot turn code execution back on."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", force_no_weights_only)
+    install_safe_checkpoint_loading()
     path, marker = crafted(tmp_path, "top")
-    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+    with pytest.raises(UntrustedCheckpointError, match="Unsupported global"):
         checkpoint_utils.load_checkpoint_to_cpu(str(path))
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_train_restore_file_never_runs_a_checkpoints_pickle_whatever_the_environment(tmp_path, demo_dir, vocab_dir):
+    """The issue's case: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and train.py --restore-file evil.pt."""
+    path, marker = crafted(tmp_path, "top")
+    result = subprocess.run(
+        [sys.executable, "train.py", f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--vocab-dir",
+         str(vocab_dir), "--save-dir", str(tmp_path / "save"), *TRAIN_FLAGS, "--restore-file", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"UntrustedCheckpointError: {path}: refusing")
+    assert not marker.exists()
+    assert not (tmp_path / "save" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize("kept", [0, 10, 0.5, -10])
+def test_truncated_checkpoint_is_an_error_naming_it(kept, checkpoints, tmp_path):
+    whole = checkpoints[0].read_bytes()
+    path = tmp_path / "torn.pt"
+    path.write_bytes(whole[:int(kept * len(whole)) if isinstance(kept, float) else kept % len(whole)])
+    with pytest.raises(CheckpointReadError, match="truncated or corrupt") as info:
+        load_state(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_an_error_naming_the_checkpoint_and_tensor(value, checkpoints, tmp_path):
+    """Not fairseq's 'AssertionError: 32 < 32', which generation with NaN scores ends in."""
+    state = load_state(checkpoints[0])
+    key = next(key for key, tensor in state["model"].items() if "norm" in key and tensor.is_floating_point())
+    state["model"][key].view(-1)[0] = value
+    path = tmp_path / "diverged.pt"
+    torch.save(state, path)
+    for load in (load_models_and_task, checkpoint_utils.load_checkpoint_to_cpu):  # evaluation, and resuming
+        install_safe_checkpoint_loading()
+        with pytest.raises(CheckpointReadError, match=f"{path}: 1 of its .* weight tensors hold NaN or Inf \\({key}\\)"):
+            load(str(path))
+
+
+def test_average_save_models_names_the_truncated_input(checkpoints, tmp_path):
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(checkpoints[1].read_bytes()[:-1000])
+    with pytest.raises(SystemExit, match="truncated or corrupt") as info:
+        average_save_models.main(["--inputs", str(checkpoints[0]), str(torn), "--output", str(tmp_path / "a.pt")])
+    assert str(torn) in str(info.value) and str(checkpoints[0]) not in str(info.value)
 
 
 def run(*command):

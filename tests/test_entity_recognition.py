@@ -73,6 +73,21 @@ def test_bad_catalogues_name_file_line_and_column(tmp_path, name, lines, line, c
     assert reason in str(error.value)
 
 
+@pytest.mark.parametrize("name, first", [("c.tsv", "id\tname\tdescription\taliases"), ("c.tsv", None),
+                                         ("c.jsonl", None)])
+def test_byte_order_mark_is_stripped_before_the_header_and_reported(name, first, tmp_path, caplog):
+    """A BOM (Windows editors write one) is not part of the first id, nor does it hide the header."""
+    rows = ["\t".join(entry) for entry in CATALOGUE] if name.endswith(".tsv") else [
+        json.dumps({"id": i, "name": n, "description": d, "aliases": a.split("&&") if a else []})
+        for i, n, d, a in CATALOGUE]
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(f"{row}\n" for row in ([first] if first else []) + rows).encode())
+    with caplog.at_level("WARNING"):
+        catalogue = read_catalogue(path)
+    assert catalogue.ids == ["Q1", "Q2", "Q3", "Q4"]
+    assert [r.message for r in caplog.records] == [f"{path}: starts with a UTF-8 byte order mark, ignored"]
+
+
 def test_a_catalogue_of_many_entities_loads(tmp_path):
     count = 20000
     path = write_lines(tmp_path / "big.tsv", [f"E{i}\tplace number {i}\t\tspot {i}&&site {i}" for i in range(count)])

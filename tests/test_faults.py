@@ -12,6 +12,8 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
 
+from train import LOCK_FILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FLAGS = ["--arch", "unify_tiny", "--embed-dim", "32", "--ffn-dim", "64", "--attention-heads", "2",
                "--encoder-layers", "1", "--decoder-layers", "1", "--dropout", "0", "--image-backbone", "test_resnet",
@@ -124,7 +126,7 @@ def test_a_full_disk_stops_training_with_the_previous_checkpoint_intact(demo_dir
     save_dir = tmp_path / "ckpt"
     first = train(demo_dir, vocab_dir, save_dir, 2)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    before = {path.name: path.read_bytes() for path in save_dir.iterdir()}
+    before = {path.name: path.read_bytes() for path in save_dir.iterdir() if path.name != LOCK_FILE}
     assert {"checkpoint_last.pt", "checkpoint_1_2.pt"} <= set(before)
 
     size = len(before["checkpoint_last.pt"])
@@ -137,7 +139,38 @@ def test_a_full_disk_stops_training_with_the_previous_checkpoint_intact(demo_dir
     assert f"{save_dir}/checkpoint_1_4.pt: [Errno 27] File too large" in error
     assert "Nothing was replaced" in error and str(save_dir) in error
     assert "| ERROR | fairseq.checkpoint_utils" not in output  # fairseq's three tries 2.5 s apart are gone
-    after = {path.name: path.read_bytes() for path in save_dir.iterdir()}
+    after = {path.name: path.read_bytes() for path in save_dir.iterdir() if path.name != LOCK_FILE}
     assert after == before  # no partial file left, every checkpoint byte for byte as it was
     state = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert state["optimizer_history"][-1]["num_updates"] == 2
+
+
+@pytest.mark.slow
+def test_a_second_training_into_a_held_save_dir_fails_at_once_naming_it_and_the_holder(demo_dir, vocab_dir, tmp_path):
+    save_dir = tmp_path / "ckpt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from utils.files import lock_folder; "
+                               f"lock = lock_folder(sys.argv[1], {LOCK_FILE!r}); print('held', flush=True); time.sleep(120)",
+         str(save_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = train(demo_dir, vocab_dir, save_dir, 2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: --save-dir {save_dir} is in use by another process (pid {holder.pid},"), error
+    assert sorted(os.listdir(save_dir)) == [LOCK_FILE]
+    again = train(demo_dir, vocab_dir, save_dir, 2)  # the holder's end released the lock
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+
+
+@pytest.mark.slow
+def test_a_folder_as_training_data_is_one_line_naming_it(demo_dir, vocab_dir, tmp_path):
+    command = [sys.executable, "train.py", f"{demo_dir}/caption_train.tsv,{tmp_path}", "--vocab-dir", str(vocab_dir),
+               *TRAIN_FLAGS, "--max-update", "1", "--num-workers", "0", "--save-dir", str(tmp_path / "ckpt")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"DataFileError: {tmp_path}: a folder; give a TSV file"
+    assert "Traceback" not in result.stderr

@@ -8,11 +8,11 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import data.tsv
-from data.errors import BadInputError
+from data.errors import BadInputError, DataFileError
 from data.tsv import TsvFile
 
 
@@ -56,12 +56,17 @@ ROW_TEXT = st.text(st.characters(blacklist_characters="\t\n\r", blacklist_catego
        trailing_newline=st.booleans(), chunk_bytes=st.integers(1, 9))
 def test_index_scan_agrees_with_split(rows, trailing_newline, chunk_bytes):
     content = "\n".join("\t".join(r) for r in rows) + ("\n" if trailing_newline else "")
-    lines = content.split("\n")
+    lines = content.removeprefix("\ufeff").split("\n")  # a byte order mark is not part of the first cell
     expected = [line.split("\t") for line in (lines[:-1] if lines[-1] == "" else lines)]
     old_chunk, data.tsv._CHUNK_BYTES = data.tsv._CHUNK_BYTES, chunk_bytes  # newlines across chunk edges
     try:
         with tempfile.TemporaryDirectory() as folder:
-            assert all_rows(TsvFile(write(pathlib.Path(folder) / "file.tsv", content))) == expected
+            path = write(pathlib.Path(folder) / "file.tsv", content)
+            if not content:
+                with pytest.raises(DataFileError, match="empty"):
+                    TsvFile(path)
+            else:
+                assert all_rows(TsvFile(path)) == expected
     finally:
         data.tsv._CHUNK_BYTES = old_chunk
 
@@ -90,7 +95,52 @@ def test_line_endings_and_final_row(tmp_path):
     assert all_rows(TsvFile(write(tmp_path / "a.tsv", "a\tb\r\nc\td\r\n"))) == [["a", "b"], ["c", "d"]]
     assert all_rows(TsvFile(write(tmp_path / "b.tsv", "a\nb"))) == [["a"], ["b"]]
     assert all_rows(TsvFile(write(tmp_path / "c.tsv", "a\n\nb\n"))) == [["a"], [""], ["b"]]
-    assert len(TsvFile(write(tmp_path / "d.tsv", ""))) == 0
+
+
+
+@pytest.mark.parametrize("content", ["", "\ufeff"])
+def test_empty_file_is_an_error_not_zero_rows(content, tmp_path):
+    path = write(tmp_path / "empty.tsv", content)
+    with pytest.raises(DataFileError, match="empty") as info:
+        TsvFile(path)
+    assert str(path) in str(info.value)
+
+
+def test_fifo_device_folder_and_missing_file_are_refused_without_blocking_or_writing(tmp_path):
+    fifo = tmp_path / "pipe.tsv"
+    os.mkfifo(fifo)
+    for path, reason in ((fifo, "not a regular file"), ("/dev/null", "not a regular file"), (tmp_path, "a folder"),
+                         (tmp_path / "missing.tsv", "no such file")):
+        with pytest.raises(DataFileError, match=reason) as info:
+            TsvFile(path)  # a FIFO would block in open() for ever
+        assert str(path) in str(info.value)
+    assert not os.path.exists("/dev/null.index")
+    assert sorted(os.listdir(tmp_path)) == ["pipe.tsv"]
+
+
+def test_byte_order_mark_is_stripped_and_reported_once(tmp_path, caplog):
+    path = write(tmp_path / "bom.tsv", "\ufeffid1\ta\nid2\tb\n")
+    with caplog.at_level("WARNING"):
+        tsv = TsvFile(path)
+        rows = all_rows(tsv) + all_rows(tsv)
+    assert rows == [["id1", "a"], ["id2", "b"]] * 2
+    assert [r.message for r in caplog.records].count(f"{path}: starts with a UTF-8 byte order mark, ignored") == 1
+
+
+@pytest.mark.parametrize("header", ["uniq_id\timage_id\tcaption\tobjects\timage", "\ufeffuniq-id\tImage\tText",
+                                    "id\t\tvideo\taudio\ttext\tannotation"])
+def test_header_row_is_an_error_naming_it(header, tmp_path):
+    path = write(tmp_path / "header.tsv", f"{header}\n1\t2\tcat\t\tcat.jpg\n")
+    with pytest.raises(BadInputError, match="header row") as info:
+        TsvFile(path)
+    assert (info.value.path, info.value.line) == (str(path), 1)
+
+
+@pytest.mark.parametrize("first", ["1\t2\ta cat\t\tcat.jpg", "id\tcaption\ttext\t\tZm9v",
+                                   'text\t\t\t\ttext\t{"entities": []}', "image\tvideo"[:5]])
+def test_rows_that_hold_some_column_names_are_not_headers(first, tmp_path):
+    """A data row has a media, box or JSON cell (or is one cell), which no header name can be."""
+    assert TsvFile(write(tmp_path / "rows.tsv", f"{first}\n")).fields(0) == first.split("\t")
 
 
 def test_selected_cols_reorder_and_column_numbers(tmp_path):
@@ -139,6 +189,32 @@ def test_index_is_rebuilt_when_the_file_changes(tmp_path):
     assert (len(tsv), tsv.fields(0)) == (1, ["abcde"])
     write(path, "x\ny\nz\nw\n")
     assert len(TsvFile(path)) == 4
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_rewrite_keeping_size_and_mtime_is_detected(in_place, tmp_path):
+    """Two rows swapped, so the file keeps its size but rows move, and the mtime set back (touch -r, a copy
+    that keeps times): the index is rebuilt, so each row is read whole, at its new place."""
+    path = write(tmp_path / "file.tsv", "1\tshort\n2\tlonger row\n3\tsame size!\n")
+    tsv = TsvFile(path)
+    assert tsv.fields(1) == ["2", "longer row"] and second_cell_widths(tsv) == [5, 10, 10]
+    before = path.stat()
+    swapped = "2\tlonger row\n1\tshort\n3\tsame size!\n"
+    if in_place:
+        with open(path, "r+") as f:
+            f.write(swapped)
+    else:
+        write(tmp_path / "new.tsv", swapped)
+        os.replace(tmp_path / "new.tsv", path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    tsv = TsvFile(path)
+    assert all_rows(tsv) == [["2", "longer row"], ["1", "short"], ["3", "same size!"]]
+    assert second_cell_widths(tsv) == [10, 5, 10]  # arrays cached beside the index are rebuilt too
+
+
+def second_cell_widths(tsv):
+    return tsv.cached_array("widths", lambda: np.array([len(tsv.fields(i)[1]) for i in range(len(tsv))])).tolist()
 
 
 def test_index_costs_eight_bytes_per_row(tmp_path):

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from utils.checkpoint import ema_state_dict, load_state
+from utils.checkpoint import DECODING_KEYS, IDENTITY, ema_state_dict, load_state
 from utils.progress import track
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,15 @@ def tensors_of(state, path, ema):
 
 
 def architecture(state):
-    """Name and size fields of the model config (``cfg.model``, or ``args`` in older checkpoints)."""
+    """Name and size fields of the model config (``cfg.model``, or ``args`` in older checkpoints), and
+    the vocabulary fingerprint and bin counts, where recorded: weights over other ids do not average."""
     fields = (state.get("cfg") or {}).get("model") or state.get("args") or {}
     if isinstance(fields, argparse.Namespace):
         fields = vars(fields)
-    return {name: value for name, value in fields.items()
-            if name in ARCHITECTURE_FIELDS or name.endswith(ARCHITECTURE_SUFFIXES)}
+    identity = (state.get("task_state") or {}).get(IDENTITY) or {}
+    return {**{name: value for name, value in fields.items()
+               if name in ARCHITECTURE_FIELDS or name.endswith(ARCHITECTURE_SUFFIXES)},
+            **{name: identity[name] for name in DECODING_KEYS if name in identity}}
 
 
 def read_signature(path, ema, trust_pickle):

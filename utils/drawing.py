@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
 import matplotlib.pyplot as plt  # noqa: E402
 
+from utils.files import atomic_open  # noqa: E402
+
 SIDES = ("reference", "prediction")  # drawing order: the prediction on top
 COLOURS = {"reference": (0, 114, 178), "prediction": (213, 94, 0)}  # Okabe-Ito blue and vermillion
 DISPLAY_SIDE = 384  # pixels of the longer side of a drawn image
@@ -146,5 +148,11 @@ def _timeline(draw_medium, duration, marks, path, width):
     bottom.set(ylim=(0, len(SIDES)), yticks=[r + 0.5 for r in range(len(SIDES))], yticklabels=SIDES,
                xlim=(0, duration), xlabel="seconds")
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    save_figure(figure, path, dpi=80)
+
+
+def save_figure(figure, path, dpi):
+    """A matplotlib figure as a PNG at ``path``, written atomically, then closed."""
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=dpi)
     plt.close(figure)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from utils.drawing import COLOURS, IMAGE_KINDS, SIDES, draw_on_image, frame_strip, waveform
+from utils.files import atomic_open
 
 REPORT_FRAME_SIZE = 160  # pixels of a video frame in the strip
 DEFAULT_LIMIT = 200  # samples drawn on a page
@@ -80,7 +81,7 @@ def write_report(out_dir, task, predictions, indices, prompts, metrics, title, l
     note = "" if len(chosen) == len(predictions) else (
         f"{len(chosen)} of {len(predictions)} samples drawn: the {limit // 2} worst by {key} and an even spread "
         "of the rest.")
-    with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as f:
+    with atomic_open(os.path.join(out_dir, "index.html")) as f:
         f.write(page(title, metrics, names, cards, note))
     return os.path.join(out_dir, "index.html")
 
@@ -91,7 +92,8 @@ def render_media(media, marks, out_dir, stem):
     pictures = []
     if "image" in media:
         path = f"media/{stem}-image.png"
-        draw_on_image(media["image"], [m for m in marks if m.kind in IMAGE_KINDS]).save(os.path.join(out_dir, path))
+        with atomic_open(os.path.join(out_dir, path), "wb") as f:
+            draw_on_image(media["image"], [m for m in marks if m.kind in IMAGE_KINDS]).save(f, format="PNG")
         pictures.append((path, "image"))
     spans = [m for m in marks if m.kind == "span"]
     if "video" in media:

@@ -4,6 +4,7 @@ The dictionary file lists the text pieces first and the special tokens of
 ``utils.codec.special_tokens`` last, in their fixed order, so a bin or time
 index maps to a dictionary id by one addition.
 """
+import hashlib
 import os
 import re
 
@@ -20,6 +21,7 @@ DICT_FILE = "dict.txt"
 class Vocabulary:
     def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
         self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
+        self.fingerprint = fingerprint(vocab_dir)
         self.dictionary = Dictionary.load(os.path.join(vocab_dir, DICT_FILE))
         self.num_bins, self.num_time_bins = num_bins, num_time_bins
         self.first_bin = self._require(bin_token(0))
@@ -91,6 +93,16 @@ class Vocabulary:
     def to_time_bin(self, index):
         b = index - self.first_time
         return b if 0 <= b < self.num_time_bins else None
+
+
+def fingerprint(vocab_dir):
+    """The first 16 hex digits of the SHA-256 of the vocabulary's files: two vocabularies of one size
+    that map pieces to other ids differ in it."""
+    digest = hashlib.sha256()
+    for name in (SPM_FILE, DICT_FILE):
+        with open(os.path.join(vocab_dir, name), "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()[:16]
 
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
