@@ -8,7 +8,9 @@ dropped unseen, even with DataLoader workers.
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from fairseq.data import FairseqDataset
+from fairseq.utils import apply_to_sample
 
 from data.errors import BadInputError
 
@@ -51,6 +53,16 @@ def estimate_tokens(tsv, fields, encode, cap, sample_rows=64):
     return np.clip(np.ceil(lengths * tokens_per_byte), 1, cap).astype(np.int32)
 
 
+def shared_in_worker(batch):
+    """In a DataLoader worker, the batch with its tensors moved to shared memory here, as torch's
+    default_collate does: a failure (no room left in /dev/shm) is then the worker's error, which the
+    DataLoader raises in the main process. Left to the queue that sends the batch, it would only be
+    printed by the queue's feeder thread, and the main process would wait for the batch forever."""
+    if torch.utils.data.get_worker_info() is None:
+        return batch
+    return apply_to_sample(torch.Tensor.share_memory_, batch)
+
+
 class TsvDataset(FairseqDataset):
     def __init__(self, tsv, column_names, build_sample, collate, tolerate_bad_rows=False,
                  shuffle=True, seed=1, sizes=None):
@@ -86,7 +98,7 @@ class TsvDataset(FairseqDataset):
         good = [s for s in samples if "bad_row" not in s]
         batch = self.collate(good) if good else {}
         batch["bad_rows"] = [s["bad_row"] for s in samples if "bad_row" in s]
-        return batch
+        return shared_in_worker(batch)
 
     def num_tokens(self, index):
         return int(self._sizes[index])

@@ -47,6 +47,9 @@ class UniGroundConfig(FairseqDataclass):
         "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
     vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
+    loader_timeout: float = field(default=600.0, metadata={
+        "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
+                "(0: wait forever); with --num-workers > 0"})
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
     max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
@@ -261,6 +264,28 @@ class UniGroundTask(FairseqTask):
             tsv, self.columns, lambda row: self.build_sample(row, train), self.collate,
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed, sizes=sizes)
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
+
+    def get_batch_iterator(self, dataset, **kwargs):
+        """fairseq's batch iterator, except that:
+
+        - rows that are not for training come in batches of any size: fairseq's
+          --required-batch-size-multiple (8) would leave out the rows past the last multiple, or every row
+          of a smaller set;
+        - each pass's DataLoader workers end as its last batch is fetched. Every pass gets a fresh iterator
+          (``TsvDataset.can_reuse_epoch_itr_across_epochs``), whose persistent workers a reference cycle
+          in fairseq's iterator would keep alive until Python's cycle collector happens to run: one more
+          process per epoch. Without persistence, workers end when their DataLoader iterator is freed,
+          which the buffer's thread (``data_buffer_size`` >= 1) does as soon as it has the last batch;
+        - a batch that takes more than --loader-timeout seconds ends the run with an error.
+        """
+        if dataset is not self.datasets.get("train"):
+            kwargs["required_batch_size_multiple"] = 1
+        kwargs["data_buffer_size"] = max(kwargs.get("data_buffer_size", 0), 1)
+        iterator = super().get_batch_iterator(dataset, **kwargs)
+        iterator.persistent_workers = False
+        if iterator.num_workers > 0:
+            iterator.timeout = self.cfg.loader_timeout
+        return iterator
 
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
