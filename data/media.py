@@ -4,6 +4,7 @@ import base64
 import binascii
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,13 @@ def bad_input(where, message):
     return BadInputError(tsv_path, line, column, message, column_name)
 
 
-def read_media_bytes(cell, media_dir, where):
-    """The file bytes a media cell stands for.
+MAX_MEDIA_BYTES = 1 << 30
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def read_media_bytes(cell, media_dir, where, max_bytes=MAX_MEDIA_BYTES):
+    """The file bytes a media cell stands for, at most ``max_bytes`` of them.
 
     A cell containing a "." is a path relative to ``media_dir`` (base64's alphabet has no "."); any
     other cell is base64 of the file bytes.
@@ -29,14 +35,16 @@ def read_media_bytes(cell, media_dir, where):
     if not cell:
         raise bad_input(where, "empty media cell")
     if "." in cell:
-        return _read_media_file(cell, media_dir, where)
+        return _read_media_file(cell, media_dir, where, max_bytes)
+    padding = 2 if cell.endswith("==") else int(cell.endswith("="))
+    _check_size(len(cell) * 3 // 4 - padding, "base64 cell", where, max_bytes)
     try:
         return base64.b64decode(cell, validate=True)
     except (binascii.Error, ValueError) as e:  # ValueError: a non-ASCII character
         raise bad_input(where, f"invalid base64: {e}") from None
 
 
-def _read_media_file(relative_path, media_dir, where):
+def _read_media_file(relative_path, media_dir, where, max_bytes):
     if media_dir is None:
         raise bad_input(where, f"media path {relative_path!r} given but no media dir is set")
     if "\x00" in relative_path:
@@ -47,13 +55,38 @@ def _read_media_file(relative_path, media_dir, where):
     path = os.path.realpath(os.path.join(root, relative_path))
     if os.path.commonpath([root, path]) != root:
         raise bad_input(where, f"media path {relative_path!r} resolves outside the media dir {media_dir}")
+    shown = os.path.join(media_dir, relative_path)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return _read_regular_file(path, shown, where, max_bytes)
     except FileNotFoundError:
-        raise bad_input(where, f"media file not found: {os.path.join(media_dir, relative_path)}") from None
+        raise bad_input(where, f"media file not found: {shown}") from None
     except OSError as e:
-        raise bad_input(where, f"cannot read media file {os.path.join(media_dir, relative_path)}: {e}") from None
+        raise bad_input(where, f"cannot read media file {shown}: {e}") from None
+
+
+def _read_regular_file(path, shown, where, max_bytes):
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``. A FIFO, socket or device
+    (whose read may block forever or never end) is refused by its type before it is opened, and again
+    once opened, in case the path was replaced in between; O_NONBLOCK keeps even that open from
+    waiting for a FIFO's writer."""
+    _check_regular_file(os.stat(path), shown, where, max_bytes)
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as f:
+        _check_regular_file(os.fstat(f.fileno()), shown, where, max_bytes)
+        data = f.read(max_bytes + 1)
+    _check_size(len(data), f"media file {shown}", where, max_bytes)  # it grew after the check
+    return data
+
+
+def _check_regular_file(status, shown, where, max_bytes):
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((kind for is_kind, kind in _FILE_KINDS if is_kind(status.st_mode)), "of another kind")
+        raise bad_input(where, f"media file {shown} is {kind}, not a regular file")
+    _check_size(status.st_size, f"media file {shown}", where, max_bytes)
+
+
+def _check_size(size, what, where, max_bytes):
+    if size > max_bytes:
+        raise bad_input(where, f"{what} holds {size} bytes, more than the limit of {max_bytes} (--max-media-bytes)")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 from data.audio import SAMPLE_RATE, decode_audio, log_mel
 from data.dataset import TsvDataset, estimate_tokens
 from data.errors import location_of
-from data.media import decode_image, read_media_bytes
+from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
 from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
@@ -47,6 +47,8 @@ class UniGroundConfig(FairseqDataclass):
         "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
     vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
+    max_media_bytes: int = field(default=MAX_MEDIA_BYTES, metadata={
+        "help": "refuse a media file or base64 cell larger than this, before reading it"})
     loader_timeout: float = field(default=600.0, metadata={
         "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
                 "(0: wait forever); with --num-workers > 0"})
@@ -228,7 +230,7 @@ class UniGroundTask(FairseqTask):
 
     def read_bytes(self, row, column):
         """The file bytes of a media cell (base64 or a path under --media-dir)."""
-        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column))
+        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column), self.cfg.max_media_bytes)
 
     def read_image(self, row, column, draft=True):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
