@@ -49,6 +49,9 @@ class UniGroundConfig(FairseqDataclass):
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
     max_media_bytes: int = field(default=MAX_MEDIA_BYTES, metadata={
         "help": "refuse a media file or base64 cell larger than this, before reading it"})
+    exif_transpose: bool = field(default=False, metadata={
+        "help": "turn images as their EXIF orientation says, for boxes and polygons drawn on the displayed "
+                "photo; by default images keep their stored frame, as COCO, OFA and UnIVAL annotations assume"})
     loader_timeout: float = field(default=600.0, metadata={
         "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
                 "(0: wait forever); with --num-workers > 0"})
@@ -106,6 +109,7 @@ class UniGroundTask(FairseqTask):
         self.constraint = self.build_constraint()
         self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
         self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
+        self.exif_rotated = {}  # TSV file -> its lines whose image was read in its stored frame despite EXIF
         self.nonfinite_in_a_row = 0
         self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
@@ -236,7 +240,10 @@ class UniGroundTask(FairseqTask):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
         scale that still covers the model input, unless a training crop could zoom into it."""
         draft_size = self.cfg.patch_image_size if draft and self.cfg.crop_prob == 0 else None
-        return decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size)
+        image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
+                             self.cfg.exif_transpose)
+        row.exif_orientation = image.orientation
+        return image
 
     def transform_image(self, image, train, boxes=None, polygons=None):
         """The ``DecodedImage`` in the model frame, its boxes and polygons (in the file's pixels) moved with it."""
@@ -348,6 +355,19 @@ class UniGroundTask(FairseqTask):
                     f.write(json.dumps({**location_of(message), "message": message}, ensure_ascii=False) + "\n")
                     self.bad_rows_listed.add(message)
 
+    def count_exif_rotated(self, sample):
+        """Count a batch's rows whose image carries an EXIF orientation it was read without (the stored
+        frame), warning once per TSV file; the number in this batch."""
+        rotated = sample.get("exif_rotated", [])
+        for path, line, orientation in rotated:
+            if path not in self.exif_rotated:
+                logger.warning(
+                    "%s:%d: the image has EXIF orientation %d and is read in its stored frame, as COCO, OFA and "
+                    "UnIVAL annotations assume; if this file's boxes and polygons were drawn on the photos as "
+                    "displayed, pass --exif-transpose. Such rows are counted as exif_rotated", path, line, orientation)
+            self.exif_rotated.setdefault(path, set()).add(line)
+        return len(rotated)
+
     def empty_step(self, model, bad):
         """A step whose rows were all bad: zero loss that still touches every parameter."""
         loss = sum(p.sum() for p in model.parameters()) * 0.0
@@ -377,6 +397,7 @@ class UniGroundTask(FairseqTask):
 
         loss, size, log = super().train_step(sample, model, finite_criterion, optimizer, update_num, ignore_grad)
         log["bad_rows"] = bad
+        log["exif_rotated"] = self.count_exif_rotated(sample)
         return loss, size, log
 
     def skip_nonfinite(self, loss, sample, update_num):
@@ -461,6 +482,7 @@ class UniGroundTask(FairseqTask):
                 return self.empty_step(model, bad)
         loss, size, log = super().valid_step(sample, model, criterion)
         log["bad_rows"] = bad
+        log["exif_rotated"] = self.count_exif_rotated(sample)
         if self.sequence_generator is not None:
             predictions = self.predict(self.sequence_generator, [model], sample)
             group = self.metric_prefix
@@ -471,7 +493,7 @@ class UniGroundTask(FairseqTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        for name in ("bad_rows", "nonfinite"):
+        for name in ("bad_rows", "nonfinite", "exif_rotated"):
             count = sum(log.get(name, 0) for log in logging_outputs)
             if count:
                 metrics.log_scalar_sum(name, count)

@@ -209,6 +209,26 @@ def test_small_image_without_pixels_fails_at_decoding():
     assert "truncated" in str(bad_input(decode_image, png_without_pixels(100, 100), WHERE))
 
 
+def test_a_png_holding_half_its_rows_is_refused_not_blackened():
+    """Its pixel data is a complete zlib stream of the first 8 of 16 rows: PIL decoded it with a black
+    bottom half, even with LOAD_TRUNCATED_IMAGES off."""
+    rows = b"".join(b"\x00" + bytes([200, 100, 50]) * 16 for _ in range(8))
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    assert "cannot decode image: truncated or corrupt PNG data" in str(bad_input(decode_image, data, WHERE))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+@pytest.mark.parametrize("form", ["PNG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_truncated_image_data_is_refused_in_every_format(form, fraction):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format=form)
+    data = buffer.getvalue()
+    assert decode_image(data, WHERE).pixels.shape == (3, 32, 32)
+    assert "cannot decode image" in str(bad_input(decode_image, data[: int(len(data) * fraction)], WHERE))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
 def test_other_modes_are_converted_to_rgb(mode):
     image = decode_image(png_bytes(Image.new(mode, (8, 6))), WHERE)
