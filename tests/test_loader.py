@@ -93,15 +93,16 @@ def test_no_loader_process_outlives_its_epoch(tmp_path, demo_dir, vocab_dir):
              "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8", "--max-epoch", "20", "--num-workers", "1",
              "--no-save", "--log-format", "simple", "--save-dir", str(tmp_path / "checkpoints")],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        most = {}
+        most, names = {}, set()
         while process.poll() is None:
             children = child_processes(process.pid)
             most = max(most, children, key=len)
+            names.update(children.values())
             time.sleep(0.02)
     output = log_path.read_text()
     assert process.returncode == 0, output[-3000:]
     assert output.count("end of epoch") == 20 and output.count("| valid on 'valid' subset |") == 20
-    assert list(most.values()) == ["pt_data_worker"], most
+    assert len(most) == 1 and "pt_data_worker" in names, (most, names)  # named so once its loop starts
 
 
 def test_a_worker_out_of_shared_memory_ends_the_pass_with_its_error(caption_task):
