@@ -145,6 +145,7 @@ def generate(args, models, task):
     for sample in track(batches, "evaluated", total=len(task.dataset("valid")), unit="rows",
                         size=lambda sample: len(sample.get("bad_rows", [])) + len(sample.get("meta", [])), log=logger):
         task.count_bad_rows(sample)
+        task.count_exif_rotated(sample)
         if "net_input" not in sample:
             continue
         rows += sample["id"].tolist()
@@ -158,10 +159,12 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     """Generate and score on --data; write predictions.jsonl and metrics.json into ``results_dir``, and
     the HTML report into ``report_dir`` if given."""
     task.bad_rows_seen.clear()
+    task.exif_rotated.clear()
     predictions, rows, prompts = generate(args, models, task)
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
     metrics["bad_rows"] = len(task.bad_rows_seen)
+    metrics["exif_rotated"] = sum(map(len, task.exif_rotated.values()))
     write_results(results_dir, predictions, metrics)
     if report_dir:
         name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))

@@ -3,12 +3,15 @@
 Bad rows raise ``BadInputError`` with file, line and column. When the task
 tolerates bad rows, the error travels inside the batch (``bad_rows``) to the
 main process, which counts it against the budget and logs it: nothing is
-dropped unseen, even with DataLoader workers.
+dropped unseen, even with DataLoader workers. Rows whose image was read in its
+stored frame despite an EXIF orientation travel the same way (``exif_rotated``).
 """
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from fairseq.data import FairseqDataset
+from fairseq.utils import apply_to_sample
 
 from data.errors import BadInputError
 
@@ -20,6 +23,7 @@ class Row:
     tsv: object
     index: int
     cells: dict
+    exif_orientation: int = 1  # set by the reader of an image kept in its stored frame despite its EXIF orientation
 
     def __getitem__(self, name):
         return self.cells[name]
@@ -32,6 +36,16 @@ class Row:
     def error(self, name, message):
         path, line, column, _ = self.where(name)
         return BadInputError(path, line, column, message, column_name=name)
+
+
+def shared_in_worker(batch):
+    """In a DataLoader worker, the batch with its tensors moved to shared memory here, as torch's
+    default_collate does: a failure (no room left in /dev/shm) is then the worker's error, which the
+    DataLoader raises in the main process. Left to the queue that sends the batch, it would only be
+    printed by the queue's feeder thread, and the main process would wait for the batch forever."""
+    if torch.utils.data.get_worker_info() is None:
+        return batch
+    return apply_to_sample(torch.Tensor.share_memory_, batch)
 
 
 class TsvDataset(FairseqDataset):
@@ -55,12 +69,15 @@ class TsvDataset(FairseqDataset):
 
     def __getitem__(self, index):
         try:
-            sample = self.build_sample(self.row(index))
+            row = self.row(index)
+            sample = self.build_sample(row)
         except BadInputError as error:
             if not self.tolerate_bad_rows:
                 raise
             return {"id": index, "bad_row": str(error)}
         sample["id"] = index
+        if row.exif_orientation != 1:
+            sample["exif_rotated"] = (self.tsv.path, self.tsv.line_number(index), row.exif_orientation)
         return sample
 
     def collater(self, samples):
@@ -69,7 +86,10 @@ class TsvDataset(FairseqDataset):
         good = [s for s in samples if "bad_row" not in s]
         batch = self.collate(good) if good else {}
         batch["bad_rows"] = [s["bad_row"] for s in samples if "bad_row" in s]
-        return batch
+        rotated = [s["exif_rotated"] for s in good if "exif_rotated" in s]
+        if rotated:
+            batch["exif_rotated"] = rotated
+        return shared_in_worker(batch)
 
     def num_tokens(self, index):
         return int(self._sizes[index])

@@ -1,7 +1,7 @@
 # Sourced by run_scripts/<task>/eval.sh. Settings from the environment: CKPT DATA RESULTS BEAM BATCH.
 set -eu
 cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-.venv/bin/python}
+. run_scripts/interpreter.sh
 
 # eval_task TASK DEFAULT_DATA MAX_OUTPUT_TOKENS [evaluate.py options...]
 eval_task() {

@@ -2,7 +2,7 @@
 # and rebuilds it when requirements.txt changes. Sets PYTHON to its interpreter.
 # POSIX sh, so `sh run_scripts/...` works as well as bash.
 ROOT=${ROOT:-$(pwd)}
-VENV=${UNIGROUND_VENV:-$ROOT/.venv}
+. "$ROOT/run_scripts/interpreter.sh"  # VENV: $UNIGROUND_VENV, else .venv
 want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
     base=$(command -v python3.11 || command -v python3)

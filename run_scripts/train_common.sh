@@ -3,7 +3,7 @@
 #   DATA VOCAB ARCH PATCH LR WARMUP MAX_UPDATE BATCH WORKERS LABEL_SMOOTHING DROPOUT VALID_EVERY SAVE_DIR SEED
 set -eu
 cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-.venv/bin/python}
+. run_scripts/interpreter.sh
 
 # train_task TASK DEFAULT_DATA DEFAULT_UPDATES DEFAULT_LR BEST_METRIC MAX_OUTPUT_TOKENS [fairseq options...]
 train_task() {

@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from data.audio import SAMPLE_RATE, decode_audio, log_mel
 from data.dataset import Row, TsvDataset
 from data.errors import BadInputError, location_of
-from data.media import decode_image, read_media_bytes
+from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
 from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
@@ -57,6 +57,14 @@ class UniGroundConfig(FairseqDataclass):
         "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
     vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
+    max_media_bytes: int = field(default=MAX_MEDIA_BYTES, metadata={
+        "help": "refuse a media file or base64 cell larger than this, before reading it"})
+    exif_transpose: bool = field(default=False, metadata={
+        "help": "turn images as their EXIF orientation says, for boxes and polygons drawn on the displayed "
+                "photo; by default images keep their stored frame, as COCO, OFA and UnIVAL annotations assume"})
+    loader_timeout: float = field(default=600.0, metadata={
+        "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
+                "(0: wait forever); with --num-workers > 0"})
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
     max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
@@ -116,6 +124,7 @@ class UniGroundTask(FairseqTask):
         self.constraint = self.build_constraint()
         self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
         self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
+        self.exif_rotated = {}  # TSV file -> its lines whose image was read in its stored frame despite EXIF
         self.nonfinite_in_a_row = 0
         self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
@@ -267,13 +276,16 @@ class UniGroundTask(FairseqTask):
 
     def read_bytes(self, row, column):
         """The file bytes of a media cell (base64 or a path under --media-dir)."""
-        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column))
+        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column), self.cfg.max_media_bytes)
 
     def read_image(self, row, column, draft=True):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
         scale that still covers the model input, unless a training crop could zoom into it."""
         draft_size = self.cfg.patch_image_size if draft and self.cfg.crop_prob == 0 else None
-        return decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size)
+        image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
+                             self.cfg.exif_transpose)
+        row.exif_orientation = image.orientation
+        return image
 
     def transform_image(self, image, train, boxes=None, polygons=None):
         """The ``DecodedImage`` in the model frame, its boxes and polygons (in the file's pixels) moved with it."""
@@ -390,12 +402,27 @@ class UniGroundTask(FairseqTask):
                                  f"{part} tokens than that: raise {model_option}, or shorten or leave out those rows")
 
     def get_batch_iterator(self, dataset, **kwargs):
-        """fairseq's, except that every validation row is scored: fairseq 0.12.3 drops a last batch
-        smaller than --required-batch-size-multiple (8 by default), which would leave the same rows
-        out of every validation; training's remainder is a fresh draw each epoch."""
+        """fairseq's batch iterator, except that:
+
+        - rows that are not for training come in batches of any size: fairseq's
+          --required-batch-size-multiple (8) would leave out the rows past the last multiple, or every row
+          of a smaller set;
+        - each pass's DataLoader workers end as its last batch is fetched. Every pass gets a fresh iterator
+          (``TsvDataset.can_reuse_epoch_itr_across_epochs``), whose persistent workers a reference cycle
+          in fairseq's iterator would keep alive until Python's cycle collector happens to run: one more
+          process per epoch. Without persistence, workers end when their DataLoader iterator is freed,
+          which the buffer's thread (``data_buffer_size`` >= 1) does as soon as it has the last batch;
+        - a batch that takes more than --loader-timeout seconds ends the run with an error.
+        """
         if dataset is not self.datasets.get("train"):
             kwargs["required_batch_size_multiple"] = 1
-        return super().get_batch_iterator(dataset, **kwargs)
+        kwargs["data_buffer_size"] = max(kwargs.get("data_buffer_size", 0), 1)
+        iterator = super().get_batch_iterator(dataset, **kwargs)
+        iterator.persistent_workers = False
+        if iterator.num_workers > 0:
+            iterator.timeout = self.cfg.loader_timeout
+        return iterator
+
     # ---- what checkpoints record ----------------------------------------------------------------
 
     def identity(self):
@@ -489,6 +516,19 @@ class UniGroundTask(FairseqTask):
                     f.write(json.dumps({**location_of(message), "message": message}, ensure_ascii=False) + "\n")
                     self.bad_rows_listed.add(message)
 
+    def count_exif_rotated(self, sample):
+        """Count a batch's rows whose image carries an EXIF orientation it was read without (the stored
+        frame), warning once per TSV file; the number in this batch."""
+        rotated = sample.get("exif_rotated", [])
+        for path, line, orientation in rotated:
+            if path not in self.exif_rotated:
+                logger.warning(
+                    "%s:%d: the image has EXIF orientation %d and is read in its stored frame, as COCO, OFA and "
+                    "UnIVAL annotations assume; if this file's boxes and polygons were drawn on the photos as "
+                    "displayed, pass --exif-transpose. Such rows are counted as exif_rotated", path, line, orientation)
+            self.exif_rotated.setdefault(path, set()).add(line)
+        return len(rotated)
+
     def empty_step(self, model, bad):
         """A step whose rows were all bad: zero loss that still touches every parameter."""
         loss = sum(p.sum() for p in model.parameters()) * 0.0
@@ -518,6 +558,7 @@ class UniGroundTask(FairseqTask):
 
         loss, size, log = super().train_step(sample, model, finite_criterion, optimizer, update_num, ignore_grad)
         log["bad_rows"] = bad
+        log["exif_rotated"] = self.count_exif_rotated(sample)
         return loss, size, log
 
     def skip_nonfinite(self, loss, sample, update_num):
@@ -608,6 +649,7 @@ class UniGroundTask(FairseqTask):
                 return self.empty_step(model, bad)
         loss, size, log = super().valid_step(sample, model, criterion)
         log["bad_rows"] = bad
+        log["exif_rotated"] = self.count_exif_rotated(sample)
         if self.sequence_generator is not None:
             predictions = self.predict(self.sequence_generator, [model], sample)
             group = self.metric_prefix
@@ -618,7 +660,7 @@ class UniGroundTask(FairseqTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        for name in ("bad_rows", "nonfinite"):
+        for name in ("bad_rows", "nonfinite", "exif_rotated"):
             count = sum(log.get(name, 0) for log in logging_outputs)
             if count:
                 metrics.log_scalar_sum(name, count)

@@ -1,4 +1,5 @@
 """Building tasks and tiny models in tests the way fairseq builds them."""
+import os
 from argparse import Namespace
 
 import torch
@@ -86,3 +87,18 @@ def set_cell(row, column, value):
     cells = row.split("\t")
     cells[column - 1] = value
     return "\t".join(cells)
+
+
+def child_processes(pid):
+    """{pid: name} of the live (not yet exited) child processes of ``pid``, from /proc."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                status = f.read()
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        name, fields = status[status.index("(") + 1:status.rindex(")")], status[status.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            children[int(entry)] = name
+    return children

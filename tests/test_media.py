@@ -1,7 +1,9 @@
 import base64
 import io
 import os
+import socket
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -10,8 +12,9 @@ import torch
 from PIL import Image
 
 from data.errors import BadInputError
-from data.media import decode_image, read_media_bytes
+from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
 from data.tsv import TsvFile
+from helpers import build_task, read_lines, set_cell, write_tsv
 
 COCO_IMAGES = "/work/shared/data/coco-mini/images"
 COCO_JPEG = "000000000790.jpg"
@@ -103,6 +106,76 @@ def test_missing_file_names_the_path(tmp_path):
     assert "not found" in str(error)
 
 
+def read_without_blocking(cell, media_dir, seconds=10):
+    """``read_media_bytes``'s result or error; if it still waits after ``seconds`` (in ``open`` of a FIFO,
+    for a writer), a writer is let in and out, so that the read returns (empty) instead of hanging."""
+    outcome = []
+
+    def read():
+        try:
+            outcome.append(read_media_bytes(cell, media_dir, WHERE))
+        except BadInputError as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():
+        os.close(os.open(os.path.join(media_dir, cell), os.O_WRONLY))
+        reader.join()
+    return outcome[0]
+
+
+def test_a_fifo_is_refused_by_its_type_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    error = read_without_blocking("pipe.jpg", str(tmp_path))
+    assert isinstance(error, BadInputError) and error.line == 7
+    assert f"media file {tmp_path / 'pipe.jpg'} is a FIFO, not a regular file" in str(error)
+
+
+def test_a_socket_a_device_and_a_folder_are_refused_by_their_type(tmp_path):
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket.jpg"))
+        assert "is a socket, not a regular file" in str(bad_input(read_media_bytes, "socket.jpg", str(tmp_path), WHERE))
+    assert "/dev/./null is a character device, not a regular file" in str(
+        bad_input(read_media_bytes, "./null", "/dev", WHERE))  # read, it gave 0 bytes; /dev/zero never ends
+    (tmp_path / "folder.jpg").mkdir()
+    assert "is a directory, not a regular file" in str(bad_input(read_media_bytes, "folder.jpg", str(tmp_path), WHERE))
+
+
+def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path):
+    with open(tmp_path / "huge.jpg", "wb") as f:
+        f.truncate(MAX_MEDIA_BYTES * 4)  # 4 GiB of holes: no disk, but reading it whole would need the memory
+    error = bad_input(read_media_bytes, "huge.jpg", str(tmp_path), WHERE)
+    assert str(error).startswith("file.tsv:7: column 5 (image): media file ")
+    assert f"huge.jpg holds {MAX_MEDIA_BYTES * 4} bytes, more than the limit of {MAX_MEDIA_BYTES}" in str(error)
+
+
+def test_media_over_the_byte_limit_is_refused_from_a_file_and_from_base64(tmp_path):
+    data = bytes(range(256)) * 4  # 1024 bytes
+    (tmp_path / "a.bin").write_bytes(data)
+    assert read_media_bytes("a.bin", str(tmp_path), WHERE, max_bytes=1024) == data
+    assert "holds 1024 bytes, more than the limit of 1023" in str(
+        bad_input(read_media_bytes, "a.bin", str(tmp_path), WHERE, max_bytes=1023))
+    for size in (1022, 1023, 1024):  # two, one and no padding characters
+        cell = base64.b64encode(data[:size]).decode()
+        assert read_media_bytes(cell, None, WHERE, max_bytes=size) == data[:size]
+        error = bad_input(read_media_bytes, cell, None, WHERE, max_bytes=size - 1)
+        assert f"base64 cell holds {size} bytes, more than the limit of {size - 1}" in str(error)
+
+
+def test_the_task_option_bounds_media_reads_and_names_the_row(tmp_path, vocab_dir, demo_dir):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "photo.jpg").write_bytes(coco_bytes())
+    row = read_lines(f"{demo_dir}/caption_valid.tsv", 1)[0]
+    data = write_tsv(tmp_path / "rows.tsv", [set_cell(row, 5, "pipe.jpg"), set_cell(row, 5, "photo.jpg")])
+    task = build_task("caption", data, vocab_dir, media_dir=str(tmp_path), max_media_bytes=len(coco_bytes()) - 1)
+    task.load_dataset("valid")
+    errors = [bad_input(task.dataset("valid").__getitem__, i) for i in (0, 1)]
+    assert [(e.path, e.line, e.column) for e in errors] == [(data, 1, 5), (data, 2, 5)]
+    assert "is a FIFO" in str(errors[0]) and f"more than the limit of {len(coco_bytes()) - 1}" in str(errors[1])
+
+
 @pytest.mark.parametrize("cell", ["abc", "ab$d", "ab d", "YWJj=ZA=="])
 def test_invalid_base64_is_refused(cell):
     assert "invalid base64" in str(bad_input(read_media_bytes, cell, None, WHERE))
@@ -134,6 +207,26 @@ def test_too_many_pixels_is_refused_from_the_header_alone(side):
 def test_small_image_without_pixels_fails_at_decoding():
     # The contrast that shows the size check above happens before any pixel is decoded.
     assert "truncated" in str(bad_input(decode_image, png_without_pixels(100, 100), WHERE))
+
+
+def test_a_png_holding_half_its_rows_is_refused_not_blackened():
+    """Its pixel data is a complete zlib stream of the first 8 of 16 rows: PIL decoded it with a black
+    bottom half, even with LOAD_TRUNCATED_IMAGES off."""
+    rows = b"".join(b"\x00" + bytes([200, 100, 50]) * 16 for _ in range(8))
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    assert "cannot decode image: truncated or corrupt PNG data" in str(bad_input(decode_image, data, WHERE))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+@pytest.mark.parametrize("form", ["PNG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_truncated_image_data_is_refused_in_every_format(form, fraction):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format=form)
+    data = buffer.getvalue()
+    assert decode_image(data, WHERE).pixels.shape == (3, 32, 32)
+    assert "cannot decode image" in str(bad_input(decode_image, data[: int(len(data) * fraction)], WHERE))
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])

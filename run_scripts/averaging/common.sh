@@ -2,8 +2,7 @@
 # Demo defaults: unify_tiny on the demo's caption and refcoco; every budget can be overridden.
 set -eu
 cd "$(dirname "$0")/../.."
-PYTHON=${PYTHON:-.venv/bin/python}
-export PYTHON
+. run_scripts/interpreter.sh
 OUT=${OUT:-checkpoints/averaging}
 RESULTS=${RESULTS:-results/averaging}
 INIT_UPDATES=${INIT_UPDATES:-800}       # shared initialisation (multitask)
