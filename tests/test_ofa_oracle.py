@@ -1,0 +1,210 @@
+"""OFA checkpoints: the oracle fixture's outputs (computed by OFA's own code) reproduced, and loading errors."""
+import argparse
+import copy
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from conftest import ROOT, SHARED_DATA
+from models.ofa import (INDEX_BUFFERS, OFACheckpointError, OFAModel, UnsupportedOFAOption, image_buckets,
+                        load_ofa_model, token_buckets)
+from utils.checkpoint import load_state
+
+ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
+CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")
+pytestmark = pytest.mark.skipif(not os.path.isdir(ORACLE), reason=f"the OFA oracle fixture {ORACLE} is absent")
+
+
+@pytest.fixture(scope="module")
+def oracle(monkeypatch_module):
+    monkeypatch_module.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import oracle
+    return oracle
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return torch.load(os.path.join(ORACLE, "inputs.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return torch.load(os.path.join(ORACLE, "expected.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_ofa_model(CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def actual(oracle, model, inputs, expected):
+    with open(os.path.join(ORACLE, "meta.json")) as f:
+        bins = json.load(f)["vocab"]["bins"]
+    return oracle.compute(model, inputs, expected["greedy_tokens"].size(1) - 1, bins)
+
+
+@pytest.mark.parametrize("name, tolerance", [
+    ("resnet_features", 1e-3), ("encoder_out", 1e-4), ("encoder_position_embeddings", 1e-4),
+    ("decoder_logits", 1e-5), ("greedy_step_logits", 1e-5), ("greedy_step_logits_incremental", 1e-5)])
+def test_outputs_match_ofa(actual, expected, name, tolerance):
+    assert actual[name].shape == expected[name].shape
+    assert (actual[name] - expected[name]).abs().max().item() <= tolerance
+
+
+def test_greedy_tokens_and_padding_mask_are_identical(actual, expected):
+    for name in ("greedy_tokens", "greedy_tokens_incremental", "encoder_padding_mask"):
+        assert torch.equal(actual[name], expected[name]), name
+
+
+def test_incremental_decoding_equals_the_full_forward(actual):
+    assert torch.equal(actual["greedy_tokens_incremental"], actual["greedy_tokens"])
+    assert (actual["greedy_step_logits_incremental"] - actual["greedy_step_logits"]).abs().max() <= 1e-5
+
+
+def test_model_is_built_from_the_checkpoints_own_options(model):
+    args = load_state(CHECKPOINT)["cfg"]["model"]
+    assert isinstance(args, argparse.Namespace)
+    assert len(model.encoder.layers) == args.encoder_layers and model.encoder.layers[0].self_attn.heads == 4
+    assert model.encoder.layers[0].self_attn.scaling == pytest.approx((64 * 2) ** -0.5)
+    assert model.decoder.output_projection.weight is model.encoder.embed_tokens.weight
+
+
+def test_bucket_tables_follow_ofa(model):
+    """Values worked out by hand from OFA's bucketing rule (256 token buckets, 42 x 42 image grid)."""
+    tokens = token_buckets(256)
+    assert tokens.shape == (1024, 1024)
+    assert tokens[5, 5] == 255 and tokens[3, 10] == 255 - 7 and tokens[128, 0] == 255 + 128
+    assert tokens[129, 0] == 255 + 129  # first log bucket: ceil(log(129/128) / log(1023/128) * 127) + 128
+    assert tokens[200, 0] == 255 + 156 and tokens[0, 200] == 255 - 156
+    assert tokens[1023, 0] == 510 and tokens[0, 1023] == 0
+    images = image_buckets(42)
+    assert images.shape == (1765, 1765)
+    assert images[1, 1] == 41 * 83 + 41 and images[1, 2] == 41 * 83 + 40 and images[1, 43] == 40 * 83 + 41
+    assert images[0, 0] == 6891 and images[0, 5] == 6889 and images[5, 0] == 6890
+
+
+def index_buffers(model):
+    buffers = dict(model.named_buffers())
+    return {key: buffers[key].clone() for key in INDEX_BUFFERS}
+
+
+def save_variant(tmp_path, change):
+    state = load_state(CHECKPOINT)
+    change(state)
+    path = tmp_path / "variant.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_checkpoint_with_the_index_buffers_loads_alike(tmp_path, model, inputs, expected):
+    path = save_variant(tmp_path, lambda state: state["model"].update(index_buffers(model)))
+    with torch.no_grad():
+        logits = load_ofa_model(path)(inputs["src_tokens"], inputs["src_lengths"], inputs["prev_output_tokens"],
+                                      patch_images=inputs["patch_images"], patch_masks=inputs["patch_masks"])[0]
+    assert (logits - expected["decoder_logits"]).abs().max() <= 1e-5
+
+
+def test_index_buffer_that_differs_is_an_error(tmp_path, model):
+    def tamper(state):
+        buffers = index_buffers(model)
+        buffers["decoder.token_rp_bucket"][0, 0] += 1
+        state["model"].update(buffers)
+    with pytest.raises(OFACheckpointError, match="decoder.token_rp_bucket"):
+        load_ofa_model(save_variant(tmp_path, tamper))
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    def change(state):
+        del state["model"]["encoder.layers.2.attn_ln.weight"]
+        state["model"]["decoder.extra_head.weight"] = torch.zeros(3)
+    with pytest.raises(OFACheckpointError, match=r"missing: encoder\.layers\.2\.attn_ln\.weight; "
+                                                 r"unexpected: decoder\.extra_head\.weight"):
+        load_ofa_model(save_variant(tmp_path, change))
+
+
+def test_vocab_size_that_differs_from_the_embeddings_names_both(tmp_path):
+    with pytest.raises(OFACheckpointError, match="vocab_size 9000 .* 9697 rows"):
+        load_ofa_model(save_variant(tmp_path, lambda state: setattr(state["cfg"]["model"], "vocab_size", 9000)))
+
+
+def test_unknown_architecture_is_an_error(tmp_path):
+    with pytest.raises(OFACheckpointError, match="'unify_tiny'"):
+        load_ofa_model(save_variant(tmp_path, lambda state: setattr(state["cfg"]["model"], "arch", "unify_tiny")))
+
+
+@pytest.mark.parametrize("name, value", [("encoder_prompt", True), ("resnet_type", "ViT-B/16"), ("adapter", True),
+                                         ("decoder_embed_dim", 128), ("quant_noise_pq", 0.1)])
+def test_unsupported_option_is_an_error_naming_it(name, value):
+    args = copy.copy(load_state(CHECKPOINT)["cfg"]["model"])
+    setattr(args, name, value)
+    with pytest.raises(UnsupportedOFAOption, match=name):
+        OFAModel.from_args(args, 9697, 1)
+
+
+def small_model(**options):
+    args = argparse.Namespace(arch="ofa_tiny", encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_layers=2,
+                              encoder_attention_heads=2, decoder_layers=2, token_bucket_size=8, image_bucket_size=6,
+                              scale_attn=True, scale_fc=True, scale_heads=True, scale_resids=True,
+                              resnet_type="resnet18", **options)
+    torch.manual_seed(0)
+    model = OFAModel.from_args(args, 60, 1).eval()
+    with torch.no_grad():  # move the zero-initialised relative tables and unit gains off their start
+        for name, parameter in model.named_parameters():
+            if "rel_pos_table" in name or "c_attn" in name or "w_resid" in name:
+                parameter.normal_()
+    return model
+
+
+@pytest.mark.parametrize("options", [{}, {"disable_entangle": False, "encoder_normalize_before": False,
+                                          "decoder_normalize_before": False, "no_scale_embedding": False}])
+def test_other_configurations_decode_incrementally_as_in_full(oracle, options):
+    """Another size, small buckets (text long enough for the log buckets), NormFormer gains, post-LN."""
+    model = small_model(**options)
+    torch.manual_seed(1)
+    src = torch.randint(4, 60, (2, 20))
+    src[1, 15:] = 1
+    with torch.no_grad():
+        encoder_out = model.encoder(src, None, patch_images=torch.rand(2, 3, 64, 64) * 2 - 1,
+                                    patch_masks=torch.tensor([True, False]))
+        assert encoder_out["encoder_out"][0].shape == (16 + 20, 2, 32)
+        tokens, full = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=False)
+        tokens_incremental, incremental = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=True)
+    assert torch.equal(tokens, tokens_incremental)
+    assert (full - incremental).abs().max() <= 1e-5
+
+
+def test_interpolated_image_positions_beyond_the_trained_grid():
+    model = small_model(interpolate_position=True, orig_patch_image_size=32)
+    ids, positions = model.encoder.image_positions(4, 4, "cpu")
+    trained_ids, trained = model.encoder.image_positions(2, 2, "cpu")
+    assert positions.shape == (1, 16, 32) and torch.equal(trained[0], model.encoder.embed_image_positions(trained_ids))
+    corner = model.encoder.embed_image_positions.weight[1]
+    assert torch.allclose(positions[0, 0], corner)  # bilinear, corners not aligned: the corner cell keeps its value
+
+
+def test_oracle_script_passes_on_the_fixture_and_fails_beyond_tolerance(oracle, tmp_path, expected, capsys):
+    assert oracle.main([ORACLE]) == 0
+    for name in ("ofa_tiny_random.pt", "inputs.pt", "meta.json"):
+        os.symlink(os.path.join(ORACLE, name), tmp_path / name)
+    shifted = dict(expected, encoder_out=expected["encoder_out"] + 2e-4)
+    torch.save(shifted, tmp_path / "expected.pt")
+    capsys.readouterr()
+    assert oracle.main([str(tmp_path)]) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("encoder_out"))
+    assert "BEYOND TOLERANCE" in line
+
+
+def test_checkpoint_outside_the_allowlist_is_refused(tmp_path):
+    path = save_variant(tmp_path, lambda state: state.update(extra_state={"hook": shutil.copy}))
+    with pytest.raises(Exception, match="refusing to unpickle"):
+        load_ofa_model(path)
