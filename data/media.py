@@ -24,14 +24,16 @@ def read_media_bytes(cell, media_dir, where):
     """The file bytes a media cell stands for.
 
     A cell containing a "." is a path relative to ``media_dir`` (base64's alphabet has no "."); any
-    other cell is base64 of the file bytes.
+    other cell is base64 of the file bytes, in the standard or the URL-safe alphabet (OFA's and
+    UnIVAL's readers use ``urlsafe_b64decode``, which takes both), with or without its padding.
     """
     if not cell:
         raise bad_input(where, "empty media cell")
     if "." in cell:
         return _read_media_file(cell, media_dir, where)
     try:
-        return base64.b64decode(cell, validate=True)
+        standard = cell.replace("-", "+").replace("_", "/")
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError) as e:  # ValueError: a non-ASCII character
         raise bad_input(where, f"invalid base64: {e}") from None
 
