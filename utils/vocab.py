@@ -17,7 +17,21 @@ SPM_FILE = "spm.model"
 DICT_FILE = "dict.txt"
 
 
-class Vocabulary:
+class BinTokens:
+    """Box coordinates as dictionary ids: ``num_bins`` consecutive tokens from ``first_bin``."""
+    first_bin: int
+    num_bins: int
+
+    def bin_ids(self, bins):
+        return [self.first_bin + int(b) for b in bins]
+
+    def to_bin(self, index):
+        """The bin of a dictionary id, or None if it is not a bin token."""
+        b = index - self.first_bin
+        return b if 0 <= b < self.num_bins else None
+
+
+class Vocabulary(BinTokens):
     def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
         self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
         self.dictionary = Dictionary.load(os.path.join(vocab_dir, DICT_FILE))
@@ -76,14 +90,6 @@ class Vocabulary:
     def ie_ids(self):
         """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
         return {name: self.ie(name) for name in self._ie}
-
-    def bin_ids(self, bins):
-        return [self.first_bin + int(b) for b in bins]
-
-    def to_bin(self, index):
-        """The bin of a dictionary id, or None if it is not a bin token."""
-        b = index - self.first_bin
-        return b if 0 <= b < self.num_bins else None
 
     def time_ids(self, bins):
         return [self.first_time + int(b) for b in bins]
