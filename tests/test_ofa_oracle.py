@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 import torch
+from fairseq.data import Dictionary
+from fairseq.sequence_generator import SequenceGenerator
 
 from conftest import ROOT, SHARED_DATA
 from models.ofa import (INDEX_BUFFERS, OFACheckpointError, OFAModel, UnsupportedOFAOption, image_buckets,
@@ -208,3 +210,20 @@ def test_checkpoint_outside_the_allowlist_is_refused(tmp_path):
     path = save_variant(tmp_path, lambda state: state.update(extra_state={"hook": shutil.copy}))
     with pytest.raises(Exception, match="refusing to unpickle"):
         load_ofa_model(path)
+
+
+def test_fairseq_beam_search_through_the_incremental_decoder_scores_as_ofa(model, inputs, expected):
+    """fairseq's SequenceGenerator (encoder reordering, cache reordering) starting from <s>, as OFA's does."""
+    dictionary = Dictionary()
+    for i in range(expected["decoder_logits"].size(-1) - dictionary.nspecial):
+        dictionary.add_symbol(f"w{i}")
+    steps = expected["greedy_step_logits"].size(0)
+    generator = SequenceGenerator([model], dictionary, beam_size=1, max_len_b=steps)
+    with torch.no_grad():
+        hypotheses = generator.generate([model], {"net_input": {key: inputs[key] for key in (
+            "src_tokens", "src_lengths", "patch_images", "patch_masks")}}, bos_token=0)
+    best = hypotheses[1][0]  # sample 1 is free, and OFA's greedy choice is never </s> there
+    assert torch.equal(best["tokens"][:steps], expected["greedy_tokens"][1, 1:])
+    log_probs = torch.log_softmax(expected["greedy_step_logits"][:, 1], dim=-1)
+    chosen = log_probs.gather(1, expected["greedy_tokens"][1, 1:, None])[:, 0]
+    assert (best["positional_scores"][:steps] - chosen).abs().max() <= 1e-5
