@@ -161,7 +161,14 @@ class OFAEncoder(FairseqEncoder):
             x = x + self.type_embedding.weight[type_id]
         return self.dropout(x if layer_norm is None else layer_norm(x))
 
-    def forward(self, src_tokens, src_lengths=None, patch_images=None, patch_masks=None, **unused):
+    def forward(self, src_tokens, src_lengths=None, patch_images=None, patch_masks=None, image=None,
+                image_present=None, **unused):
+        """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
+        batches hold them (``image`` for the samples that have one, ``image_present``)."""
+        if image is not None:
+            patch_images = image.new_zeros(len(image_present), *image.shape[1:])
+            patch_images[image_present] = image
+            patch_masks = image_present
         batch, length = src_tokens.shape
         positions = self.embed_positions(torch.arange(length, device=src_tokens.device))[None]
         x = self.embed(self.embed_tokens(src_tokens), self.layernorm_embedding, 0, positions)
@@ -338,9 +345,8 @@ class OFAModel(FairseqEncoderDecoderModel):
         decoder = OFADecoder(args, dictionary, decoder_embed, output_weight)
         return cls(args, encoder, decoder)
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens, patch_images=None, patch_masks=None, **unused):
-        encoder_out = self.encoder(src_tokens, src_lengths, patch_images=patch_images, patch_masks=patch_masks)
-        return self.decoder(prev_output_tokens, encoder_out=encoder_out)
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **images):
+        return self.decoder(prev_output_tokens, encoder_out=self.encoder(src_tokens, src_lengths, **images))
 
     def upgrade_state_dict_named(self, state_dict, name):
         """Drop OFA's index buffers, which released checkpoints carry, after checking them against ours."""

@@ -227,3 +227,17 @@ def test_fairseq_beam_search_through_the_incremental_decoder_scores_as_ofa(model
     log_probs = torch.log_softmax(expected["greedy_step_logits"][:, 1], dim=-1)
     chosen = log_probs.gather(1, expected["greedy_tokens"][1, 1:, None])[:, 0]
     assert (best["positional_scores"][:steps] - chosen).abs().max() <= 1e-5
+
+
+def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
+    """UniGround's collate stacks only the samples that have an image, with an ``image_present`` mask."""
+    present = torch.tensor([False, True])
+    with torch.no_grad():
+        ofa = model.encoder(inputs["src_tokens"], inputs["src_lengths"], patch_images=inputs["patch_images"],
+                            patch_masks=present)
+        ours = model.encoder(inputs["src_tokens"], inputs["src_lengths"], image=inputs["patch_images"][1:],
+                             image_present=present)
+    assert torch.equal(ours["encoder_padding_mask"][0], ofa["encoder_padding_mask"][0])
+    assert ours["encoder_padding_mask"][0][0, :256].all() and not ours["encoder_padding_mask"][0][1, :256].any()
+    assert torch.allclose(ours["encoder_out"][0][:, 1], ofa["encoder_out"][0][:, 1], atol=1e-6)
+    assert torch.allclose(ours["encoder_out"][0][256:, 0], ofa["encoder_out"][0][256:, 0], atol=1e-6)
