@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
                             register_model, register_model_architecture)
+from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from torch import nn
 
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
@@ -46,7 +47,7 @@ class OFACheckpointError(ValueError):
 
 
 def token_buckets(bucket_size, positions=TOKEN_BUCKET_POSITIONS):
-    """positions x positions bucket ids of the offsets j - i: exact up to bucket_size/2, log-spaced beyond."""
+    """positions x positions bucket ids of the offsets i - j: exact up to bucket_size/2, log-spaced beyond."""
     offset = torch.arange(positions)[:, None] - torch.arange(positions)[None, :]
     half = bucket_size // 2
     distance = torch.where(offset.abs() < half, torch.full_like(offset, half - 1), offset.abs())
@@ -310,18 +311,12 @@ class OFADecoder(FairseqIncrementalDecoder):
         return self.args.max_target_positions
 
 
-def build_embedding(vocab_size, dim, padding_idx):
-    embed = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
-    nn.init.normal_(embed.weight, std=dim ** -0.5)
-    nn.init.zeros_(embed.weight[padding_idx])
-    return embed
-
-
 @register_model("ofa")
 class OFAModel(FairseqEncoderDecoderModel):
     def __init__(self, args, encoder, decoder):
         super().__init__(encoder, decoder)
         self.args = args
+        self.apply(init_bert_params)  # a fresh model starts as OFA's does
 
     @classmethod
     def build_model(cls, args, task):
@@ -336,11 +331,11 @@ class OFAModel(FairseqEncoderDecoderModel):
                                        f"(known: {', '.join(OFA_ARCHITECTURES)})")
         OFA_ARCHITECTURES[args.arch](args)
         check_supported(args)
-        encoder_embed = build_embedding(vocab_size, args.encoder_embed_dim, padding_idx)
-        decoder_embed = encoder_embed if args.share_all_embeddings else build_embedding(
-            vocab_size, args.decoder_embed_dim, padding_idx)
+        encoder_embed = nn.Embedding(vocab_size, args.encoder_embed_dim, padding_idx=padding_idx)
+        decoder_embed = encoder_embed if args.share_all_embeddings else nn.Embedding(
+            vocab_size, args.decoder_embed_dim, padding_idx=padding_idx)
         output_weight = decoder_embed.weight if (args.share_all_embeddings or args.share_decoder_input_output_embed) \
-            else build_embedding(vocab_size, args.decoder_embed_dim, padding_idx).weight
+            else nn.Parameter(torch.empty(vocab_size, args.decoder_embed_dim))
         encoder = OFAEncoder(args, dictionary, encoder_embed)
         decoder = OFADecoder(args, dictionary, decoder_embed, output_weight)
         return cls(args, encoder, decoder)
@@ -452,8 +447,8 @@ def load_weights(model, weights, path):
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
-        raise OFACheckpointError(f"{path}: keys do not match the model its options describe; "
-                                 f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'}")
+        raise OFACheckpointError(f"{path}: keys do not match the model its options describe; missing: "
+                                 f"{', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'}")
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:  # shapes that differ

@@ -168,10 +168,14 @@ def small_model(**options):
 
 
 @pytest.mark.parametrize("options", [{}, {"disable_entangle": False, "encoder_normalize_before": False,
-                                          "decoder_normalize_before": False, "no_scale_embedding": False}])
+                                          "decoder_normalize_before": False, "no_scale_embedding": False,
+                                          "share_all_embeddings": False, "share_decoder_input_output_embed": False}])
 def test_other_configurations_decode_incrementally_as_in_full(oracle, options):
-    """Another size, small buckets (text long enough for the log buckets), NormFormer gains, post-LN."""
+    """Another size, small buckets (text long enough for the log buckets), NormFormer gains; post-LN and
+    separate embeddings."""
     model = small_model(**options)
+    shared = model.decoder.output_projection.weight is model.encoder.embed_tokens.weight
+    assert shared == options.get("share_all_embeddings", True)
     torch.manual_seed(1)
     src = torch.randint(4, 60, (2, 20))
     src[1, 15:] = 1
