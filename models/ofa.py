@@ -355,6 +355,19 @@ class OFAModel(FairseqEncoderDecoderModel):
                                          f"({tuple(theirs.shape)} vs {tuple(ours[key].shape)})")
         super().upgrade_state_dict_named(state_dict, name)
 
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's loading (evaluation, ``--finetune-from-model``), with missing and unexpected keys
+        listed in one error: OFA's own loader would quietly fill missing keys with fresh values."""
+        if strict:
+            self.upgrade_state_dict(state_dict)
+            expected = set(self.state_dict())
+            missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+            if missing or unexpected:
+                raise OFACheckpointError(
+                    f"keys do not match the model its options describe; missing: {', '.join(missing) or 'none'}; "
+                    f"unexpected: {', '.join(unexpected) or 'none'}")
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
 
 UNSUPPORTED_WHEN_SET = ("encoder_prompt", "decoder_prompt", "adapter", "quant_noise_pq", "cross_self_attention",
                         "no_cross_attention", "adaptive_softmax_cutoff", "adaptive_input", "tie_adaptive_weights",
@@ -443,13 +456,7 @@ def load_ofa_model(path, trust_pickle=False):
 
 
 def load_weights(model, weights, path):
-    model.upgrade_state_dict(weights)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or unexpected:
-        raise OFACheckpointError(f"{path}: keys do not match the model its options describe; missing: "
-                                 f"{', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'}")
     try:
         model.load_state_dict(weights)
-    except RuntimeError as error:  # shapes that differ
+    except (OFACheckpointError, RuntimeError) as error:  # keys, or shapes that differ
         raise OFACheckpointError(f"{path}: {error}") from None
