@@ -170,6 +170,9 @@ class OFAEncoder(FairseqEncoder):
             patch_images = image.new_zeros(len(image_present), *image.shape[1:])
             patch_images[image_present] = image
             patch_masks = image_present
+        for medium in ("video", "audio"):
+            if unused.get(medium) is not None:
+                raise ValueError(f"OFA models read images and text only: {medium} input is not supported")
         batch, length = src_tokens.shape
         positions = self.embed_positions(torch.arange(length, device=src_tokens.device))[None]
         x = self.embed(self.embed_tokens(src_tokens), self.layernorm_embedding, 0, positions)

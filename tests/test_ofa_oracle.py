@@ -1,6 +1,5 @@
 """OFA checkpoints: the oracle fixture's outputs (computed by OFA's own code) reproduced, and loading errors."""
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -11,7 +10,7 @@ from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
 from conftest import ROOT, SHARED_DATA
-from models.ofa import (INDEX_BUFFERS, OFACheckpointError, OFAModel, UnsupportedOFAOption, image_buckets,
+from models.ofa import (INDEX_BUFFERS, OFACheckpointError, image_buckets,
                         load_ofa_model, token_buckets)
 from utils.checkpoint import load_state
 
@@ -142,60 +141,6 @@ def test_vocab_size_that_differs_from_the_embeddings_names_both(tmp_path):
 def test_unknown_architecture_is_an_error(tmp_path):
     with pytest.raises(OFACheckpointError, match="'unify_tiny'"):
         load_ofa_model(save_variant(tmp_path, lambda state: setattr(state["cfg"]["model"], "arch", "unify_tiny")))
-
-
-@pytest.mark.parametrize("name, value", [("encoder_prompt", True), ("resnet_type", "ViT-B/16"), ("adapter", True),
-                                         ("decoder_embed_dim", 128), ("quant_noise_pq", 0.1)])
-def test_unsupported_option_is_an_error_naming_it(name, value):
-    args = copy.copy(load_state(CHECKPOINT)["cfg"]["model"])
-    setattr(args, name, value)
-    with pytest.raises(UnsupportedOFAOption, match=name):
-        OFAModel.from_args(args, 9697, 1)
-
-
-def small_model(**options):
-    args = argparse.Namespace(arch="ofa_tiny", encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_layers=2,
-                              encoder_attention_heads=2, decoder_layers=2, token_bucket_size=8, image_bucket_size=6,
-                              scale_attn=True, scale_fc=True, scale_heads=True, scale_resids=True,
-                              resnet_type="resnet18", **options)
-    torch.manual_seed(0)
-    model = OFAModel.from_args(args, 60, 1).eval()
-    with torch.no_grad():  # move the zero-initialised relative tables and unit gains off their start
-        for name, parameter in model.named_parameters():
-            if "rel_pos_table" in name or "c_attn" in name or "w_resid" in name:
-                parameter.normal_()
-    return model
-
-
-@pytest.mark.parametrize("options", [{}, {"disable_entangle": False, "encoder_normalize_before": False,
-                                          "decoder_normalize_before": False, "no_scale_embedding": False,
-                                          "share_all_embeddings": False, "share_decoder_input_output_embed": False}])
-def test_other_configurations_decode_incrementally_as_in_full(oracle, options):
-    """Another size, small buckets (text long enough for the log buckets), NormFormer gains; post-LN and
-    separate embeddings."""
-    model = small_model(**options)
-    shared = model.decoder.output_projection.weight is model.encoder.embed_tokens.weight
-    assert shared == options.get("share_all_embeddings", True)
-    torch.manual_seed(1)
-    src = torch.randint(4, 60, (2, 20))
-    src[1, 15:] = 1
-    with torch.no_grad():
-        encoder_out = model.encoder(src, None, patch_images=torch.rand(2, 3, 64, 64) * 2 - 1,
-                                    patch_masks=torch.tensor([True, False]))
-        assert encoder_out["encoder_out"][0].shape == (16 + 20, 2, 32)
-        tokens, full = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=False)
-        tokens_incremental, incremental = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=True)
-    assert torch.equal(tokens, tokens_incremental)
-    assert (full - incremental).abs().max() <= 1e-5
-
-
-def test_interpolated_image_positions_beyond_the_trained_grid():
-    model = small_model(interpolate_position=True, orig_patch_image_size=32)
-    ids, positions = model.encoder.image_positions(4, 4, "cpu")
-    trained_ids, trained = model.encoder.image_positions(2, 2, "cpu")
-    assert positions.shape == (1, 16, 32) and torch.equal(trained[0], model.encoder.embed_image_positions(trained_ids))
-    corner = model.encoder.embed_image_positions.weight[1]
-    assert torch.allclose(positions[0, 0], corner)  # bilinear, corners not aligned: the corner cell keeps its value
 
 
 def test_oracle_script_passes_on_the_fixture_and_fails_beyond_tolerance(oracle, tmp_path, expected, capsys):
