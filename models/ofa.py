@@ -204,6 +204,8 @@ class OFAEncoder(FairseqEncoder):
             "encoder_out": [x.transpose(0, 1)],  # T x B x C, as fairseq's encoders
             "encoder_padding_mask": [padding],
             "position_embeddings": [position_embeddings],
+            # which sample each row stands for after beam search reorders them (UniGround's constraints read it)
+            "sample_index": torch.arange(batch, device=src_tokens.device),
         }
 
     def layer_bias(self, bias, index, text_length, image_ids):
@@ -222,6 +224,7 @@ class OFAEncoder(FairseqEncoder):
             "encoder_out": [encoder_out["encoder_out"][0].index_select(1, new_order)],
             "encoder_padding_mask": [encoder_out["encoder_padding_mask"][0].index_select(0, new_order)],
             "position_embeddings": [encoder_out["position_embeddings"][0].index_select(0, new_order)],
+            "sample_index": encoder_out["sample_index"].index_select(0, new_order),
         }
 
     def max_positions(self):
@@ -446,7 +449,10 @@ def load_ofa_model(path, trust_pickle=False):
     Unlike OFA's loader, which quietly fills missing keys with fresh values, a
     missing or unexpected key is an error naming it.
     """
-    state = load_state(path, trust_pickle)
+    return ofa_model_from_state(load_state(path, trust_pickle), path)
+
+
+def ofa_model_from_state(state, path):
     args = checkpoint_options(state, path)
     weights = dict(state["model"])
     rows = weights["encoder.embed_tokens.weight"].size(0)

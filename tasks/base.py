@@ -33,6 +33,7 @@ from data.tsv import TsvFile
 from data.video import decode_video
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
+from utils.ofa_vocab import OFAVocabulary
 from utils.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class UniGroundConfig(FairseqDataclass):
     selected_cols: Optional[str] = field(default=None, metadata={
         "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
     vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
+    bpe_dir: Optional[str] = field(default=None, metadata={
+        "help": "folder with OFA's dict.txt, encoder.json and vocab.bpe: use OFA's vocabulary instead of --vocab-dir"})
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
@@ -107,6 +110,8 @@ class UniGroundTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
+        if getattr(cfg, "bpe_dir", None):
+            return cls(cfg, OFAVocabulary(cfg.bpe_dir, cfg.num_bins))
         if not cfg.vocab_dir:
             raise ValueError("--vocab-dir is required (build one with preprocess/build_vocab.py)")
         return cls(cfg, Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins))
@@ -151,8 +156,15 @@ class UniGroundTask(FairseqTask):
     # ---- helpers for task files ---------------------------------------------------------------
 
     def encode_source(self, text):
-        ids = self.vocab.encode_text(text)[: self.cfg.max_src_length - 1]
+        prefix = list(self.vocab.source_prefix)
+        ids = prefix + self.vocab.encode_text(text)[: self.cfg.max_src_length - 1 - len(prefix)]
         return torch.tensor(ids + [self.vocab.dictionary.eos()], dtype=torch.long)
+
+    def decoder_inputs(self, targets):
+        """Padded decoder inputs of EOS-ended targets: the vocabulary's start token, then each target less its end."""
+        start = self.vocab.decoder_start
+        return data_utils.collate_tokens([torch.cat([t.new_tensor([start]), t[:-1]]) for t in targets],
+                                         self.vocab.dictionary.pad())
 
     def encode_target(self, ids):
         ids = list(ids)[: self.cfg.max_tgt_length - 1]
@@ -270,7 +282,7 @@ class UniGroundTask(FairseqTask):
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
-            "prev_output_tokens": data_utils.collate_tokens(targets, pad, eos, move_eos_to_beginning=True),
+            "prev_output_tokens": self.decoder_inputs(targets),
         }
         net_input.update(collate_media(samples))
         batch = {
@@ -410,10 +422,13 @@ class UniGroundTask(FairseqTask):
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        """fairseq's, with the output constraint bound to this batch's samples first."""
+        """fairseq's, with the output constraint bound to this batch's samples first, starting from the
+        vocabulary's decoder start."""
         if isinstance(getattr(generator, "model", None), ConstrainedEnsemble):
             generator.model.bind(sample["meta"])
-        return super().inference_step(generator, models, sample, prefix_tokens, constraints)
+        with torch.no_grad():
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints,
+                                      bos_token=self.vocab.decoder_start)
 
     def predict(self, generator, models, sample):
         """Prediction records of the best hypotheses, each with its ``score``: the mean log-probability

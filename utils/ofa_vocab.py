@@ -38,6 +38,14 @@ class OFAVocabulary(BinTokens):
         for i in range(num_bins):
             self.dictionary.add_symbol(bin_token(i))
 
+    @property
+    def source_prefix(self):
+        return (self.dictionary.bos(),)  # OFA's sources start with <s>
+
+    @property
+    def decoder_start(self):
+        return self.dictionary.bos()
+
     def encode_text(self, text):
         """Dictionary ids of ``text``; a GPT-2 token absent from ``dict.txt`` becomes ``<unk>``, as in OFA."""
         return [self.dictionary.index(token) for token in self.bpe.encode(text).split()]

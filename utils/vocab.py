@@ -18,9 +18,15 @@ DICT_FILE = "dict.txt"
 
 
 class BinTokens:
-    """Box coordinates as dictionary ids: ``num_bins`` consecutive tokens from ``first_bin``."""
+    """Box coordinates as dictionary ids: ``num_bins`` consecutive tokens from ``first_bin``; and how
+    sequences start: ``source_prefix`` before each source, ``decoder_start`` first in the decoder."""
     first_bin: int
     num_bins: int
+    source_prefix = ()
+
+    @property
+    def decoder_start(self):
+        return self.dictionary.eos()  # fairseq's convention
 
     def bin_ids(self, bins):
         return [self.first_bin + int(b) for b in bins]
