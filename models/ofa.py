@@ -324,6 +324,17 @@ class OFAModel(FairseqEncoderDecoderModel):
         self.args = args
         self.apply(init_bert_params)  # a fresh model starts as OFA's does
 
+    @staticmethod
+    def add_args(parser):
+        """OFA's model options that this implementation computes, named as OFA names them (``--scale-attn``,
+        ...); an option left out takes the architecture's default."""
+        for name, default in {**SIZE_DEFAULTS, **COMMON_DEFAULTS}.items():
+            flag = "--" + name.replace("_", "-")
+            if isinstance(default, bool):
+                parser.add_argument(flag, action="store_true")
+            elif default is not None:
+                parser.add_argument(flag, type=type(default))
+
     @classmethod
     def build_model(cls, args, task):
         return cls.from_args(args, len(task.source_dictionary), task.source_dictionary.pad(),
@@ -411,6 +422,12 @@ COMMON_DEFAULTS = dict(
     code_layernorm_embedding=True, entangle_position_embedding=False, disable_entangle=False, sync_bn=False,
     scale_attn=False, scale_fc=False, scale_heads=False, scale_resids=False, orig_patch_image_size=256,
     interpolate_position=False)
+
+
+SIZE_DEFAULTS = dict(  # ofa_tiny's, for the options' types
+    encoder_embed_dim=256, encoder_ffn_embed_dim=1024, encoder_layers=4, encoder_attention_heads=4,
+    decoder_embed_dim=256, decoder_ffn_embed_dim=1024, decoder_layers=4, decoder_attention_heads=4,
+    resnet_type="resnet50")
 
 
 def ofa_sizes(dim, layers, heads, decoder_layers, resnet_type):

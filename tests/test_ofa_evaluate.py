@@ -1,13 +1,16 @@
 """evaluate.py on an OFA checkpoint (the oracle's random ofa_tiny) with OFA's vocabulary (--bpe-dir)."""
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import evaluate
-from conftest import SHARED_DATA
+from conftest import ROOT, SHARED_DATA
 from helpers import read_lines, write_tsv
 from models.ofa import OFACheckpointError
 from tasks.ofa_checkpoint import load_ofa_model_and_task
@@ -72,3 +75,22 @@ def test_ofa_task_without_a_uniground_counterpart_is_an_error(tmp_path, bpe_dir)
     torch.save(state, tmp_path / "image_gen.pt")
     with pytest.raises(OFACheckpointError, match="OFA task 'image_gen' has no UniGround counterpart"):
         load_ofa_model_and_task(str(tmp_path / "image_gen.pt"), str(bpe_dir))
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_from_an_ofa_checkpoint(bpe_dir, demo_dir, tmp_path):
+    """--finetune-from-model with OFA's flags (--scale-attn ...): the weights load and the loss falls."""
+    data = write_tsv(tmp_path / "refcoco.tsv", read_lines(demo_dir / "refcoco_train.tsv", 8))
+    result = subprocess.run(
+        [sys.executable, "train.py", f"{data},{data}", "--task", "refcoco", "--bpe-dir", str(bpe_dir),
+         "--arch", "ofa_tiny", "--scale-attn", "--scale-fc", "--scale-heads", "--disable-entangle",
+         "--finetune-from-model", CHECKPOINT, "--patch-image-size", "64", "--dropout", "0",
+         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-3",
+         "--batch-size", "8", "--max-update", "4", "--no-save", "--disable-validation", "--num-workers", "0",
+         "--seed", "1", "--log-format", "simple", "--log-interval", "1", "--save-dir", str(tmp_path / "ckpt"),
+         "--cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert f"loaded checkpoint {CHECKPOINT}" in output.lower()
+    losses = [float(m) for m in re.findall(r"train_inner .* loss=([0-9.]+)", output)]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
