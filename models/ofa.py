@@ -17,6 +17,7 @@ Image-code generation (``code_masks``) is not supported; the decoder's
 image-position parameters exist only so that checkpoints load strictly.
 """
 import copy
+import logging
 import math
 
 import torch
@@ -31,9 +32,11 @@ from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
 from models.unify import set_sizes
 from utils.checkpoint import load_state
 
+logger = logging.getLogger(__name__)
 TOKEN_BUCKET_POSITIONS = 1024  # OFA builds its token bucket table for 1024 positions whatever the options
 RESNET_CHANNELS = 1024
 PATCH_STRIDE = 16
+EMBEDDING_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.output_projection.weight")
 INDEX_BUFFERS = ("encoder.token_rp_bucket", "encoder.image_rp_bucket", "decoder.token_rp_bucket",
                  "decoder.image_rp_bucket", "decoder.image_position_idx")
 
@@ -361,7 +364,8 @@ class OFAModel(FairseqEncoderDecoderModel):
         return self.decoder(prev_output_tokens, encoder_out=self.encoder(src_tokens, src_lengths, **images))
 
     def upgrade_state_dict_named(self, state_dict, name):
-        """Drop OFA's index buffers, which released checkpoints carry, after checking them against ours."""
+        """Drop OFA's index buffers, which released checkpoints carry, after checking them against ours;
+        extend the token embeddings to a dictionary that appends tokens to the checkpoint's."""
         prefix = f"{name}." if name else ""
         ours = {f"encoder.{key}": value for key, value in self.encoder.named_buffers()}
         ours.update({f"decoder.{key}": value for key, value in self.decoder.named_buffers()})
@@ -370,7 +374,22 @@ class OFAModel(FairseqEncoderDecoderModel):
             if theirs is not None and not torch.equal(theirs.to(ours[key].device), ours[key]):
                 raise OFACheckpointError(f"{prefix + key} differs from the one its options give "
                                          f"({tuple(theirs.shape)} vs {tuple(ours[key].shape)})")
+        self.append_new_token_rows(state_dict, prefix)
         super().upgrade_state_dict_named(state_dict, name)
+
+    def append_new_token_rows(self, state_dict, prefix):
+        """Rows for tokens the dictionary adds after the checkpoint's (fine-tuning on new tasks) start as this
+        model's own freshly initialised ones; the checkpoint's rows are kept as they are."""
+        current = self.state_dict()
+        for key in EMBEDDING_KEYS:
+            theirs, fresh = state_dict.get(prefix + key), current[key]
+            if theirs is None or theirs.size(0) == fresh.size(0):
+                continue
+            if theirs.size(0) > fresh.size(0):
+                raise OFACheckpointError(f"{prefix + key} has {theirs.size(0)} rows but the dictionary has only "
+                                         f"{fresh.size(0)} entries")
+            logger.info("%s: %d rows for new tokens", prefix + key, fresh.size(0) - theirs.size(0))
+            state_dict[prefix + key] = torch.cat([theirs, fresh[theirs.size(0):].to(theirs)])
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """fairseq's loading (evaluation, ``--finetune-from-model``), with missing and unexpected keys

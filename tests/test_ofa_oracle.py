@@ -1,5 +1,6 @@
 """OFA checkpoints: the oracle fixture's outputs (computed by OFA's own code) reproduced, and loading errors."""
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -10,8 +11,7 @@ from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
 from conftest import ROOT, SHARED_DATA
-from models.ofa import (INDEX_BUFFERS, OFACheckpointError, image_buckets,
-                        load_ofa_model, token_buckets)
+from models.ofa import INDEX_BUFFERS, OFACheckpointError, OFAModel, image_buckets, load_ofa_model, token_buckets
 from utils.checkpoint import load_state
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
@@ -190,3 +190,26 @@ def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
     assert ours["encoder_padding_mask"][0][0, :256].all() and not ours["encoder_padding_mask"][0][1, :256].any()
     assert torch.allclose(ours["encoder_out"][0][:, 1], ofa["encoder_out"][0][:, 1], atol=1e-6)
     assert torch.allclose(ours["encoder_out"][0][256:, 0], ofa["encoder_out"][0][256:, 0], atol=1e-6)
+
+
+def test_a_dictionary_with_new_tokens_keeps_the_checkpoints_rows(inputs, expected):
+    """Fine-tuning on a task whose dictionary appends tokens: new rows start fresh, outputs for the old ids stay."""
+    state = load_state(CHECKPOINT)
+    model = OFAModel.from_args(copy.copy(state["cfg"]["model"]), 9697 + 3, 1).eval()
+    fresh = model.encoder.embed_tokens.weight[9697:].detach().clone()
+    model.load_state_dict(dict(state["model"]))
+    weight = model.encoder.embed_tokens.weight
+    assert torch.equal(weight[:9697], state["model"]["encoder.embed_tokens.weight"])
+    assert torch.equal(weight[9697:], fresh) and model.decoder.output_projection.weight is weight
+    with torch.no_grad():
+        logits = model(inputs["src_tokens"], inputs["src_lengths"], inputs["prev_output_tokens"],
+                       patch_images=inputs["patch_images"], patch_masks=inputs["patch_masks"])[0]
+    assert logits.shape[-1] == 9700 and (logits[..., :9697] - expected["decoder_logits"]).abs().max() <= 1e-5
+
+
+def test_a_dictionary_smaller_than_the_checkpoints_is_an_error():
+    state = load_state(CHECKPOINT)
+    model = OFAModel.from_args(copy.copy(state["cfg"]["model"]), 9000, 1)
+    with pytest.raises(OFACheckpointError, match="encoder.embed_tokens.weight has 9697 rows but the dictionary has "
+                                                 "only 9000 entries"):
+        model.load_state_dict(dict(state["model"]))
