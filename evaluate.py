@@ -10,7 +10,8 @@ its own metrics. The checkpoint's own task decides
 how rows are read, which constraint applies and what is scored; ``--task`` picks
 another on the same vocabulary (one task of a multitask checkpoint, say). With two
 checkpoints and ``--lambdas`` it evaluates along their weight interpolation (the
-weight_average task) and writes ``curve.csv`` and ``curve.png`` too.
+weight_average task) and writes ``curve.csv`` and ``curve.png`` too. With ``--bpe-dir`` the
+checkpoint is OFA's, evaluated on OFA's vocabulary (tasks/ofa_checkpoint.py).
 """
 import argparse
 import json
@@ -33,6 +34,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from data.errors import DataFileError  # noqa: E402
 from tasks.base import sibling_task  # noqa: E402
 from tasks.multitask import subtask_state  # noqa: E402
+from tasks.ofa_checkpoint import load_ofa_model_and_task  # noqa: E402
 from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (IDENTITY, CheckpointMismatchError, CheckpointReadError,  # noqa: E402
                               MissingEmaError, UntrustedCheckpointError, load_models_and_task)
@@ -63,6 +65,7 @@ def parse_args(argv=None):
                         help="set an option of the evaluated task, e.g. eval_mode=candidates (repeatable; "
                              "VALUE is read as JSON when it parses, else as text)")
     parser.add_argument("--vocab-dir", help="override the vocabulary folder recorded in the checkpoint")
+    parser.add_argument("--bpe-dir", help="the checkpoint is OFA's: its dict.txt, encoder.json and vocab.bpe are here")
     parser.add_argument("--media-dir", help="root for media cells given as paths")
     parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -84,6 +87,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if (args.lambdas is None) != (len(args.path) == 1):
         parser.error("give one --path, or two with --lambdas")
+    if args.bpe_dir and (args.lambdas is not None or args.use_ema):
+        parser.error("--bpe-dir (an OFA checkpoint) goes without --lambdas and --use-ema")
     return args
 
 
@@ -235,7 +240,10 @@ def main(argv=None):
 
 
 def run(args):
-    models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
+    if args.bpe_dir:
+        models, task = load_ofa_model_and_task(args.path[0], args.bpe_dir, task_overrides(args), args.trust_pickle)
+    else:
+        models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
     task = select_task(task, args)
     check_result_paths(args)
     use_cuda = torch.cuda.is_available() and not args.cpu

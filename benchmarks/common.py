@@ -150,9 +150,11 @@ def build_model(task, arch, **options):
 
     import models  # noqa: F401  (registers the architectures)
 
-    args = Namespace(**options)
+    args = Namespace(arch=arch, **options)
     ARCH_CONFIG_REGISTRY[arch](args)
     model_class = ARCH_MODEL_REGISTRY[arch]
+    if model_class.__dataclass is None:  # options as a Namespace (OFA's models)
+        return model_class.build_model(args, task)
     cfg = OmegaConf.structured(model_class.__dataclass)
     for key, value in vars(args).items():
         if key in cfg:

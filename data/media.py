@@ -31,7 +31,8 @@ def read_media_bytes(cell, media_dir, where, max_bytes=MAX_MEDIA_BYTES):
     """The file bytes a media cell stands for, at most ``max_bytes`` of them.
 
     A cell containing a "." is a path relative to ``media_dir`` (base64's alphabet has no "."); any
-    other cell is base64 of the file bytes.
+    other cell is base64 of the file bytes, in the standard or the URL-safe alphabet (OFA's and
+    UnIVAL's readers use ``urlsafe_b64decode``, which takes both), with or without its padding.
     """
     if not cell:
         raise bad_input(where, "empty media cell")
@@ -40,7 +41,8 @@ def read_media_bytes(cell, media_dir, where, max_bytes=MAX_MEDIA_BYTES):
     padding = 2 if cell.endswith("==") else int(cell.endswith("="))
     _check_size(len(cell) * 3 // 4 - padding, "base64 cell", where, max_bytes)
     try:
-        return base64.b64decode(cell, validate=True)
+        standard = cell.replace("-", "+").replace("_", "/")
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError) as e:  # ValueError: a non-ASCII character
         raise bad_input(where, f"invalid base64: {e}") from None
 

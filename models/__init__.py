@@ -1,1 +1,1 @@
-from models import unify  # noqa: F401  (registers the model and its architectures)
+from models import ofa, unify  # noqa: F401  (registers the models and their architectures)

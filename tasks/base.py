@@ -35,8 +35,9 @@ from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.codec import LocationCodec
 from utils.constraints import ConstrainedEnsemble
+from utils.ofa_vocab import OFAVocabulary
 from utils.progress import track
-from utils.vocab import SPM_FILE, Vocabulary
+from utils.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 MEDIA_COLUMNS = ("image", "video", "audio")
@@ -56,6 +57,8 @@ class UniGroundConfig(FairseqDataclass):
     selected_cols: Optional[str] = field(default=None, metadata={
         "help": "comma-separated 0-based TSV columns, in the order the task reads them (UnIVAL's --selected-cols)"})
     vocab_dir: str = field(default="", metadata={"help": "folder with spm.model and dict.txt (preprocess/build_vocab.py)"})
+    bpe_dir: Optional[str] = field(default=None, metadata={
+        "help": "folder with OFA's dict.txt, encoder.json and vocab.bpe: use OFA's vocabulary instead of --vocab-dir"})
     media_dir: Optional[str] = field(default=None, metadata={"help": "root folder for media cells given as paths"})
     max_media_bytes: int = field(default=MAX_MEDIA_BYTES, metadata={
         "help": "refuse a media file or base64 cell larger than this, before reading it"})
@@ -133,6 +136,8 @@ class UniGroundTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
+        if getattr(cfg, "bpe_dir", None):
+            return cls(cfg, OFAVocabulary(cfg.bpe_dir, cfg.num_bins))
         if not cfg.vocab_dir:
             raise ValueError("--vocab-dir is required (build one with preprocess/build_vocab.py)")
         return cls(cfg, Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins))
@@ -191,8 +196,15 @@ class UniGroundTask(FairseqTask):
         return self.source_tensor(self.vocab.encode_text(text), row, column)
 
     def source_tensor(self, ids, row, column):
-        """The prompt ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
-        return self.within_limit(ids, 0, row, column)
+        """The vocabulary's source prefix (OFA's ``<s>``), the prompt ``ids`` and EOS; ``column`` is the
+        cell they come from, named if they do not fit."""
+        return self.within_limit(list(self.vocab.source_prefix) + list(ids), 0, row, column)
+
+    def decoder_inputs(self, targets):
+        """Padded decoder inputs of EOS-ended targets: the vocabulary's start token, then each target less its end."""
+        start = self.vocab.decoder_start
+        return data_utils.collate_tokens([torch.cat([t.new_tensor([start]), t[:-1]]) for t in targets],
+                                         self.vocab.dictionary.pad())
 
     def encode_target(self, ids, row, column):
         """The target ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
@@ -363,11 +375,13 @@ class UniGroundTask(FairseqTask):
                                  f"to size it to the data. No row is cut.")
 
     def measured_lengths(self, tsv):
-        """Per row of ``tsv``, its (source, target) token counts with EOS, from one pass over the rows
+        """Per row of ``tsv``, its (source, target) token counts with EOS (and the source prefix), from one pass over the rows
         (``row_lengths``, no media decoded), cached beside the file's index as
         ``<file>.tokens-<digest of length_settings>.index`` (4 bytes a row) and rebuilt when the file
         changes. A row that ``row_lengths`` refuses counts 0: the dataset reports it when its turn comes."""
         digest = hashlib.sha1(json.dumps(self.length_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+        ends = (len(self.vocab.source_prefix) + 1, 1)  # the source prefix and EOS; the target's EOS
 
         def measure():
             lengths = np.zeros((len(tsv), 2), dtype=np.uint16)
@@ -376,7 +390,7 @@ class UniGroundTask(FairseqTask):
                     counts = self.row_lengths(Row(tsv, i, dict(zip(self.columns, tsv.fields(i)))))
                 except BadInputError:
                     continue
-                lengths[i] = np.minimum(np.add(counts, 1), MEASURED_MAX)
+                lengths[i] = np.minimum(np.add(counts, ends), MEASURED_MAX)
             return lengths.ravel()
 
         return tsv.cached_array(f"tokens-{digest}", measure).reshape(-1, 2)
@@ -384,9 +398,7 @@ class UniGroundTask(FairseqTask):
     def length_settings(self):
         """Everything besides the file that ``row_lengths`` may depend on: the task, its prompt, the
         vocabulary and the task options; each value has its own cache."""
-        with open(os.path.join(self.cfg.vocab_dir, SPM_FILE), "rb") as f:
-            vocab = hashlib.sha1(f.read()).hexdigest()
-        return {"task": type(self).__name__, "prompt": self.prompt, "vocab": vocab,
+        return {"task": type(self).__name__, "prompt": self.prompt, "vocab": self.vocab.fingerprint,
                 "options": {k: v for k, v in OmegaConf.to_container(self.cfg).items() if k not in NOT_LENGTH_OPTIONS}}
 
     def check_positions(self, model):
@@ -465,7 +477,7 @@ class UniGroundTask(FairseqTask):
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
-            "prev_output_tokens": data_utils.collate_tokens(targets, pad, eos, move_eos_to_beginning=True),
+            "prev_output_tokens": self.decoder_inputs(targets),
         }
         net_input.update(collate_media(samples))
         batch = {
@@ -625,10 +637,13 @@ class UniGroundTask(FairseqTask):
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
-        """fairseq's, with the output constraint bound to this batch's samples first."""
+        """fairseq's, with the output constraint bound to this batch's samples first, starting from the
+        vocabulary's decoder start."""
         if isinstance(getattr(generator, "model", None), ConstrainedEnsemble):
             generator.model.bind(sample["meta"])
-        return super().inference_step(generator, models, sample, prefix_tokens, constraints)
+        with torch.no_grad():
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints,
+                                      bos_token=self.vocab.decoder_start)
 
     def predict(self, generator, models, sample):
         """Prediction records of the best hypotheses, each with its ``score``: the mean log-probability

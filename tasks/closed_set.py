@@ -148,12 +148,12 @@ class ClosedSetTask(UniGroundTask):
                 for c, score, meta in zip(best.tolist(), scores, sample["meta"])]
 
     def candidate_tensors(self):
-        """Every candidate as a padded target and decoder input (EOS first), made once per trie."""
+        """Every candidate as a padded target and decoder input, made once per trie."""
         if getattr(self, "_candidate_tensors", (None,))[0] is not self.trie:
             pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
             tokens = [torch.tensor(t) for t in self.choice_tokens]
             self._candidate_tensors = (self.trie, data_utils.collate_tokens(tokens, pad, eos),
-                                       data_utils.collate_tokens(tokens, pad, eos, move_eos_to_beginning=True))
+                                       self.decoder_inputs(tokens))
         return self._candidate_tensors[1:]
 
     @torch.no_grad()

@@ -54,10 +54,11 @@ def build_criterion(task, label_smoothing=0.1):
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 
 
-def losses_over_steps(task, batch, steps, lr=3e-3):
-    """Per-token losses of a fresh tiny model trained with Adam on one batch for ``steps`` steps."""
+def losses_over_steps(task, batch, steps, lr=3e-3, model=None):
+    """Per-token losses of ``model`` (by default a fresh tiny one) trained with Adam on one batch for ``steps``
+    steps."""
     torch.manual_seed(0)
-    model = build_model(task)
+    model = model or build_model(task)
     criterion = build_criterion(task)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []

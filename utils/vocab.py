@@ -18,7 +18,27 @@ SPM_FILE = "spm.model"
 DICT_FILE = "dict.txt"
 
 
-class Vocabulary:
+class BinTokens:
+    """Box coordinates as dictionary ids: ``num_bins`` consecutive tokens from ``first_bin``; and how
+    sequences start: ``source_prefix`` before each source, ``decoder_start`` first in the decoder."""
+    first_bin: int
+    num_bins: int
+    source_prefix = ()
+
+    @property
+    def decoder_start(self):
+        return self.dictionary.eos()  # fairseq's convention
+
+    def bin_ids(self, bins):
+        return [self.first_bin + int(b) for b in bins]
+
+    def to_bin(self, index):
+        """The bin of a dictionary id, or None if it is not a bin token."""
+        b = index - self.first_bin
+        return b if 0 <= b < self.num_bins else None
+
+
+class Vocabulary(BinTokens):
     def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
         self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
         self.fingerprint = fingerprint(vocab_dir)
@@ -79,14 +99,6 @@ class Vocabulary:
         """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
         return {name: self.ie(name) for name in self._ie}
 
-    def bin_ids(self, bins):
-        return [self.first_bin + int(b) for b in bins]
-
-    def to_bin(self, index):
-        """The bin of a dictionary id, or None if it is not a bin token."""
-        b = index - self.first_bin
-        return b if 0 <= b < self.num_bins else None
-
     def time_ids(self, bins):
         return [self.first_time + int(b) for b in bins]
 
@@ -95,11 +107,11 @@ class Vocabulary:
         return b if 0 <= b < self.num_time_bins else None
 
 
-def fingerprint(vocab_dir):
+def fingerprint(vocab_dir, names=(SPM_FILE, DICT_FILE)):
     """The first 16 hex digits of the SHA-256 of the vocabulary's files: two vocabularies of one size
     that map pieces to other ids differ in it."""
     digest = hashlib.sha256()
-    for name in (SPM_FILE, DICT_FILE):
+    for name in names:
         with open(os.path.join(vocab_dir, name), "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()[:16]
