@@ -1,0 +1,38 @@
+"""Logging set-up shared by every entry point: INFO lines only, or also debug lines and third-party
+notices with ``-v``/``--verbose``.
+
+Entry points call ``set_up_logging()`` before they import fairseq: some fairseq modules configure the
+root logger when imported (text_to_speech at INFO, wav2vec2_classification at DEBUG, which lets
+matplotlib's font scan through) unless it is configured already, and text_to_speech then logs a
+tensorboardX notice. ``main`` calls it again with the parsed ``--verbose``. Only the standard library
+is imported here, so this module can come first.
+"""
+import logging
+import sys
+
+FAIRSEQ_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+MESSAGE_ONLY = "%(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+VERBOSE_FLAGS = ("-v", "--verbose")
+# loggers whose INFO lines are notices about optional packages nothing here uses
+NOTICE_LOGGERS = ("fairseq.tasks.text_to_speech",)
+
+
+def add_verbose_flag(parser):
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true",
+                        help="also show debug lines and notices of the libraries underneath")
+
+
+def verbose_in(argv):
+    return any(arg in VERBOSE_FLAGS for arg in argv)
+
+
+def set_up_logging(verbose=None, fmt=FAIRSEQ_FORMAT, stream=None):
+    """Log to ``stream`` (stderr by default) at INFO, or DEBUG when verbose; ``verbose=None`` looks for
+    -v/--verbose on the command line (before the arguments are parsed)."""
+    if verbose is None:
+        verbose = verbose_in(sys.argv[1:])
+    logging.basicConfig(format=fmt, datefmt=DATE_FORMAT, level=logging.DEBUG if verbose else logging.INFO,
+                        stream=stream, force=True)
+    for name in NOTICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
