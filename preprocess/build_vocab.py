@@ -9,7 +9,6 @@ fallback means any text encodes without <unk>. Same input, same files.
 """
 import argparse
 import io
-import logging
 import os
 import re
 import sys
