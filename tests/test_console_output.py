@@ -61,6 +61,7 @@ def test_training_progress_logs_the_first_update_at_once_then_waits_for_the_inte
     # the rate counts only this run's update: 49 more take 49 times the elapsed time
     elapsed, left = seconds(lines[0]["elapsed"]), seconds(lines[0]["left"])
     assert elapsed > 0 and left == pytest.approx(49 * elapsed, rel=0.02)
+    assert lines[0].string.endswith(" 0.01 updates/s]")  # a rate below one still reads as updates per second
 
 
 def test_training_progress_logs_again_once_the_interval_has_passed(caplog):

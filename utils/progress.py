@@ -38,8 +38,8 @@ class Progress:
 
     def line(self, now):
         meter = tqdm.format_meter(self.done, self.total, now - self.start, unit=f" {self.unit}", initial=self.initial,
-                                  bar_format="{n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_fmt}]"
-                                  if self.total else "{n_fmt}{unit} [{elapsed}, {rate_fmt}]")
+                                  bar_format="{n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+                                  if self.total else "{n_fmt}{unit} [{elapsed}, {rate_noinv_fmt}]")
         return f"{self.what}: {meter}"
 
 
