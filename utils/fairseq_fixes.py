@@ -28,10 +28,10 @@ def remembering_train_iterator(get_train_iterator):
 
 def training_position(trainer):
     """What the progress line counts: (what, updates done, total)."""
-    max_update = trainer.cfg.optimization.max_update
-    if max_update:
-        return "train", trainer.get_num_updates(), max_update
-    epoch_itr, update_freq = trainer.train_iterator, trainer.cfg.optimization.update_freq
+    max_update, epoch_itr = trainer.cfg.optimization.max_update, getattr(trainer, "train_iterator", None)
+    if max_update or epoch_itr is None:  # the latter: a trainer driven by hand, not by fairseq's loop
+        return "train", trainer.get_num_updates(), max_update or None
+    update_freq = trainer.cfg.optimization.update_freq
     batches_per_update = update_freq[min(epoch_itr.epoch, len(update_freq)) - 1]
     return (f"epoch {epoch_itr.epoch}", math.ceil(epoch_itr.iterations_in_epoch / batches_per_update),
             math.ceil(len(epoch_itr) / batches_per_update))
