@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import model_flags
+from utils.metrics import ptb_tokenize
 from utils.progress import TrainingProgress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,3 +87,11 @@ def test_training_without_max_update_shows_progress_through_the_epoch_from_the_f
     updates = int(re.search(r"\| num_updates (\d+)", output)[1])  # fairseq's end-of-epoch line
     assert lines and (lines[0]["what"], lines[0]["done"], lines[0]["total"]) == ("epoch 1", "1", str(updates))
     assert "train_inner" not in output  # fairseq itself said nothing before its 100th update
+
+
+def test_the_java_tokenizers_stderr_becomes_debug_lines(capfd, caplog):
+    with caplog.at_level(logging.DEBUG, logger="pycocoevalcap"):
+        tokens = ptb_tokenize({"a": ["A red Square."]})
+    assert tokens == {"a": ["a red square"]}
+    assert capfd.readouterr().err == ""
+    assert any(record.getMessage().startswith("PTBTokenizer tokenized") for record in caplog.records)
