@@ -20,11 +20,16 @@ import os
 import sys
 from argparse import Namespace
 
-import torch
-from fairseq import utils as fairseq_utils
-
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
+
+from utils.logs import add_verbose_flag, set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
+
+import torch  # noqa: E402
+from fairseq import utils as fairseq_utils  # noqa: E402
 
 fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
 
@@ -84,6 +89,7 @@ def parse_args(argv=None):
     parser.add_argument("--report-limit", type=int, default=DEFAULT_LIMIT,
                         help="most samples the report draws: the worst half by the task's metric, and an "
                              "even spread of the others")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if (args.lambdas is None) != (len(args.path) == 1):
         parser.error("give one --path, or two with --lambdas")
@@ -230,9 +236,8 @@ def interpolation_curve(args, models, task):
 
 
 def main(argv=None):
-    # force: importing fairseq already configured the root logger (at DEBUG, in wav2vec2_classification)
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO, force=True)
     args = parse_args(argv)
+    set_up_logging(args.verbose)
     try:
         return run(args)
     except USER_ERRORS as error:

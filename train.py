@@ -17,13 +17,18 @@ import os
 import signal
 import sys
 
-from fairseq_cli.train import main as train_main  # first: it sets up fairseq's log format
+from utils.logs import add_verbose_flag, set_up_logging
 
-import torch
-from fairseq import options
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq.distributed import utils as distributed_utils
-from torch.distributed.elastic.multiprocessing.errors import record
+if __name__ == "__main__":
+    set_up_logging(stream=sys.stdout)  # before fairseq is imported (utils/logs.py says why); stdout as fairseq
+
+from fairseq_cli.train import main as train_main  # noqa: E402
+
+import torch  # noqa: E402
+from fairseq import options  # noqa: E402
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
+from fairseq.distributed import utils as distributed_utils  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
 from data.errors import DataFileError
 from utils.checkpoint import CheckpointMismatchError, CheckpointReadError, UntrustedCheckpointError
@@ -60,7 +65,10 @@ def launcher_flags(env):
 def main(argv):
     defaults = ["--user-dir", ROOT, "--ignore-unused-valid-subsets", "--heartbeat-timeout", str(HEARTBEAT_SECONDS)]
     # options given later win, so the command line overrides the defaults and the launcher's
-    args = options.parse_args_and_arch(options.get_training_parser(), defaults + launcher_flags(os.environ) + argv)
+    parser = options.get_training_parser()
+    add_verbose_flag(parser)
+    args = options.parse_args_and_arch(parser, defaults + launcher_flags(os.environ) + argv)
+    set_up_logging(args.verbose, stream=sys.stdout)
     if getattr(args, "bad_rows_file", "") is None:  # a UniGround task lists skipped rows beside its checkpoints
         args.bad_rows_file = os.path.join(args.save_dir, "bad_rows.jsonl")
     if os.environ.get("RANK", "0") == "0":  # one process of a job holds the lock; its ranks share the folder

@@ -29,6 +29,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from utils.logs import set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
+
 from fairseq.data import data_utils  # noqa: E402
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator  # noqa: E402
 

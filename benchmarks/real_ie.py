@@ -39,9 +39,14 @@ from dataclasses import dataclass, field
 
 from common import ROOT, machine_line, print_table
 
-from data.errors import BadInputError
-from preprocess import build_vocab, gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, twitter_mner_to_tsv
-from preprocess.ie_convert_common import schema_beside
+from utils.logs import set_up_logging
+
+if __name__ == "__main__":
+    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
+
+from data.errors import BadInputError  # noqa: E402
+from preprocess import build_vocab, gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, twitter_mner_to_tsv  # noqa: E402
+from preprocess.ie_convert_common import schema_beside  # noqa: E402
 
 VOCAB_SIZE = 2000
 RECORD_KEYS = {"ner": "entities", "re": "relations", "ee": "events"}

@@ -26,6 +26,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from utils.logs import set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
+
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
 from fairseq.sequence_generator import EnsembleModel  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402

@@ -25,6 +25,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.logs import MESSAGE_ONLY, add_verbose_flag, set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
+
 from utils.averaging import (AveragingError, average_checkpoints, check_compatible, check_lambdas,  # noqa: E402
                              check_weights)
 from utils.checkpoint import CheckpointReadError, MissingEmaError, UntrustedCheckpointError  # noqa: E402
@@ -82,6 +87,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-extrapolation", action="store_true", help="allow lambdas outside [0, 1]")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow legacy checkpoints' pickled objects (runs code: trusted files only)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if (args.lambdas is None) != (args.output_dir is None):
         parser.error("--lambdas writes into --output-dir; an average goes to --output")
@@ -91,8 +97,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    logging.basicConfig(format="%(message)s", level=logging.INFO, force=True)
     args = parse_args(argv)
+    set_up_logging(args.verbose, MESSAGE_ONLY)
     try:
         outputs = planned_outputs(args)
         check_files_exist(args.inputs)

@@ -9,7 +9,6 @@ fallback means any text encodes without <unk>. Same input, same files.
 """
 import argparse
 import io
-import logging
 import os
 import re
 import sys
@@ -17,6 +16,11 @@ import sys
 import sentencepiece as spm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.logs import MESSAGE_ONLY, add_verbose_flag, set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
 
 from data.tsv import TsvFile  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
@@ -89,8 +93,9 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000, help="text pieces (an upper bound on small data)")
     parser.add_argument("--num-bins", type=int, default=1000)
     parser.add_argument("--num-time-bins", type=int, default=100)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    set_up_logging(args.verbose, MESSAGE_ONLY)
     try:
         n = build(args.input, args.out_dir, args.vocab_size, args.num_bins, args.num_time_bins)
     except VocabSizeError as error:

@@ -21,6 +21,11 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.logs import MESSAGE_ONLY, add_verbose_flag, set_up_logging  # noqa: E402
+
+if __name__ == "__main__":
+    set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
+
 from data.dataset import Row  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
@@ -119,7 +124,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-dir", default="dataset/demo")
     parser.add_argument("--results-dir", default="results")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    set_up_logging(args.verbose, MESSAGE_ONLY)
     rows = []
     for task, baseline in BASELINES.items():
         results = os.path.join(args.results_dir, task)

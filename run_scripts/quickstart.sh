@@ -9,10 +9,21 @@
 set -eu
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-. run_scripts/setup_env.sh
+
+# stage DESCRIPTION COMMAND...: say what runs, run it, say how long it took
+stage() {
+    what=$1
+    shift
+    echo "== $what"
+    stage_start=$(date +%s)
+    "$@"
+    echo "== $what: done in $(( $(date +%s) - stage_start )) s"
+}
+
+stage "set-up (.venv, Java)" . run_scripts/setup_env.sh
 demo=dataset/demo
-"$PYTHON" preprocess/make_demo_data.py --out "$demo"
-"$PYTHON" preprocess/build_vocab.py --out-dir "$demo/vocab" --vocab-size 1000 \
+stage "demo data" "$PYTHON" preprocess/make_demo_data.py --out "$demo"
+stage "vocabulary" "$PYTHON" preprocess/build_vocab.py --out-dir "$demo/vocab" --vocab-size 1000 \
     --input "$demo/caption_train.tsv:2" --input "$demo/refcoco_train.tsv:2" \
     --input "$demo/video_caption_train.tsv:2" --input "$demo/audio_caption_train.tsv:2" \
     --input "$demo/video_qa_train.tsv:2" --input "$demo/temporal_train.tsv:4" --input "$demo/ner_train.tsv:4"
@@ -24,11 +35,13 @@ for task in $tasks; do
     data="$data$task=$demo/${file}_train.tsv,$demo/${file}_valid.tsv;"
 done
 rm -rf checkpoints/demo results
-DATA="$data" SAVE_DIR=checkpoints/demo MAX_UPDATE=${MAX_UPDATE:-4000} VALID_EVERY=${VALID_EVERY:-2000} MAX_LEN=96 \
+stage "training (progress lines every few seconds)" env DATA="$data" SAVE_DIR=checkpoints/demo \
+    MAX_UPDATE="${MAX_UPDATE:-4000}" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=96 \
     TASKS=caption:0.1,refcoco:0.25,video_caption:0.1,audio_caption:0.1,video_qa:0.1,temporal_grounding:0.25,ner:0.1 \
     sh run_scripts/multitask/train.sh --num-frames 8 --video-frame-size 32
 for task in $tasks; do
-    CKPT=checkpoints/demo/checkpoint_best.pt RESULTS="results/$task" sh "run_scripts/$task/eval.sh" --task "$task"
+    stage "evaluating $task" env CKPT=checkpoints/demo/checkpoint_best.pt RESULTS="results/$task" \
+        sh "run_scripts/$task/eval.sh" --task "$task"
 done
-"$PYTHON" run_scripts/demo_summary.py --demo-dir "$demo" --results-dir results
+stage "summary" "$PYTHON" run_scripts/demo_summary.py --demo-dir "$demo" --results-dir results
 echo "quickstart finished in $(( $(date +%s) - start )) s"

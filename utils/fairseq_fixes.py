@@ -1,6 +1,13 @@
-"""Fixes for fairseq 0.12 where it breaks on current PyTorch; applied when the user dir loads."""
+"""Changes to fairseq 0.12, applied when the user dir loads: fixes where it breaks on current PyTorch,
+and training's progress lines."""
+import functools
+import math
+import time
+
 import fairseq.trainer
 from fairseq.models.ema import EMA
+
+from utils.progress import TrainingProgress
 
 
 def build_ema_copying_integer_buffers(model, cfg, device):
@@ -10,5 +17,40 @@ def build_ema_copying_integer_buffers(model, cfg, device):
     return EMA(model, cfg, device, skip_keys=integer)
 
 
+def remembering_train_iterator(get_train_iterator):
+    """The trainer keeps the epoch's iterator that fairseq's loop asks it for, for the position in the epoch."""
+    @functools.wraps(get_train_iterator)
+    def get(trainer, *args, **kwargs):
+        trainer.train_iterator = get_train_iterator(trainer, *args, **kwargs)
+        return trainer.train_iterator
+    return get
+
+
+def training_position(trainer):
+    """What the progress line counts: (what, updates done, total)."""
+    max_update, epoch_itr = trainer.cfg.optimization.max_update, getattr(trainer, "train_iterator", None)
+    if max_update or epoch_itr is None:  # the latter: a trainer driven by hand, not by fairseq's loop
+        return "train", trainer.get_num_updates(), max_update or None
+    update_freq = trainer.cfg.optimization.update_freq
+    batches_per_update = update_freq[min(epoch_itr.epoch, len(update_freq)) - 1]
+    return (f"epoch {epoch_itr.epoch}", math.ceil(epoch_itr.iterations_in_epoch / batches_per_update),
+            math.ceil(len(epoch_itr) / batches_per_update))
+
+
+def reporting_progress(train_step):
+    """fairseq logs only every --log-interval updates: the first hundred show nothing."""
+    @functools.wraps(train_step)
+    def step(trainer, samples, raise_oom=False):
+        started = time.monotonic()
+        output = train_step(trainer, samples, raise_oom)
+        progress = trainer.__dict__.setdefault("training_progress", TrainingProgress())
+        progress.updated(*training_position(trainer), started)
+        return output
+    return step
+
+
 def apply():
     fairseq.trainer.build_ema = build_ema_copying_integer_buffers
+    trainer = fairseq.trainer.Trainer
+    trainer.get_train_iterator = remembering_train_iterator(trainer.get_train_iterator)
+    trainer.train_step = reporting_progress(trainer.train_step)

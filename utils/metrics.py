@@ -10,6 +10,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from utils.codec import box_iou, span_iou
+from utils.logs import child_stderr_to_debug
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ def grounding_scores(predicted_boxes, reference_boxes):
 
 def ptb_tokenize(texts_by_id):
     """{id: [text, ...]} -> {id: [tokenised text, ...]} with the COCO evaluation's tokenizer (Java)."""
-    return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts_by_id.items()})
+    with child_stderr_to_debug("pycocoevalcap"):
+        return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts_by_id.items()})
 
 
 def caption_inputs(hypotheses, references, full):

@@ -12,28 +12,34 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 10.0
+TRAINING_INTERVAL_SECONDS = 5.0
 
 
 class Progress:
-    def __init__(self, what, total=None, unit="it", interval=INTERVAL_SECONDS, log=logger):
+    """``initial`` units were done before (a resumed run's updates): the rate and the time left count
+    only those done since ``started`` (a ``time.monotonic()``, now by default)."""
+
+    def __init__(self, what, total=None, unit="it", interval=INTERVAL_SECONDS, log=logger, initial=0, started=None):
         self.what, self.total, self.unit, self.interval, self.log = what, total, unit, interval, log
-        self.done, self.start = 0, time.monotonic()
-        self.last = self.start
+        self.initial = self.done = initial
+        self.start = self.last = time.monotonic() if started is None else started
 
     def update(self, count=1):
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.log.info("%s", self.line(now))
+        self.update_to(self.done + count)
 
-    def close(self):
-        self.log.info("%s", self.line(time.monotonic()))
+    def update_to(self, done):
+        self.done = done
+        if time.monotonic() - self.last >= self.interval:
+            self.report()
+
+    def report(self):
+        self.last = time.monotonic()
+        self.log.info("%s", self.line(self.last))
 
     def line(self, now):
-        meter = tqdm.format_meter(self.done, self.total, now - self.start, unit=f" {self.unit}",
-                                  bar_format="{n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_fmt}]"
-                                  if self.total else "{n_fmt}{unit} [{elapsed}, {rate_fmt}]")
+        meter = tqdm.format_meter(self.done, self.total, now - self.start, unit=f" {self.unit}", initial=self.initial,
+                                  bar_format="{n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+                                  if self.total else "{n_fmt}{unit} [{elapsed}, {rate_noinv_fmt}]")
         return f"{self.what}: {meter}"
 
 
@@ -46,4 +52,23 @@ def track(items, what, total=None, unit="it", size=None, **options):
     for item in items:
         yield item
         progress.update(size(item) if size else 1)
-    progress.close()
+    progress.report()
+
+
+class TrainingProgress:
+    """Training's progress lines: one after the first update, then one every few seconds, counted
+    against --max-update (``train: 37/4000 updates [00:12<21:20, 3.1 updates/s]``) or, without one,
+    against the epoch (``epoch 2: 37/120 updates [...]``). fairseq's own lines, with the losses, come
+    only every --log-interval updates."""
+
+    def __init__(self, interval=TRAINING_INTERVAL_SECONDS, log=logger):
+        self.interval, self.log, self.progress = interval, log, None
+
+    def updated(self, what, done, total, started):
+        """After an update that began at ``started``: ``done`` of ``total`` updates of ``what``."""
+        if self.progress is None or self.progress.what != what:
+            self.progress = Progress(what, total, "updates", self.interval, self.log, initial=done - 1, started=started)
+            self.progress.done = done
+            self.progress.report()  # at once: until now nothing said that training runs
+        else:
+            self.progress.update_to(done)
