@@ -197,7 +197,9 @@ class TsvFile:
         return [cell_kind(cell) for cell in self._first_row_cells()]
 
     def _first_row_cells(self):
-        return self._decode(0, self._read_line(0)).split("\t")
+        # Decoded leniently: a first row that is not UTF-8 is no header, and is reported as a bad row
+        # when it is read, where --skip-bad-rows applies.
+        return self._read_line(0).decode("utf-8", errors="replace").split("\t")
 
     def line_number(self, i):
         return i + 1

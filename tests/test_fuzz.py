@@ -27,9 +27,9 @@ from PIL import Image
 
 from data.audio import decode_audio
 from data.dataset import Row
-from data.errors import BadInputError
+from data.errors import BadInputError, DataFileError
 from data.media import decode_image, read_media_bytes
-from data.tsv import TsvFile
+from data.tsv import BOM, TsvFile
 from data.video import decode_video
 from helpers import build_task, read_lines
 from utils.codec import CodecError, LocationCodec
@@ -90,7 +90,21 @@ def test_tsv_rows(rows, scratch):
     folder.mkdir()
     path = folder / "rows.tsv"
     path.write_bytes(b"\n".join(rows))
-    tsv = TsvFile(path, selected_cols=[0, 2], index_dir=folder)
+    try:
+        check_rows(path, folder)
+    finally:
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    ran("tsv rows")
+
+
+def check_rows(path, folder):
+    try:
+        tsv = TsvFile(path, selected_cols=[0, 2], index_dir=folder)
+    except DataFileError:
+        assert path.read_bytes() in (b"", BOM)  # only an empty file is refused whole
+        return
     for i in range(len(tsv)):
         try:
             cells = tsv.fields(i)
@@ -101,10 +115,6 @@ def test_tsv_rows(rows, scratch):
         assert len(cells) == 2 and all(isinstance(cell, str) and "\n" not in cell for cell in cells)
         row = Row(tsv, i, dict(zip(("a", "b"), cells)))
         assert row.where("b") == (str(path), i + 1, 3, "b")
-    for file in folder.iterdir():
-        file.unlink()
-    folder.rmdir()
-    ran("tsv rows")
 
 
 # ---- media cells and media bytes ------------------------------------------------------------------------
@@ -145,8 +155,8 @@ def test_media_cells(cell, with_dir, media_dir):
     assert isinstance(data, bytes)
     if "." in cell:  # a path: it must have resolved inside the media dir
         assert with_dir and data in (b"inside", b"inside too"), cell
-    else:
-        assert data == base64.b64decode(cell, validate=True)
+    else:  # base64 in either alphabet, padded or not
+        assert data == base64.urlsafe_b64decode(cell.replace("+", "-").replace("/", "_") + "=" * (-len(cell) % 4))
     ran("media cells")
 
 
