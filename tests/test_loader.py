@@ -41,6 +41,20 @@ def loader_workers():
     return [pid for pid, name in child_processes(os.getpid()).items() if name == "pt_data_worker"]
 
 
+def kill_and_reap(pids):
+    """SIGKILL loader workers and wait for them here. Left unreaped, torch's SIGCHLD check, which runs
+    on any later child's exit while their DataLoader iterator lives on in an exception's traceback,
+    would report their death in whichever later test first starts a process."""
+    torch_handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):  # reaped already by its Process
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGCHLD, torch_handler)
+
+
 @contextlib.contextmanager
 def workers_killed_after(seconds):
     """Kill this process's loader workers after ``seconds`` unless the block ended first: a pass that
@@ -151,8 +165,7 @@ def test_a_stalled_worker_ends_the_pass_after_the_loader_timeout(tmp_path, demo_
             next(batches(task, "train", batch_size=FAIRSEQ_BATCH_MULTIPLE, num_workers=1))
     finally:
         stopper.join()
-        for pid in stopped:
-            os.kill(pid, signal.SIGKILL)
+        kill_and_reap(stopped)
     assert time.monotonic() - start < 20
 
 
@@ -168,3 +181,4 @@ def test_a_killed_worker_ends_the_pass(caption_task):
         for _ in passing:
             pass
     assert isinstance(error.value, ConnectionError) or "DataLoader worker (pid" in str(error.value)
+    kill_and_reap([worker])  # already dead: reaped only
