@@ -46,8 +46,12 @@ LENGTH_LIMITS = (("max_src_length", "source", "--max-source-positions"),
                  ("max_tgt_length", "target", "--max-target-positions"))
 MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 # Task options that cannot change a row's token counts: the cache of measured lengths ignores them.
+# Options that leave every row's token counts as they are: changing one reuses the cached counts.
+# (The vocabulary's own fingerprint stands for vocab_dir and bpe_dir.)
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
-                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir"}
+                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir",
+                      "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
+                      "max_image_pixels", "max_video_seconds", "max_input_audio_seconds"}
 
 
 @dataclass
