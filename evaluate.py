@@ -44,14 +44,15 @@ from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (IDENTITY, CheckpointMismatchError, CheckpointReadError,  # noqa: E402
                               MissingEmaError, UntrustedCheckpointError, load_models_and_task)
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
+from utils.ofa_vocab import MissingBPEFilesError  # noqa: E402
 from utils.progress import track  # noqa: E402
 from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
 # failures of the user's files or options: reported in a line, without a traceback
-USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingEmaError, OutputError,
-               UntrustedCheckpointError)
+USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
+               OutputError, UntrustedCheckpointError)
 
 
 def parse_args(argv=None):

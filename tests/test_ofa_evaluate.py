@@ -94,3 +94,11 @@ def test_train_fine_tunes_from_an_ofa_checkpoint(bpe_dir, demo_dir, tmp_path):
     assert f"loaded checkpoint {CHECKPOINT}" in output.lower()
     losses = [float(m) for m in re.findall(r"train_inner .* loss=([0-9.]+)", output)]
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_an_ofa_checkpoint_without_its_bpe_files_is_one_line_naming_them_and_the_option(refcoco_rows, tmp_path):
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--path", CHECKPOINT, "--data", refcoco_rows, "--results-dir", str(results), "--cpu"])
+    assert str(stop.value).startswith("MissingBPEFilesError: utils/BPE: OFA's BPE files missing: dict.txt")
+    assert "--bpe-dir" in str(stop.value) and not results.exists()

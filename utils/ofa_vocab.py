@@ -21,12 +21,16 @@ def code_token(i):
     return f"<code_{i}>"
 
 
+class MissingBPEFilesError(FileNotFoundError):
+    """A folder without the BPE files OFA ships beside its checkpoints."""
+
+
 class OFAVocabulary(BinTokens):
     def __init__(self, bpe_dir, num_bins=1000, code_dict_size=8192):
         missing = [name for name in BPE_FILES if not os.path.isfile(os.path.join(bpe_dir, name))]
         if missing:
-            raise FileNotFoundError(f"{bpe_dir}: OFA's BPE files missing: {', '.join(missing)} "
-                                    f"(OFA ships {', '.join(BPE_FILES)} beside its checkpoints)")
+            raise MissingBPEFilesError(f"{bpe_dir}: OFA's BPE files missing: {', '.join(missing)} (OFA ships "
+                                       f"{', '.join(BPE_FILES)} beside its checkpoints; name their folder with --bpe-dir)")
         self.bpe = GPT2BPE(GPT2BPEConfig(gpt2_encoder_json=os.path.join(bpe_dir, "encoder.json"),
                                          gpt2_vocab_bpe=os.path.join(bpe_dir, "vocab.bpe")))
         self.dictionary = Dictionary.load(os.path.join(bpe_dir, "dict.txt"))
