@@ -29,6 +29,7 @@ from torch import nn
 
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
 from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
+from models.transformer import reorder_layer_caches
 from models.unify import set_sizes
 from utils.checkpoint import load_state
 
@@ -310,11 +311,8 @@ class OFADecoder(FairseqIncrementalDecoder):
 
     def reorder_incremental_state(self, incremental_state, new_order):
         caches = self.get_incremental_state(incremental_state, "layers")
-        if caches is None:
-            return
-        for cache in caches:
-            for key, value in cache.items():
-                cache[key] = value.index_select(0, new_order)
+        if caches is not None:
+            reorder_layer_caches(caches, new_order)
 
     def max_positions(self):
         return self.args.max_target_positions

@@ -90,3 +90,15 @@ class DecoderLayer(nn.Module):
                 cache["cross_k"], cache["cross_v"] = ck, cv
         x = x + self.dropout(self.cross_attn(self.cross_norm(x), ck, cv, mask=memory_mask))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+def reorder_layer_caches(caches, new_order):
+    """Move each decoder layer's cached keys and values (``self_k``, ``cross_v``, ...) to the hypotheses
+    of ``new_order``. Beam search reorders hypotheses within each sample, and all of a sample's
+    hypotheses share its cross-attention keys and values: those move only when finished samples leave
+    the batch (as in fairseq's own attention). Copying them every step dominated beam search."""
+    for cache in caches:
+        for key, value in cache.items():
+            if key.startswith("cross_") and value.size(0) == new_order.size(0):
+                continue
+            cache[key] = value.index_select(0, new_order)

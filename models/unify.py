@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
 from models.positions import coordinate_codes
-from models.transformer import DecoderLayer, EncoderLayer
+from models.transformer import DecoderLayer, EncoderLayer, reorder_layer_caches
 from models.video_encoder import VideoEncoder
 
 MODALITY_TYPES = ("text", "image", "video", "audio")  # rows of the type embedding
@@ -230,16 +230,8 @@ class UnifyDecoder(FairseqIncrementalDecoder):
 
     def reorder_incremental_state(self, incremental_state, new_order):
         caches = self.get_incremental_state(incremental_state, "layers")
-        if caches is None:
-            return
-        for cache in caches:
-            for key, value in cache.items():
-                # Beam search reorders hypotheses within each sample, and all of a sample's hypotheses share
-                # its cross-attention keys and values: those move only when finished samples leave the
-                # batch (as in fairseq's own attention). Copying them every step dominated beam search.
-                if key.startswith("cross_") and value.size(0) == new_order.size(0):
-                    continue
-                cache[key] = value.index_select(0, new_order)
+        if caches is not None:
+            reorder_layer_caches(caches, new_order)
 
     def max_positions(self):
         return self.max_target_positions

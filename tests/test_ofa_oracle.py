@@ -178,6 +178,22 @@ def test_fairseq_beam_search_through_the_incremental_decoder_scores_as_ofa(model
     assert (best["positional_scores"][:steps] - chosen).abs().max() <= 1e-5
 
 
+def test_beam_search_over_the_batch_equals_each_sample_alone(model, inputs, expected):
+    """Beam search over the batch gives each sample what it gives alone: nothing of one sample (its
+    padding, image mask or caches) reaches another's."""
+    dictionary = Dictionary()
+    for i in range(expected["decoder_logits"].size(-1) - dictionary.nspecial):
+        dictionary.add_symbol(f"w{i}")
+    generator = SequenceGenerator([model], dictionary, beam_size=4, max_len_b=8)
+    keys = ("src_tokens", "src_lengths", "patch_images", "patch_masks")
+    with torch.no_grad():
+        together = generator.generate([model], {"net_input": {k: inputs[k] for k in keys}}, bos_token=0)
+        for i in range(inputs["src_tokens"].size(0)):
+            alone = generator.generate([model], {"net_input": {k: inputs[k][i:i + 1] for k in keys}}, bos_token=0)
+            assert torch.equal(alone[0][0]["tokens"], together[i][0]["tokens"])
+            assert abs(float(alone[0][0]["score"]) - float(together[i][0]["score"])) <= 1e-5
+
+
 def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
     """UniGround's collate stacks only the samples that have an image, with an ``image_present`` mask."""
     present = torch.tensor([False, True])
