@@ -135,7 +135,7 @@ def main(argv=None):
     parser.add_argument("--archs", default="unify_tiny,unify_base")
     parser.add_argument("--precisions", default=None, help="fp32,bf16 (default: both on CPU, bf16 on GPU)")
     parser.add_argument("--batch", default=None,
-                        help="samples a step, per arch as tiny=N,base=N, or 'auto' (GPU: the largest power of two "
+                        help="samples a step, per arch as tiny=N,base=N (any family's size) or ofa_base=N, or 'auto' (GPU: the largest power of two "
                              "that fits); default: 8 and 2 on CPU, 64 and auto on GPU")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
@@ -162,7 +162,7 @@ def run(args, world):
         for precision in precisions:
             for options in variants:
                 options = dict(options, dropout=0.1)
-                size = batches[arch.replace("unify_", "")]
+                size = batches.get(arch) or batches[arch.split("_", 1)[-1]]
                 size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
                     if size == "auto" else int(size)
                 table.append(measure(task, arch, size, device, precision, args.steps, options))
