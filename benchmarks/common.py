@@ -13,6 +13,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
+from utils.logs import MESSAGE_ONLY, set_up_logging  # noqa: E402
+
+set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
+
 
 def cpu_model():
     try:

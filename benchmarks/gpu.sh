@@ -1,0 +1,28 @@
+#!/bin/sh
+# The GPU figures of benchmarks/RESULTS.md in one run, each benchmark's table in OUT_DIR/<name>.txt:
+# training MFU of unify_base and ofa_base (bf16 autocast, the largest power-of-two batch that fits),
+# beam-search generation at batch 1 and 32, and the image pipeline.
+#   sh benchmarks/gpu.sh OUT_DIR
+# PYTHON chooses the interpreter (default .venv's, else python3), ARCHS the models (default unify_base,ofa_base).
+set -eu
+cd "$(dirname "$0")/.."
+out=${1:?usage: sh benchmarks/gpu.sh OUT_DIR}
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+world=$(mktemp -d)
+trap 'rm -rf "$world"' EXIT
+mkdir -p "$out"
+archs=${ARCHS:-unify_base,ofa_base}
+export PYTHONUNBUFFERED=1
+
+bench() {
+    name=$1; shift
+    echo "== $name: $*"
+    start=$(date +%s)
+    "$python" "benchmarks/$name.py" "$@" >"$out/$name.txt" 2>&1 || { tail -30 "$out/$name.txt"; return 1; }
+    grep -v '^--max-\|^train: \|^valid: ' "$out/$name.txt" || true
+    echo "== $name: $(( $(date +%s) - start )) s"
+}
+
+bench train_step --device cuda --archs "$archs" --precisions bf16 --batch base=auto --world "$world"
+bench generate --device cuda --archs "$archs" --precision bf16 --batches 1,32 --world "$world"
+bench image_pipeline
