@@ -110,7 +110,7 @@ def largest_batch(task, arch, device, options, start=8, limit=4096):
     return fits
 
 
-def measure(task, arch, batch_size, device, precision, steps, options):
+def measure(task, arch, batch_size, device, precision, steps, options, profile=0):
     options = dict(options, bf16_autocast=precision == "bf16")
     batch = batch_of(task, batch_size, device)
     build_start = time.perf_counter()
@@ -122,11 +122,24 @@ def measure(task, arch, batch_size, device, precision, steps, options):
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     load = os.getloadavg()[0]
     flops = step.flops()
+    if profile:
+        print_profile(step, device, profile)
     parameters = sum(p.numel() for p in step.model.parameters())
     name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
         " +checkpoint-activations" if options.get("checkpoint_activations") else "")
     return [name, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds, flops / 1e9,
             flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load]
+
+
+def print_profile(step, device, rows):
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    activities += [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    with torch.profiler.profile(activities=activities) as profiler:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=key, row_limit=rows))
 
 
 def main(argv=None):
@@ -140,6 +153,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
     parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after each row, the N operators that took the most device time in one step")
     run_on_coco_world(parser, argv, run)
 
 
@@ -165,7 +180,7 @@ def run(args, world):
                 size = batches.get(arch) or batches[arch.split("_", 1)[-1]]
                 size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
                     if size == "auto" else int(size)
-                table.append(measure(task, arch, size, device, precision, args.steps, options))
+                table.append(measure(task, arch, size, device, precision, args.steps, options, args.profile))
                 print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
     print(f"caption task, {PATCH} px COCO-mini photos, vocabulary of {len(task.vocab.dictionary)} tokens; "
           f"step = criterion forward + backward + AdamW")
