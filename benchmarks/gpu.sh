@@ -1,5 +1,5 @@
 #!/bin/sh
-# The GPU figures of benchmarks/RESULTS.md in one run, each benchmark's table in OUT_DIR/<name>.txt:
+# The GPU figures of benchmarks/RESULTS.md in one run, each benchmark's output in OUT_DIR/<n>-<name>.txt:
 # training MFU of unify_base and ofa_base (bf16 autocast, the largest power-of-two batch that fits; where
 # the device time goes; unify_base with compiled layers),
 # beam-search generation at batch 1 and 32, and the image pipeline.
@@ -15,12 +15,15 @@ mkdir -p "$out"
 archs=${ARCHS:-unify_base,ofa_base}
 export PYTHONUNBUFFERED=1
 
+runs=0
 bench() {
     name=$1; shift
+    runs=$((runs + 1))
+    log="$out/$runs-$name.txt"
     echo "== $name: $*"
     start=$(date +%s)
-    "$python" "benchmarks/$name.py" "$@" >"$out/$name.txt" 2>&1 || { tail -30 "$out/$name.txt"; return 1; }
-    grep -v '^--max-\|^train: \|^valid: ' "$out/$name.txt" || true
+    "$python" "benchmarks/$name.py" "$@" >"$log" 2>&1 || { tail -30 "$log"; return 1; }
+    grep -v '^--max-\|^train: \|^valid: ' "$log" || true
     echo "== $name: $(( $(date +%s) - start )) s"
 }
 
