@@ -95,8 +95,9 @@ def test_validation_scores_every_row_whatever_the_batch_multiple(tmp_path, demo_
 
 @pytest.mark.slow
 def test_no_loader_process_outlives_its_epoch(tmp_path, demo_dir, vocab_dir):
-    """20 epochs of one update and one validation each, with --num-workers 1: at no time more than one
+    """5 epochs of one update and one validation each, with --num-workers 1: at no time more than one
     loader process (fairseq's persistent workers used to leave one more alive per epoch and validation)."""
+    epochs = 5
     train = caption_rows(tmp_path / "train.tsv", demo_dir, 8)
     valid = caption_rows(tmp_path / "valid.tsv", demo_dir, 7)
     log_path = tmp_path / "train.log"
@@ -104,7 +105,8 @@ def test_no_loader_process_outlives_its_epoch(tmp_path, demo_dir, vocab_dir):
         process = subprocess.Popen(
             [sys.executable, "train.py", f"{train},{valid}", "--task", "caption", "--vocab-dir", str(vocab_dir),
              *model_flags(), "--patch-image-size", "64", "--criterion", "constrained_label_smoothed_cross_entropy",
-             "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8", "--max-epoch", "20", "--num-workers", "1",
+             "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "8", "--max-epoch", str(epochs),
+             "--num-workers", "1",
              "--no-save", "--log-format", "simple", "--save-dir", str(tmp_path / "checkpoints")],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         most, names = {}, set()
@@ -115,7 +117,7 @@ def test_no_loader_process_outlives_its_epoch(tmp_path, demo_dir, vocab_dir):
             time.sleep(0.02)
     output = log_path.read_text()
     assert process.returncode == 0, output[-3000:]
-    assert output.count("end of epoch") == 20 and output.count("| valid on 'valid' subset |") == 20
+    assert output.count("end of epoch") == epochs and output.count("| valid on 'valid' subset |") == epochs
     assert len(most) == 1 and "pt_data_worker" in names, (most, names)  # named so once its loop starts
 
 
