@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import CenterCrop
 
+import evaluate
 from conftest import SHARED_DATA
 from data.audio import unival_waveform
 from data.transforms import ImageTransform
@@ -72,6 +73,7 @@ def test_a_unival_video_checkpoint_reads_frames_as_univals_video_dataset(tmp_pat
     with torch.no_grad():
         logits = model(**batch["net_input"])[0]
     assert logits.shape == (*batch["target"].shape, 9697) and torch.isfinite(logits).all()
+    assert_trains(model, batch)
 
 
 def test_a_unival_audio_checkpoint_reads_48khz_waveforms_with_univals_prompt(tmp_path, demo_dir, bpe_dir):
@@ -89,3 +91,37 @@ def test_a_unival_audio_checkpoint_reads_48khz_waveforms_with_univals_prompt(tmp
         encoded = model.encoder(**{k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"})
     assert encoded["encoder_out"][0].size(0) == 600 + batch["net_input"]["src_tokens"].size(1)
     assert clip > 48000  # several seconds of repeated clip, not a 16 kHz one
+    assert_trains(model, batch)
+
+
+def assert_trains(model, batch):
+    """One training-mode step (dropout, SpecAugment, BatchNorm statistics) gives finite gradients to the backbones."""
+    model.train()
+    try:
+        logits = model(**batch["net_input"])[0]
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(), ignore_index=1).backward()
+    finally:
+        model.eval()
+    gradients = [p.grad for name, p in model.named_parameters() if ".embed_" in name and p.grad is not None]
+    assert gradients and all(torch.isfinite(g).all() for g in gradients)
+
+
+@pytest.mark.slow
+def test_evaluate_interpolates_two_unival_fine_tunes(tmp_path, demo_dir, bpe_dir):
+    """The weight_average task on two UnIVAL checkpoints (--bpe-dir): lambda 0 and 1 give each model's captions."""
+    first = unival_checkpoint(tmp_path, "video_caption")
+    state = load_state(first)
+    state["model"]["encoder.video_proj.bias"] = state["model"]["encoder.video_proj.bias"] + 1.0
+    second = str(tmp_path / "second.pt")
+    torch.save(state, second)
+    rows = write_tsv(tmp_path / "video.tsv", read_lines(demo_dir / "video_caption_valid.tsv", 2))
+    common = ["--bpe-dir", bpe_dir, "--data", rows, "--batch-size", "2", "--num-workers", "0", "--beam", "1",
+              "--max-len-b", "4", "--cpu", "--task-option", "max_tgt_length=100"]
+    curve = evaluate.main(["--path", first, second, "--lambdas", "0", "1", "--results-dir", str(tmp_path / "curve")]
+                          + common)
+    alone = evaluate.main(["--path", second, "--results-dir", str(tmp_path / "alone")] + common)
+    assert [row["lambda"] for row in curve] == [0.0, 1.0] and (tmp_path / "curve" / "curve.csv").exists()
+    assert (tmp_path / "curve" / "lambda_1" / "predictions.jsonl").read_text() == \
+        (tmp_path / "alone" / "predictions.jsonl").read_text()
+    shared = [name for name, value in alone.items() if isinstance(value, float) and name in curve[1]]
+    assert shared and all(curve[1][name] == alone[name] for name in shared)
