@@ -94,8 +94,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if (args.lambdas is None) != (len(args.path) == 1):
         parser.error("give one --path, or two with --lambdas")
-    if args.bpe_dir and (args.lambdas is not None or args.use_ema):
-        parser.error("--bpe-dir (an OFA checkpoint) goes without --lambdas and --use-ema")
+    if args.bpe_dir and args.use_ema:
+        parser.error("--bpe-dir (an OFA or UnIVAL checkpoint) goes without --use-ema")
     return args
 
 

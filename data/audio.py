@@ -28,8 +28,9 @@ class AudioClip:
 
 
 def decode_audio(data, where, max_seconds, train=False, rng=None, keep=None, max_input_seconds=3600.0,
-                 max_sample_rate=768_000):
-    """Decode the first audio stream of ``data`` to float32 mono at 16 kHz and cut a window of ``max_seconds``.
+                 max_sample_rate=768_000, sample_rate=SAMPLE_RATE):
+    """Decode the first audio stream of ``data`` to float32 mono at ``sample_rate`` (16 kHz) and cut a window
+    of ``max_seconds``.
 
     Channels are downmixed and the rate converted by libswresample (``av.AudioResampler``), which is
     flushed at the end so no tail is lost. A clip longer than ``max_seconds`` is cropped to
@@ -50,18 +51,26 @@ def decode_audio(data, where, max_seconds, train=False, rng=None, keep=None, max
     if keep is not None and not keep[0] <= keep[1]:
         raise ValueError(f"keep must be a (start, end) span with start <= end, got {keep}")
     try:
-        samples = _decode(data, where, max_input_seconds, max_sample_rate)
+        samples = _decode(data, where, max_input_seconds, max_sample_rate, sample_rate)
     except BadInputError:
         raise
     except (av.FFmpegError, RuntimeError, ValueError, OverflowError, EOFError) as e:
         raise bad_input(where, f"cannot decode audio: {e}") from None
-    start = _window_start(len(samples), round(max_seconds * SAMPLE_RATE), train, rng, keep)
-    window = samples[start:start + round(max_seconds * SAMPLE_RATE)]
-    return AudioClip(samples=torch.from_numpy(np.ascontiguousarray(window)), start=start / SAMPLE_RATE,
-                     duration=len(samples) / SAMPLE_RATE)
+    start = _window_start(len(samples), round(max_seconds * sample_rate), train, rng, keep, sample_rate)
+    window = samples[start:start + round(max_seconds * sample_rate)]
+    return AudioClip(samples=torch.from_numpy(np.ascontiguousarray(window)), start=start / sample_rate,
+                     duration=len(samples) / sample_rate)
 
 
-def _decode(data, where, max_input_seconds, max_sample_rate):
+def unival_waveform(samples, length):
+    """UnIVAL's audio input: samples quantised to int16 and back, then repeated whole as many times as fit in
+    ``length`` and zero-padded to it (CLAP's ``repeatpad``); ``samples`` no longer than ``length``."""
+    quantised = (samples.clamp(-1.0, 1.0) * 32767.0).to(torch.int16).float() / 32767.0
+    repeated = quantised.repeat(length // len(quantised))
+    return torch.nn.functional.pad(repeated, (0, length - len(repeated)))
+
+
+def _decode(data, where, max_input_seconds, max_sample_rate, sample_rate):
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError, OSError) as e:
@@ -79,7 +88,7 @@ def _decode(data, where, max_input_seconds, max_sample_rate):
             raise bad_input(where, f"audio of {declared:.1f} s exceeds the limit of {max_input_seconds} s")
         if container.format.name == "wav":
             _check_wav_complete(data, where)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks, decoded = [], 0.0
         for frame in container.decode(stream):
             _check_rate(frame.sample_rate, max_sample_rate, where)
@@ -129,7 +138,7 @@ def _check_wav_complete(data, where):
         position += 8 + size + (size & 1)
 
 
-def _window_start(total, window, train, rng, keep):
+def _window_start(total, window, train, rng, keep, sample_rate):
     """First sample of the window of ``window`` samples, in a clip of ``total`` samples."""
     if total <= window:
         return 0
@@ -137,8 +146,8 @@ def _window_start(total, window, train, rng, keep):
         return (total - window) // 2
     low, high = 0, total - window
     if keep is not None:
-        first = min(max(math.floor(keep[0] * SAMPLE_RATE), 0), total)
-        last = min(max(math.ceil(keep[1] * SAMPLE_RATE), 0), total)
+        first = min(max(math.floor(keep[0] * sample_rate), 0), total)
+        last = min(max(math.ceil(keep[1] * sample_rate), 0), total)
         if last - first <= window:  # the window holds the whole span
             low, high = max(low, last - window), min(high, first)
         else:  # the window lies inside the span

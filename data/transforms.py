@@ -59,6 +59,18 @@ class ImageTransform:
             flipped=flipped,
         )
 
+    @staticmethod
+    def center_crop(pixels, size):
+        """The central ``size`` x ``size`` of ... x H x W pixels, zero-padded first on a side shorter than
+        ``size``, as torchvision's ``CenterCrop`` (UnIVAL's video frames: cropped, never resized)."""
+        height, width = pixels.shape[-2:]
+        pad_h, pad_w = max(size - height, 0), max(size - width, 0)
+        if pad_h or pad_w:
+            pixels = torch.nn.functional.pad(pixels, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2))
+            height, width = pixels.shape[-2:]
+        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+        return pixels[..., top:top + size, left:left + size]
+
     def normalise(self, pixels):
         """uint8 C x H x W (or N x C x H x W) pixels -> the float model input."""
         return pixels.as_subclass(torch.Tensor).contiguous().float().mul_(self._scale).add_(self._shift)

@@ -43,7 +43,8 @@ class VideoClip:
 
 def decode_video(data, where, num_frames, size, sampling="uniform", rng=None, max_seconds=3600.0,
                  max_pixels=8192 * 8192, max_decoded_frames=20000):
-    """Decode ``num_frames`` frames of the video in ``data``, each reformatted to ``size`` x ``size`` RGB.
+    """Decode ``num_frames`` frames of the video in ``data``, each reformatted to ``size`` x ``size`` RGB
+    (``size`` None: RGB at the video's own width and height, which UnIVAL centre-crops).
 
     ``[0, duration)`` is split into ``num_frames`` equal segments. ``"uniform"`` takes the frame whose
     timestamp is nearest each segment's centre (on a tie, the earlier one: the frame on screen at the
@@ -71,7 +72,7 @@ def decode_video(data, where, num_frames, size, sampling="uniform", rng=None, ma
     the video has enough frames but, at a variable frame rate, two targets share the nearest frame, that
     frame is returned twice.
     """
-    if num_frames < 1 or size < 1:
+    if num_frames < 1 or (size is not None and size < 1):
         raise ValueError(f"num_frames and size must be positive, got {num_frames} and {size}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -340,10 +341,13 @@ def _count_frames(data, where, budget, max_pixels):
 
 
 def _rgb(frame, size):
-    """``frame`` resized by swscale to size x size RGB, as a 3 x size x size uint8 array.
+    """``frame`` resized by swscale to size x size RGB (None: its own size), as a 3 x size x size uint8 array.
 
     The channel move and the stacking are done in numpy: torch's strided copies of small uint8 tensors go
     through its intra-op thread pool, which costs milliseconds per frame on a busy machine.
     """
-    rgb = frame.reformat(width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    if size is None:
+        rgb = frame.reformat(format="rgb24").to_ndarray()
+    else:
+        rgb = frame.reformat(width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))

@@ -1,1 +1,1 @@
-from models import ofa, unify  # noqa: F401  (registers the models and their architectures)
+from models import ofa, unify, unival  # noqa: F401  (registers the models and their architectures)

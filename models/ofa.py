@@ -19,6 +19,7 @@ image-position parameters exist only so that checkpoints load strictly.
 import copy
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,6 @@ from utils.checkpoint import load_state
 
 logger = logging.getLogger(__name__)
 TOKEN_BUCKET_POSITIONS = 1024  # OFA builds its token bucket table for 1024 positions whatever the options
-RESNET_CHANNELS = 1024
 PATCH_STRIDE = 16
 EMBEDDING_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.output_projection.weight")
 INDEX_BUFFERS = ("encoder.token_rp_bucket", "encoder.image_rp_bucket", "decoder.token_rp_bucket",
@@ -48,6 +48,22 @@ class UnsupportedOFAOption(ValueError):
 
 class OFACheckpointError(ValueError):
     pass
+
+
+class Patches(NamedTuple):
+    """A medium's patch tokens before the type embedding: B x N x C projected features, their N position ids
+    (into the relative-position buckets), their 1 x N x C (or B x N x C) position embeddings, their type id."""
+    tokens: torch.Tensor
+    ids: torch.Tensor
+    positions: torch.Tensor
+    type_id: int
+
+
+def scatter_present(values, present):
+    """UniGround's layout (rows only for the samples that have the medium) -> one row per sample, zeros elsewhere."""
+    full = values.new_zeros(len(present), *values.shape[1:])
+    full[present] = values
+    return full
 
 
 def token_buckets(bucket_size, positions=TOKEN_BUCKET_POSITIONS):
@@ -100,8 +116,8 @@ def masked(bias, mask):
 
 
 def relative_bias(table, buckets):
-    """H x T x S bias from a bucket-id matrix."""
-    return F.embedding(buckets, table.weight).permute(2, 0, 1)
+    """H x T x S (or B x H x T x S) bias from a T x S (or B x T x S) bucket-id matrix."""
+    return F.embedding(buckets, table.weight).movedim(-1, -3)
 
 
 def rel_pos_tables(count, size, heads):
@@ -127,9 +143,8 @@ class OFAEncoder(FairseqEncoder):
         self.embed_scale = 1.0 if args.no_scale_embedding else math.sqrt(dim)
         self.layernorm_embedding = nn.LayerNorm(dim) if args.layernorm_embedding else None
         self.type_embedding = nn.Embedding(2, dim) if args.add_type_embedding else None
-        self.embed_images = OFAResNet(args.resnet_type, args.resnet_drop_path_rate,
-                                      batch_norm_eps=1e-3 if args.sync_bn else 1e-5)
-        self.image_proj = nn.Linear(RESNET_CHANNELS, dim)
+        self.embed_images = self.image_backbone(args)
+        self.image_proj = nn.Linear(self.embed_images.out_channels, dim)
         self.patch_layernorm_embedding = nn.LayerNorm(dim) if args.patch_layernorm_embedding else None
         self.embed_positions = nn.Embedding(args.max_source_positions + 2, dim)
         self.embed_image_positions = nn.Embedding(args.image_bucket_size ** 2 + 1, dim)
@@ -145,6 +160,11 @@ class OFAEncoder(FairseqEncoder):
                                                        image_bucket_count(args.image_bucket_size), heads)
         self.register_buffer("token_rp_bucket", token_buckets(args.token_bucket_size), persistent=False)
         self.register_buffer("image_rp_bucket", image_buckets(args.image_bucket_size), persistent=False)
+
+    @staticmethod
+    def image_backbone(args, stages=3):
+        return OFAResNet(args.resnet_type, args.resnet_drop_path_rate, batch_norm_eps=1e-3 if args.sync_bn else 1e-5,
+                         stages=stages)
 
     def image_positions(self, rows, cols, device):
         """Position ids and embeddings of a rows x cols patch grid (interpolated beyond the trained grid when
@@ -167,34 +187,39 @@ class OFAEncoder(FairseqEncoder):
         return self.dropout(x if layer_norm is None else layer_norm(x))
 
     def forward(self, src_tokens, src_lengths=None, patch_images=None, patch_masks=None, image=None,
-                image_present=None, **unused):
+                image_present=None, **media):
         """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
         batches hold them (``image`` for the samples that have one, ``image_present``)."""
         if image is not None:
-            patch_images = image.new_zeros(len(image_present), *image.shape[1:])
-            patch_images[image_present] = image
-            patch_masks = image_present
+            patch_images, patch_masks = scatter_present(image, image_present), image_present
         for medium in ("video", "audio"):
-            if unused.get(medium) is not None:
+            if media.get(medium) is not None:
                 raise ValueError(f"OFA models read images and text only: {medium} input is not supported")
+        patches = None if patch_images is None else self.image_patches(patch_images)
+        return self.encode(src_tokens, patches, patch_masks)
+
+    def image_patches(self, patch_images):
+        features = self.embed_images(patch_images)
+        ids, positions = self.image_positions(*features.shape[-2:], patch_images.device)
+        return Patches(self.image_proj(features.flatten(2).transpose(1, 2)), ids, positions, 1)
+
+    def encode(self, src_tokens, patches=None, patch_masks=None):
+        """The encoder over ``[patches ; text]``; ``patch_masks`` (B) False marks a sample whose patches are padding."""
         batch, length = src_tokens.shape
         positions = self.embed_positions(torch.arange(length, device=src_tokens.device))[None]
         x = self.embed(self.embed_tokens(src_tokens), self.layernorm_embedding, 0, positions)
         padding = src_tokens.eq(self.padding_idx)
         position_embeddings = self.pos_ln(positions).expand(batch, -1, -1)
         image_ids = None
-        if patch_images is not None:
-            features = self.embed_images(patch_images)
-            rows, cols = features.shape[-2:]
-            image_ids, image_positions = self.image_positions(rows, cols, src_tokens.device)
-            image_x = self.embed(self.image_proj(features.flatten(2).transpose(1, 2)),
-                                 self.patch_layernorm_embedding, 1, image_positions)
+        if patches is not None:
+            image_ids = patches.ids
+            image_x = self.embed(patches.tokens, self.patch_layernorm_embedding, patches.type_id, patches.positions)
             x = torch.cat([image_x, x], dim=1)
-            image_padding = padding.new_zeros(batch, rows * cols)
+            image_padding = padding.new_zeros(batch, image_ids.size(-1))
             if patch_masks is not None:
                 image_padding[~patch_masks] = True
             padding = torch.cat([image_padding, padding], dim=1)
-            position_embeddings = torch.cat([self.image_pos_ln(image_positions).expand(batch, -1, -1),
+            position_embeddings = torch.cat([self.image_pos_ln(patches.positions).expand(batch, -1, -1),
                                              position_embeddings], dim=1)
         if padding.any():
             x = x * (1 - padding[..., None].type_as(x))
@@ -217,9 +242,9 @@ class OFAEncoder(FairseqEncoder):
         bias = bias.clone()
         text = self.token_rp_bucket[:text_length, :text_length]
         bias[:, :, -text_length:, -text_length:] += relative_bias(self.token_rel_pos_table_list[index], text)
-        if image_ids is not None:
-            count = image_ids.numel()
-            image = self.image_rp_bucket[image_ids][:, image_ids]
+        if image_ids is not None:  # N ids, or B x N when each sample keeps its own patches
+            count = image_ids.size(-1)
+            image = self.image_rp_bucket[image_ids[..., :, None], image_ids[..., None, :]]
             bias[:, :, :count, :count] += relative_bias(self.image_rel_pos_table_list[index], image)
         return bias
 
@@ -320,21 +345,36 @@ class OFADecoder(FairseqIncrementalDecoder):
 
 @register_model("ofa")
 class OFAModel(FairseqEncoderDecoderModel):
+    family = "OFA"  # named in errors
+    encoder_class = OFAEncoder
+
     def __init__(self, args, encoder, decoder):
         super().__init__(encoder, decoder)
         self.args = args
         self.apply(init_bert_params)  # a fresh model starts as OFA's does
 
-    @staticmethod
-    def add_args(parser):
+    @classmethod
+    def add_args(cls, parser):
         """OFA's model options that this implementation computes, named as OFA names them (``--scale-attn``,
         ...); an option left out takes the architecture's default."""
-        for name, default in {**SIZE_DEFAULTS, **COMMON_DEFAULTS}.items():
+        for name, default in cls.option_defaults().items():
             flag = "--" + name.replace("_", "-")
             if isinstance(default, bool):
                 parser.add_argument(flag, action="store_true")
             elif default is not None:
                 parser.add_argument(flag, type=type(default))
+
+    @staticmethod
+    def option_defaults():
+        return {**SIZE_DEFAULTS, **COMMON_DEFAULTS}
+
+    @staticmethod
+    def architectures():
+        return OFA_ARCHITECTURES
+
+    @classmethod
+    def check_supported(cls, args):
+        check_supported(args, cls.family)
 
     @classmethod
     def build_model(cls, args, task):
@@ -344,17 +384,18 @@ class OFAModel(FairseqEncoderDecoderModel):
     @classmethod
     def from_args(cls, args, vocab_size, padding_idx, dictionary=None):
         """The model that ``args`` (a checkpoint's ``cfg['model']``) describes; refuses options it cannot honour."""
-        if getattr(args, "arch", None) not in OFA_ARCHITECTURES:
-            raise UnsupportedOFAOption(f"unknown OFA architecture {getattr(args, 'arch', None)!r} "
-                                       f"(known: {', '.join(OFA_ARCHITECTURES)})")
-        OFA_ARCHITECTURES[args.arch](args)
-        check_supported(args)
+        architectures = cls.architectures()
+        if getattr(args, "arch", None) not in architectures:
+            raise UnsupportedOFAOption(f"unknown {cls.family} architecture {getattr(args, 'arch', None)!r} "
+                                       f"(known: {', '.join(architectures)})")
+        architectures[args.arch](args)
+        cls.check_supported(args)
         encoder_embed = nn.Embedding(vocab_size, args.encoder_embed_dim, padding_idx=padding_idx)
         decoder_embed = encoder_embed if args.share_all_embeddings else nn.Embedding(
             vocab_size, args.decoder_embed_dim, padding_idx=padding_idx)
         output_weight = decoder_embed.weight if (args.share_all_embeddings or args.share_decoder_input_output_embed) \
             else nn.Parameter(torch.empty(vocab_size, args.decoder_embed_dim))
-        encoder = OFAEncoder(args, dictionary, encoder_embed)
+        encoder = cls.encoder_class(args, dictionary, encoder_embed)
         decoder = OFADecoder(args, dictionary, decoder_embed, output_weight)
         return cls(args, encoder, decoder)
 
@@ -410,22 +451,22 @@ UNSUPPORTED_WHEN_SET = ("encoder_prompt", "decoder_prompt", "adapter", "quant_no
                         "decoder_embed_path")
 
 
-def check_supported(args):
-    """Raise naming the first option whose value this implementation does not compute as OFA does."""
-    for name in UNSUPPORTED_WHEN_SET:
+def check_supported(args, family="OFA", unsupported_when_set=UNSUPPORTED_WHEN_SET):
+    """Raise naming the first option whose value this implementation does not compute as ``family`` does."""
+    for name in unsupported_when_set:
         if getattr(args, name, None):
-            raise UnsupportedOFAOption(f"OFA option {name}={getattr(args, name)!r} is not supported")
+            raise UnsupportedOFAOption(f"{family} option {name}={getattr(args, name)!r} is not supported")
     if args.resnet_type not in STAGE_BLOCKS:
-        raise UnsupportedOFAOption(f"OFA option resnet_type={args.resnet_type!r} is not supported "
+        raise UnsupportedOFAOption(f"{family} option resnet_type={args.resnet_type!r} is not supported "
                                    f"(supported: {', '.join(STAGE_BLOCKS)})")
     for name in ("decoder_embed_dim", "decoder_output_dim", "decoder_input_dim"):
         if getattr(args, name) != args.encoder_embed_dim:
-            raise UnsupportedOFAOption(f"OFA option {name}={getattr(args, name)} differs from "
+            raise UnsupportedOFAOption(f"{family} option {name}={getattr(args, name)} differs from "
                                        f"encoder_embed_dim={args.encoder_embed_dim}; not supported")
     for prefix in ("encoder", "decoder"):
         dim, heads = getattr(args, f"{prefix}_embed_dim"), getattr(args, f"{prefix}_attention_heads")
         if dim % heads:
-            raise UnsupportedOFAOption(f"OFA option {prefix}_embed_dim={dim} is not divisible by "
+            raise UnsupportedOFAOption(f"{family} option {prefix}_embed_dim={dim} is not divisible by "
                                        f"{prefix}_attention_heads={heads}")
 
 
@@ -469,11 +510,12 @@ for _name, _architecture in OFA_ARCHITECTURES.items():
     register_model_architecture("ofa", _name)(_architecture)
 
 
-def checkpoint_options(state, path):
+def checkpoint_options(state, path, model_class=OFAModel):
     args = (state.get("cfg") or {}).get("model") or state.get("args")
-    if args is None or getattr(args, "arch", None) not in OFA_ARCHITECTURES:
-        raise OFACheckpointError(f"{path}: not an OFA checkpoint (architecture "
-                                 f"{getattr(args, 'arch', None)!r}; known: {', '.join(OFA_ARCHITECTURES)})")
+    architectures = model_class.architectures()
+    if args is None or getattr(args, "arch", None) not in architectures:
+        raise OFACheckpointError(f"{path}: not an {model_class.family} checkpoint (architecture "
+                                 f"{getattr(args, 'arch', None)!r}; known: {', '.join(architectures)})")
     return copy.copy(args)
 
 
@@ -486,14 +528,14 @@ def load_ofa_model(path, trust_pickle=False):
     return ofa_model_from_state(load_state(path, trust_pickle), path)
 
 
-def ofa_model_from_state(state, path):
-    args = checkpoint_options(state, path)
+def ofa_model_from_state(state, path, model_class=OFAModel):
+    args = checkpoint_options(state, path, model_class)
     weights = dict(state["model"])
     rows = weights["encoder.embed_tokens.weight"].size(0)
     if getattr(args, "vocab_size", rows) != rows:
         raise OFACheckpointError(f"{path}: options give vocab_size {args.vocab_size} but the embeddings have "
                                  f"{rows} rows")
-    model = OFAModel.from_args(args, rows, getattr(args, "pad", 1))
+    model = model_class.from_args(args, rows, getattr(args, "pad", 1))
     load_weights(model, weights, path)
     return model.eval()
 

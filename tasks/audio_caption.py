@@ -1,7 +1,8 @@
 """Audio captioning on UnIVAL caption TSVs: uniq-id, image-id, caption, objects, audio.
 
 UnIVAL prompts audio with its video question; asking about the audio keeps the
-two tasks apart when they are trained together.
+two tasks apart when they are trained together. With ``--unival-inputs`` (UnIVAL
+checkpoints) the prompt is UnIVAL's.
 """
 from fairseq.tasks import register_task
 
@@ -12,3 +13,4 @@ from tasks.caption import CaptionConfig, CaptionTask
 class AudioCaptionTask(CaptionTask):
     columns = ("uniq_id", "audio", "caption")
     prompt = " what does the audio describe?"
+    unival_prompt = " what does the video describe?"

@@ -24,7 +24,7 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
 from omegaconf import II, OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
-from data.audio import SAMPLE_RATE, decode_audio, log_mel
+from data.audio import SAMPLE_RATE, decode_audio, log_mel, unival_waveform
 from data.dataset import Row, TsvDataset
 from data.errors import BadInputError, location_of
 from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
@@ -51,7 +51,7 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
                       "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir",
                       "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
-                      "max_image_pixels", "max_video_seconds", "max_input_audio_seconds"}
+                      "max_image_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
 
 
 @dataclass
@@ -92,6 +92,12 @@ class UniGroundConfig(FairseqDataclass):
         "help": "audio window: longer clips are cropped (random in training, centred at eval)"})
     max_input_audio_seconds: float = field(default=3600.0, metadata={"help": "refuse longer audio files"})
     num_mel_bins: int = field(default=64, metadata={"help": "log-mel features per 10 ms audio frame"})
+    unival_inputs: bool = field(default=False, metadata={
+        "help": "read media and prompts as UnIVAL's datasets do, for UnIVAL checkpoints: video frames decoded at "
+                "their own size and centre-cropped to --video-frame-size; audio as its raw waveform at "
+                "--waveform-sample-rate, quantised to 16 bits, --max-audio-seconds long (cropped, or repeated "
+                "and zero-padded); audio captions prompted with UnIVAL's video question"})
+    waveform_sample_rate: int = field(default=48000, metadata={"help": "with --unival-inputs: audio sample rate"})
     crop_prob: float = field(default=0.0, metadata={"help": "training: probability of a random crop keeping targets"})
     hflip_prob: float = field(default=0.0, metadata={"help": "training: probability of a horizontal flip"})
     skip_bad_rows: int = field(default=0, metadata={
@@ -113,6 +119,7 @@ class UniGroundConfig(FairseqDataclass):
 class UniGroundTask(FairseqTask):
     columns = ()          # names of the selected columns, in the order of --selected-cols
     prompt = ""           # UnIVAL's instruction for the task; "{}" marks where the row's text goes
+    unival_prompt = None  # UnIVAL's own, where UniGround's differs: used with --unival-inputs
     primary_metric = ""   # the metric that ranks checkpoints
     metric_prefix = ""    # "<task>/" when validation metrics are reported beside other tasks'
     reads_rows = True     # False for a task whose data belong to other tasks (multitask)
@@ -122,6 +129,8 @@ class UniGroundTask(FairseqTask):
     def __init__(self, cfg, vocab):
         super().__init__(cfg)
         self.vocab = vocab
+        if cfg.unival_inputs and self.unival_prompt is not None:
+            self.prompt = self.unival_prompt
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, cfg.max_poly_vertices)
         self.image_transforms = {
             True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob),
@@ -262,23 +271,29 @@ class UniGroundTask(FairseqTask):
 
     def video_entries(self, data, where, train):
         sampling = self.cfg.frame_sampling if train else "uniform"
-        clip = decode_video(data, where, self.cfg.num_frames, self.cfg.video_frame_size, sampling,
+        size = None if self.cfg.unival_inputs else self.cfg.video_frame_size
+        clip = decode_video(data, where, self.cfg.num_frames, size, sampling,
                             rng=training_rng() if train else None, max_seconds=self.cfg.max_video_seconds,
                             max_pixels=self.cfg.max_image_pixels)
+        frames = clip.frames
+        if self.cfg.unival_inputs:
+            frames = ImageTransform.center_crop(frames, self.cfg.video_frame_size)
         return {
-            "video": self.image_transforms[False].normalise(clip.frames),
+            "video": self.image_transforms[False].normalise(frames),
             "video_times": torch.as_tensor(clip.times / clip.duration, dtype=torch.float32),
             "window": (0.0, clip.duration, clip.duration),
         }
 
     def audio_entries(self, data, where, train, keep):
+        rate = self.cfg.waveform_sample_rate if self.cfg.unival_inputs else SAMPLE_RATE
         clip = decode_audio(data, where, self.cfg.max_audio_seconds, train=train,
                             rng=training_rng() if train else None, keep=keep,
-                            max_input_seconds=self.cfg.max_input_audio_seconds)
-        return {
-            "audio": log_mel(clip.samples, self.cfg.num_mel_bins),
-            "window": (clip.start, len(clip.samples) / SAMPLE_RATE, clip.duration),
-        }
+                            max_input_seconds=self.cfg.max_input_audio_seconds, sample_rate=rate)
+        if self.cfg.unival_inputs:
+            audio = unival_waveform(clip.samples, round(self.cfg.max_audio_seconds * rate))
+        else:
+            audio = log_mel(clip.samples, self.cfg.num_mel_bins)
+        return {"audio": audio, "window": (clip.start, len(clip.samples) / rate, clip.duration)}
 
     def read_annotation(self, row, column="annotation"):
         """The generic layout's annotation JSON object (DESIGN.md section 4)."""
