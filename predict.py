@@ -139,6 +139,13 @@ class Predictor:
             self.loaded[name] = task, task.build_generator(self.models, Namespace(**vars(self.generation)))
         return self.loaded[name]
 
+    def reads(self, name=None):
+        """The ``Input`` fields task ``name`` reads: its media, and "text", "premise", "schema" when it takes them."""
+        task, _ = self.task(name)
+        fields = [m for m in MEDIA if m in task.columns]
+        fields += ["text"] * any(c in task.columns for c in TEXT_COLUMNS) + ["premise"] * ("premise" in task.columns)
+        return fields + ["schema"] * isinstance(task, IETask)
+
     # ---- inputs -> rows -> samples ----------------------------------------------------------------
 
     def row(self, task, item, index):
@@ -156,8 +163,8 @@ class Predictor:
                 continue
             if medium not in task.columns:
                 raise refuse(medium, f"the {registered_name(task)} task reads no {medium}")
-            cells[medium] = base64.b64encode(media_bytes(value, medium, (place.path, place.line, 1, medium),
-                                                         task.cfg.max_media_bytes)).decode("ascii")
+            where = (place.path, place.line, place.column_number(task.columns.index(medium)), medium)
+            cells[medium] = base64.b64encode(media_bytes(value, medium, where, task.cfg.max_media_bytes)).decode("ascii")
         text_column = next((c for c in TEXT_COLUMNS if c in task.columns), None)
         if item.text and text_column is None:
             raise refuse("text", f"the {registered_name(task)} task reads no text")
@@ -232,7 +239,7 @@ def media_bytes(value, medium, where, max_bytes):
         image.save(buffer, format="PNG")  # lossless: the model sees these pixels
         return buffer.getvalue()
     path, line, column, name = where
-    raise BadInputError(path, line, column, f"a {medium} is given as a path or bytes"
+    raise BadInputError(path, line, column, f"give the {medium} as a path or bytes"
                         + (", a PIL image or an array" if medium == "image" else "")
                         + f", not {type(value).__name__}", column_name=name)
 

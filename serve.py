@@ -49,9 +49,11 @@ PAGE = """<!DOCTYPE html>
 <title>UniGround</title>
 <style>
 body { font: 14px/1.4 sans-serif; margin: 1.5em; color: #222; }
-form { display: flex; flex-wrap: wrap; gap: 0.6em 1.2em; align-items: center; padding: 0.6em; background: #f3f3f3; }
-#text { width: 28em; }
-textarea { width: 28em; height: 3em; vertical-align: top; }
+form { display: flex; flex-direction: column; align-items: flex-start; gap: 0.5em; padding: 0.6em;
+       background: #f3f3f3; max-width: 44em; }
+form label > :first-child { margin-left: 0.5em; }
+#text, #premise, textarea { width: 32em; }
+textarea { height: 3em; vertical-align: top; }
 #status.error { color: #b00; }
 #output { display: flex; flex-wrap: wrap; gap: 1.5em; margin-top: 1em; }
 figure { margin: 0; } figcaption { color: #777; font-size: 12px; }
@@ -65,10 +67,11 @@ pre { background: #f8f8f8; padding: 0.6em; max-width: 40em; overflow: auto; }
 <span class="swatch"></span> vermillion, its JSON beside it.</p>
 <form id="form">
 <label>task <select id="task" name="task"></select></label>
-<label>file <input id="file" type="file" accept="image/*,video/*,audio/*"></label>
-<label>text <input id="text" name="text" type="text"></label>
-<label>premise <input id="premise" name="premise" type="text"></label>
-<label>schema <textarea id="schema" name="schema" placeholder='{"entity": ["person", "place"]}'></textarea></label>
+<label>file <input id="file" type="file"></label>
+<label data-field="text">text <input id="text" name="text" type="text"></label>
+<label data-field="premise">premise <input id="premise" name="premise" type="text"></label>
+<label data-field="schema">schema <textarea id="schema" name="schema"
+  placeholder='{"entity": ["person", "place"]}'></textarea></label>
 <button id="run" type="submit">Predict</button>
 </form>
 <p id="status"></p>
@@ -87,9 +90,21 @@ function say(text, error) {
   status.textContent = text;
   status.className = error ? "error" : "";
 }
+let reads = {};
+function showFields() {
+  const wanted = reads[task.value] || [];
+  for (const label of document.querySelectorAll("[data-field]")) {
+    label.hidden = !wanted.includes(label.dataset.field);
+    for (const input of label.querySelectorAll("input, textarea")) input.disabled = label.hidden;
+  }
+  file.accept = wanted.filter(m => m in EXTENSIONS).map(m => m + "/*").join(",");
+}
+task.addEventListener("change", showFields);
 fetch("/api/tasks").then(r => r.json()).then(info => {
+  reads = info.reads;
   for (const name of info.tasks) task.add(new Option(name, name));
   task.value = info.default;
+  showFields();
   document.body.dataset.ready = "1";
 });
 form.addEventListener("submit", async event => {
@@ -274,7 +289,7 @@ def make_app(predictor, limits):
 
     async def task_list(request):
         return web.json_response({"tasks": tasks, "default": predictor.default_task or tasks[0],
-                                  "limits": vars(limits)})
+                                  "reads": {name: predictor.reads(name) for name in tasks}, "limits": vars(limits)})
 
     async def predict(request):
         try:
