@@ -93,11 +93,13 @@ class Prepared:
 class Predictor:
     """A model and its task(s), loaded once; ``predict`` batches inputs and decodes them together."""
 
-    def __init__(self, models, task, path="the model", beam=5, max_len_b=32, min_len=1, batch_size=16,
-                 device=None, precision="float32", task_options=None):
+    def __init__(self, models, task, path="the model", default_task=None, beam=5, max_len_b=32, min_len=1,
+                 batch_size=16, device=None, precision="float32", task_options=None):
+        """``task``: the checkpoint's; ``default_task``: the name of the one ``predict`` runs when it names
+        none (by default the checkpoint's own)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.models, self.checkpoint_task, self.path = models, task, path
+        self.models, self.checkpoint_task, self.path, self.default_task = models, task, path, default_task
         self.generation = Namespace(beam=beam, max_len_b=max_len_b, min_len=min_len)
         self.batch_size, self.precision = batch_size, PRECISIONS[precision]
         self.device = torch.device(device or next(models[0].parameters()).device)
@@ -115,11 +117,7 @@ class Predictor:
         if task is None:  # the checkpoint's own task, which then needs no training data (a multitask one would)
             overrides["data"] = ""
         models, loaded = evaluate.load_checkpoint(path, overrides, bpe_dir, trust_pickle, use_ema, device)
-        predictor = cls(models, loaded, path=path, device=device, task_options=task_options, **options)
-        predictor.default_task = task
-        return predictor
-
-    default_task = None
+        return cls(models, loaded, path=path, default_task=task, device=device, task_options=task_options, **options)
 
     def task_names(self):
         """The tasks this model can be asked for: a multitask checkpoint's sub-tasks, else its own task."""
@@ -135,50 +133,38 @@ class Predictor:
                 task = own
             else:
                 task = checkpoint_subtask(own, name, self.path, data="", **self.task_options)
-            task.cfg.media_dir = None  # inputs carry their bytes: nothing is read by a path
             self.loaded[name] = task, task.build_generator(self.models, Namespace(**vars(self.generation)))
         return self.loaded[name]
 
     def reads(self, name=None):
-        """The ``Input`` fields task ``name`` reads: its media, and "text", "premise", "schema" when it takes them."""
-        task, _ = self.task(name)
-        fields = [m for m in MEDIA if m in task.columns]
-        fields += ["text"] * any(c in task.columns for c in TEXT_COLUMNS) + ["premise"] * ("premise" in task.columns)
-        return fields + ["schema"] * isinstance(task, IETask)
+        """The ``Input`` fields task ``name`` reads (``fields_read``)."""
+        return fields_read(self.task(name)[0])
 
     # ---- inputs -> rows -> samples ----------------------------------------------------------------
 
     def row(self, task, item, index):
-        """The input as a row of ``task``'s layout whose reference cells are empty."""
-        place = item.place
+        """The input as a row of ``task``'s layout whose reference cells are empty: media as base64 cells (so
+        nothing is read by a path later), the text in the cell the task reads it from, an IE schema in the
+        annotation."""
         cells = dict.fromkeys(task.columns, "")
         cells[task.columns[0]] = item.id or str(index)
-
-        def refuse(column, message):
-            return BadInputError(place.path, place.line, 1, message, column_name=column)
-
-        for medium in MEDIA:
-            value = getattr(item, medium)
-            if value is None:
-                continue
-            if medium not in task.columns:
-                raise refuse(medium, f"the {registered_name(task)} task reads no {medium}")
-            where = (place.path, place.line, place.column_number(task.columns.index(medium)), medium)
-            cells[medium] = base64.b64encode(media_bytes(value, medium, where, task.cfg.max_media_bytes)).decode("ascii")
-        text_column = next((c for c in TEXT_COLUMNS if c in task.columns), None)
-        if item.text and text_column is None:
-            raise refuse("text", f"the {registered_name(task)} task reads no text")
-        if text_column:
-            cells[text_column] = item.text
-        if item.premise and "premise" not in task.columns:
-            raise refuse("premise", f"the {registered_name(task)} task reads no premise")
+        given = [name for name in (*MEDIA, "text", "premise", "schema") if is_given(getattr(item, name))]
+        unread = [name for name in given if name not in fields_read(task)]
+        if unread:
+            raise BadInputError(item.place.path, item.place.line, 1, f"the {registered_name(task)} task reads no "
+                                f"{unread[0]} (it reads {', '.join(fields_read(task))})", column_name=unread[0])
+        for medium in (m for m in MEDIA if m in given):
+            where = (item.place.path, item.place.line, item.place.column_number(task.columns.index(medium)), medium)
+            data = media_bytes(getattr(item, medium), medium, where, task.cfg.max_media_bytes)
+            cells[medium] = base64.b64encode(data).decode("ascii")
+        for column in TEXT_COLUMNS:
+            if column in task.columns:
+                cells[column] = item.text
         if "premise" in task.columns:
             cells["premise"] = item.premise
-        if item.schema is not None and not isinstance(task, IETask):
-            raise refuse("schema", f"the {registered_name(task)} task takes no schema (ner, re and ee do)")
         if "annotation" in task.columns:
             cells["annotation"] = json.dumps({} if item.schema is None else {"schema": item.schema})
-        return Row(place, index, cells, labelled=False)
+        return Row(item.place, index, cells, labelled=False)
 
     def prepare(self, item, task=None, index=0):
         """The input as a ``Prepared`` row and sample of the task; bad input raises ``BadInputError``."""
@@ -219,6 +205,18 @@ class Predictor:
         prediction alone."""
         marks = [m for m in task.report_view(prediction, row).marks if m.side == SIDES[-1]]
         return render_media(task.report_media(row, REPORT_FRAME_SIZE), marks)
+
+
+def is_given(value):
+    """Whether an ``Input`` field holds something: not None, not empty text (empty bytes are a bad medium)."""
+    return value is not None and not (isinstance(value, str) and not value)
+
+
+def fields_read(task):
+    """The ``Input`` fields a task reads: its media, and "text", "premise", "schema" when it takes them."""
+    fields = [m for m in MEDIA if m in task.columns]
+    fields += ["text"] * any(c in task.columns for c in TEXT_COLUMNS) + ["premise"] * ("premise" in task.columns)
+    return fields + ["schema"] * isinstance(task, IETask)
 
 
 def registered_name(task):

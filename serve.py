@@ -306,6 +306,9 @@ def make_app(predictor, limits):
         except web.HTTPRequestEntityTooLarge as error:
             return json_error(f"the request is larger than the limit of {limits.max_upload_bytes} bytes "
                               f"({error.text})", 413)
+        except Exception as error:  # noqa: BLE001 (logged; the server goes on)
+            logger.exception("a request failed")
+            return json_error(f"internal error: {type(error).__name__}: {error}", 500)
         pictures = [{"kind": kind, "description": description, "png": base64.b64encode(png).decode("ascii")}
                     for kind, png, description in result.pictures]
         return web.json_response({"task": task, "result": result.json(), "pictures": pictures})

@@ -82,7 +82,7 @@ def test_media_as_a_path_bytes_a_pil_image_or_an_array_read_alike(demo_dir, voca
     (dict(text="the circle"), r"column 2 \(image\): empty media cell"),
     (dict(image="PHOTO", text="word " * 500), r"the source takes \d+ tokens, more than --max-src-length"),
     (dict(image="PHOTO", video=b"...", text="the circle"), "the refcoco task reads no video"),
-    (dict(image="PHOTO", text="x", schema={"entity": ["person"]}), "the refcoco task takes no schema"),
+    (dict(image="PHOTO", text="x", schema={"entity": ["person"]}), "the refcoco task reads no schema"),
     (dict(image=3.5, text="x"), r"column 2 \(image\): give the image as a path or bytes, a PIL image or an array, not float"),
     (dict(image=np.zeros((4, 4), np.float32), text="x"), "an image array must be H x W or H x W x 3 uint8"),
     (dict(image="FOLDER", text="x"), "is a directory, not a regular file"),
