@@ -37,12 +37,11 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from data.errors import DataFileError  # noqa: E402
-from tasks.base import sibling_task  # noqa: E402
-from tasks.multitask import subtask_state  # noqa: E402
+from tasks.multitask import checkpoint_subtask  # noqa: E402
 from tasks.ofa_checkpoint import load_ofa_model_and_task  # noqa: E402
 from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
-from utils.checkpoint import (IDENTITY, CheckpointMismatchError, CheckpointReadError,  # noqa: E402
-                              MissingEmaError, UntrustedCheckpointError, load_models_and_task)
+from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, MissingEmaError,  # noqa: E402
+                              UntrustedCheckpointError, load_models_and_task)
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
 from utils.ofa_vocab import MissingBPEFilesError  # noqa: E402
 from utils.progress import track  # noqa: E402
@@ -132,16 +131,8 @@ def select_task(task, args):
     (a sub-task of a multitask checkpoint, or any task for a merged model)."""
     if args.task is None:
         return task
-    selected = sibling_task(args.task, task.cfg, task.vocab, data=args.data, selected_cols=args.selected_cols,
-                            **task_options(args))
-    state = task.state_dict()
-    own = subtask_state(state, args.task)  # a multitask checkpoint's part for this task, with its data's layout
-    own.setdefault(IDENTITY, state[IDENTITY])
-    try:
-        selected.load_state_dict(own)
-    except CheckpointMismatchError as error:
-        raise CheckpointMismatchError(f"{args.path[0]}: {error}") from None
-    return selected
+    return checkpoint_subtask(task, args.task, args.path[0], data=args.data, selected_cols=args.selected_cols,
+                              **task_options(args))
 
 
 def generate(args, models, task):
@@ -245,18 +236,24 @@ def main(argv=None):
         raise SystemExit(f"{type(error).__name__}: {error}") from None
 
 
-def run(args):
-    if args.bpe_dir:
-        models, task = load_ofa_model_and_task(args.path[0], args.bpe_dir, task_overrides(args), args.trust_pickle)
+def load_checkpoint(path, overrides, bpe_dir=None, trust_pickle=False, use_ema=False, device="cpu"):
+    """(models, task) of a checkpoint, the task's options replaced by ``overrides``: UniGround's, or OFA's
+    read with the vocabulary in ``bpe_dir``; the models in eval mode on ``device``."""
+    if bpe_dir:
+        models, task = load_ofa_model_and_task(path, bpe_dir, overrides, trust_pickle)
     else:
-        models, _, task = load_models_and_task(args.path[0], task_overrides(args), args.trust_pickle, args.use_ema)
+        models, _, task = load_models_and_task(path, overrides, trust_pickle, use_ema)
+    for model in models:
+        model.eval().to(device)
+    return models, task
+
+
+def run(args):
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    models, task = load_checkpoint(args.path[0], task_overrides(args), args.bpe_dir, args.trust_pickle, args.use_ema,
+                                   "cuda" if use_cuda else "cpu")
     task = select_task(task, args)
     check_result_paths(args)
-    use_cuda = torch.cuda.is_available() and not args.cpu
-    for model in models:
-        model.eval()
-        if use_cuda:
-            model.cuda()
     if args.lambdas is not None:
         result = interpolation_curve(args, models, task)
     else:

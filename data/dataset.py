@@ -18,12 +18,16 @@ from data.errors import BadInputError
 
 @dataclass
 class Row:
-    """One TSV row's selected cells by name, able to point at any of its cells."""
+    """One TSV row's selected cells by name, able to point at any of its cells. ``tsv`` is where the row
+    came from: a ``TsvFile``, or anything with its ``path``, ``line_number`` and ``column_number``
+    (``InputPlace``). A row that is not ``labelled`` (a predictor's input) has empty reference cells:
+    its sample has no target, and its prediction no reference."""
 
     tsv: object
     index: int
     cells: dict
     exif_orientation: int = 1  # set by the reader of an image kept in its stored frame despite its EXIF orientation
+    labelled: bool = True
 
     def __getitem__(self, name):
         return self.cells[name]
@@ -36,6 +40,21 @@ class Row:
     def error(self, name, message):
         path, line, column, _ = self.where(name)
         return BadInputError(path, line, column, message, column_name=name)
+
+
+@dataclass
+class InputPlace:
+    """Where a row that is not a TSV line came from (a predictor's input), for error messages: a file
+    and its line (a JSONL input), or a name and line 1 (a path, an upload)."""
+
+    path: str
+    line: int = 1
+
+    def line_number(self, index):
+        return self.line
+
+    def column_number(self, k):
+        return k + 1
 
 
 def shared_in_worker(batch):

@@ -203,6 +203,10 @@ class UniGroundTask(FairseqTask):
         """How the evaluation report shows a prediction of ``row``: a ``utils.report.SampleView``."""
         raise NotImplementedError
 
+    def result(self, prediction):
+        """A prediction record as the predictor returns it: a ``tasks.results.Result``."""
+        raise NotImplementedError
+
     # ---- helpers for task files ---------------------------------------------------------------
 
     def encode_source(self, text, row, column):
@@ -489,24 +493,27 @@ class UniGroundTask(FairseqTask):
                 "task, or name that task with --task")
 
     def collate(self, samples):
+        """A batch of samples; the target, decoder inputs and constraint masks only when every sample has a
+        target (rows that are not ``labelled`` have none: they are only generated from)."""
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         sources = [s["source"] for s in samples]
-        targets = [s["target"] for s in samples]
-        target = data_utils.collate_tokens(targets, pad, eos)
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
-            "prev_output_tokens": self.decoder_inputs(targets),
         }
         net_input.update(collate_media(samples))
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),
             "nsentences": len(samples),
-            "ntokens": int(target.ne(pad).sum()),
             "net_input": net_input,
-            "target": target,
             "meta": [s["meta"] for s in samples],
         }
+        if any("target" not in s for s in samples):
+            return batch
+        targets = [s["target"] for s in samples]
+        target = data_utils.collate_tokens(targets, pad, eos)
+        net_input["prev_output_tokens"] = self.decoder_inputs(targets)
+        batch.update(target=target, ntokens=int(target.ne(pad).sum()))
         if self.constraint is not None:
             batch["constraint_masks"] = self.constraint.for_batch(batch["meta"]).training_masks(target)
         return batch

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Caption
 from utils.metrics import caption_sample_cider, caption_scores
 from utils.report import SampleView
 
@@ -28,13 +29,15 @@ class CaptionTask(UniGroundTask):
     default_cols = "0,4,2"
 
     def build_sample(self, row, train):
-        references = self.references(row)
-        return {
+        references = self.references(row) if row.labelled else []
+        sample = {
             "source": self.encode_source(self.prompt, row, "caption"),
-            "target": self.encode_target(self.vocab.encode_text(references[0]), row, "caption"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }
+        if references:
+            sample["target"] = self.encode_target(self.vocab.encode_text(references[0]), row, "caption")
+        return sample
 
     def row_lengths(self, row):
         return len(self.vocab.encode_text(self.prompt)), len(self.vocab.encode_text(self.references(row)[0]))
@@ -66,3 +69,6 @@ class CaptionTask(UniGroundTask):
 
     def report_view(self, prediction, row):
         return SampleView(prediction["caption"], " | ".join(prediction["references"]))
+
+    def result(self, prediction):
+        return Caption(prediction["score"], prediction["caption"])

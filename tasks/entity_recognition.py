@@ -17,6 +17,7 @@ from fairseq.tasks import register_task
 
 from data.catalogue import read_catalogue
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
+from tasks.results import Answer
 from utils.metrics import seen_unseen_accuracy
 from utils.report import SampleView
 
@@ -58,6 +59,21 @@ class EntityRecognitionTask(ClosedSetTask):
         return texts
 
     def build_sample(self, row, train):
+        entity_id, seen = self.reference(row) if row.labelled else (None, None)
+        media = self.read_media(row, train)
+        if not row["text"].strip() and not any(row[name] for name in ("image", "video", "audio")):
+            raise row.error("text", "the row has neither media nor text")
+        sample = {
+            "source": self.encode_source(self.prompt_text(row), row, "text"),
+            **media,
+            "meta": {"uniq_id": row["uniq_id"], "entity_id": entity_id, "seen": seen},
+        }
+        if entity_id is not None:
+            sample["target"] = self.choice_target(self.catalogue.position[entity_id])
+        return sample
+
+    def reference(self, row):
+        """(entity id, seen or None) of the row's annotation, the id checked against the catalogue."""
         annotation = self.read_annotation(row)
         entity_id = annotation.get("entity_id")
         if isinstance(entity_id, int) and not isinstance(entity_id, bool):
@@ -70,15 +86,7 @@ class EntityRecognitionTask(ClosedSetTask):
         seen = annotation.get("seen")
         if seen is not None and not isinstance(seen, bool):
             raise row.error("annotation", f"\"seen\" must be true or false, got {seen!r}")
-        media = self.read_media(row, train)
-        if not row["text"].strip() and not any(row[name] for name in ("image", "video", "audio")):
-            raise row.error("text", "the row has neither media nor text")
-        return {
-            "source": self.encode_source(self.prompt_text(row), row, "text"),
-            "target": self.choice_target(self.catalogue.position[entity_id]),
-            **media,
-            "meta": {"uniq_id": row["uniq_id"], "entity_id": entity_id, "seen": seen},
-        }
+        return entity_id, seen
 
     def row_lengths(self, row):
         """The prompt; the target is a catalogue name, which ``least_target_length`` covers."""
@@ -105,5 +113,8 @@ class EntityRecognitionTask(ClosedSetTask):
 
     def report_view(self, prediction, row):
         reference = prediction["reference"]
-        name = self.catalogue.names[self.catalogue.position[reference]]
+        name = self.catalogue.names[self.catalogue.position[reference]] if reference is not None else None
         return SampleView(f"{prediction['name']} ({prediction['entity_id']})", f"{name} ({reference})")
+
+    def result(self, prediction):
+        return Answer(prediction["score"], prediction["name"], prediction["entity_id"])

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Records
 from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
                       schema_json, to_annotation)
 from utils.ie_grammar import IEGrammar, grammar_context
@@ -234,6 +235,9 @@ class IETask(UniGroundTask):
                                                   else "")
         view.reference = f"{len(view.records) - count} record(s)"
         return view
+
+    def result(self, prediction):
+        return Records(prediction["score"], prediction["prediction"], prediction["malformed"])
 
 
 def record_parts(record):

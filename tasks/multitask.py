@@ -15,6 +15,7 @@ from fairseq.tasks import register_task
 
 from data.mixture import MixtureDataset
 from tasks.base import LENGTH_LIMITS, UniGroundConfig, UniGroundTask, sibling_task
+from utils.checkpoint import IDENTITY, CheckpointMismatchError
 
 
 @dataclass
@@ -105,6 +106,22 @@ class MultitaskTask(UniGroundTask):
             return 0.0
         total = sum(self.ratios[name] for name in seen)
         return round(sum(self.ratios[name] * value for name, value in seen.items()) / total, 4)
+
+
+def checkpoint_subtask(task, name, path, **options):
+    """Task ``name`` on the vocabulary and common options of ``task``, a checkpoint's (a multitask one, or any
+    other for a merged model), with ``options`` (its data, columns, ...) on top, given the checkpoint's task
+    state: a multitask checkpoint's part for this task, with its data's layout. ``path`` names the checkpoint
+    in a mismatch."""
+    selected = sibling_task(name, task.cfg, task.vocab, **options)
+    state = task.state_dict()
+    own = subtask_state(state, name)
+    own.setdefault(IDENTITY, state[IDENTITY])
+    try:
+        selected.load_state_dict(own)
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{path}: {error}") from None
+    return selected
 
 
 def subtask_state(state_dict, name):

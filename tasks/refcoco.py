@@ -8,6 +8,7 @@ import numpy as np
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Box
 from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
@@ -53,18 +54,20 @@ class RefcocoTask(UniGroundTask):
         text = self.expression(row)
         original = self.read_image(row, "image")
         width, height = original.size
-        box = parse_box(row, width, height)
-        image = self.transform_image(original, train, boxes=np.array([box]))
-        try:
-            bins = self.codec.encode_box(image.boxes[0], *image.size)
-        except CodecError as error:
-            raise row.error("region", str(error)) from None
-        return {
+        box = parse_box(row, width, height) if row.labelled else None
+        image = self.transform_image(original, train, boxes=None if box is None else np.array([box]))
+        sample = {
             "source": self.encode_source(self.prompt.format(text), row, "text"),
-            "target": self.encode_target(self.vocab.bin_ids(bins), row, "region"),
             "image": image.pixels,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height)},
         }
+        if box is not None:
+            try:
+                bins = self.codec.encode_box(image.boxes[0], *image.size)
+            except CodecError as error:
+                raise row.error("region", str(error)) from None
+            sample["target"] = self.encode_target(self.vocab.bin_ids(bins), row, "region")
+        return sample
 
     def row_lengths(self, row):
         return len(self.vocab.encode_text(self.prompt.format(self.expression(row)))), 4
@@ -89,6 +92,9 @@ class RefcocoTask(UniGroundTask):
         boxes = {"prediction": prediction["box"], "reference": prediction["reference"]}
         return SampleView(**{side: box_text(box) for side, box in boxes.items()},
                           marks=[Mark(side, "box", box) for side, box in boxes.items() if box is not None])
+
+    def result(self, prediction):
+        return Box(prediction["score"], prediction["box"])
 
 
 def box_text(box):

@@ -22,6 +22,7 @@ from fairseq.tasks import register_task
 
 from data.media import image_size
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Mask
 from utils.codec import CodecError, LocationCodec
 from utils.constraints import PolygonSyntax
 from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
@@ -71,13 +72,16 @@ class RefsegTask(UniGroundTask):
             raise row.error("text", "empty referring expression")
         original = self.read_image(row, "image")
         width, height = original.size
+        meta = {"uniq_id": row["uniq_id"], "text": text, "size": (width, height), "reference": None}
+        if not row.labelled:
+            return {"source": self.encode_source(self.prompt.format(text), row, "text"),
+                    "image": self.transform_image(original, train).pixels, "meta": meta}
         regions = parse_regions(row, self.read_annotation(row), width, height)
         image = self.transform_image(original, train, polygons=[region_parts(regions)])
         try:
             bins = self.codec.encode_polygons([part.ravel().tolist() for part in image.polygons[0]], *image.size)
         except CodecError as error:
             raise row.error("annotation", f"the mask does not survive encoding: {error}") from None
-        meta = {"uniq_id": row["uniq_id"], "text": text, "size": (width, height)}
         if not train:
             meta["reference"] = encode_rle(reference_mask(regions, width, height, self.codec))
         return {
@@ -119,17 +123,19 @@ class RefsegTask(UniGroundTask):
         return polygons
 
     def decode_prediction(self, tokens, meta):
-        """Polygons in original pixels, and their overlap with the reference mask; a malformed output
-        (possible with --unconstrained) is an empty mask, flagged ``malformed``."""
+        """Polygons in original pixels, and their overlap with the reference mask (when the row has one);
+        a malformed output (possible with --unconstrained) is an empty mask, flagged ``malformed``."""
         width, height = meta["size"]
         bins = self.split_polygons(tokens)
         polygons = [] if bins is None else [
             [round(c, 2) for c in p] for p in self.codec.decode_polygons(bins, width, height)]
-        predicted = self.codec.rasterize(polygons, width, height)
-        intersection, union = mask_overlap(predicted, decode_rle(meta["reference"]))
-        return {"uniq_id": meta["uniq_id"], "text": meta["text"], "polygons": polygons, "malformed": bins is None,
-                "iou": intersection / union if union else 0.0, "intersection": intersection, "union": union,
-                "size": list(meta["size"])}
+        prediction = {"uniq_id": meta["uniq_id"], "text": meta["text"], "polygons": polygons,
+                      "malformed": bins is None, "size": list(meta["size"])}
+        if meta["reference"] is not None:
+            predicted = self.codec.rasterize(polygons, width, height)
+            intersection, union = mask_overlap(predicted, decode_rle(meta["reference"]))
+            prediction.update(iou=intersection / union if union else 0.0, intersection=intersection, union=union)
+        return prediction
 
     def score(self, predictions, full=False):
         """cIoU, mIoU, acc@0.5 and the share of malformed outputs; ``full`` adds their count."""
@@ -146,15 +152,22 @@ class RefsegTask(UniGroundTask):
                 for p in predictions]
 
     def report_view(self, prediction, row):
-        """The predicted polygons against the row's regions (polygons, or an RLE's mask)."""
+        """The predicted polygons against the row's regions (polygons, or an RLE's mask), if it has them."""
         width, height = prediction["size"]
-        regions = parse_regions(row, self.read_annotation(row), width, height)
+        regions = parse_regions(row, self.read_annotation(row), width, height) if row.labelled else []
         marks = [Mark("reference", "polygons" if kind == "polygons" else "mask", value) for kind, value in regions]
         if prediction["polygons"]:
             marks.append(Mark("prediction", "polygons", prediction["polygons"]))
         parts = len(prediction["polygons"])
         predicted = "malformed output" if prediction["malformed"] else f"{parts} polygon{'s' * (parts != 1)}"
-        return SampleView(f"{predicted}, IoU {prediction['iou']:.3f}", f"{len(regions)} region(s)", marks=marks)
+        if "iou" in prediction:
+            predicted += f", IoU {prediction['iou']:.3f}"
+        return SampleView(predicted, f"{len(regions)} region(s)", marks=marks)
+
+    def result(self, prediction):
+        width, height = prediction["size"]
+        return Mask(prediction["score"], prediction["polygons"],
+                    self.codec.rasterize(prediction["polygons"], width, height), prediction["malformed"])
 
 
 def canonical_polygon(bins):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fairseq.tasks import register_task
 
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
+from tasks.results import Answer
 from utils.metrics import seen_unseen_accuracy
 from utils.report import SampleView
 
@@ -42,14 +43,16 @@ class SnliVeTask(ClosedSetTask):
         return list(ANSWERS.values())
 
     def build_sample(self, row, train):
-        label = self.label(row)
+        label = self.label(row) if row.labelled else None
         prompt, hypothesis = self.prompt_of(row)
-        return {
+        sample = {
             "source": self.encode_source(prompt, row, "hypothesis"),
-            "target": self.encode_target(self.vocab.encode_text(ANSWERS[label]), row, "label"),
             **self.read_media(row, train),
             "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
         }
+        if label is not None:
+            sample["target"] = self.encode_target(self.vocab.encode_text(ANSWERS[label]), row, "label")
+        return sample
 
     def row_lengths(self, row):
         return len(self.vocab.encode_text(self.prompt_of(row)[0])), len(self.vocab.encode_text(ANSWERS[self.label(row)]))
@@ -83,3 +86,6 @@ class SnliVeTask(ClosedSetTask):
 
     def report_view(self, prediction, row):
         return SampleView(str(prediction["prediction"]), prediction["label"])
+
+    def result(self, prediction):
+        return Answer(prediction["score"], prediction["prediction"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Span
 from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
@@ -50,22 +51,28 @@ class TemporalGroundingTask(UniGroundTask):
         text = self.query(row)
         if bool(row["video"]) == bool(row["audio"]):
             raise row.error("video", "temporal grounding needs exactly one clip: a video or an audio cell")
-        span = parse_span(row, self.read_annotation(row))
+        span = parse_span(row, self.read_annotation(row)) if row.labelled else None
         media = self.read_media(row, train, keep=span)
         start, length, duration = media.pop("window")
-        if span[1] > duration + SPAN_TOLERANCE:
-            raise row.error("annotation", f"span {span} ends after the {duration:.3f} s clip")
-        try:
-            bins = self.codec.encode_span(span[0] - start, span[1] - start, length)
-        except CodecError as error:  # a long clip's window that misses the span (eval: centred)
-            raise row.error("annotation", f"{error} (window of {length:.3f} s at {start:.3f} s)") from None
-        return {
+        sample = {
             "source": self.encode_source(self.prompt.format(text), row, "text"),
-            "target": self.encode_target(self.vocab.time_ids(bins), row, "annotation"),
             **media,
             "meta": {"uniq_id": row["uniq_id"], "text": text, "span": span, "window": (start, length),
                      "duration": duration},
         }
+        if span is not None:
+            sample["target"] = self.encode_target(self.vocab.time_ids(self.span_bins(row, span, start, length,
+                                                                                     duration)), row, "annotation")
+        return sample
+
+    def span_bins(self, row, span, start, length, duration):
+        """The time bins of ``span`` (seconds of the clip) in the window of ``length`` seconds at ``start``."""
+        if span[1] > duration + SPAN_TOLERANCE:
+            raise row.error("annotation", f"span {span} ends after the {duration:.3f} s clip")
+        try:
+            return self.codec.encode_span(span[0] - start, span[1] - start, length)
+        except CodecError as error:  # a long clip's window that misses the span (eval: centred)
+            raise row.error("annotation", f"{error} (window of {length:.3f} s at {start:.3f} s)") from None
 
     def decode_prediction(self, tokens, meta):
         bins = [self.vocab.to_time_bin(t) for t in tokens]
@@ -84,6 +91,9 @@ class TemporalGroundingTask(UniGroundTask):
         return SampleView(**{side: "no span" if span is None else f"{span[0]:.2f} s to {span[1]:.2f} s"
                              for side, span in spans.items()},
                           marks=[Mark(side, "span", span) for side, span in spans.items() if span is not None])
+
+    def result(self, prediction):
+        return Span(prediction["score"], prediction["span"])
 
 
 def parse_span(row, annotation):

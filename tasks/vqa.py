@@ -22,6 +22,7 @@ from data.dataset import Row
 from data.errors import BadInputError
 from data.tsv import TsvFile
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
+from tasks.results import Answer
 from utils.metrics import vqa_soft_accuracy
 from utils.report import SampleView
 
@@ -175,19 +176,26 @@ class VqaTask(ClosedSetTask):
 
     def build_sample(self, row, train):
         question = self.question(row)
-        answers = parse_answers(row)
+        answers = parse_answers(row) if row.labelled else {}
+        target = self.target(row, answers, train) if row.labelled else None
+        sample = {
+            "source": self.encode_source(self.prompt.format(question), row, "question"),
+            **self.read_media(row, train),
+            "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
+        }
+        if target is not None:
+            sample["target"] = self.encode_target(self.vocab.encode_text(target), row, "answers")
+        return sample
+
+    def target(self, row, answers, train):
+        """The answer a row is trained on: its most confident candidate answer."""
         target = best_answer(answers, self.answer_set)
         if target is None:
             if train:
                 raise row.error("answers", f"none of the answers {sorted(answers)} is a candidate answer (from "
                                            f"{self.answers_source}): add one to the list or drop the row")
             target = best_answer(answers)  # scored, but never produced under the constraint
-        return {
-            "source": self.encode_source(self.prompt.format(question), row, "question"),
-            "target": self.encode_target(self.vocab.encode_text(target), row, "answers"),
-            **self.read_media(row, train),
-            "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
-        }
+        return target
 
     def decode_prediction(self, tokens, meta):
         choice = self.choice_of(tokens)
@@ -201,3 +209,6 @@ class VqaTask(ClosedSetTask):
     def report_view(self, prediction, row):
         answers = ", ".join(f"{answer} ({confidence:g})" for answer, confidence in prediction["references"].items())
         return SampleView(prediction["answer"], answers)
+
+    def result(self, prediction):
+        return Answer(prediction["score"], prediction["answer"])

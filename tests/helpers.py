@@ -103,3 +103,47 @@ def child_processes(pid):
         if int(fields[1]) == pid and fields[0] not in "ZX":
             children[int(entry)] = name
     return children
+
+
+# ---- every landed task on a few demo rows ----------------------------------------------------------------
+
+FIRST = (0, 1, 2)
+# task -> (valid file, training file or None, task options, rows taken)
+LANDED = {
+    "caption": ("caption_valid.tsv", None, {}, FIRST),
+    "video_caption": ("video_caption_valid.tsv", None, {}, FIRST),
+    "audio_caption": ("audio_caption_valid.tsv", None, {}, FIRST),
+    "refcoco": ("refcoco_valid.tsv", None, {}, FIRST),
+    "refseg": ("refseg_valid.tsv", None, {}, FIRST),
+    "vqa": ("vqa_valid.tsv", "vqa_train.tsv", {}, FIRST),
+    "video_qa": ("video_qa_valid.tsv", "video_qa_train.tsv", {}, FIRST),
+    "snli_ve": ("snli_ve_valid.tsv", None, {}, FIRST),
+    "entity_recognition": ("entity_valid.tsv", None, {"catalogue": "entities.tsv"}, FIRST),
+    "temporal_grounding": ("temporal_valid.tsv", None, {}, (0, 1, 2, 3)),  # two video rows, two audio rows
+    # the IE rows cycle through the modality mixes I, V, A, T, T+I, T+V, T+A, I+A, T+I+A, V+A
+    "ner": ("ner_valid.tsv", None, {}, (4, 5, 8)),
+    "re": ("re_valid.tsv", None, {}, (4, 6, 9)),
+    "ee": ("ee_valid.tsv", None, {}, (5, 7, 8)),
+}
+
+
+def eval_args(data, **options):
+    args = Namespace(batch_size=4, num_workers=0, beam=2, max_len_b=24, min_len=1, cpu=True, data=str(data),
+                     path=["in-process tiny model"], report_limit=50, task=None, selected_cols=None, task_option=[])
+    vars(args).update(options)
+    return args
+
+
+def few_rows(demo_dir, tmp_path, name, rows=FIRST):
+    lines = read_lines(demo_dir / name)
+    return write_tsv(tmp_path / name, [lines[i] for i in rows])
+
+
+def landed_task(name, demo_dir, vocab_dir, out):
+    """(task, data) of ``LANDED`` task ``name`` on its few demo rows, copied into ``out``."""
+    valid, train, options, rows = LANDED[name]
+    data = few_rows(demo_dir, out, valid, rows)
+    if train:
+        data = f"{demo_dir}/{train},{data}"
+    options = {k: str(demo_dir / v) if k == "catalogue" else v for k, v in options.items()}
+    return build_task(name, data, vocab_dir, **options), data

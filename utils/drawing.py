@@ -6,6 +6,7 @@ under the audio waveform, on one axis in seconds of the whole clip. The referenc
 have one colour each (``COLOURS``); the prediction is drawn last, so its outlines stay visible where
 the two coincide.
 """
+import io
 import logging
 from dataclasses import dataclass
 
@@ -102,8 +103,8 @@ def _label(draw, anchor, text, colour):
     draw.text((x + 1 - left, y + 1 - top), text, fill=colour)
 
 
-def frame_strip(frames, duration, marks, path):
-    """Save the sampled video ``frames`` (F x 3 x S x S uint8, sampled at the centres of F equal
+def frame_strip(frames, duration, marks):
+    """PNG bytes of the sampled video ``frames`` (F x 3 x S x S uint8, sampled at the centres of F equal
     segments, so frame i covers [i, i + 1) * duration / F) side by side over a seconds axis, with the
     span marks as bars under it."""
     strip = np.concatenate([np.asarray(f).transpose(1, 2, 0) for f in frames], axis=1)
@@ -112,11 +113,11 @@ def frame_strip(frames, duration, marks, path):
         ax.imshow(strip, extent=(0, duration, 0, 1), aspect="auto", interpolation="nearest")
         ax.set_yticks([])
 
-    _timeline(draw, duration, marks, path, width=max(6.0, len(frames) * 1.1))
+    return _timeline(draw, duration, marks, width=max(6.0, len(frames) * 1.1))
 
 
-def waveform(samples, sample_rate, marks, path):
-    """Save the waveform of mono ``samples`` (its min/max envelope) over a seconds axis, with the
+def waveform(samples, sample_rate, marks):
+    """PNG bytes of the waveform of mono ``samples`` (its min/max envelope) over a seconds axis, with the
     span marks as bars under it."""
     samples = np.asarray(samples, dtype=np.float32)
     duration = len(samples) / sample_rate
@@ -131,11 +132,11 @@ def waveform(samples, sample_rate, marks, path):
         ax.set_xlim(0, duration)
         ax.set_ylabel("amplitude")
 
-    _timeline(draw, duration, marks, path, width=8.0)
+    return _timeline(draw, duration, marks, width=8.0)
 
 
-def _timeline(draw_medium, duration, marks, path, width):
-    """A figure of the medium over a bar track holding one row per side for the span marks."""
+def _timeline(draw_medium, duration, marks, width):
+    """PNG bytes of a figure of the medium over a bar track holding one row per side for the span marks."""
     spans = [m for m in marks if m.kind == "span"]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(width, 2.6), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 1]})
@@ -148,11 +149,26 @@ def _timeline(draw_medium, duration, marks, path, width):
     bottom.set(ylim=(0, len(SIDES)), yticks=[r + 0.5 for r in range(len(SIDES))], yticklabels=SIDES,
                xlim=(0, duration), xlabel="seconds")
     figure.tight_layout()
-    save_figure(figure, path, dpi=80)
+    return figure_png(figure, dpi=80)
+
+
+def image_png(image):
+    """PNG bytes of a PIL image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_png(figure, dpi):
+    """PNG bytes of a matplotlib figure, which is then closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def save_figure(figure, path, dpi):
     """A matplotlib figure as a PNG at ``path``, written atomically, then closed."""
+    png = figure_png(figure, dpi)
     with atomic_open(path, "wb") as f:
-        figure.savefig(f, format="png", dpi=dpi)
-    plt.close(figure)
+        f.write(png)

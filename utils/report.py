@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from utils.drawing import COLOURS, IMAGE_KINDS, SIDES, draw_on_image, frame_strip, waveform
+from utils.drawing import COLOURS, IMAGE_KINDS, SIDES, draw_on_image, frame_strip, image_png, waveform
 from utils.files import atomic_open
 
 REPORT_FRAME_SIZE = 160  # pixels of a video frame in the strip
@@ -75,7 +75,8 @@ def write_report(out_dir, task, predictions, indices, prompts, metrics, title, l
     for i in chosen:
         row = dataset.row(indices[i])
         view = task.report_view(predictions[i], row)
-        pictures = render_media(task.report_media(row, REPORT_FRAME_SIZE), view.marks, out_dir, f"{i:06d}")
+        pictures = write_pictures(render_media(task.report_media(row, REPORT_FRAME_SIZE), view.marks), out_dir,
+                                  f"{i:06d}")
         cards.append(sample_card(i, row, prompts[i], view, scores[i], pictures))
     names = sorted({name for i in chosen for name in scores[i]}, key=lambda n: (n != key, n))
     note = "" if len(chosen) == len(predictions) else (
@@ -86,28 +87,35 @@ def write_report(out_dir, task, predictions, indices, prompts, metrics, title, l
     return os.path.join(out_dir, "index.html")
 
 
-def render_media(media, marks, out_dir, stem):
-    """Draw the row's media with the marks; [(file relative to out_dir, description)]. Spans go on the
-    clip whose timeline they are in: the video's when there is one, else the audio's."""
+def render_media(media, marks):
+    """The row's media drawn with the marks: [(kind, PNG bytes, description)], kind "image", "frames"
+    or "audio". Spans go on the clip whose timeline they are in: the video's when there is one, else the
+    audio's."""
     pictures = []
     if "image" in media:
-        path = f"media/{stem}-image.png"
-        with atomic_open(os.path.join(out_dir, path), "wb") as f:
-            draw_on_image(media["image"], [m for m in marks if m.kind in IMAGE_KINDS]).save(f, format="PNG")
-        pictures.append((path, "image"))
+        pictures.append(("image", image_png(draw_on_image(media["image"], [m for m in marks if m.kind in IMAGE_KINDS])),
+                         "image"))
     spans = [m for m in marks if m.kind == "span"]
     if "video" in media:
         frames, duration = media["video"]
-        path = f"media/{stem}-frames.png"
-        frame_strip(frames, duration, spans, os.path.join(out_dir, path))
-        pictures.append((path, f"{len(frames)} frames of {duration:.2f} s"))
+        pictures.append(("frames", frame_strip(frames, duration, spans), f"{len(frames)} frames of {duration:.2f} s"))
         spans = []
     if "audio" in media:
         samples, rate = media["audio"]
-        path = f"media/{stem}-audio.png"
-        waveform(samples, rate, spans, os.path.join(out_dir, path))
-        pictures.append((path, f"waveform of {len(samples) / rate:.2f} s"))
+        pictures.append(("audio", waveform(samples, rate, spans), f"waveform of {len(samples) / rate:.2f} s"))
     return pictures
+
+
+def write_pictures(pictures, out_dir, stem):
+    """Write ``render_media``'s pictures as ``out_dir/media/<stem>-<kind>.png``; [(file relative to out_dir,
+    description)]."""
+    written = []
+    for kind, png, description in pictures:
+        path = f"media/{stem}-{kind}.png"
+        with atomic_open(os.path.join(out_dir, path), "wb") as f:
+            f.write(png)
+        written.append((path, description))
+    return written
 
 
 def esc(value):
