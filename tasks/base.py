@@ -72,6 +72,9 @@ class UniGroundConfig(FairseqDataclass):
     loader_timeout: float = field(default=600.0, metadata={
         "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
                 "(0: wait forever); with --num-workers > 0"})
+    ofa_preprocessing: bool = field(default=False, metadata={
+        "help": "preprocess as OFA, as OFA's checkpoints were trained: images decoded whole and resized by PIL's "
+                "bicubic filter, texts cleaned as OFA cleans them (tasks/ofa_checkpoint.py); set for an OFA checkpoint"})
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
     max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
@@ -123,9 +126,11 @@ class UniGroundTask(FairseqTask):
         super().__init__(cfg)
         self.vocab = vocab
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, cfg.max_poly_vertices)
+        resize = {"pil_bicubic": cfg.ofa_preprocessing}
         self.image_transforms = {
-            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob),
-            False: ImageTransform(cfg.patch_image_size, train=False),
+            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob,
+                                 **resize),
+            False: ImageTransform(cfg.patch_image_size, train=False, **resize),
         }
         self.fit_lengths()
         self.constraint = self.build_constraint()
@@ -296,8 +301,10 @@ class UniGroundTask(FairseqTask):
 
     def read_image(self, row, column, draft=True):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
-        scale that still covers the model input, unless a training crop could zoom into it."""
-        draft_size = self.cfg.patch_image_size if draft and self.cfg.crop_prob == 0 else None
+        scale that still covers the model input, unless a training crop could zoom into it or OFA's
+        preprocessing resizes the whole image."""
+        whole = self.cfg.crop_prob > 0 or self.cfg.ofa_preprocessing
+        draft_size = self.cfg.patch_image_size if draft and not whole else None
         image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
                              self.cfg.exif_transpose)
         row.exif_orientation = image.orientation

@@ -11,7 +11,6 @@ its candidate texts (``choice_texts``) and what a chosen index means.
 import logging
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from fairseq.data import data_utils
 
@@ -30,13 +29,6 @@ class ClosedSetConfig(UniGroundConfig):
                 "candidate by its log-likelihood, keep the best)"})
     candidate_logits: int = field(default=1 << 24, metadata={
         "help": "candidates mode: most logits (pairs x length x vocabulary) computed by one decoder pass"})
-
-
-def encode_texts(vocab, texts):
-    """Dictionary ids of many texts at once, equal to ``vocab.encode_text`` of each."""
-    sp, dictionary = vocab.sp, vocab.dictionary
-    table = np.array([dictionary.index(sp.id_to_piece(i)) for i in range(sp.get_piece_size())], dtype=np.int64)
-    return [table[ids].tolist() for ids in sp.encode(list(texts), out_type=int)]
 
 
 class ClosedSetTask(UniGroundTask):
@@ -75,7 +67,7 @@ class ClosedSetTask(UniGroundTask):
         """The longest candidate and EOS: every candidate can be generated whole."""
         if not self.choices_known():
             return 1
-        return max(len(ids) for ids in encode_texts(self.vocab, self.choice_texts())) + 1
+        return max(len(ids) for ids in self.vocab.encode_outputs(self.choice_texts())) + 1
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
@@ -85,7 +77,7 @@ class ClosedSetTask(UniGroundTask):
     def build_trie(self):
         texts = list(self.choice_texts())
         eos = self.vocab.dictionary.eos()
-        encoded = encode_texts(self.vocab, texts)
+        encoded = self.vocab.encode_outputs(texts)
         over = sum(len(ids) >= self.cfg.max_tgt_length for ids in encoded)
         if over:
             raise ValueError(f"{over} of {len(texts)} candidate texts need more than --max-tgt-length "

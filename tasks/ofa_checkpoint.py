@@ -1,8 +1,13 @@
 """An OFA checkpoint as a UniGround model and task: OFA's task options carried over, OFA's vocabulary.
 
 OFA's fine-tuning tasks map onto UniGround's (``vqa_gen`` is ``vqa``); the task
-reads OFA's BPE files from ``bpe_dir`` so that token ids match the checkpoint.
+reads OFA's BPE files from ``bpe_dir`` so that token ids match the checkpoint, preprocesses
+as OFA's datasets do (``ofa_preprocessing``: PIL's bicubic resize, OFA's text cleaning,
+targets after a space) with the checkpoint's image size, bins and box span, and evaluates
+with the settings of OFA's evaluation scripts. Options given by the user override all of these.
 """
+import json
+
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
@@ -10,18 +15,34 @@ from models.ofa import OFACheckpointError, ofa_model_from_state
 from utils.checkpoint import load_state
 
 OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli_ve": "snli_ve"}
-CARRIED_OPTIONS = ("patch_image_size", "num_bins", "max_src_length", "max_tgt_length")  # same meaning in both
+# OFA's task option -> UniGround's of the same meaning. OFA's max_src_length and max_tgt_length are not
+# among them: OFA cuts texts to that many words, UniGround cuts nothing and sizes its token limits to the data.
+CARRIED_OPTIONS = {"patch_image_size": "patch_image_size", "num_bins": "num_bins",
+                   "max_image_size": "bin_span", "add_caption": "add_premise"}
+# How OFA's run_scripts/*/evaluate_*.sh evaluate each task (beam search, or every candidate scored).
+OFA_EVALUATION = {
+    "caption": {"eval_args": {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}},
+    "refcoco": {"eval_args": {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, "no_repeat_ngram_size": 3}},
+    "vqa_gen": {"eval_args": {"beam": 5, "unnormalized": True, "temperature": 1.0}, "eval_mode": "beam"},
+    "snli_ve": {"eval_mode": "candidates"},
+}
 
 
 def ofa_task_config(ofa_task, path):
-    name = OFA_TASKS.get(ofa_task.get("_name"))
+    """(UniGround task name, its config) for an OFA checkpoint's task options: OFA's preprocessing, the
+    options OFA's task carries, and OFA's evaluation settings."""
+    ofa_name = ofa_task.get("_name")
+    name = OFA_TASKS.get(ofa_name)
     if name is None:
-        raise OFACheckpointError(f"{path}: OFA task {ofa_task.get('_name')!r} has no UniGround counterpart "
+        raise OFACheckpointError(f"{path}: OFA task {ofa_name!r} has no UniGround counterpart "
                                  f"(known: {', '.join(OFA_TASKS)})")
     cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
-    for option in CARRIED_OPTIONS:
-        if ofa_task.get(option) is not None:
-            cfg[option] = ofa_task[option]
+    cfg.ofa_preprocessing = True
+    for option, own in CARRIED_OPTIONS.items():
+        if ofa_task.get(option) is not None and own in cfg:
+            cfg[own] = ofa_task[option]
+    for option, value in OFA_EVALUATION[ofa_name].items():
+        cfg[option] = json.dumps(value) if option == "eval_args" else value
     return name, cfg
 
 

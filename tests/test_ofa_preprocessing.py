@@ -1,0 +1,173 @@
+"""OFA checkpoints preprocess and generate as OFA does: image resize, prompts, text cleaning, box bins, beam
+settings, VQA answers from OFA's ans2label.pkl. Expected values follow OFA's own code
+(data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py, run_scripts/*/evaluate_*.sh)."""
+import base64
+import io
+import os
+import pickle
+import re
+import shutil
+import string
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from conftest import SHARED_DATA
+from data.errors import BadInputError
+from helpers import read_lines, set_cell, write_tsv
+from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
+from tasks.vqa import read_answer_file
+from test_ofa_vocab import write_bpe_files
+
+ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
+CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")
+needs_oracle = pytest.mark.skipif(not os.path.isdir(ORACLE), reason=f"the OFA oracle fixture {ORACLE} is absent")
+
+
+def ofa_pre_caption(text):
+    """data/ofa_dataset.py pre_caption, as OFA writes it."""
+    text = text.lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ").replace("<person>", "person")
+    return re.sub(r"\s{2,}", " ", text).rstrip("\n").strip(" ")
+
+
+def ofa_pixels(cell, size):
+    """OFA's patch_resize_transform: RGB, Resize((size, size), BICUBIC), ToTensor, Normalize(0.5, 0.5)."""
+    image = Image.open(io.BytesIO(base64.urlsafe_b64decode(cell))).convert("RGB").resize((size, size), Image.BICUBIC)
+    return (torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1) - 0.5) / 0.5
+
+
+@pytest.fixture(scope="module")
+def bpe_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bpe")
+    write_bpe_files(folder)
+    if os.path.isdir(ORACLE):
+        shutil.copy(os.path.join(ORACLE, "dict.txt"), folder / "dict.txt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def refcoco(demo_dir, bpe_dir, tmp_path_factory):
+    """The oracle checkpoint (OFA's refcoco task: patch_image_size 256, max_image_size 512) on refcoco rows
+    whose expressions OFA's cleaning changes."""
+    rows = read_lines(demo_dir / "refcoco_valid.tsv", 2)
+    rows = [set_cell(rows[0], 3, "  .The Red-Cup/left  <person> "), set_cell(rows[1], 3, "what")]
+    data = write_tsv(tmp_path_factory.mktemp("refcoco") / "refcoco.tsv", rows)
+    [model], task = load_ofa_model_and_task(CHECKPOINT, str(bpe_dir), {"data": data})
+    task.load_dataset("valid")
+    return task, rows
+
+
+@needs_oracle
+def test_refcoco_checkpoint_sets_ofas_preprocessing_and_beam_settings(refcoco):
+    task, _ = refcoco
+    cfg = task.cfg
+    assert cfg.ofa_preprocessing and cfg.patch_image_size == 256 and cfg.bin_span == 512 and cfg.num_bins == 1000
+    # run_scripts/refcoco/evaluate_refcoco*.sh
+    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    assert (args.beam, args.min_len, args.max_len_a, args.max_len_b, args.no_repeat_ngram_size) == (5, 4, 0, 4, 3)
+    given = evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z", "--beam", "2", "--lenpen", "0.5"])
+    assert (evaluate.generation_args(given, task).beam, evaluate.generation_args(given, task).lenpen) == (2, 0.5)
+
+
+@needs_oracle
+def test_refcoco_sample_is_ofas_pixels_prompt_and_box_bins(refcoco):
+    task, rows = refcoco
+    vocab = task.vocab
+    sample = task.dataset("valid")[0]
+    cells = rows[0].split("\t")
+    assert torch.allclose(sample["image"], ofa_pixels(cells[4], 256), atol=1e-6)
+    expression = ofa_pre_caption(cells[2])
+    assert expression == ".the red cup left person"
+    prompt = vocab.encode_text(' which region does the text " {} " describe?'.format(expression))
+    assert sample["source"].tolist() == [vocab.dictionary.bos()] + prompt + [vocab.dictionary.eos()]
+    # RandomResize([256], max_size=256) makes the image 256 x 256; Normalize divides boxes by max_image_size 512
+    width, height = Image.open(io.BytesIO(base64.urlsafe_b64decode(cells[4]))).size
+    box = torch.tensor([float(v) for v in cells[3].split(",")])
+    scaled = box * torch.tensor([256 / width, 256 / height] * 2) / 512
+    bins = [int((v * 999).round()) for v in scaled]
+    assert max(bins) < 500 and sample["target"].tolist() == vocab.bin_ids(bins) + [vocab.dictionary.eos()]
+    # eval_refcoco: bins / (num_bins - 1) * max_image_size / resize ratio
+    predicted = task.decode_prediction(vocab.bin_ids(bins), sample["meta"])["box"]
+    ratios = [256 / width, 256 / height] * 2
+    assert np.allclose(predicted, [b / 999 * 512 / r for b, r in zip(bins, ratios)], atol=1e-4)
+
+
+def task_from_ofa_options(ofa_options, bpe_dir, data, **extra):
+    from fairseq.tasks import TASK_REGISTRY
+    name, cfg = ofa_task_config(ofa_options, "ofa.pt")
+    cfg.data, cfg.bpe_dir, cfg.seed = str(data), str(bpe_dir), 1
+    for key, value in extra.items():
+        cfg[key] = value
+    return TASK_REGISTRY[name].setup_task(cfg)
+
+
+@needs_oracle
+def test_caption_targets_and_outputs_lose_punctuation_keep_case_and_start_with_a_space(demo_dir, bpe_dir, tmp_path):
+    row = set_cell(read_lines(demo_dir / "caption_valid.tsv", 1)[0], 3, "A man's hat, red.&&two  cats")
+    task = task_from_ofa_options({"_name": "caption", "patch_image_size": 480, "max_image_size": 512}, bpe_dir,
+                                 write_tsv(tmp_path / "caption.tsv", [row]))
+    assert task.cfg.patch_image_size == 480 and "bin_span" not in task.cfg
+    assert {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}.items() <= evaluate.json.loads(
+        task.cfg.eval_args).items()  # run_scripts/caption/evaluate_caption*.sh
+    task.load_dataset("valid")
+    sample = task.dataset("valid")[0]
+    caption = "A man's hat, red.".translate(str.maketrans({c: None for c in string.punctuation})).strip()
+    assert caption == "A mans hat red"
+    assert sample["target"].tolist() == task.vocab.encode_text(" " + caption) + [task.vocab.dictionary.eos()]
+    assert sample["meta"]["references"] == ["A mans hat red", "two cats"]
+    assert sample["source"][1:-1].tolist() == task.vocab.encode_text(" what does the image describe?")
+    assert sample["image"].shape == (3, 480, 480)
+
+
+@needs_oracle
+def test_vqa_and_snli_ve_targets_start_with_a_space_and_take_ofas_settings(demo_dir, bpe_dir, tmp_path):
+    answers = tmp_path / "ans2label.pkl"
+    answers.write_bytes(pickle.dumps({"no": 1, "yes": 0}))
+    vqa = task_from_ofa_options({"_name": "vqa_gen", "patch_image_size": 480}, bpe_dir,
+                                write_tsv(tmp_path / "vqa.tsv", read_lines(demo_dir / "vqa_valid.tsv", 1)),
+                                answers_file=str(answers))
+    assert vqa.cfg.eval_mode == "beam" and evaluate.json.loads(vqa.cfg.eval_args) == {
+        "beam": 5, "unnormalized": True, "temperature": 1.0}  # run_scripts/vqa/evaluate_vqa_beam*.sh
+    assert vqa.choices == ["yes", "no"]
+    eos = vqa.vocab.dictionary.eos()
+    assert vqa.choice_tokens == [vqa.vocab.encode_text(" yes") + [eos], vqa.vocab.encode_text(" no") + [eos]]
+    assert vqa.vocab.encode_text(" yes") != vqa.vocab.encode_text("yes")
+
+    snli = task_from_ofa_options({"_name": "snli_ve", "patch_image_size": 480, "add_caption": True}, bpe_dir,
+                                 write_tsv(tmp_path / "snli.tsv", read_lines(demo_dir / "snli_ve_valid.tsv", 1)))
+    assert snli.cfg.eval_mode == "candidates" and snli.cfg.add_premise  # OFA's all-candidate snli_ve evaluation
+    snli.load_dataset("valid")
+    sample = snli.dataset("valid")[0]
+    row = read_lines(demo_dir / "snli_ve_valid.tsv", 1)[0].split("\t")
+    prompt = ' can image and text1 " {} " imply text2 " {} "?'.format(ofa_pre_caption(row[4]), ofa_pre_caption(row[3]))
+    assert sample["source"][1:-1].tolist() == snli.vocab.encode_text(prompt)
+
+
+def test_ofa_answer_pickle_is_read_as_plain_data(tmp_path):
+    path = tmp_path / "trainval_ans2label.pkl"
+    path.write_bytes(pickle.dumps({"two": 2, "yes": 0, "no": 1}, protocol=2))
+    assert read_answer_file(path) == ["yes", "no", "two"]
+
+
+class Planted:
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_an_answer_pickle_naming_a_class_or_function_is_refused_without_running_it(tmp_path):
+    planted = Planted()
+    planted.target = tmp_path / "written-by-the-pickle"
+    path = tmp_path / "ans2label.pkl"
+    path.write_bytes(pickle.dumps({"yes": planted}))
+    with pytest.raises(BadInputError, match=r"ans2label.pkl:1: column 1: not a readable pickle of plain data: "
+                                            r"it names io.open; .* nothing in a pickle is run"):
+        read_answer_file(path)
+    assert not planted.target.exists()
+    pickle.loads(path.read_bytes()).get("yes").close()  # what an ordinary unpickler does with it
+    assert planted.target.exists()
+    (tmp_path / "truncated.pkl").write_bytes(pickle.dumps({"yes": 0})[:-3])
+    with pytest.raises(BadInputError, match="truncated.pkl:1: column 1: not a readable pickle"):
+        read_answer_file(tmp_path / "truncated.pkl")
