@@ -19,6 +19,10 @@ OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli
 # among them: OFA cuts texts to that many words, UniGround cuts nothing and sizes its token limits to the data.
 CARRIED_OPTIONS = {"patch_image_size": "patch_image_size", "num_bins": "num_bins",
                    "max_image_size": "bin_span", "add_caption": "add_premise"}
+# OFA task options whose other values change what the model sees -> the values computed here.
+# prompt_type "prev_output" (OFA's VQA and SNLI-VE fine-tuning) feeds the source to the decoder too.
+UNSUPPORTED_OPTIONS = {"prompt_type": (None, "none"), "imagenet_default_mean_and_std": (None, False),
+                       "add_object": (None, False)}
 # How OFA's run_scripts/*/evaluate_*.sh evaluate each task (beam search, or every candidate scored).
 OFA_EVALUATION = {
     "caption": {"eval_args": {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}},
@@ -36,6 +40,10 @@ def ofa_task_config(ofa_task, path):
     if name is None:
         raise OFACheckpointError(f"{path}: OFA task {ofa_name!r} has no UniGround counterpart "
                                  f"(known: {', '.join(OFA_TASKS)})")
+    unsupported = [f"{option}={ofa_task[option]!r}" for option, plain in UNSUPPORTED_OPTIONS.items()
+                   if ofa_task.get(option) not in plain]
+    if unsupported:
+        raise OFACheckpointError(f"{path}: OFA task options not implemented here: {', '.join(unsupported)}")
     cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
     cfg.ofa_preprocessing = True
     for option, own in CARRIED_OPTIONS.items():

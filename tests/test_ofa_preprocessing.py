@@ -18,6 +18,7 @@ import evaluate
 from conftest import SHARED_DATA
 from data.errors import BadInputError
 from helpers import read_lines, set_cell, write_tsv
+from models.ofa import OFACheckpointError
 from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
 from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
@@ -144,6 +145,14 @@ def test_vqa_and_snli_ve_targets_start_with_a_space_and_take_ofas_settings(demo_
     row = read_lines(demo_dir / "snli_ve_valid.tsv", 1)[0].split("\t")
     prompt = ' can image and text1 " {} " imply text2 " {} "?'.format(ofa_pre_caption(row[4]), ofa_pre_caption(row[3]))
     assert sample["source"][1:-1].tolist() == snli.vocab.encode_text(prompt)
+
+
+def test_ofa_task_options_not_implemented_are_named():
+    options = {"_name": "vqa_gen", "prompt_type": "prev_output", "add_object": True, "patch_image_size": 480}
+    with pytest.raises(OFACheckpointError, match="vqa.pt: OFA task options not implemented here: "
+                                                 "prompt_type='prev_output', add_object=True"):
+        ofa_task_config(options, "vqa.pt")
+    assert ofa_task_config({**options, "prompt_type": "none", "add_object": False}, "vqa.pt")[0] == "vqa"
 
 
 def test_ofa_answer_pickle_is_read_as_plain_data(tmp_path):
