@@ -34,7 +34,7 @@ from data.tsv import TsvFile
 from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.codec import LocationCodec
-from utils.constraints import ConstrainedEnsemble
+from utils.constraints import ConstrainedEnsemble, DecoderPrompted
 from utils.ofa_vocab import OFAVocabulary
 from utils.progress import track
 from utils.vocab import Vocabulary
@@ -49,8 +49,8 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 # Options that leave every row's token counts as they are: changing one reuses the cached counts.
 # (The vocabulary's own fingerprint stands for vocab_dir and bpe_dir.)
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
-                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir",
-                      "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
+                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
+                      "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
                       "max_image_pixels", "max_video_seconds", "max_input_audio_seconds"}
 
 
@@ -110,6 +110,9 @@ class UniGroundConfig(FairseqDataclass):
     eval_args: str = field(default='{"beam": 5, "max_len_b": 32}', metadata={
         "help": "generation arguments for validation scoring, as JSON"})
     unconstrained: bool = field(default=False, metadata={"help": "generate without the task's output constraint"})
+    decoder_prompt: bool = field(default=False, metadata={
+        "help": "the decoder reads the prompt before its output, which alone is the target and is generated "
+                "(OFA's prompt_type=prev_output, which its VQA and SNLI-VE checkpoints were fine-tuned with)"})
     seed: int = II("common.seed")
 
 
@@ -484,12 +487,20 @@ class UniGroundTask(FairseqTask):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         sources = [s["source"] for s in samples]
         targets = [s["target"] for s in samples]
-        target = data_utils.collate_tokens(targets, pad, eos)
+        metas = [s["meta"] for s in samples]
+        prompts = None
+        if self.cfg.decoder_prompt:
+            prompts = [source[len(self.vocab.source_prefix):-1] for source in sources]
+            metas = [dict(meta, decoder_prompt_length=len(prompt)) for meta, prompt in zip(metas, prompts)]
+            targets = [torch.cat([prompt, t]) for prompt, t in zip(prompts, targets)]
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
             "prev_output_tokens": self.decoder_inputs(targets),
         }
+        if prompts is not None:  # the prompt is read, not learnt: padding in the target
+            targets = [t.index_fill(0, torch.arange(len(prompt)), pad) for prompt, t in zip(prompts, targets)]
+        target = data_utils.collate_tokens(targets, pad, eos)
         net_input.update(collate_media(samples))
         batch = {
             "id": torch.tensor([s["id"] for s in samples]),
@@ -497,11 +508,20 @@ class UniGroundTask(FairseqTask):
             "ntokens": int(target.ne(pad).sum()),
             "net_input": net_input,
             "target": target,
-            "meta": [s["meta"] for s in samples],
+            "meta": metas,
         }
-        if self.constraint is not None:
-            batch["constraint_masks"] = self.constraint.for_batch(batch["meta"]).training_masks(target)
+        if prompts is not None:
+            batch["decoder_prompts"] = data_utils.collate_tokens(prompts, pad)
+        constraint = self.output_constraint()
+        if constraint is not None:
+            batch["constraint_masks"] = constraint.for_batch(metas).training_masks(target)
         return batch
+
+    def output_constraint(self):
+        """The task's constraint, placed after the decoder prompt when there is one."""
+        if self.constraint is None or not self.cfg.decoder_prompt:
+            return self.constraint
+        return DecoderPrompted(self.constraint)
 
     # ---- bad rows -----------------------------------------------------------------------------
 
@@ -640,7 +660,7 @@ class UniGroundTask(FairseqTask):
                            "(--max-tgt-length %d): longer outputs end early", args.max_len_b,
                            self.cfg.max_tgt_length - 1, self.cfg.max_tgt_length)
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            constraint = self.constraint
+            constraint = self.output_constraint()
             if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):
                 # outputs must end within the generator's limit too (fairseq asserts at it)
                 constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
@@ -649,21 +669,26 @@ class UniGroundTask(FairseqTask):
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """fairseq's, with the output constraint bound to this batch's samples first, starting from the
-        vocabulary's decoder start."""
+        vocabulary's decoder start, then the decoder prompts (if any) forced."""
         if isinstance(getattr(generator, "model", None), ConstrainedEnsemble):
             generator.model.bind(sample["meta"])
+        if prefix_tokens is None:
+            prefix_tokens = sample.get("decoder_prompts")
         with torch.no_grad():
             return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints,
                                       bos_token=self.vocab.decoder_start)
 
     def predict(self, generator, models, sample):
         """Prediction records of the best hypotheses, each with its ``score``: the mean log-probability
-        per token (EOS included) the model gives it."""
+        per token (EOS included) the model gives it; a decoder prompt is neither output nor scored."""
         hypotheses = self.inference_step(generator, models, sample)
         eos = self.vocab.dictionary.eos()
-        return [self.scored_prediction([t for t in hyps[0]["tokens"].tolist() if t != eos], meta,
-                                       hyps[0]["positional_scores"].mean())
-                for hyps, meta in zip(hypotheses, sample["meta"])]
+        predictions = []
+        for hyps, meta in zip(hypotheses, sample["meta"]):
+            start = meta.get("decoder_prompt_length", 0)
+            tokens = [t for t in hyps[0]["tokens"][start:].tolist() if t != eos]
+            predictions.append(self.scored_prediction(tokens, meta, hyps[0]["positional_scores"][start:].mean()))
+        return predictions
 
     def scored_prediction(self, tokens, meta, score):
         return {**self.decode_prediction(tokens, meta), "score": round(float(score), 6)}

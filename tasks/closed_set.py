@@ -120,13 +120,14 @@ class ClosedSetTask(UniGroundTask):
         pushed off the trie (score -inf) never finishes: with more beams than candidates the search
         would run into the length limit and fail, so the beam is at most the candidate count. And
         a hypothesis cut by the length limit inside a candidate has no token left (fairseq forces
-        EOS there, which the trie forbids), so the longest candidate must fit.
+        EOS there, which the trie forbids), so the longest candidate must fit, after the longest decoder
+        prompt if there is one.
         """
         if getattr(args, "beam", 5) > self.trie.num_distinct:
             logger.warning("beam %d is more than the %d candidates: using beam %d", args.beam,
                            self.trie.num_distinct, self.trie.num_distinct)
             args.beam = self.trie.num_distinct
-        longest = self.trie.max_length - 1
+        longest = self.trie.max_length - 1 + (self.cfg.max_src_length if self.cfg.decoder_prompt else 0)
         if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", 200) < longest:
             logger.warning("raising the generation limit max_len_b from %d to %d tokens, the longest candidate",
                            args.max_len_b, longest)
@@ -148,17 +149,31 @@ class ClosedSetTask(UniGroundTask):
                                        self.decoder_inputs(tokens))
         return self._candidate_tensors[1:]
 
+    def pair_tensors(self, sample, which, choice):
+        """Targets and decoder inputs of (sample, candidate) pairs: the candidate's, after the sample's
+        decoder prompt (padding in the target) if there is one."""
+        targets, previous = self.candidate_tensors()
+        if "decoder_prompts" not in sample:
+            return targets[choice], previous[choice]
+        pad = self.vocab.dictionary.pad()
+        prompts = [sample["decoder_prompts"][i][:sample["meta"][i]["decoder_prompt_length"]].cpu()
+                   for i in which.tolist()]
+        tokens = [torch.tensor(self.choice_tokens[c]) for c in choice.tolist()]
+        return (data_utils.collate_tokens([torch.cat([p.new_full(p.shape, pad), t]) for p, t in zip(prompts, tokens)], pad),
+                self.decoder_inputs([torch.cat([p, t]) for p, t in zip(prompts, tokens)]))
+
     @torch.no_grad()
     def candidate_scores(self, models, sample):
         """B x C log-likelihoods of every candidate for every sample (mean over an ensemble).
 
         The decoder runs teacher forced on (sample, candidate) pairs, as many per pass as
-        ``--candidate-logits`` allows; each step's softmax is over the tokens the trie allows.
+        ``--candidate-logits`` allows, each after the sample's decoder prompt if there is one; each
+        step's softmax is over the tokens the trie allows.
         """
         pad = self.vocab.dictionary.pad()
-        targets, previous = self.candidate_tensors()
         num_samples, num_choices = sample["net_input"]["src_tokens"].size(0), len(self.choice_tokens)
-        per_pass = max(1, self.cfg.candidate_logits // (targets.size(1) * len(self.vocab.dictionary)))
+        length = self.trie.max_length + (sample["decoder_prompts"].size(1) if "decoder_prompts" in sample else 0)
+        per_pass = max(1, self.cfg.candidate_logits // (length * len(self.vocab.dictionary)))
         encoder_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
         total = None
         for model in models:
@@ -168,9 +183,10 @@ class ClosedSetTask(UniGroundTask):
             for start in range(0, num_samples * num_choices, per_pass):
                 pairs = torch.arange(start, min(start + per_pass, num_samples * num_choices), device=device)
                 which, choice = pairs // num_choices, (pairs % num_choices).cpu()
-                target, prev = targets[choice].to(device), previous[choice].to(device)
+                target, prev = (t.to(device) for t in self.pair_tensors(sample, which.cpu(), choice))
                 logits, extra = model.decoder(prev, encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
-                logits = logits.masked_fill(~self.trie.training_masks(target), float("-inf"))
+                masks = self.output_constraint().for_batch([sample["meta"][i] for i in which.tolist()])
+                logits = logits.masked_fill(~masks.training_masks(target), float("-inf"))
                 lprobs = model.get_normalized_probs((logits, extra), log_probs=True)
                 token_scores = lprobs.gather(2, target.unsqueeze(2)).squeeze(2).masked_fill(target.eq(pad), 0.0)
                 scores[pairs] = token_scores.sum(1).float()

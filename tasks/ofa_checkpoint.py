@@ -20,8 +20,7 @@ OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli
 CARRIED_OPTIONS = {"patch_image_size": "patch_image_size", "num_bins": "num_bins",
                    "max_image_size": "bin_span", "add_caption": "add_premise"}
 # OFA task options whose other values change what the model sees -> the values computed here.
-# prompt_type "prev_output" (OFA's VQA and SNLI-VE fine-tuning) feeds the source to the decoder too.
-UNSUPPORTED_OPTIONS = {"prompt_type": (None, "none"), "imagenet_default_mean_and_std": (None, False),
+UNSUPPORTED_OPTIONS = {"prompt_type": (None, "none", "prev_output"), "imagenet_default_mean_and_std": (None, False),
                        "add_object": (None, False)}
 # How OFA's run_scripts/*/evaluate_*.sh evaluate each task (beam search, or every candidate scored).
 OFA_EVALUATION = {
@@ -49,6 +48,7 @@ def ofa_task_config(ofa_task, path):
     for option, own in CARRIED_OPTIONS.items():
         if ofa_task.get(option) is not None and own in cfg:
             cfg[own] = ofa_task[option]
+    cfg.decoder_prompt = ofa_task.get("prompt_type") == "prev_output"  # OFA's VQA and SNLI-VE fine-tuning
     for option, value in OFA_EVALUATION[ofa_name].items():
         cfg[option] = json.dumps(value) if option == "eval_args" else value
     return name, cfg

@@ -3,6 +3,7 @@ settings, VQA answers from OFA's ans2label.pkl. Expected values follow OFA's own
 (data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py, run_scripts/*/evaluate_*.sh)."""
 import base64
 import io
+import json
 import os
 import pickle
 import re
@@ -42,23 +43,32 @@ def ofa_pixels(cell, size):
 
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory):
+    """Small BPE files whose GPT-2 ids (1000 on) are among the 500 of the oracle's dict.txt, so no text
+    becomes <unk>."""
     folder = tmp_path_factory.mktemp("bpe")
     write_bpe_files(folder)
+    encoder = json.loads((folder / "encoder.json").read_text())
+    (folder / "encoder.json").write_text(json.dumps({symbol: 1000 + i for symbol, i in encoder.items()}))
     if os.path.isdir(ORACLE):
         shutil.copy(os.path.join(ORACLE, "dict.txt"), folder / "dict.txt")
     return folder
 
 
 @pytest.fixture(scope="module")
-def refcoco(demo_dir, bpe_dir, tmp_path_factory):
+def oracle(demo_dir, bpe_dir, tmp_path_factory):
     """The oracle checkpoint (OFA's refcoco task: patch_image_size 256, max_image_size 512) on refcoco rows
-    whose expressions OFA's cleaning changes."""
+    whose expressions OFA's cleaning changes: (model, task, rows)."""
     rows = read_lines(demo_dir / "refcoco_valid.tsv", 2)
     rows = [set_cell(rows[0], 3, "  .The Red-Cup/left  <person> "), set_cell(rows[1], 3, "what")]
     data = write_tsv(tmp_path_factory.mktemp("refcoco") / "refcoco.tsv", rows)
     [model], task = load_ofa_model_and_task(CHECKPOINT, str(bpe_dir), {"data": data})
     task.load_dataset("valid")
-    return task, rows
+    return model.eval(), task, rows
+
+
+@pytest.fixture
+def refcoco(oracle):
+    return oracle[1:]
 
 
 @needs_oracle
@@ -148,11 +158,12 @@ def test_vqa_and_snli_ve_targets_start_with_a_space_and_take_ofas_settings(demo_
 
 
 def test_ofa_task_options_not_implemented_are_named():
-    options = {"_name": "vqa_gen", "prompt_type": "prev_output", "add_object": True, "patch_image_size": 480}
+    options = {"_name": "vqa_gen", "prompt_type": "src", "add_object": True, "patch_image_size": 480}
     with pytest.raises(OFACheckpointError, match="vqa.pt: OFA task options not implemented here: "
-                                                 "prompt_type='prev_output', add_object=True"):
+                                                 "prompt_type='src', add_object=True"):
         ofa_task_config(options, "vqa.pt")
-    assert ofa_task_config({**options, "prompt_type": "none", "add_object": False}, "vqa.pt")[0] == "vqa"
+    name, cfg = ofa_task_config({**options, "prompt_type": "prev_output", "add_object": False}, "vqa.pt")
+    assert name == "vqa" and cfg.decoder_prompt
 
 
 def test_ofa_answer_pickle_is_read_as_plain_data(tmp_path):
@@ -180,3 +191,66 @@ def test_an_answer_pickle_naming_a_class_or_function_is_refused_without_running_
     (tmp_path / "truncated.pkl").write_bytes(pickle.dumps({"yes": 0})[:-3])
     with pytest.raises(BadInputError, match="truncated.pkl:1: column 1: not a readable pickle"):
         read_answer_file(tmp_path / "truncated.pkl")
+
+
+@pytest.fixture
+def prompted_vqa(demo_dir, bpe_dir, tmp_path):
+    """OFA's VQA fine-tuning options (prompt_type=prev_output) on two demo rows, answers from an ans2label.pkl."""
+    rows = [set_cell(row, 3, question) for row, question in zip(read_lines(demo_dir / "vqa_valid.tsv", 2),
+                                                                 ["What", "what at?"])]  # short: fewer steps
+    answers = tmp_path / "ans2label.pkl"
+    answers.write_bytes(pickle.dumps({"no": 0, "one": 1, "two": 2}))
+    task = task_from_ofa_options({"_name": "vqa_gen", "patch_image_size": 256, "prompt_type": "prev_output"},
+                                 bpe_dir, write_tsv(tmp_path / "vqa.tsv", rows), answers_file=str(answers))
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    return task, dataset.collater([dataset[i] for i in range(len(rows))])
+
+
+@needs_oracle
+def test_decoder_prompt_batches_are_ofas_prev_output_items(prompted_vqa):
+    task, batch = prompted_vqa
+    pad, eos = task.vocab.dictionary.pad(), task.vocab.dictionary.eos()
+    assert task.cfg.decoder_prompt
+    for i, meta in enumerate(batch["meta"]):
+        source = batch["net_input"]["src_tokens"][i]
+        src_item = source[source.ne(pad)]
+        answer = max(meta["answers"], key=meta["answers"].get)
+        tgt_item = torch.tensor(task.vocab.encode_text(" " + answer))
+        # data/mm_data/vqa_gen_dataset.py, prompt_type 'prev_output'
+        prev_output_item = torch.cat([src_item[:-1], tgt_item])
+        target_item = torch.cat([prev_output_item[1:], torch.tensor([eos])])
+        target_item[:-len(tgt_item) - 1] = pad
+        length = len(prev_output_item)
+        assert batch["net_input"]["prev_output_tokens"][i, :length].tolist() == prev_output_item.tolist()
+        assert batch["target"][i, :length].tolist() == target_item.tolist()
+        assert meta["decoder_prompt_length"] == len(src_item) - 2
+        masks = batch["constraint_masks"][i, :length]
+        assert masks[:meta["decoder_prompt_length"]].all()  # the prompt: padding in the target, unmasked
+        allowed = masks[meta["decoder_prompt_length"]].nonzero().squeeze(1).tolist()
+        assert allowed == sorted({tokens[0] for tokens in task.choice_tokens})
+    assert batch["ntokens"] == sum(len(task.vocab.encode_text(" " + max(m["answers"], key=m["answers"].get))) + 1
+                                   for m in batch["meta"])
+
+
+@needs_oracle
+def test_decoder_prompt_candidates_and_beam_search_score_the_answer_after_the_question(oracle, prompted_vqa):
+    model = oracle[0]
+    task, batch = prompted_vqa
+    with torch.no_grad():
+        scores = task.candidate_scores([model], batch)
+        # by hand: the decoder reads <s>, the question, the candidate; the candidate's log-likelihood, each
+        # step's softmax over the tokens the trie allows there
+        sample, choice = 1, 2
+        prompt = batch["decoder_prompts"][sample][:batch["meta"][sample]["decoder_prompt_length"]]
+        tokens = torch.tensor(task.choice_tokens[choice])
+        prev = torch.cat([torch.tensor([task.vocab.dictionary.bos()]), prompt, tokens[:-1]])[None]
+        net_input = {k: v[sample:sample + 1] for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
+        logits = model(**net_input, prev_output_tokens=prev)[0][0, len(prompt):]
+        masks = task.trie.training_masks(tokens[None])[0]
+        expected = logits.masked_fill(~masks, float("-inf")).log_softmax(-1).gather(1, tokens[:, None]).sum()
+    assert torch.allclose(scores[sample, choice], expected, atol=1e-5)
+    # beam search with every candidate in the beam finds the same best answer, the question forced first
+    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    beam = task.predict(task.build_generator([model], args), [model], batch)
+    assert [p["answer"] for p in beam] == [task.choices[c] for c in scores.argmax(1).tolist()]
