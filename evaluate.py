@@ -49,6 +49,7 @@ from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
+GENERATION_OPTIONS = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen")
 # failures of the user's files or options: reported in a line, without a traceback
 USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
                OutputError, UntrustedCheckpointError)
@@ -75,9 +76,14 @@ def parse_args(argv=None):
     parser.add_argument("--skip-bad-rows", type=int, default=0, help="tolerate up to N bad rows (each logged)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--max-len-b", type=int, default=32, help="longest output in tokens")
-    parser.add_argument("--min-len", type=int, default=1)
+    parser.add_argument("--beam", type=int, help="beam size (default: the checkpoint's --eval-args, else 5)")
+    parser.add_argument("--max-len-b", type=int, help="longest output in tokens (default: the checkpoint's "
+                                                      "--eval-args, else 32)")
+    parser.add_argument("--min-len", type=int, help="shortest output in tokens (default: the checkpoint's "
+                                                    "--eval-args, else 1)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams of this size "
+                                                                 "(default: the checkpoint's --eval-args)")
+    parser.add_argument("--lenpen", type=float, help="length penalty (default: the checkpoint's --eval-args, else 1)")
     parser.add_argument("--unconstrained", action="store_true", help="generate without the task's constraint")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a legacy checkpoint's pickled objects (runs code: trusted files only)")
@@ -141,8 +147,7 @@ def generate(args, models, task):
     batches = task.get_batch_iterator(
         dataset=task.dataset("valid"), max_sentences=args.batch_size, num_workers=args.num_workers,
     ).next_epoch_itr(shuffle=False)
-    generator = task.build_generator(models, Namespace(beam=args.beam, max_len_b=args.max_len_b,
-                                                       min_len=args.min_len))
+    generator = task.build_generator(models, generation_args(args, task))
     use_cuda = torch.cuda.is_available() and not args.cpu
     predictions, rows, prompts = [], [], []
     for sample in track(batches, "evaluated", total=len(task.dataset("valid")), unit="rows",
@@ -156,6 +161,14 @@ def generate(args, models, task):
         sample = fairseq_utils.move_to_cuda(sample) if use_cuda else sample
         predictions.extend(task.predict(generator, models, sample))
     return predictions, rows, prompts
+
+
+def generation_args(args, task):
+    """Beam search settings: the checkpoint task's --eval-args (for an OFA checkpoint, those of OFA's
+    evaluation scripts), each replaced by the option given on the command line."""
+    settings = {"beam": 5, "max_len_b": 32, **json.loads(task.cfg.eval_args)}
+    settings.update({name: getattr(args, name) for name in GENERATION_OPTIONS if getattr(args, name) is not None})
+    return Namespace(**settings)
 
 
 def evaluate(args, models, task, results_dir, report_dir=None):

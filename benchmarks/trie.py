@@ -36,7 +36,6 @@ from fairseq.sequence_generator import EnsembleModel  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the architectures)
-from tasks.closed_set import encode_texts  # noqa: E402
 from utils.trie import TokenTrie  # noqa: E402
 from utils.vocab import Vocabulary  # noqa: E402
 
@@ -154,7 +153,7 @@ def main(argv=None):
         sequences = [rng.integers(first_text, first_bin, size=n).tolist() + [eos] for n in sizes]
         source = f"random text-token ids, 1 + Poisson({RANDOM_MEAN_LENGTH - 1}) long"
     else:
-        sequences = [ids + [eos] for ids in encode_texts(vocab, synthetic_names(args.names, args.seed))]
+        sequences = [ids + [eos] for ids in vocab.encode_outputs(synthetic_names(args.names, args.seed))]
         source = "made-up names, demo SentencePiece"
     tokenise_s = time.perf_counter() - start
     lengths = np.array([len(s) for s in sequences])

@@ -25,10 +25,13 @@ class ImageTransform:
     """Resize to ``size`` x ``size``; in training, first a random crop keeping every object, then a random flip.
 
     Randomness comes from torch's global generator, so fairseq/torch seeding makes it reproducible.
+    ``pil_bicubic`` resizes as OFA does (PIL's bicubic filter) rather than by torchvision's antialiased
+    bilinear resize of tensors.
     """
 
-    def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        self.size, self.train = size, train
+    def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                 pil_bicubic=False):
+        self.size, self.train, self.pil_bicubic = size, train, pil_bicubic
         self.crop_prob, self.hflip_prob = crop_prob, hflip_prob
         std = torch.tensor(std, dtype=torch.float32)[:, None, None]
         # normalise(x) = (x / 255 - mean) / std, as one multiply and one add
@@ -77,9 +80,13 @@ class ImageTransform:
 
     def _move(self, image, boxes, vertices, crop, flipped):
         """Crop and resize to the model frame, then maybe mirror; boxes and vertices follow the pixels."""
-        image, boxes, vertices = [
-            None if x is None else F.resized_crop(x, *crop, size=[self.size, self.size], antialias=True)
-            for x in (image, boxes, vertices)]
+        size = [self.size, self.size]
+        if self.pil_bicubic:
+            image = F.to_image(F.resized_crop(F.to_pil_image(image), *crop, size=size,
+                                              interpolation=v2.InterpolationMode.BICUBIC))
+        else:
+            image = F.resized_crop(image, *crop, size=size, antialias=True)
+        boxes, vertices = [None if x is None else F.resized_crop(x, *crop, size=size) for x in (boxes, vertices)]
         if flipped:
             image, boxes = [None if x is None else F.horizontal_flip(x) for x in (image, boxes)]
             vertices = None if vertices is None else _mirror_x(vertices, self.size)

@@ -34,7 +34,7 @@ from data.tsv import TsvFile
 from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.codec import LocationCodec
-from utils.constraints import ConstrainedEnsemble
+from utils.constraints import ConstrainedEnsemble, DecoderPrompted
 from utils.ofa_vocab import OFAVocabulary
 from utils.progress import track
 from utils.vocab import Vocabulary
@@ -49,8 +49,8 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 # Options that leave every row's token counts as they are: changing one reuses the cached counts.
 # (The vocabulary's own fingerprint stands for vocab_dir and bpe_dir.)
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
-                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "media_dir",
-                      "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
+                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
+                      "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
                       "max_image_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
 
 
@@ -72,6 +72,9 @@ class UniGroundConfig(FairseqDataclass):
     loader_timeout: float = field(default=600.0, metadata={
         "help": "seconds a DataLoader worker may take to deliver a batch before the run stops with an error "
                 "(0: wait forever); with --num-workers > 0"})
+    ofa_preprocessing: bool = field(default=False, metadata={
+        "help": "preprocess as OFA, as OFA's checkpoints were trained: images decoded whole and resized by PIL's "
+                "bicubic filter, texts cleaned as OFA cleans them (tasks/ofa_checkpoint.py); set for an OFA checkpoint"})
     num_bins: int = field(default=1000, metadata={"help": "location bins per image axis"})
     num_time_bins: int = field(default=100, metadata={"help": "time bins per clip"})
     max_poly_vertices: int = field(default=32, metadata={"help": "vertex budget per polygon"})
@@ -113,6 +116,9 @@ class UniGroundConfig(FairseqDataclass):
     eval_args: str = field(default='{"beam": 5, "max_len_b": 32}', metadata={
         "help": "generation arguments for validation scoring, as JSON"})
     unconstrained: bool = field(default=False, metadata={"help": "generate without the task's output constraint"})
+    decoder_prompt: bool = field(default=False, metadata={
+        "help": "the decoder reads the prompt before its output, which alone is the target and is generated "
+                "(OFA's prompt_type=prev_output, which its VQA and SNLI-VE checkpoints were fine-tuned with)"})
     seed: int = II("common.seed")
 
 
@@ -132,9 +138,11 @@ class UniGroundTask(FairseqTask):
         if cfg.unival_inputs and self.unival_prompt is not None:
             self.prompt = self.unival_prompt
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, cfg.max_poly_vertices)
+        resize = {"pil_bicubic": cfg.ofa_preprocessing}
         self.image_transforms = {
-            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob),
-            False: ImageTransform(cfg.patch_image_size, train=False),
+            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob,
+                                 **resize),
+            False: ImageTransform(cfg.patch_image_size, train=False, **resize),
         }
         self.fit_lengths()
         self.constraint = self.build_constraint()
@@ -315,8 +323,10 @@ class UniGroundTask(FairseqTask):
 
     def read_image(self, row, column, draft=True):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
-        scale that still covers the model input, unless a training crop could zoom into it."""
-        draft_size = self.cfg.patch_image_size if draft and self.cfg.crop_prob == 0 else None
+        scale that still covers the model input, unless a training crop could zoom into it or OFA's
+        preprocessing resizes the whole image."""
+        whole = self.cfg.crop_prob > 0 or self.cfg.ofa_preprocessing
+        draft_size = self.cfg.patch_image_size if draft and not whole else None
         image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
                              self.cfg.exif_transpose)
         row.exif_orientation = image.orientation
@@ -497,26 +507,40 @@ class UniGroundTask(FairseqTask):
         target (rows that are not ``labelled`` have none: they are only generated from)."""
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         sources = [s["source"] for s in samples]
+        metas = [s["meta"] for s in samples]
+        prompts = None
+        if self.cfg.decoder_prompt:
+            prompts = [source[len(self.vocab.source_prefix):-1] for source in sources]
+            metas = [dict(meta, decoder_prompt_length=len(prompt)) for meta, prompt in zip(metas, prompts)]
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
         }
         net_input.update(collate_media(samples))
-        batch = {
-            "id": torch.tensor([s["id"] for s in samples]),
-            "nsentences": len(samples),
-            "net_input": net_input,
-            "meta": [s["meta"] for s in samples],
-        }
+        batch = {"id": torch.tensor([s["id"] for s in samples]), "nsentences": len(samples), "net_input": net_input,
+                 "meta": metas}
+        if prompts is not None:
+            batch["decoder_prompts"] = data_utils.collate_tokens(prompts, pad)
         if any("target" not in s for s in samples):
             return batch
         targets = [s["target"] for s in samples]
-        target = data_utils.collate_tokens(targets, pad, eos)
+        if prompts is not None:
+            targets = [torch.cat([prompt, t]) for prompt, t in zip(prompts, targets)]
         net_input["prev_output_tokens"] = self.decoder_inputs(targets)
+        if prompts is not None:  # the prompt is read, not learnt: padding in the target
+            targets = [t.index_fill(0, torch.arange(len(prompt)), pad) for prompt, t in zip(prompts, targets)]
+        target = data_utils.collate_tokens(targets, pad, eos)
         batch.update(target=target, ntokens=int(target.ne(pad).sum()))
-        if self.constraint is not None:
-            batch["constraint_masks"] = self.constraint.for_batch(batch["meta"]).training_masks(target)
+        constraint = self.output_constraint()
+        if constraint is not None:
+            batch["constraint_masks"] = constraint.for_batch(metas).training_masks(target)
         return batch
+
+    def output_constraint(self):
+        """The task's constraint, placed after the decoder prompt when there is one."""
+        if self.constraint is None or not self.cfg.decoder_prompt:
+            return self.constraint
+        return DecoderPrompted(self.constraint)
 
     # ---- bad rows -----------------------------------------------------------------------------
 
@@ -655,7 +679,7 @@ class UniGroundTask(FairseqTask):
                            "(--max-tgt-length %d): longer outputs end early", args.max_len_b,
                            self.cfg.max_tgt_length - 1, self.cfg.max_tgt_length)
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            constraint = self.constraint
+            constraint = self.output_constraint()
             if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):
                 # outputs must end within the generator's limit too (fairseq asserts at it)
                 constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
@@ -664,21 +688,26 @@ class UniGroundTask(FairseqTask):
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """fairseq's, with the output constraint bound to this batch's samples first, starting from the
-        vocabulary's decoder start."""
+        vocabulary's decoder start, then the decoder prompts (if any) forced."""
         if isinstance(getattr(generator, "model", None), ConstrainedEnsemble):
             generator.model.bind(sample["meta"])
+        if prefix_tokens is None:
+            prefix_tokens = sample.get("decoder_prompts")
         with torch.no_grad():
             return generator.generate(models, sample, prefix_tokens=prefix_tokens, constraints=constraints,
                                       bos_token=self.vocab.decoder_start)
 
     def predict(self, generator, models, sample):
         """Prediction records of the best hypotheses, each with its ``score``: the mean log-probability
-        per token (EOS included) the model gives it."""
+        per token (EOS included) the model gives it; a decoder prompt is neither output nor scored."""
         hypotheses = self.inference_step(generator, models, sample)
         eos = self.vocab.dictionary.eos()
-        return [self.scored_prediction([t for t in hyps[0]["tokens"].tolist() if t != eos], meta,
-                                       hyps[0]["positional_scores"].mean())
-                for hyps, meta in zip(hypotheses, sample["meta"])]
+        predictions = []
+        for hyps, meta in zip(hypotheses, sample["meta"]):
+            start = meta.get("decoder_prompt_length", 0)
+            tokens = [t for t in hyps[0]["tokens"][start:].tolist() if t != eos]
+            predictions.append(self.scored_prediction(tokens, meta, hyps[0]["positional_scores"][start:].mean()))
+        return predictions
 
     def scored_prediction(self, tokens, meta, score):
         return {**self.decode_prediction(tokens, meta), "score": round(float(score), 6)}

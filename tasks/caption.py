@@ -7,6 +7,7 @@ from fairseq.tasks import register_task
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Caption
 from utils.metrics import caption_sample_cider, caption_scores
+from utils.ofa_text import caption_without_punctuation
 from utils.report import SampleView
 
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
@@ -36,21 +37,25 @@ class CaptionTask(UniGroundTask):
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }
         if references:
-            sample["target"] = self.encode_target(self.vocab.encode_text(references[0]), row, "caption")
+            sample["target"] = self.encode_target(self.vocab.encode_output(references[0]), row, "caption")
         return sample
 
     def row_lengths(self, row):
-        return len(self.vocab.encode_text(self.prompt)), len(self.vocab.encode_text(self.references(row)[0]))
+        return len(self.vocab.encode_text(self.prompt)), len(self.vocab.encode_output(self.references(row)[0]))
 
     def references(self, row):
-        """The row's captions, normalised; the first is the training target."""
-        references = [c for c in map(normalise_caption, row["caption"].split("&&")) if c]
+        """The row's captions, normalised (with OFA's preprocessing, as OFA does); the first is the training target."""
+        clean = caption_without_punctuation if self.cfg.ofa_preprocessing else normalise_caption
+        references = [c for c in map(clean, row["caption"].split("&&")) if c]
         if not references:
             raise row.error("caption", "empty caption")
         return references
 
     def decode_prediction(self, tokens, meta):
-        return {"uniq_id": meta["uniq_id"], "caption": self.vocab.decode_text(tokens),
+        caption = self.vocab.decode_text(tokens)
+        if self.cfg.ofa_preprocessing:
+            caption = caption_without_punctuation(caption)
+        return {"uniq_id": meta["uniq_id"], "caption": caption,
                 "references": meta["references"]}
 
     def score(self, predictions, full=False):

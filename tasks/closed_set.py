@@ -11,7 +11,6 @@ its candidate texts (``choice_texts``) and what a chosen index means.
 import logging
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from fairseq.data import data_utils
 
@@ -30,13 +29,6 @@ class ClosedSetConfig(UniGroundConfig):
                 "candidate by its log-likelihood, keep the best)"})
     candidate_logits: int = field(default=1 << 24, metadata={
         "help": "candidates mode: most logits (pairs x length x vocabulary) computed by one decoder pass"})
-
-
-def encode_texts(vocab, texts):
-    """Dictionary ids of many texts at once, equal to ``vocab.encode_text`` of each."""
-    sp, dictionary = vocab.sp, vocab.dictionary
-    table = np.array([dictionary.index(sp.id_to_piece(i)) for i in range(sp.get_piece_size())], dtype=np.int64)
-    return [table[ids].tolist() for ids in sp.encode(list(texts), out_type=int)]
 
 
 class ClosedSetTask(UniGroundTask):
@@ -75,7 +67,7 @@ class ClosedSetTask(UniGroundTask):
         """The longest candidate and EOS: every candidate can be generated whole."""
         if not self.choices_known():
             return 1
-        return max(len(ids) for ids in encode_texts(self.vocab, self.choice_texts())) + 1
+        return max(len(ids) for ids in self.vocab.encode_outputs(self.choice_texts())) + 1
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
@@ -85,7 +77,7 @@ class ClosedSetTask(UniGroundTask):
     def build_trie(self):
         texts = list(self.choice_texts())
         eos = self.vocab.dictionary.eos()
-        encoded = encode_texts(self.vocab, texts)
+        encoded = self.vocab.encode_outputs(texts)
         over = sum(len(ids) >= self.cfg.max_tgt_length for ids in encoded)
         if over:
             raise ValueError(f"{over} of {len(texts)} candidate texts need more than --max-tgt-length "
@@ -128,13 +120,14 @@ class ClosedSetTask(UniGroundTask):
         pushed off the trie (score -inf) never finishes: with more beams than candidates the search
         would run into the length limit and fail, so the beam is at most the candidate count. And
         a hypothesis cut by the length limit inside a candidate has no token left (fairseq forces
-        EOS there, which the trie forbids), so the longest candidate must fit.
+        EOS there, which the trie forbids), so the longest candidate must fit, after the longest decoder
+        prompt if there is one.
         """
         if getattr(args, "beam", 5) > self.trie.num_distinct:
             logger.warning("beam %d is more than the %d candidates: using beam %d", args.beam,
                            self.trie.num_distinct, self.trie.num_distinct)
             args.beam = self.trie.num_distinct
-        longest = self.trie.max_length - 1
+        longest = self.trie.max_length - 1 + (self.cfg.max_src_length if self.cfg.decoder_prompt else 0)
         if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", 200) < longest:
             logger.warning("raising the generation limit max_len_b from %d to %d tokens, the longest candidate",
                            args.max_len_b, longest)
@@ -156,17 +149,31 @@ class ClosedSetTask(UniGroundTask):
                                        self.decoder_inputs(tokens))
         return self._candidate_tensors[1:]
 
+    def pair_tensors(self, sample, which, choice):
+        """Targets and decoder inputs of (sample, candidate) pairs: the candidate's, after the sample's
+        decoder prompt (padding in the target) if there is one."""
+        targets, previous = self.candidate_tensors()
+        if "decoder_prompts" not in sample:
+            return targets[choice], previous[choice]
+        pad = self.vocab.dictionary.pad()
+        prompts = [sample["decoder_prompts"][i][:sample["meta"][i]["decoder_prompt_length"]].cpu()
+                   for i in which.tolist()]
+        tokens = [torch.tensor(self.choice_tokens[c]) for c in choice.tolist()]
+        return (data_utils.collate_tokens([torch.cat([p.new_full(p.shape, pad), t]) for p, t in zip(prompts, tokens)], pad),
+                self.decoder_inputs([torch.cat([p, t]) for p, t in zip(prompts, tokens)]))
+
     @torch.no_grad()
     def candidate_scores(self, models, sample):
         """B x C log-likelihoods of every candidate for every sample (mean over an ensemble).
 
         The decoder runs teacher forced on (sample, candidate) pairs, as many per pass as
-        ``--candidate-logits`` allows; each step's softmax is over the tokens the trie allows.
+        ``--candidate-logits`` allows, each after the sample's decoder prompt if there is one; each
+        step's softmax is over the tokens the trie allows.
         """
         pad = self.vocab.dictionary.pad()
-        targets, previous = self.candidate_tensors()
         num_samples, num_choices = sample["net_input"]["src_tokens"].size(0), len(self.choice_tokens)
-        per_pass = max(1, self.cfg.candidate_logits // (targets.size(1) * len(self.vocab.dictionary)))
+        length = self.trie.max_length + (sample["decoder_prompts"].size(1) if "decoder_prompts" in sample else 0)
+        per_pass = max(1, self.cfg.candidate_logits // (length * len(self.vocab.dictionary)))
         encoder_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
         total = None
         for model in models:
@@ -176,9 +183,10 @@ class ClosedSetTask(UniGroundTask):
             for start in range(0, num_samples * num_choices, per_pass):
                 pairs = torch.arange(start, min(start + per_pass, num_samples * num_choices), device=device)
                 which, choice = pairs // num_choices, (pairs % num_choices).cpu()
-                target, prev = targets[choice].to(device), previous[choice].to(device)
+                target, prev = (t.to(device) for t in self.pair_tensors(sample, which.cpu(), choice))
                 logits, extra = model.decoder(prev, encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
-                logits = logits.masked_fill(~self.trie.training_masks(target), float("-inf"))
+                masks = self.output_constraint().for_batch([sample["meta"][i] for i in which.tolist()])
+                logits = logits.masked_fill(~masks.training_masks(target), float("-inf"))
                 lprobs = model.get_normalized_probs((logits, extra), log_probs=True)
                 token_scores = lprobs.gather(2, target.unsqueeze(2)).squeeze(2).masked_fill(target.eq(pad), 0.0)
                 scores[pairs] = token_scores.sum(1).float()

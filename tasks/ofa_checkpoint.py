@@ -1,10 +1,15 @@
 """An OFA or UnIVAL checkpoint as a UniGround model and task: their task options carried over, OFA's vocabulary.
 
-OFA's and UnIVAL's fine-tuning tasks map onto UniGround's (``vqa_gen`` is ``vqa``,
-``video_vqa_gen`` ``video_qa``); the task reads OFA's BPE files from ``bpe_dir`` so that token
-ids match the checkpoint. A UnIVAL checkpoint's task also reads its media as UnIVAL's datasets
-do (``unival_inputs``), with the checkpoint's frame count, frame size and audio length.
+OFA's and UnIVAL's fine-tuning tasks map onto UniGround's (``vqa_gen`` is ``vqa``, ``video_vqa_gen``
+``video_qa``); the task reads OFA's BPE files from ``bpe_dir`` so that token ids match the checkpoint,
+preprocesses as OFA's datasets do (``ofa_preprocessing``: PIL's bicubic resize, OFA's text cleaning,
+targets after a space) with the checkpoint's image size, bins and box span, and evaluates with the
+settings of OFA's evaluation scripts. A UnIVAL checkpoint's task also reads its media as UnIVAL's
+datasets do (``unival_inputs``), with the checkpoint's frame count, frame size and audio length.
+Options given by the user override all of these.
 """
+import json
+
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
@@ -14,24 +19,47 @@ from utils.checkpoint import load_state
 
 OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli_ve": "snli_ve",
              "video_caption": "video_caption", "video_vqa_gen": "video_qa", "audio_caption": "audio_caption"}
-CARRIED_OPTIONS = {  # theirs -> ours, the same meaning in both
-    "patch_image_size": "patch_image_size", "num_bins": "num_bins", "max_src_length": "max_src_length",
-    "max_tgt_length": "max_tgt_length"}
+# OFA's task option -> UniGround's of the same meaning. OFA's max_src_length and max_tgt_length are not
+# among them: OFA cuts texts to that many words, UniGround cuts nothing and sizes its token limits to the data.
+CARRIED_OPTIONS = {"patch_image_size": "patch_image_size", "num_bins": "num_bins",
+                   "max_image_size": "bin_span", "add_caption": "add_premise"}
 UNIVAL_CARRIED_OPTIONS = {"num_frames": "num_frames", "patch_frame_size": "video_frame_size",
                           "sample_rate": "waveform_sample_rate"}
 UNIVAL_CLIP_SAMPLES = 480000  # UnIVAL's max_audio_len default
+# OFA task options whose other values change what the model sees -> the values computed here.
+UNSUPPORTED_OPTIONS = {"prompt_type": (None, "none", "prev_output"), "imagenet_default_mean_and_std": (None, False),
+                       "add_object": (None, False)}
+# How OFA's run_scripts/*/evaluate_*.sh evaluate each task (beam search, or every candidate scored).
+OFA_EVALUATION = {
+    "caption": {"eval_args": {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}},
+    "refcoco": {"eval_args": {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, "no_repeat_ngram_size": 3}},
+    "vqa_gen": {"eval_args": {"beam": 5, "unnormalized": True, "temperature": 1.0}, "eval_mode": "beam"},
+    "snli_ve": {"eval_mode": "candidates"},
+}
 
 
 def ofa_task_config(ofa_task, path, architecture=OFAModel):
-    name = OFA_TASKS.get(ofa_task.get("_name"))
+    """(UniGround task name, its config) for an OFA or UnIVAL checkpoint's task options: OFA's
+    preprocessing, the options their task carries, and OFA's evaluation settings."""
+    ofa_name = ofa_task.get("_name")
+    name = OFA_TASKS.get(ofa_name)
     if name is None:
-        raise OFACheckpointError(f"{path}: {architecture.family} task {ofa_task.get('_name')!r} has no UniGround "
-                                 f"counterpart (known: {', '.join(OFA_TASKS)})")
+        raise OFACheckpointError(f"{path}: {architecture.family} task {ofa_name!r} has no UniGround counterpart "
+                                 f"(known: {', '.join(OFA_TASKS)})")
+    unsupported = [f"{option}={ofa_task[option]!r}" for option, plain in UNSUPPORTED_OPTIONS.items()
+                   if ofa_task.get(option) not in plain]
+    if unsupported:
+        raise OFACheckpointError(f"{path}: {architecture.family} task options not implemented here: "
+                                 f"{', '.join(unsupported)}")
     cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
+    cfg.ofa_preprocessing = True
     unival = architecture is UnIVALModel
-    for theirs, ours in {**CARRIED_OPTIONS, **(UNIVAL_CARRIED_OPTIONS if unival else {})}.items():
-        if ofa_task.get(theirs) is not None:
-            cfg[ours] = ofa_task[theirs]
+    for option, own in {**CARRIED_OPTIONS, **(UNIVAL_CARRIED_OPTIONS if unival else {})}.items():
+        if ofa_task.get(option) is not None and own in cfg:
+            cfg[own] = ofa_task[option]
+    cfg.decoder_prompt = ofa_task.get("prompt_type") == "prev_output"  # OFA's VQA and SNLI-VE fine-tuning
+    for option, value in OFA_EVALUATION.get(ofa_name, {}).items():
+        cfg[option] = json.dumps(value) if option == "eval_args" else value
     if unival:
         cfg.unival_inputs = True
         cfg.max_audio_seconds = (ofa_task.get("max_audio_len") or UNIVAL_CLIP_SAMPLES) / cfg.waveform_sample_rate

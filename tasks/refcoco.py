@@ -2,7 +2,8 @@
 
 The target is four bin tokens; generation is constrained to exactly that.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from fairseq.tasks import register_task
@@ -13,6 +14,7 @@ from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
 from utils.metrics import grounding_scores
+from utils.ofa_text import clean_text
 from utils.report import SampleView
 
 BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in public annotations)
@@ -36,7 +38,9 @@ def parse_box(row, width, height):
 
 @dataclass
 class RefcocoConfig(UniGroundConfig):
-    pass
+    bin_span: Optional[int] = field(default=None, metadata={
+        "help": "side in model-input pixels of the square that the box bins span (OFA's max_image_size); "
+                "default: --patch-image-size, the whole input"})
 
 
 @register_task("refcoco", dataclass=RefcocoConfig)
@@ -63,7 +67,7 @@ class RefcocoTask(UniGroundTask):
         }
         if box is not None:
             try:
-                bins = self.codec.encode_box(image.boxes[0], *image.size)
+                bins = self.codec.encode_box(image.boxes[0], *self.bin_frame(image.size))
             except CodecError as error:
                 raise row.error("region", str(error)) from None
             sample["target"] = self.encode_target(self.vocab.bin_ids(bins), row, "region")
@@ -72,8 +76,14 @@ class RefcocoTask(UniGroundTask):
     def row_lengths(self, row):
         return len(self.vocab.encode_text(self.prompt.format(self.expression(row)))), 4
 
+    def bin_frame(self, size):
+        """(width, height) in which bins 0 and num_bins - 1 are the edges, for an image of ``size`` in the
+        model's input: the input itself, or ``--bin-span`` pixels of it."""
+        span = self.cfg.bin_span
+        return size if span is None else tuple(side * span / self.cfg.patch_image_size for side in size)
+
     def expression(self, row):
-        text = " ".join(row["text"].split())
+        text = clean_text(row["text"]) if self.cfg.ofa_preprocessing else " ".join(row["text"].split())
         if not text:
             raise row.error("text", "empty referring expression")
         return text
@@ -82,7 +92,7 @@ class RefcocoTask(UniGroundTask):
         bins = [self.vocab.to_bin(t) for t in tokens]
         box = None
         if len(bins) == 4 and None not in bins and bins[0] <= bins[2] and bins[1] <= bins[3]:
-            box = list(self.codec.decode_box(bins, *meta["size"]))
+            box = list(self.codec.decode_box(bins, *self.bin_frame(meta["size"])))
         return {"uniq_id": meta["uniq_id"], "text": meta["text"], "box": box, "reference": meta["box"]}
 
     def score(self, predictions, full=False):

@@ -5,7 +5,6 @@ As in OFA, the labels are answered as "yes" (entailment), "maybe" (neutral) and 
 ``--add-premise``, OFA's add_caption prompt naming the text premise too); outputs are
 constrained to the three answers by the answer trie. Metric: accuracy.
 """
-import re
 from dataclasses import dataclass, field
 
 from fairseq.tasks import register_task
@@ -13,16 +12,11 @@ from fairseq.tasks import register_task
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
 from utils.metrics import seen_unseen_accuracy
+from utils.ofa_text import clean_text
 from utils.report import SampleView
 
 ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}
-
-
-def normalise_caption(text):
-    """OFA's caption cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single spaces."""
-    text = text.strip().lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    return re.sub(r"\s+", " ", text).strip()
 
 
 @dataclass
@@ -51,11 +45,11 @@ class SnliVeTask(ClosedSetTask):
             "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
         }
         if label is not None:
-            sample["target"] = self.encode_target(self.vocab.encode_text(ANSWERS[label]), row, "label")
+            sample["target"] = self.encode_target(self.vocab.encode_output(ANSWERS[label]), row, "label")
         return sample
 
     def row_lengths(self, row):
-        return len(self.vocab.encode_text(self.prompt_of(row)[0])), len(self.vocab.encode_text(ANSWERS[self.label(row)]))
+        return len(self.vocab.encode_text(self.prompt_of(row)[0])), len(self.vocab.encode_output(ANSWERS[self.label(row)]))
 
     def label(self, row):
         label = row["label"].strip()
@@ -65,12 +59,12 @@ class SnliVeTask(ClosedSetTask):
 
     def prompt_of(self, row):
         """(the prompt, the normalised hypothesis) of a row."""
-        hypothesis = normalise_caption(row["hypothesis"])
+        hypothesis = clean_text(row["hypothesis"])
         if not hypothesis:
             raise row.error("hypothesis", "empty hypothesis")
         if not self.cfg.add_premise:
             return self.prompt.format(hypothesis), hypothesis
-        premise = normalise_caption(row["premise"])
+        premise = clean_text(row["premise"])
         if not premise:
             raise row.error("premise", "empty premise (needed by --add-premise)")
         return self.premise_prompt.format(premise, hypothesis), hypothesis

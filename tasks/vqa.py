@@ -1,9 +1,9 @@
 """Visual question answering on UnIVAL/OFA VQA TSVs:
 question-id, image-id, question, ``conf|!+answer&&conf|!+answer...``, objects, image.
 
-Answers come from a fixed candidate list (OFA's ans2label, here a text file with one
-answer per line or a JSON list, never a pickle) or, without one, from the training rows:
-each training row's best answer, read once and kept in the task state, which fairseq
+Answers come from a fixed candidate list (a text file with one answer per line, a JSON
+list, or OFA's ans2label as JSON or as its ``.pkl``, read as plain data with no code run)
+or, without one, from the training rows: each training row's best answer, read once and kept in the task state, which fairseq
 saves in checkpoints (``task_state``), so evaluation uses the list the model was trained
 on. The target is the row's most confident candidate answer; generation and the training
 softmax are confined to the candidates (tasks/closed_set.py); the metric is VQA soft
@@ -12,7 +12,7 @@ accuracy as OFA/UnIVAL compute it.
 import json
 import logging
 import math
-import re
+import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -24,19 +24,12 @@ from data.tsv import TsvFile
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
 from utils.metrics import vqa_soft_accuracy
+from utils.ofa_text import clean_question
 from utils.report import SampleView
 
 logger = logging.getLogger(__name__)
 
 ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR = "&&", "|!+"
-
-
-def normalise_question(text):
-    """OFA's question cleaning: lower case, no leading punctuation, '-' and '/' as spaces, single
-    spaces, ending in '?'."""
-    text = text.strip().lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ")
-    question = re.sub(r"\s+", " ", text).strip()
-    return question if not question or question.endswith("?") else question + "?"
 
 
 def parse_answers(row, column="answers"):
@@ -70,23 +63,46 @@ def best_answer(answers, allowed=None):
     return best
 
 
-def read_answer_file(path):
-    """Candidate answers: a JSON list (or OFA's ans2label as a JSON object, ordered by label) when the
-    file ends in .json, otherwise one answer per line. Empty or repeated answers are errors."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Reads containers, strings and numbers only: a pickle naming any class or function is refused
+    before anything in it is called."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it names {module}.{name}; only plain data (a dict of answers to labels) "
+                                     "is read, nothing in a pickle is run")
+
+
+def read_answer_object(path):
+    """The answers object of a .json file, or of a .pkl file (OFA's ``trainval_ans2label.pkl``) read
+    without running any of its code; None for another kind of file."""
+    if str(path).endswith(".pkl"):
+        with open(path, "rb") as f:
+            try:
+                return _PlainDataUnpickler(f).load()
+            except (pickle.UnpicklingError, EOFError, ValueError) as error:
+                raise BadInputError(path, 1, 1, f"not a readable pickle of plain data: {error}") from None
     if str(path).endswith(".json"):
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise BadInputError(path, error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
+        with open(path, encoding="utf-8") as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as error:
+                raise BadInputError(path, error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
+    return None
+
+
+def read_answer_file(path):
+    """Candidate answers: a JSON list or OFA's ans2label {answer: label} (ordered by label) in a .json
+    file or OFA's .pkl, otherwise one answer per line. Empty or repeated answers are errors."""
+    loaded = read_answer_object(path)
+    if loaded is not None:
         if isinstance(loaded, dict):
             loaded = sorted(loaded, key=loaded.get)
         if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
-            raise BadInputError(path, 1, 1, "expected a JSON list of answers or an {answer: label} object")
+            raise BadInputError(path, 1, 1, "expected a list of answers or an {answer: label} object")
         entries = [(1, answer) for answer in loaded]
     else:
-        entries = list(enumerate(text.split("\n"), start=1))
+        with open(path, encoding="utf-8") as f:
+            entries = list(enumerate(f.read().split("\n"), start=1))
         if entries and entries[-1][1] == "":
             entries.pop()  # the final newline
     answers, seen = [], {}
@@ -106,7 +122,8 @@ def read_answer_file(path):
 @dataclass
 class VqaConfig(ClosedSetConfig):
     answers_file: Optional[str] = field(default=None, metadata={
-        "help": "candidate answers: one per line, or a .json list (OFA's ans2label as a JSON object works too); "
+        "help": "candidate answers: one per line, a .json list, or OFA's ans2label {answer: label} as .json or "
+                "as OFA's .pkl (read as plain data; a pickle naming any class is refused); "
                 "default: every training row's best answer"})
 
 
@@ -166,10 +183,10 @@ class VqaTask(ClosedSetTask):
         """The prompt, and the row's best answer: a training row's target is its best candidate, which
         ``least_target_length`` covers."""
         return (len(self.vocab.encode_text(self.prompt.format(self.question(row)))),
-                len(self.vocab.encode_text(best_answer(parse_answers(row)))))
+                len(self.vocab.encode_output(best_answer(parse_answers(row)))))
 
     def question(self, row):
-        question = normalise_question(row["question"])
+        question = clean_question(row["question"])
         if not question:
             raise row.error("question", "empty question")
         return question
@@ -184,7 +201,7 @@ class VqaTask(ClosedSetTask):
             "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
         }
         if target is not None:
-            sample["target"] = self.encode_target(self.vocab.encode_text(target), row, "answers")
+            sample["target"] = self.encode_target(self.vocab.encode_output(target), row, "answers")
         return sample
 
     def target(self, row, answers, train):

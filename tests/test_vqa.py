@@ -58,7 +58,8 @@ def test_question_cleaning_follows_ofa(demo_dir, vocab_dir, tmp_path):
     task = build_task("vqa", path, vocab_dir, answers_file=str(write_tsv(tmp_path / "a.txt", ["red"])))
     task.load_dataset("valid")
     sample = task.dataset("valid")[0]
-    assert sample["meta"]["question"] == "what color is the t shirt top?"
+    # OFA's pre_question strips leading punctuation before spaces, so a comma after spaces stays
+    assert sample["meta"]["question"] == ",what color is the t shirt top?"
 
 
 def test_answer_lists_from_text_and_json_files(demo_dir, vocab_dir, tmp_path):

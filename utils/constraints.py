@@ -63,6 +63,45 @@ class FixedLengthRange(Constraint):
         return mask
 
 
+class DecoderPrompted(Constraint):
+    """``inner`` after each sample's decoder prompt (OFA's prompt_type=prev_output: the decoder reads the
+    source before its output). Inside its prompt, whose tokens the generator forces, a hypothesis may
+    take any token; after it, ``inner`` sees only the tokens that follow the prompt. The prompt lengths
+    come with the batch, in each sample's meta (``decoder_prompt_length``). ``inner`` is a rule that is
+    the same for every sample (a candidate trie)."""
+
+    def __init__(self, inner, lengths=None):
+        self.inner, self.lengths = inner, lengths
+
+    def for_batch(self, contexts):
+        return DecoderPrompted(self.inner, torch.tensor([context["decoder_prompt_length"] for context in contexts]))
+
+    def with_max_length(self, max_length):
+        return DecoderPrompted(self.inner.with_max_length(max_length), self.lengths)
+
+    def allowed(self, prefix, rows):
+        lengths = self.lengths.to(prefix.device)[rows]
+        mask = self.inner.allowed(prefix[:, :0], rows).clone().fill_(True)
+        for length in lengths.unique().tolist():
+            after = (lengths == length) & (prefix.size(1) >= length)
+            if after.any():
+                mask[after] = self.inner.allowed(prefix[after, length:], rows[after])
+        return mask
+
+    def training_masks(self, target):
+        """The inner masks of the tokens after each prompt; every token allowed at the prompt's positions
+        (their targets are padding, which the loss skips)."""
+        lengths = self.lengths.to(target.device)
+        masks = None
+        for length in lengths.unique().tolist():
+            rows = torch.nonzero(lengths == length).squeeze(1)
+            part = self.inner.training_masks(target[rows, length:])
+            if masks is None:
+                masks = part.new_ones(*target.shape, part.size(2))
+            masks[rows, length:] = part
+        return masks
+
+
 class ConstrainedEnsemble(EnsembleModel):
     """fairseq's EnsembleModel whose next-token log-probabilities obey a constraint."""
 

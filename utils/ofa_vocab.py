@@ -55,6 +55,10 @@ class OFAVocabulary(BinTokens):
         """Dictionary ids of ``text``; a GPT-2 token absent from ``dict.txt`` becomes ``<unk>``, as in OFA."""
         return [self.dictionary.index(token) for token in self.bpe.encode(text).split()]
 
+    def encode_output(self, text):
+        """A decoder output starts with a space, as OFA's targets do (" yes" is another GPT-2 token than "yes")."""
+        return self.encode_text(" " + text)
+
     def decode_text(self, ids):
         return self.bpe.decode(" ".join(self.dictionary[i] for i in ids if self.is_text(i))).strip()
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 
+import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
@@ -28,6 +29,14 @@ class BinTokens:
     @property
     def decoder_start(self):
         return self.dictionary.eos()  # fairseq's convention
+
+    def encode_output(self, text):
+        """Dictionary ids of a text the decoder produces (a caption, an answer)."""
+        return self.encode_text(text)
+
+    def encode_outputs(self, texts):
+        """``encode_output`` of each text."""
+        return [self.encode_output(text) for text in texts]
 
     def bin_ids(self, bins):
         return [self.first_bin + int(b) for b in bins]
@@ -62,6 +71,12 @@ class Vocabulary(BinTokens):
 
     def encode_text(self, text):
         return [self.dictionary.index(p) for p in self.sp.encode(text, out_type=str)]
+
+    def encode_outputs(self, texts):
+        """``encode_output`` of many texts in one SentencePiece call."""
+        table = np.array([self.dictionary.index(self.sp.id_to_piece(i)) for i in range(self.sp.get_piece_size())],
+                         dtype=np.int64)
+        return [table[ids].tolist() for ids in self.sp.encode(list(texts), out_type=int)]
 
     def decode_text(self, ids):
         pieces = [self.dictionary[i] for i in ids if self.is_text(i)]
