@@ -93,14 +93,18 @@ class Prepared:
 class Predictor:
     """A model and its task(s), loaded once; ``predict`` batches inputs and decodes them together."""
 
-    def __init__(self, models, task, path="the model", default_task=None, beam=5, max_len_b=32, min_len=1,
-                 batch_size=16, device=None, precision="float32", task_options=None):
+    def __init__(self, models, task, path="the model", default_task=None, batch_size=16, device=None,
+                 precision="float32", task_options=None, **generation):
         """``task``: the checkpoint's; ``default_task``: the name of the one ``predict`` runs when it names
-        none (by default the checkpoint's own)."""
+        none (by default the checkpoint's own); ``generation``: beam-search settings (evaluate.py's
+        ``GENERATION_OPTIONS``) replacing the task's --eval-args."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.models, self.checkpoint_task, self.path, self.default_task = models, task, path, default_task
-        self.generation = Namespace(beam=beam, max_len_b=max_len_b, min_len=min_len)
+        unknown = set(generation) - set(evaluate.GENERATION_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown generation options {sorted(unknown)} (known: {evaluate.GENERATION_OPTIONS})")
+        self.generation = Namespace(**{name: generation.get(name) for name in evaluate.GENERATION_OPTIONS})
         self.batch_size, self.precision = batch_size, PRECISIONS[precision]
         self.device = torch.device(device or next(models[0].parameters()).device)
         self.task_options = dict(task_options or {})
@@ -133,7 +137,7 @@ class Predictor:
                 task = own
             else:
                 task = checkpoint_subtask(own, name, self.path, data="", **self.task_options)
-            self.loaded[name] = task, task.build_generator(self.models, Namespace(**vars(self.generation)))
+            self.loaded[name] = task, task.build_generator(self.models, evaluate.generation_args(self.generation, task))
         return self.loaded[name]
 
     def reads(self, name=None):
@@ -274,9 +278,7 @@ def parse_args(argv=None):
     parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                         help="set an option of the task (repeatable; VALUE read as JSON when it parses)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--max-len-b", type=int, default=32, help="longest output in tokens")
-    parser.add_argument("--min-len", type=int, default=1)
+    evaluate.add_generation_options(parser)
     parser.add_argument("--unconstrained", action="store_true", help="generate without the task's constraint")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
@@ -415,8 +417,8 @@ def run(args):
     predictor = Predictor.from_checkpoint(
         args.path, task=args.task, bpe_dir=args.bpe_dir, device="cpu" if args.cpu else None,
         trust_pickle=args.trust_pickle, use_ema=args.use_ema, unconstrained=args.unconstrained,
-        task_options=evaluate.task_options(args), beam=args.beam, max_len_b=args.max_len_b, min_len=args.min_len,
-        batch_size=args.batch_size, precision=args.precision)
+        task_options=evaluate.task_options(args), batch_size=args.batch_size, precision=args.precision,
+        **evaluate.generation_options(args))
     if not args.inputs:
         [result] = predictor.predict([command_line_input(args)], args.task, draw=bool(args.draw))
         output = result.json()

@@ -341,8 +341,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-image-pixels", type=int, default=40_000_000, help="largest image (400 beyond)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="longest video or audio clip (400 beyond)")
     parser.add_argument("--max-text-chars", type=int, default=2000, help="longest text field (400 beyond)")
-    parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--max-len-b", type=int, default=32, help="longest output in tokens")
+    evaluate.add_generation_options(parser)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -364,8 +363,8 @@ def main(argv=None):
     try:
         predictor = Predictor.from_checkpoint(
             args.path, task=args.task, bpe_dir=args.bpe_dir, device="cpu" if args.cpu else None,
-            trust_pickle=args.trust_pickle, task_options=evaluate.task_options(args), beam=args.beam,
-            max_len_b=args.max_len_b, batch_size=args.batch_size, precision=args.precision)
+            trust_pickle=args.trust_pickle, task_options=evaluate.task_options(args), batch_size=args.batch_size,
+            precision=args.precision, **evaluate.generation_options(args))
         app = make_app(predictor, limits_of(args))
     except (*evaluate.USER_ERRORS, ValueError) as error:
         raise SystemExit(f"{type(error).__name__}: {error}") from None
