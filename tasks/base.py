@@ -383,7 +383,7 @@ class UniGroundTask(FairseqTask):
         (``row_lengths``, no media decoded), cached beside the file's index as
         ``<file>.tokens-<digest of length_settings>.index`` (4 bytes a row) and rebuilt when the file
         changes. A row that ``row_lengths`` refuses counts 0: the dataset reports it when its turn comes."""
-        digest = hashlib.sha1(json.dumps(self.length_settings(), sort_keys=True).encode()).hexdigest()[:16]
+        digest = settings_digest(self.length_settings())
 
         ends = (len(self.vocab.source_prefix) + 1, 1)  # the source prefix and EOS; the target's EOS
 
@@ -476,25 +476,26 @@ class UniGroundTask(FairseqTask):
     def collate(self, samples):
         pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         sources = [s["source"] for s in samples]
-        targets = [s["target"] for s in samples]
-        target = data_utils.collate_tokens(targets, pad, eos)
+        targets = self.target_entries([s["target"] for s in samples], [s["meta"] for s in samples])
         net_input = {
             "src_tokens": data_utils.collate_tokens(sources, pad, eos),
             "src_lengths": torch.tensor([len(s) for s in sources]),
-            "prev_output_tokens": self.decoder_inputs(targets),
+            "prev_output_tokens": targets.pop("prev_output_tokens"),
         }
         net_input.update(collate_media(samples))
-        batch = {
-            "id": torch.tensor([s["id"] for s in samples]),
-            "nsentences": len(samples),
-            "ntokens": int(target.ne(pad).sum()),
-            "net_input": net_input,
-            "target": target,
-            "meta": [s["meta"] for s in samples],
-        }
+        return {"id": torch.tensor([s["id"] for s in samples]), "nsentences": len(samples), "net_input": net_input,
+                **targets}
+
+    def target_entries(self, targets, metas):
+        """Batch entries of EOS-ended ``targets`` for teacher forcing: padded ``target``, its
+        ``prev_output_tokens``, ``ntokens``, ``meta`` and, under a constraint, the ``constraint_masks``
+        that confine the loss to the outputs generation allows."""
+        target = data_utils.collate_tokens(targets, self.vocab.dictionary.pad(), self.vocab.dictionary.eos())
+        entries = {"target": target, "prev_output_tokens": self.decoder_inputs(targets),
+                   "ntokens": int(target.ne(self.vocab.dictionary.pad()).sum()), "meta": metas}
         if self.constraint is not None:
-            batch["constraint_masks"] = self.constraint.for_batch(batch["meta"]).training_masks(target)
-        return batch
+            entries["constraint_masks"] = self.constraint.for_batch(metas).training_masks(target)
+        return entries
 
     # ---- bad rows -----------------------------------------------------------------------------
 
@@ -693,6 +694,11 @@ class UniGroundTask(FairseqTask):
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
+
+
+def settings_digest(settings):
+    """A short digest of JSON-ready ``settings``, naming the cache of what they determine."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def training_rng():
