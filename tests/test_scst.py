@@ -11,8 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
-from omegaconf import OmegaConf
 from pycocoevalcap.cider.cider import Cider
 
 from conftest import ROOT, SHARED_DATA, model_flags
@@ -33,11 +31,7 @@ def images_tsv(demo_dir, out, name="caption_train.tsv"):
 
 
 def build_self_critical(task, **options):
-    cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY["self_critical"])
-    cfg.sentence_avg, cfg.label_smoothing = False, 0.0
-    for key, value in options.items():
-        cfg[key] = value
-    return CRITERION_REGISTRY["self_critical"].build_criterion(cfg, task)
+    return build_criterion(task, 0.0, "self_critical", **options)
 
 
 def batch_of(task, split, rows):
