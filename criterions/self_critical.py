@@ -16,6 +16,7 @@ import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterionConfig
+from fairseq.distributed import LegacyDistributedDataParallel, ModuleProxyWrapper
 
 from criterions.constrained_cross_entropy import ConstrainedLabelSmoothedCrossEntropy
 
@@ -98,14 +99,22 @@ class SelfCriticalSequenceTraining(ConstrainedLabelSmoothedCrossEntropy):
         finally:
             module.train(training)
 
-    def output_log_probs(self, model, sample, outputs):
-        """log p of each output (summed over its tokens, EOS included) under the constraint masks, in
-        one forward pass of the model as called (a distributed wrapper included) on the rows' inputs
-        repeated once per output."""
+    def output_log_probs(self, model, sample, outputs, repeat_inputs=None):
+        """log p of each output (summed over its tokens, EOS included) under the constraint masks. Each
+        row's source is encoded once and its encoding repeated for its outputs, unless a distributed
+        wrapper reduces gradients through its own forward (``repeat_inputs``, by default
+        ``reduces_in_forward``): then the model runs through it on the inputs repeated once per output."""
         repeats = outputs["target"].size(0) // sample["nsentences"]
-        net_input = {key: value.repeat_interleave(repeats, dim=0)
-                     for key, value in sample["net_input"].items() if key != "prev_output_tokens"}
-        net_output = model(**net_input, prev_output_tokens=outputs["prev_output_tokens"])
+        source = {key: value for key, value in sample["net_input"].items() if key != "prev_output_tokens"}
+        previous = outputs["prev_output_tokens"]
+        if reduces_in_forward(model) if repeat_inputs is None else repeat_inputs:
+            net_output = model(**{key: value.repeat_interleave(repeats, dim=0) for key, value in source.items()},
+                               prev_output_tokens=previous)
+        else:
+            inner = unwrapped(model)
+            rows = torch.arange(sample["nsentences"], device=previous.device).repeat_interleave(repeats)
+            net_output = inner.decoder(previous, encoder_out=inner.encoder.reorder_encoder_out(inner.encoder(**source),
+                                                                                               rows))
         lprobs, target = self.get_lprobs_and_target(model, net_output, outputs)
         token_lprobs = lprobs.gather(1, target[:, None]).squeeze(1).masked_fill(target.eq(self.padding_idx), 0.0)
         return token_lprobs.view(outputs["target"].shape).sum(1)
@@ -132,6 +141,16 @@ def baseline_advantages(rewards):
     k = rewards.shape[1]
     baselines = (rewards.sum(1, keepdims=True) - rewards) / (k - 1)
     return (rewards - baselines).reshape(-1)
+
+
+def reduces_in_forward(model):
+    """Whether a distributed wrapper around ``model`` reduces gradients through its own forward (torch's
+    DistributedDataParallel, FSDP), which must then run; fairseq's legacy_ddp reduces them apart from it."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        if not isinstance(model, (ModuleProxyWrapper, LegacyDistributedDataParallel)):
+            return True
+        model = model.module
+    return False
 
 
 def unwrapped(model):

@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fairseq.distributed import LegacyDistributedDataParallel, ModuleProxyWrapper
 from pycocoevalcap.cider.cider import Cider
 
 from conftest import ROOT, SHARED_DATA, model_flags
-from criterions.self_critical import baseline_advantages
+from criterions.self_critical import baseline_advantages, reduces_in_forward, unwrapped
 from helpers import build_criterion, build_model, build_task, read_lines, write_tsv
 from tasks.caption import REWARD_END, normalise_caption
 from utils.metrics import CiderD, cider_tokens, document_frequencies
@@ -181,10 +182,27 @@ def test_the_criterion_trains_every_caption_task_and_validates_by_cross_entropy(
     assert torch.isfinite(loss) and log["outputs"] == 6 and 0 <= log["reward"] and sample_size == log["ntokens"] > 6
     # (an untrained model's outputs all score 0, so their advantages and the gradient are 0: finite is what can be asked)
     assert model.training and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # Each row encoded once for its outputs gives what the inputs repeated once per output give.
+    outputs, _ = criterion.rewarded_outputs(model, batch)
+    with torch.no_grad():
+        once, repeated = (criterion.output_log_probs(model, batch, outputs, repeat_inputs=r) for r in (False, True))
+    torch.testing.assert_close(once, repeated, rtol=1e-5, atol=1e-5)
     model.eval()
     valid = batch_of(task, "valid", [0, 1])
     with torch.no_grad():
         assert criterion(model, valid)[0] == pytest.approx(build_criterion(task, 0.0)(model, valid)[0].item())
+
+
+def test_only_wrappers_that_reduce_gradients_in_their_forward_get_the_inputs_repeated(caption_task, tmp_path):
+    model = build_model(caption_task)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        legacy = ModuleProxyWrapper(LegacyDistributedDataParallel(model, torch.distributed.group.WORLD))
+        torch_ddp = ModuleProxyWrapper(torch.nn.parallel.DistributedDataParallel(model))
+        assert [reduces_in_forward(m) for m in (model, legacy, torch_ddp)] == [False, False, True]
+        assert unwrapped(legacy) is unwrapped(torch_ddp) is model
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_refcoco_is_rewarded_by_iou_and_mixes_in_cross_entropy(demo_dir, vocab_dir):
