@@ -182,7 +182,8 @@ def run(args, world):
     print_table(HEADER, table)
     if args.scst:
         print(f"self-critical step ({args.scst_args}) / cross-entropy step: " + ", ".join(
-            f"{scst_row[0]} {scst_row[2]}: {scst_row[4] / ce_row[4]:.1f}x" for ce_row, scst_row in zip(table[::2], table[1::2])))
+            f"{scst_row[0]} {scst_row[2]}: {scst_row[4] / ce_row[4]:.1f}x"
+            for ce_row, scst_row in zip(table[::2], table[1::2])))
 
 
 HEADER = ["model", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",

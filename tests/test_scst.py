@@ -103,7 +103,8 @@ def test_document_frequencies_are_cached_beside_the_tsv_and_counted_again_when_i
     task = build_task("caption", f"{train},{demo_dir}/caption_valid.tsv", vocab_dir)
     frequencies, documents = task.reference_frequencies(task.tsv_file(train))
     cache, = tmp_path.glob("train.tsv.cider-df-*.index")
-    expected = document_frequencies([[normalise_caption(c).split() + [REWARD_END] for c in line.split("\t")[2].split("&&")]
+    expected = document_frequencies([[normalise_caption(c).split() + [REWARD_END]
+                                      for c in line.split("\t")[2].split("&&")]
                                      for line in read_lines(train)])
     assert (frequencies, documents) == (dict(expected[0]), expected[1]) and documents == 48
     written = cache.stat().st_mtime_ns
@@ -180,7 +181,7 @@ def test_the_criterion_trains_every_caption_task_and_validates_by_cross_entropy(
     loss, sample_size, log = criterion(model, batch)
     loss.backward()
     assert torch.isfinite(loss) and log["outputs"] == 6 and 0 <= log["reward"] and sample_size == log["ntokens"] > 6
-    # (an untrained model's outputs all score 0, so their advantages and the gradient are 0: finite is what can be asked)
+    # (an untrained model's outputs all score 0, so their advantages and the gradient are 0: finite is all to ask)
     assert model.training and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     # Each row encoded once for its outputs gives what the inputs repeated once per output give.
     outputs, _ = criterion.rewarded_outputs(model, batch)

@@ -103,7 +103,8 @@ class CiderD:
         counts = ngram_counts(tokens, self.n)
         weights = [{} for _ in range(self.n)]
         for gram, count in counts.items():
-            weights[len(gram) - 1][gram] = count * (self.log_documents - math.log(max(1.0, self.frequencies.get(gram, 0))))
+            idf = self.log_documents - math.log(max(1.0, self.frequencies.get(gram, 0)))
+            weights[len(gram) - 1][gram] = count * idf
         norms = [math.sqrt(sum(w * w for w in order.values())) for order in weights]
         return weights, norms, sum(count for gram, count in counts.items() if len(gram) == 2)
 
