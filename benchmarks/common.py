@@ -167,13 +167,15 @@ def build_model(task, arch, **options):
     return model_class.build_model(cfg, task)
 
 
-def build_criterion(task, label_smoothing=0.1):
+def build_criterion(task, label_smoothing=0.1, name="constrained_label_smoothed_cross_entropy", **options):
+    """A registered criterion (by default the cross entropy) with ``options`` on its config's defaults."""
     from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
     from omegaconf import OmegaConf
 
-    import criterions  # noqa: F401  (registers the criterion)
+    import criterions  # noqa: F401  (registers the criteria)
 
-    name = "constrained_label_smoothed_cross_entropy"
     cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
     cfg.label_smoothing, cfg.sentence_avg = label_smoothing, False
+    for key, value in options.items():
+        cfg[key] = value
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)

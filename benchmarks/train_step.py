@@ -3,10 +3,15 @@
     .venv/bin/python benchmarks/train_step.py                       # CPU: fp32 and bf16 autocast
     .venv/bin/python benchmarks/train_step.py --device cuda         # GPU: bf16, unify_base batch filling the card
     .venv/bin/python benchmarks/train_step.py --compile             # also with --compile-layers
+    .venv/bin/python benchmarks/train_step.py --scst                # also the self-critical step
 
 A step is what fairseq's trainer does for one batch: the caption task's criterion (forward), backward
 and an AdamW update, on a batch of COCO-mini photos at 384 px with their captions, collated by the
-task. Step time is the best of ``--steps`` after two warm-up steps.
+task. Step time is the best of ``--steps`` after two warm-up steps. With ``--scst``, each row is
+followed by one of the self-critical criterion on the same batch (``--scst-args``: beam search of K
+outputs per row in eval mode, their CIDEr-D rewards, then the loss's forward and backward on the K
+outputs of every row), and the table ends with each self-critical step's time as a multiple of its
+cross-entropy step's.
 
 FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward and
 backward (matrix multiplies, convolutions and attention, causal attention counted in full;
@@ -26,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from common import best_time, build_criterion, build_model, build_task, machine_line, print_table, run_on_coco_world
+from criterions.self_critical import OFA_STAGE2_ARGS  # noqa: E402  (found through common's path)
 
 PATCH = 384
 # FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
@@ -67,10 +73,10 @@ def move(value, device):
 class Step:
     """One training step of a fresh model of ``arch`` on ``batch``."""
 
-    def __init__(self, task, arch, batch, device, **options):
+    def __init__(self, task, arch, batch, device, criterion=None, **options):
         torch.manual_seed(0)
         self.model = build_model(task, arch, **options).to(device).train()
-        self.criterion = build_criterion(task)
+        self.criterion = criterion or build_criterion(task)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.batch = batch
 
@@ -110,11 +116,11 @@ def largest_batch(task, arch, device, options, start=8, limit=4096):
     return fits
 
 
-def measure(task, arch, batch_size, device, precision, steps, options, profile=0):
+def measure(task, arch, batch_size, device, precision, steps, options, criterion=None, profile=0):
     options = dict(options, bf16_autocast=precision == "bf16")
     batch = batch_of(task, batch_size, device)
     build_start = time.perf_counter()
-    step = Step(task, arch, batch, device, **options)
+    step = Step(task, arch, batch, device, criterion, **options)
     step()  # the first step compiles when asked
     first = time.perf_counter() - build_start
     seconds = best_time(step, steps, sync=sync(device))
@@ -126,7 +132,7 @@ def measure(task, arch, batch_size, device, precision, steps, options, profile=0
         print_profile(step, device, profile)
     parameters = sum(p.numel() for p in step.model.parameters())
     name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
-        " +checkpoint-activations" if options.get("checkpoint_activations") else "")
+        " +checkpoint-activations" if options.get("checkpoint_activations") else "") + (" SCST" if criterion else "")
     return [name, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds, flops / 1e9,
             flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load]
 
@@ -155,6 +161,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators that took the most device time in one step")
+    parser.add_argument("--scst", action="store_true", help="also measure the self-critical step of each row")
+    parser.add_argument("--scst-args", default=OFA_STAGE2_ARGS, help="its generation arguments (JSON)")
     run_on_coco_world(parser, argv, run)
 
 
@@ -167,6 +175,7 @@ def run(args, world):
     data = os.path.join(world, "caption.tsv")
     task = build_task("caption", f"{data},{data}", os.path.join(world, "vocab"), patch_image_size=PATCH)
     task.load_dataset("train")
+    scst = build_criterion(task, name="self_critical", scst_args=args.scst_args) if args.scst else None
 
     print(machine_line(device))
     variants = [{}]
@@ -180,11 +189,17 @@ def run(args, world):
                 size = batches.get(arch) or batches[arch.split("_", 1)[-1]]
                 size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
                     if size == "auto" else int(size)
-                table.append(measure(task, arch, size, device, precision, args.steps, options, args.profile))
-                print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
+                for criterion in [None] + ([scst] if args.scst else []):
+                    table.append(measure(task, arch, size, device, precision, args.steps, options, criterion,
+                                         args.profile))
+                    print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
     print(f"caption task, {PATCH} px COCO-mini photos, vocabulary of {len(task.vocab.dictionary)} tokens; "
           f"step = criterion forward + backward + AdamW")
     print_table(HEADER, table)
+    if args.scst:
+        print(f"self-critical step ({args.scst_args}) / cross-entropy step: " + ", ".join(
+            f"{scst_row[0]} {scst_row[2]}: {scst_row[4] / ce_row[4]:.1f}x"
+            for ce_row, scst_row in zip(table[::2], table[1::2])))
 
 
 HEADER = ["model", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",

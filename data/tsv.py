@@ -209,8 +209,9 @@ class TsvFile:
         return (k if self.selected_cols is None else self.selected_cols[k]) + 1
 
     def cached_array(self, name, build):
-        """A per-row array derived from the file, cached beside its index as ``<file>.<name>.index``
-        (or in the same fallback folder) and rebuilt when the file changes: ``build()`` makes it."""
+        """A 1-D array derived from the file (one value per row, or any other, such as text as uint8),
+        cached beside its index as ``<file>.<name>.index`` (or in the same fallback folder) and rebuilt when
+        the file changes: ``build()`` makes it."""
         _, values = _open_cached(self.path, f".{name}.index", lambda stamp: build(), self.index_dir)
         return _without_stamp(values)
 

@@ -412,7 +412,7 @@ class UniGroundTask(FairseqTask):
         (``row_lengths``, no media decoded), cached beside the file's index as
         ``<file>.tokens-<digest of length_settings>.index`` (4 bytes a row) and rebuilt when the file
         changes. A row that ``row_lengths`` refuses counts 0: the dataset reports it when its turn comes."""
-        digest = hashlib.sha1(json.dumps(self.length_settings(), sort_keys=True).encode()).hexdigest()[:16]
+        digest = settings_digest(self.length_settings())
 
         ends = (len(self.vocab.source_prefix) + 1, 1)  # the source prefix and EOS; the target's EOS
 
@@ -523,18 +523,29 @@ class UniGroundTask(FairseqTask):
             batch["decoder_prompts"] = data_utils.collate_tokens(prompts, pad)
         if any("target" not in s for s in samples):
             return batch
-        targets = [s["target"] for s in samples]
+        entries = self.target_entries([s["target"] for s in samples], metas, prompts)
+        net_input["prev_output_tokens"] = entries.pop("prev_output_tokens")
+        batch.update(entries)
+        return batch
+
+    def target_entries(self, targets, metas, prompts=None):
+        """Batch entries of EOS-ended ``targets`` for teacher forcing: padded ``target``, its
+        ``prev_output_tokens``, ``ntokens``, ``meta`` and, under a constraint, the ``constraint_masks``
+        that confine the loss to the outputs generation allows. With decoder ``prompts`` the decoder reads
+        each prompt before its target, and the prompt is padding in ``target``: read, not learnt."""
+        pad, eos = self.vocab.dictionary.pad(), self.vocab.dictionary.eos()
         if prompts is not None:
             targets = [torch.cat([prompt, t]) for prompt, t in zip(prompts, targets)]
-        net_input["prev_output_tokens"] = self.decoder_inputs(targets)
-        if prompts is not None:  # the prompt is read, not learnt: padding in the target
+        prev_output_tokens = self.decoder_inputs(targets)
+        if prompts is not None:
             targets = [t.index_fill(0, torch.arange(len(prompt)), pad) for prompt, t in zip(prompts, targets)]
         target = data_utils.collate_tokens(targets, pad, eos)
-        batch.update(target=target, ntokens=int(target.ne(pad).sum()))
+        entries = {"target": target, "prev_output_tokens": prev_output_tokens, "ntokens": int(target.ne(pad).sum()),
+                   "meta": metas}
         constraint = self.output_constraint()
         if constraint is not None:
-            batch["constraint_masks"] = constraint.for_batch(metas).training_masks(target)
-        return batch
+            entries["constraint_masks"] = constraint.for_batch(metas).training_masks(target)
+        return entries
 
     def output_constraint(self):
         """The task's constraint, placed after the decoder prompt when there is one."""
@@ -744,6 +755,11 @@ class UniGroundTask(FairseqTask):
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
+
+
+def settings_digest(settings):
+    """A short digest of JSON-ready ``settings``, naming the cache of what they determine."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def training_rng():

@@ -1,16 +1,32 @@
 """Image captioning on UnIVAL/OFA caption TSVs: uniq-id, image-id, caption, objects, image."""
+import functools
+import json
+import logging
 import string
+from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 from fairseq.tasks import register_task
 
-from tasks.base import UniGroundConfig, UniGroundTask
+from data.dataset import Row
+from data.errors import BadInputError
+from tasks.base import UniGroundConfig, UniGroundTask, settings_digest
 from tasks.results import Caption
-from utils.metrics import caption_sample_cider, caption_scores
+from utils.metrics import CiderD, caption_sample_cider, caption_scores, cider_tokens, document_frequencies
 from utils.ofa_text import caption_without_punctuation
+from utils.progress import track
 from utils.report import SampleView
 
+logger = logging.getLogger(__name__)
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
+# Appended to every caption the training reward scores, as OFA's and self-critical.pytorch's CIDEr-D do:
+# n-grams that end a caption count, so a caption cut short earns less. No caption holds it (``normalise_caption``).
+REWARD_END = "<eos>"
+
+
+def reward_tokens(caption):
+    return cider_tokens(caption) + [REWARD_END]
 
 
 def normalise_caption(text):
@@ -71,6 +87,48 @@ class CaptionTask(UniGroundTask):
                                      {p["uniq_id"]: p["references"] for p in predictions}, full=full)
         name = "CIDEr" if full else "cider"
         return [{name: cider[p["uniq_id"]]} for p in predictions]
+
+    def sequence_rewards(self, predictions):
+        """Self-critical training's reward of each prediction: CIDEr-D of its caption against its row's
+        references, with the document frequencies of the training references (``reward_scorer``)."""
+        return self.reward_scorer.scores([reward_tokens(p["caption"]) for p in predictions],
+                                         [[reward_tokens(r) for r in p["references"]] for p in predictions])
+
+    @functools.cached_property
+    def reward_scorer(self):
+        """CIDEr-D with the document frequencies of every training file's references."""
+        paths = self.data_paths()
+        frequencies, documents = Counter(), 0
+        for path in paths[:-1] or paths:
+            file_frequencies, file_documents = self.reference_frequencies(self.tsv_file(path))
+            frequencies.update(file_frequencies)
+            documents += file_documents
+        return CiderD(frequencies, documents)
+
+    def reference_frequencies(self, tsv):
+        """(n-gram -> rows whose references use it, rows) of a file, a row's references being one
+        document; cached beside the file as ``<file>.cider-df-<digest>.index`` and counted again when the
+        file (its stamp, ``TsvFile.cached_array``) or the reference columns change. Bad rows count for none."""
+        def count():
+            references = []
+            for i in track(range(len(tsv)), f"counted the reference n-grams of {tsv.path}", unit="rows", log=logger):
+                try:
+                    references.append([reward_tokens(r) for r in self.references(Row(tsv, i, dict(zip(
+                        self.columns, tsv.fields(i)))))])
+                except BadInputError:
+                    continue
+            frequencies, documents = document_frequencies(references)
+            stored = {"documents": documents, "references": sum(map(len, references)),
+                      "ngrams": [[" ".join(gram), n] for gram, n in frequencies.items()]}
+            return np.frombuffer(json.dumps(stored).encode(), dtype=np.uint8)
+
+        digest = settings_digest({"columns": tsv.selected_cols, "end": REWARD_END, "tokens": "lower-whitespace"})
+        stored = json.loads(tsv.cached_array(f"cider-df-{digest}", count).tobytes())
+        if stored["references"] == stored["documents"]:
+            logger.warning("%s: every row holds one reference; the CIDEr-D reward scores each sample against its "
+                           "row's references only, so rows should hold all of an image's captions joined by && "
+                           "(one row per image, as validation files)", tsv.path)
+        return {tuple(gram.split()): n for gram, n in stored["ngrams"]}, stored["documents"]
 
     def report_view(self, prediction, row):
         return SampleView(prediction["caption"], " | ".join(prediction["references"]))

@@ -13,7 +13,7 @@ from tasks.results import Box
 from utils.codec import CodecError
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
-from utils.metrics import grounding_scores
+from utils.metrics import box_ious, grounding_scores
 from utils.ofa_text import clean_text
 from utils.report import SampleView
 
@@ -97,6 +97,10 @@ class RefcocoTask(UniGroundTask):
 
     def score(self, predictions, full=False):
         return grounding_scores([p["box"] for p in predictions], [p["reference"] for p in predictions])
+
+    def sequence_rewards(self, predictions):
+        """Self-critical training's reward of each prediction: the IoU of its box with the reference (0 for none)."""
+        return np.array(box_ious([p["box"] for p in predictions], [p["reference"] for p in predictions]))
 
     def report_view(self, prediction, row):
         boxes = {"prediction": prediction["box"], "reference": prediction["reference"]}

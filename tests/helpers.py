@@ -46,11 +46,13 @@ def build_model(task, **overrides):
     return ARCH_MODEL_REGISTRY[tiny_model_args()["arch"]].build_model(model_config(task, **overrides), task)
 
 
-def build_criterion(task, label_smoothing=0.1):
-    name = "constrained_label_smoothed_cross_entropy"
+def build_criterion(task, label_smoothing=0.1, name="constrained_label_smoothed_cross_entropy", **options):
+    """A registered criterion (by default the cross entropy) with ``options`` on its config's defaults."""
     cfg = OmegaConf.structured(CRITERION_DATACLASS_REGISTRY[name])
     cfg.label_smoothing = label_smoothing
     cfg.sentence_avg = False
+    for key, value in options.items():
+        cfg[key] = value
     return CRITERION_REGISTRY[name].build_criterion(cfg, task)
 
 

@@ -1,6 +1,8 @@
 """Corpus metrics shared by the tasks and evaluate.py."""
 import logging
+import math
 import shutil
+from collections import Counter
 
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
@@ -15,9 +17,14 @@ from utils.logs import child_stderr_to_debug
 logger = logging.getLogger(__name__)
 
 
+def box_ious(predicted_boxes, reference_boxes):
+    """IoU of each predicted box with its reference; a missing prediction (None) has IoU 0."""
+    return [box_iou(p, r) if p is not None else 0.0 for p, r in zip(predicted_boxes, reference_boxes)]
+
+
 def grounding_scores(predicted_boxes, reference_boxes):
     """acc@0.5 (share of boxes with IoU >= 0.5) and mean IoU; a missing prediction (None) has IoU 0."""
-    ious = [box_iou(p, r) if p is not None else 0.0 for p, r in zip(predicted_boxes, reference_boxes)]
+    ious = box_ious(predicted_boxes, reference_boxes)
     return {"acc@0.5": float(np.mean([iou >= 0.5 for iou in ious])), "mean_iou": float(np.mean(ious))}
 
 
@@ -31,8 +38,8 @@ def caption_inputs(hypotheses, references, full):
     """(references, hypotheses) as pycocoevalcap's scorers take them: {id: [text, ...]}, PTB-tokenised
     when ``full`` (Java), else lower-cased whitespace tokens."""
     if not full:
-        res = {k: [" ".join(v.lower().split())] for k, v in hypotheses.items()}
-        gts = {k: [" ".join(r.lower().split()) for r in references[k]] for k in hypotheses}
+        res = {k: [" ".join(cider_tokens(v))] for k, v in hypotheses.items()}
+        gts = {k: [" ".join(cider_tokens(r)) for r in references[k]] for k in hypotheses}
         return gts, res
     if shutil.which("java") is None:
         raise RuntimeError("caption evaluation needs Java for pycocoevalcap's PTB tokenizer and METEOR: "
@@ -57,6 +64,74 @@ def caption_scores(hypotheses, references, full=True):
         "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
         "CIDEr": float(Cider().compute_score(gts, res)[0]),
     }
+
+
+def cider_tokens(text):
+    """A caption's tokens as validation scores them: lower-cased, split at whitespace."""
+    return text.lower().split()
+
+
+def ngram_counts(tokens, n=4):
+    """Counter of the 1- to n-grams (tuples) of a token list."""
+    return Counter(tuple(tokens[i:i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+
+
+def document_frequencies(references, n=4):
+    """(n-gram -> number of documents using it, number of documents) of ``references``, one list of
+    token lists per document (an image's captions): what CIDEr-D's idf weights come from."""
+    frequencies = Counter()
+    for captions in references:
+        frequencies.update({gram for tokens in captions for gram in ngram_counts(tokens, n)})
+    return frequencies, len(references)
+
+
+class CiderD:
+    """CIDEr-D (Vedantam et al. 2015, as pycocoevalcap's ``Cider`` computes it: clipped tf-idf n-gram
+    cosines, a Gaussian length penalty, 10x the mean over n and references) with its document
+    frequencies fixed in advance, as self-critical training scores samples against the training
+    corpus's statistics rather than the batch's. Given the frequencies of the references being scored,
+    it equals pycocoevalcap's per-image scores."""
+
+    def __init__(self, frequencies, documents, n=4, sigma=6.0):
+        if documents < 1:
+            raise ValueError("CIDEr-D needs document frequencies from at least one document")
+        self.frequencies, self.log_documents, self.n, self.sigma = frequencies, math.log(documents), n, sigma
+
+    def vector(self, tokens):
+        """(per order, n-gram -> tf-idf weight; per order, the vector's norm; length). The length is
+        the bigram count, as pycocoevalcap counts it, so that the penalties agree."""
+        counts = ngram_counts(tokens, self.n)
+        weights = [{} for _ in range(self.n)]
+        for gram, count in counts.items():
+            idf = self.log_documents - math.log(max(1.0, self.frequencies.get(gram, 0)))
+            weights[len(gram) - 1][gram] = count * idf
+        norms = [math.sqrt(sum(w * w for w in order.values())) for order in weights]
+        return weights, norms, sum(count for gram, count in counts.items() if len(gram) == 2)
+
+    def similarity(self, hypothesis, reference):
+        """Sum over orders of the clipped cosine, times the length penalty."""
+        (hyp, hyp_norms, hyp_length), (ref, ref_norms, ref_length) = hypothesis, reference
+        penalty = math.exp(-((hyp_length - ref_length) ** 2) / (2 * self.sigma ** 2))
+        total = 0.0
+        for order in range(self.n):
+            value = sum(min(w, ref[order].get(g, 0.0)) * ref[order].get(g, 0.0) for g, w in hyp[order].items())
+            if hyp_norms[order] and ref_norms[order]:
+                value /= hyp_norms[order] * ref_norms[order]
+            total += value * penalty
+        return total
+
+    def scores(self, hypotheses, references):
+        """CIDEr-D of each hypothesis (a token list) against its references (a list of token lists);
+        references repeated for several hypotheses (the samples of one image) are weighed once."""
+        reference_vectors = {}
+        scores = np.empty(len(hypotheses))
+        for i, (tokens, captions) in enumerate(zip(hypotheses, references)):
+            key = tuple(map(tuple, captions))
+            if key not in reference_vectors:
+                reference_vectors[key] = [self.vector(caption) for caption in captions]
+            vectors, hypothesis = reference_vectors[key], self.vector(tokens)
+            scores[i] = 10.0 * sum(self.similarity(hypothesis, r) for r in vectors) / (self.n * len(vectors))
+        return scores
 
 
 def caption_sample_cider(hypotheses, references, full=True):
