@@ -135,6 +135,13 @@ def test_a_batch_that_mixes_media_is_refused(model, inputs):
                       audio_present=torch.tensor([False, True]))
 
 
+def test_log_mel_features_instead_of_a_waveform_are_refused(model, inputs):
+    audio = inputs["audio"]
+    with pytest.raises(ValueError, match="reads raw waveforms .* --unival-inputs"):
+        model.encoder(audio["src_tokens"], audio["src_lengths"], audio=torch.zeros(2, 1000, 64),
+                      audio_present=torch.tensor([True, True]), audio_lengths=torch.tensor([1000, 1000]))
+
+
 def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
     """UniGround's collate stacks frames T x C x H x W and only for the samples that have a video."""
     video = inputs["video"]
