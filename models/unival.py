@@ -231,6 +231,12 @@ for _name, _architecture in UNIVAL_ARCHITECTURES.items():
     register_model_architecture("unival", _name)(_architecture)
 
 
+def checkpoint_model_class(state):
+    """UnIVALModel for a checkpoint of a UnIVAL architecture, else OFAModel."""
+    args = (state.get("cfg") or {}).get("model") or state.get("args")
+    return UnIVALModel if getattr(args, "arch", None) in UNIVAL_ARCHITECTURES else OFAModel
+
+
 def load_unival_model(path, trust_pickle=False):
     """A UnIVAL checkpoint's model in eval mode, built from its own options, every key accounted for."""
     return ofa_model_from_state(load_state(path, trust_pickle), path, UnIVALModel)
