@@ -10,6 +10,7 @@ import torchaudio
 
 from conftest import ROOT, SHARED_DATA
 from models.ofa import INDEX_BUFFERS, OFACheckpointError, UnsupportedOFAOption
+from models.pann import AUDIO_CFG, PANN
 from models.unival import MixedMediaError, UnIVALModel, load_unival_model
 from utils.checkpoint import load_state
 
@@ -226,3 +227,12 @@ def test_oracle_script_finds_the_unival_fixture_and_fails_beyond_tolerance(oracl
     lines = capsys.readouterr().out.splitlines()
     assert "BEYOND TOLERANCE" in next(line for line in lines if line.startswith("video16/logits"))
     assert all("BEYOND" not in line for line in lines if not line.startswith("video16/logits"))
+
+
+@pytest.mark.parametrize("name, channels, pooled", [("Cnn6", 512, 16), ("Cnn10", 1024, 32), ("Cnn14", 2048, 32)])
+def test_pann_variants_pool_as_univals(name, channels, pooled):
+    """Cnn6: four 2x2-pooled blocks; Cnn10: five; Cnn14: six, the last unpooled."""
+    backbone = PANN(name, **dict(AUDIO_CFG, hop_size=100)).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 100 * 255))
+    assert features.shape == (1, channels, 256 // pooled, 64 // pooled)
