@@ -9,6 +9,7 @@ average-pooled 2 x 2 (Cnn14's last block not at all). Output: B x C x time x mel
 SpecAugment and dropout act in training only.
 """
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,16 @@ AMIN_DB = 1e-10
 DROPOUT = 0.2
 
 
-class PANNVariant:
-    def __init__(self, kernel, convs_per_block, widths, last_pool, head, bn0_follows_mel_bins):
-        self.kernel, self.convs_per_block, self.widths = kernel, convs_per_block, widths
-        self.last_pool, self.head, self.bn0_follows_mel_bins = last_pool, head, bn0_follows_mel_bins
+class PANNVariant(NamedTuple):
+    kernel: int  # of every convolution
+    convs_per_block: int
+    widths: tuple  # output channels of each block
+    last_pool: int  # the last block's average-pool size (the others pool 2 x 2)
+    head: bool  # an (unused) classifier head in the state dict
+    bn0_follows_mel_bins: bool  # else bn0 normalises 64 bins whatever mel_bins is
 
 
-PANN_VARIANTS = {  # Cnn6 keeps an unused classifier head and always normalises 64 mel bins
+PANN_VARIANTS = {
     "Cnn6": PANNVariant(5, 1, (64, 128, 256, 512), 2, True, False),
     "Cnn10": PANNVariant(3, 2, (64, 128, 256, 512, 1024), 2, False, True),
     "Cnn14": PANNVariant(3, 2, (64, 128, 256, 512, 1024, 2048), 1, False, True),

@@ -143,6 +143,9 @@ class UnIVALEncoder(OFAEncoder):
             return "image", patch_images, patch_masks
         medium = one_medium({m for m in present if batch[f"{m}_present"].any()} or set(present))
         values = present[medium]
+        if medium == "audio" and values.dim() != 2:
+            raise ValueError(f"UnIVAL's audio encoder reads raw waveforms (B x samples), not {values.dim()}-D "
+                             f"features: give the task --unival-inputs")
         if medium == "video":
             values = values.transpose(1, 2)  # UniGround's frames B' x T x C x H x W -> UnIVAL's B' x C x T x H x W
         mask = batch[f"{medium}_present"]
@@ -226,6 +229,12 @@ UNIVAL_ARCHITECTURES = {
 }
 for _name, _architecture in UNIVAL_ARCHITECTURES.items():
     register_model_architecture("unival", _name)(_architecture)
+
+
+def checkpoint_model_class(state):
+    """UnIVALModel for a checkpoint of a UnIVAL architecture, else OFAModel."""
+    args = (state.get("cfg") or {}).get("model") or state.get("args")
+    return UnIVALModel if getattr(args, "arch", None) in UNIVAL_ARCHITECTURES else OFAModel
 
 
 def load_unival_model(path, trust_pickle=False):

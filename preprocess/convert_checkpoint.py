@@ -1,10 +1,10 @@
-"""Convert an OFA checkpoint to a UniGround one (safetensors weights plus a JSON config) and back.
+"""Convert an OFA or UnIVAL checkpoint to a UniGround one (safetensors weights plus a JSON config) and back.
 
     python preprocess/convert_checkpoint.py ofa_base.pt converted/      # -> converted/model.safetensors, config.json
     python preprocess/convert_checkpoint.py converted/ ofa_base_again.pt
 
 The OFA file is read with the safe loader (``weights_only``, ``argparse.Namespace`` allowed) and
-must name an ``ofa_*`` architecture. Weights go to ``model.safetensors``, each tensor once: names
+must name an ``ofa_*`` or ``unival_*`` architecture. Weights go to ``model.safetensors``, each tensor once: names
 that share one tensor (OFA ties its token embeddings and output projection) are recorded as
 aliases and tied again on the way back. Everything else (``cfg`` with its ``Namespace``, ``args``,
 the training bookkeeping) goes to ``config.json``. The round trip is bit-exact, except that an
@@ -21,6 +21,7 @@ import safetensors.torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.ofa import checkpoint_options  # noqa: E402
+from models.unival import checkpoint_model_class  # noqa: E402
 from utils.checkpoint import UntrustedCheckpointError, load_state, write_checkpoint  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
 
@@ -79,7 +80,7 @@ def unique_tensors(weights):
 
 def to_uniground(path, out_dir):
     state = load_state(path)
-    checkpoint_options(state, path)
+    checkpoint_options(state, path, checkpoint_model_class(state))
     dropped = [i for i, entry in enumerate(state.get("optimizer_history") or []) if DROPPED in entry]
     if dropped:
         logger.info("%s: dropping the optimizer state (%s of optimizer_history %s)", path, DROPPED, dropped)

@@ -14,7 +14,7 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
 from models.ofa import OFACheckpointError, OFAModel, ofa_model_from_state
-from models.unival import UnIVALModel
+from models.unival import UnIVALModel, checkpoint_model_class
 from utils.checkpoint import load_state
 
 OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli_ve": "snli_ve",
@@ -66,16 +66,10 @@ def ofa_task_config(ofa_task, path, architecture=OFAModel):
     return name, cfg
 
 
-def model_class(state):
-    """UnIVALModel for a checkpoint of a UnIVAL architecture, else OFAModel."""
-    args = (state.get("cfg") or {}).get("model") or state.get("args")
-    return UnIVALModel if getattr(args, "arch", None) in UnIVALModel.architectures() else OFAModel
-
-
 def load_ofa_model_and_task(path, bpe_dir, overrides=None, trust_pickle=False):
     """([model], task) for an OFA or UnIVAL checkpoint, the task's options overridden by ``overrides``."""
     state = load_state(path, trust_pickle)
-    architecture = model_class(state)
+    architecture = checkpoint_model_class(state)
     name, cfg = ofa_task_config(dict((state.get("cfg") or {}).get("task") or {}), path, architecture)
     cfg.seed = ((state.get("cfg") or {}).get("common") or {}).get("seed", 1)
     cfg.bpe_dir = bpe_dir

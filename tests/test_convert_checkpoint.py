@@ -37,6 +37,15 @@ def test_round_trip_is_bit_exact_and_ties_the_embeddings_again(tmp_path):
     assert weights["decoder.output_projection.weight"].data_ptr() == weights["encoder.embed_tokens.weight"].data_ptr()
 
 
+def test_a_unival_checkpoint_round_trips_too(tmp_path):
+    unival = os.path.join(SHARED_DATA, "unival-oracle", "unival_tiny_random.pt")
+    if not os.path.isfile(unival):
+        pytest.skip(f"the UnIVAL oracle checkpoint {unival} is absent")
+    convert_checkpoint.main([unival, str(tmp_path / "converted")])
+    convert_checkpoint.main([str(tmp_path / "converted"), str(tmp_path / "back.pt")])
+    assert_same_checkpoint(load_state(tmp_path / "back.pt"), load_state(unival))
+
+
 def test_optimizer_state_is_dropped_and_the_rest_kept(tmp_path, caplog):
     state = load_state(CHECKPOINT)
     state["optimizer_history"][-1]["last_optimizer_state"] = {"state": {0: {"exp_avg": torch.ones(3)}}}

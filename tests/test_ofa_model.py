@@ -55,8 +55,8 @@ def test_other_configurations_decode_incrementally_as_in_full(oracle, options):
         encoder_out = model.encoder(src, None, patch_images=torch.rand(2, 3, 64, 64) * 2 - 1,
                                     patch_masks=torch.tensor([True, False]))
         assert encoder_out["encoder_out"][0].shape == (16 + 20, 2, 32)
-        tokens, full = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=False)
-        tokens_incremental, incremental = oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=True)
+        tokens, full = oracle.greedy(model, encoder_out, 2, 7, oracle.ofa_next_tokens((50, 59)), incremental=False)
+        tokens_incremental, incremental = oracle.greedy(model, encoder_out, 2, 7, oracle.ofa_next_tokens((50, 59)), incremental=True)
     assert torch.equal(tokens, tokens_incremental)
     assert (full - incremental).abs().max() <= 1e-5
 

@@ -1,13 +1,16 @@
 """UnIVAL checkpoints on UniGround's data: media read as UnIVAL's datasets read them (PyAV decoding)."""
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from torchvision.transforms import CenterCrop
 
 import evaluate
-from conftest import SHARED_DATA
+from conftest import ROOT, SHARED_DATA
 from data.audio import unival_waveform
 from data.transforms import ImageTransform
 from data.video import decode_video
@@ -125,3 +128,27 @@ def test_evaluate_interpolates_two_unival_fine_tunes(tmp_path, demo_dir, bpe_dir
         (tmp_path / "alone" / "predictions.jsonl").read_text()
     shared = [name for name, value in alone.items() if isinstance(value, float) and name in curve[1]]
     assert shared and all(curve[1][name] == alone[name] for name in shared)
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_from_a_unival_checkpoint_on_video(bpe_dir, demo_dir, tmp_path):
+    """--finetune-from-model with UnIVAL's flags and --unival-inputs: the weights load and the loss falls."""
+    data = write_tsv(tmp_path / "video.tsv", read_lines(demo_dir / "video_caption_train.tsv", 4))
+    checkpoint = os.path.join(ORACLE, "unival_tiny_random.pt")
+    result = subprocess.run(
+        [sys.executable, "train.py", f"{data},{data}", "--task", "video_caption", "--bpe-dir", bpe_dir,
+         "--unival-inputs", "--num-frames", "4", "--video-frame-size", "112", "--max-tgt-length", "100",
+         "--arch", "unival_base", "--encoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024",
+         "--encoder-layers", "2", "--decoder-layers", "2", "--encoder-attention-heads", "4",
+         "--decoder-attention-heads", "4", "--resnet-type", "resnet50", "--video-encoder-name", "resnext50",
+         "--audio-encoder-name", "pann_cnn6", "--hop-size", "200", "--scale-attn", "--scale-fc", "--scale-heads",
+         "--disable-entangle", "--add-type-embedding", "--finetune-from-model", checkpoint,
+         "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-4",
+         "--batch-size", "2", "--max-update", "4", "--no-save", "--disable-validation", "--num-workers", "0",
+         "--seed", "1", "--log-format", "simple", "--log-interval", "1", "--save-dir", str(tmp_path / "ckpt"),
+         "--cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert f"loaded checkpoint {checkpoint}" in output.lower()
+    losses = [float(m) for m in re.findall(r"train_inner .* loss=([0-9.]+)", output)]
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses

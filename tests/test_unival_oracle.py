@@ -10,6 +10,7 @@ import torchaudio
 
 from conftest import ROOT, SHARED_DATA
 from models.ofa import INDEX_BUFFERS, OFACheckpointError, UnsupportedOFAOption
+from models.pann import AUDIO_CFG, PANN
 from models.unival import MixedMediaError, UnIVALModel, load_unival_model
 from utils.checkpoint import load_state
 
@@ -135,6 +136,13 @@ def test_a_batch_that_mixes_media_is_refused(model, inputs):
                       audio_present=torch.tensor([False, True]))
 
 
+def test_log_mel_features_instead_of_a_waveform_are_refused(model, inputs):
+    audio = inputs["audio"]
+    with pytest.raises(ValueError, match="reads raw waveforms .* --unival-inputs"):
+        model.encoder(audio["src_tokens"], audio["src_lengths"], audio=torch.zeros(2, 1000, 64),
+                      audio_present=torch.tensor([True, True]), audio_lengths=torch.tensor([1000, 1000]))
+
+
 def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
     """UniGround's collate stacks frames T x C x H x W and only for the samples that have a video."""
     video = inputs["video"]
@@ -219,3 +227,12 @@ def test_oracle_script_finds_the_unival_fixture_and_fails_beyond_tolerance(oracl
     lines = capsys.readouterr().out.splitlines()
     assert "BEYOND TOLERANCE" in next(line for line in lines if line.startswith("video16/logits"))
     assert all("BEYOND" not in line for line in lines if not line.startswith("video16/logits"))
+
+
+@pytest.mark.parametrize("name, channels, pooled", [("Cnn6", 512, 16), ("Cnn10", 1024, 32), ("Cnn14", 2048, 32)])
+def test_pann_variants_pool_as_univals(name, channels, pooled):
+    """Cnn6: four 2x2-pooled blocks; Cnn10: five; Cnn14: six, the last unpooled."""
+    backbone = PANN(name, **dict(AUDIO_CFG, hop_size=100)).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 100 * 255))
+    assert features.shape == (1, channels, 256 // pooled, 64 // pooled)
