@@ -7,7 +7,7 @@ The inputs are the COCO-mini photos (``../shared/data/coco-mini/images``), each 
 upload with ``--text`` (no drawing). Without ``--url`` the script starts ``serve.py --path`` on a free
 port (``--serve-flags`` are passed on) and stops it afterwards. For each concurrency, ``--requests``
 requests are sent with that many in flight; latency is each request's time from sending to its whole
-answer. Then ``predict.py --inputs`` runs on a folder of the same photos, once in a fresh process (the
+answer. Every process runs ``--threads`` torch threads. Then ``predict.py --inputs`` runs on a folder of the same photos, once in a fresh process (the
 whole command, model loading included) and once in this one on a loaded predictor (inputs/s).
 """
 import argparse
@@ -20,17 +20,25 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
 from common import ROOT, SHARED_DATA, machine_line, print_table
+from utils.logs import set_up_logging
 
 PHOTOS = os.path.join(SHARED_DATA, "coco-mini", "images")
+
+
+def threads_env(args):
+    """The environment of the started processes: torch's CPU threads set to --threads."""
+    return dict(os.environ, OMP_NUM_THREADS=str(args.threads))
 
 
 def start_server(args):
     """(process, URL) of serve.py on the checkpoint, once it listens."""
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--path", args.path, "--port", "0",
                                 *(["--task", args.task] if args.task else []), *args.serve_flags.split()],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=threads_env(args))
     for line in process.stdout:
         if line.startswith("serving on "):
             return process, line.split()[-1].rstrip("/")
@@ -87,7 +95,7 @@ def folder_rows(args):
                    "--text", args.text, "--output", os.path.join(scratch, "results.jsonl"),
                    *(["--task", args.task] if args.task else []), *args.predict_flags.split()]
         start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=threads_env(args))
         wall = time.perf_counter() - start
         count = len(os.listdir(folder))
         rows.append(["predict.py --inputs (process)", count, wall, count / wall, "", "", 0])
@@ -112,7 +120,12 @@ def main(argv=None):
     parser.add_argument("--concurrency", default="1,8,32", help="requests in flight at once, comma-separated")
     parser.add_argument("--serve-flags", default="--cpu", help="options for the started serve.py")
     parser.add_argument("--predict-flags", default="--cpu", help="options for predict.py")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads of every process (1: steady figures on a shared machine, where "
+                             "several threads wait for each other)")
     args = parser.parse_args(argv)
+    set_up_logging()
+    torch.set_num_threads(args.threads)
     photos = [open(os.path.join(PHOTOS, name), "rb").read() for name in sorted(os.listdir(PHOTOS))]
     print(machine_line())
     print(f"{len(photos)} COCO-mini photos, text {args.text!r}, checkpoint {args.path}")

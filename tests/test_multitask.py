@@ -128,7 +128,7 @@ def test_checkpointed_state_brings_back_each_sub_tasks_own(demo_dir, vocab_dir):
     loaded = build_task("multitask", data, vocab_dir, tasks="video_qa:0.5,caption:0.5")
     loaded.load_state_dict(trained.state_dict())
     assert loaded.subtasks["video_qa"].state_dict()["answers"] == answers
-    args = Namespace(task="video_qa", data=f"{demo_dir}/video_qa_valid.tsv", selected_cols=None,
+    args = Namespace(task="video_qa", data=f"{demo_dir}/video_qa_valid.tsv", selected_cols=None, path=["ckpt.pt"],
                      task_option=["eval_mode=candidates"])
     alone = select_task(loaded, args)
     alone.load_dataset("valid")

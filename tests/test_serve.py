@@ -1,6 +1,7 @@
 """serve.py on a trained checkpoint, started as a user starts it: a real HTTP client sends good and bad
 uploads, an oversized body, a wrong content type and concurrent requests; headless Chromium uploads a
-photo through the page and the drawn prediction appears, in its colour, with no console error."""
+photo through the page and the drawn prediction appears, in its colour, with no console error. In
+process, requests beyond the queue are refused with 503."""
 import asyncio
 import base64
 import io
@@ -12,11 +13,14 @@ import time
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
+import serve
 from browser import problems, running_browser
 from conftest import ROOT
-from helpers import read_lines
+from helpers import build_model, landed_task, read_lines
+from predict import Predictor
 from utils.drawing import COLOURS
 
 pytestmark = pytest.mark.slow
@@ -160,3 +164,26 @@ def wait_for(browser, condition, seconds=60):
     while not browser.evaluate(condition):
         assert time.time() < deadline, f"timed out waiting for {condition}"
         time.sleep(0.1)
+
+
+def test_requests_beyond_the_queue_get_503_and_the_server_goes_on(demo_dir, vocab_dir, photos, tmp_path):
+    """In process, on a tiny refcoco model: with a queue of one, requests sent together while one waits are
+    refused with 503, and a request after them is answered."""
+    task, _ = landed_task("refcoco", demo_dir, vocab_dir, tmp_path)
+    predictor = Predictor([build_model(task).eval()], task, beam=2)
+    app = serve.make_app(predictor, serve.limits_of(serve.parse_args(["--path", "unused", "--queue", "1"])))
+    photo, text = photos[0]
+
+    async def scenario():
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            async def one():
+                async with client.post("/api/predict", data=form(photo, text)) as response:
+                    return response.status, await response.json()
+            together = await asyncio.gather(*(one() for _ in range(8)))
+            return together, await one()
+
+    together, after = asyncio.run(scenario())
+    statuses = sorted(status for status, _ in together)
+    assert statuses[0] == 200 and statuses[-1] == 503, statuses
+    assert all("the server is busy" in body["error"] for status, body in together if status == 503)
+    assert after[0] == 200 and len(after[1]["result"]["box"]) == 4
