@@ -1,6 +1,7 @@
-"""OFA checkpoints preprocess and generate as OFA does: image resize, prompts, text cleaning, box bins, beam
-settings, VQA answers from OFA's ans2label.pkl. Expected values follow OFA's own code
-(data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py, run_scripts/*/evaluate_*.sh)."""
+"""OFA checkpoints on UniGround tasks. They preprocess and generate as OFA does: image resize, prompts, text
+cleaning, box bins, beam settings, decoder prompts, VQA answers from OFA's ans2label.pkl; expected values
+follow OFA's own code (data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py,
+run_scripts/*/evaluate_*.sh). And they fine-tune on tasks that need tokens OFA's dictionary lacks."""
 import base64
 import io
 import json
@@ -18,11 +19,13 @@ from PIL import Image
 import evaluate
 from conftest import SHARED_DATA
 from data.errors import BadInputError
-from helpers import read_lines, set_cell, write_tsv
-from models.ofa import OFACheckpointError
+from helpers import build_task, losses_over_steps, read_lines, set_cell, write_tsv
+from models.ofa import OFACheckpointError, OFAModel, checkpoint_options
 from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
 from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
+from utils.checkpoint import load_state
+from utils.codec import IE_TOKENS
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
 CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")
@@ -254,3 +257,29 @@ def test_decoder_prompt_candidates_and_beam_search_score_the_answer_after_the_qu
     args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
     beam = task.predict(task.build_generator([model], args), [model], batch)
     assert [p["answer"] for p in beam] == [task.choices[c] for c in scores.argmax(1).tolist()]
+
+
+@needs_oracle
+def test_fine_tuning_from_an_ofa_checkpoint_appends_the_tokens_a_task_needs(demo_dir, bpe_dir, tmp_path):
+    """refseg needs <poly>: UniGround's tokens follow OFA's with fresh embeddings, OFA's rows kept, and a few
+    updates on refseg rows lower the loss."""
+    task = build_task("refseg", write_tsv(tmp_path / "refseg.tsv", read_lines(demo_dir / "refseg_train.tsv", 2)),
+                      "", bpe_dir=str(bpe_dir), ofa_preprocessing=True)
+    dictionary, rows = task.vocab.dictionary, 9697  # the checkpoint's: dict.txt, <mask>, codes, bins
+    assert dictionary[rows - 1] == "<bin_999>" and dictionary[rows] == "<time_0>" and task.vocab.first_time == rows
+    assert task.vocab.poly == rows + 100 and [dictionary[task.vocab.ie(t)] for t in IE_TOKENS] == list(IE_TOKENS)
+    assert len(dictionary) == rows + 100 + 1 + len(IE_TOKENS)
+    state = load_state(CHECKPOINT)
+    model = OFAModel.from_args(checkpoint_options(state, CHECKPOINT), len(dictionary), dictionary.pad())
+    model.load_state_dict(dict(state["model"]))  # as --finetune-from-model and --restore-file load it
+    for key in ("encoder.embed_tokens.weight", "decoder.output_projection.weight"):
+        weights = model.state_dict()[key]
+        assert weights.shape[0] == len(dictionary) and torch.equal(weights[:rows], state["model"][key])
+        assert torch.isfinite(weights[rows:]).all() and weights[rows:].std() > 0  # fresh, not zeros
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[0], dataset[1]])
+    assert (batch["target"] == task.vocab.poly).any()
+    model.encoder.embed_images.requires_grad_(False)  # the ResNet's backward would take most of the test's time
+    losses = losses_over_steps(task, batch, 4, lr=1e-3, model=model)
+    assert all(map(np.isfinite, losses)) and losses[-1] < 0.8 * losses[0], losses
