@@ -5,6 +5,7 @@ run_scripts/*/evaluate_*.sh). And they fine-tune on tasks that need tokens OFA's
 import base64
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -24,7 +25,8 @@ from models.ofa import OFACheckpointError, OFAModel, checkpoint_options
 from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
 from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
-from utils.checkpoint import load_state
+from utils import checkpoint
+from utils.checkpoint import CheckpointMismatchError, load_state
 from utils.codec import IE_TOKENS
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
@@ -283,3 +285,31 @@ def test_fine_tuning_from_an_ofa_checkpoint_appends_the_tokens_a_task_needs(demo
     model.encoder.embed_images.requires_grad_(False)  # the ResNet's backward would take most of the test's time
     losses = losses_over_steps(task, batch, 4, lr=1e-3, model=model)
     assert all(map(np.isfinite, losses)) and losses[-1] < 0.8 * losses[0], losses
+
+
+@needs_oracle
+def test_restoring_an_ofa_checkpoint_checks_its_vocabulary_and_bins_without_the_older_checkpoint_warning(
+        oracle, bpe_dir, vocab_dir, caplog):
+    """fairseq's --restore-file and --finetune-from-model read the checkpoint through load_checkpoint_to_cpu,
+    into the task being trained."""
+    _, task, _ = oracle
+    data = task.cfg.data
+
+    def restore_into(task):
+        token = checkpoint._restoring_into.set(task)
+        try:
+            return checkpoint.load_checkpoint_to_cpu(CHECKPOINT)
+        finally:
+            checkpoint._restoring_into.reset(token)
+
+    checkpoint._warn_without_identity.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="utils.checkpoint"):
+        state = restore_into(task)
+    assert not [r for r in caplog.records if "older checkpoint" in r.getMessage()]
+    model = OFAModel.from_args(checkpoint_options(state, CHECKPOINT), len(task.vocab.dictionary), 1)
+    model.load_state_dict(dict(state["model"]))
+    with pytest.raises(CheckpointMismatchError, match="an OFA checkpoint, whose token ids are those of OFA's GPT-2 "
+                                                      "BPE vocabulary: give --bpe-dir"):
+        restore_into(build_task("refcoco", data, vocab_dir))
+    with pytest.raises(CheckpointMismatchError, match="num_bins 1000 in the checkpoint, 500 here"):
+        restore_into(build_task("refcoco", data, "", bpe_dir=str(bpe_dir), num_bins=500))
