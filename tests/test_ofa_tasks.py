@@ -313,3 +313,26 @@ def test_restoring_an_ofa_checkpoint_checks_its_vocabulary_and_bins_without_the_
         restore_into(build_task("refcoco", data, vocab_dir))
     with pytest.raises(CheckpointMismatchError, match="num_bins 1000 in the checkpoint, 500 here"):
         restore_into(build_task("refcoco", data, "", bpe_dir=str(bpe_dir), num_bins=500))
+
+
+@needs_oracle
+def test_bf16_autocast_runs_the_ofa_model_in_bf16_with_fp32_logits(oracle):
+    model, task, _ = oracle
+    state = load_state(CHECKPOINT)
+    args = checkpoint_options(state, CHECKPOINT)
+    args.bf16_autocast = True
+    autocast = OFAModel.from_args(args, len(task.vocab.dictionary), 1)
+    autocast.load_state_dict(dict(state["model"]))
+    autocast.eval()
+    dataset = task.dataset("valid")
+    net_input = dataset.collater([dataset[0], dataset[1]])["net_input"]
+    dtypes = []
+    for part in (autocast.encoder, autocast.decoder):
+        linear = next(m for m in part.layers.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    with torch.no_grad():
+        logits = autocast(**net_input)[0]
+        reference = model(**net_input)[0]
+    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 2 and logits.dtype == torch.float32
+    difference = (logits - reference).abs().max().item()
+    assert 0 < difference < 0.05 * reference.abs().max().item(), difference
