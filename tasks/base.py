@@ -125,6 +125,7 @@ class UniGroundTask(FairseqTask):
     default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
     optional_media = False  # generic layout: any media cell may be empty
     uniground_tokens = False  # needs time bins, <poly> or IE tokens, which OFA's vocabulary gets appended
+    generation_defaults = {}  # beam search settings evaluate.py starts from (an OFA checkpoint's: OFA's)
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg)

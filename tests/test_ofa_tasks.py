@@ -22,7 +22,7 @@ from conftest import SHARED_DATA
 from data.errors import BadInputError
 from helpers import build_task, losses_over_steps, read_lines, set_cell, write_tsv
 from models.ofa import OFACheckpointError, OFAModel, checkpoint_options
-from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
+from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config, setup_ofa_task
 from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
 from utils import checkpoint
@@ -82,10 +82,16 @@ def test_refcoco_checkpoint_sets_ofas_preprocessing_and_beam_settings(refcoco):
     cfg = task.cfg
     assert cfg.ofa_preprocessing and cfg.patch_image_size == 256 and cfg.bin_span == 512 and cfg.num_bins == 1000
     # run_scripts/refcoco/evaluate_refcoco*.sh
-    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    args = generation(task)
     assert (args.beam, args.min_len, args.max_len_a, args.max_len_b, args.no_repeat_ngram_size) == (5, 4, 0, 4, 3)
-    given = evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z", "--beam", "2", "--lenpen", "0.5"])
-    assert (evaluate.generation_args(given, task).beam, evaluate.generation_args(given, task).lenpen) == (2, 0.5)
+    given = generation(task, "--beam", "2", "--lenpen", "0.5")
+    assert (given.beam, given.lenpen, given.max_len_b) == (2, 0.5, 4)
+
+
+def test_a_uniground_checkpoint_evaluates_with_evaluates_defaults_not_its_validation_settings(demo_dir, vocab_dir):
+    task = build_task("refcoco", demo_dir / "refcoco_valid.tsv", vocab_dir, eval_args='{"beam": 1, "max_len_b": 6}')
+    args = generation(task)
+    assert (args.beam, args.max_len_b) == (5, 32) and not hasattr(args, "no_repeat_ngram_size")
 
 
 @needs_oracle
@@ -111,13 +117,14 @@ def test_refcoco_sample_is_ofas_pixels_prompt_and_box_bins(refcoco):
     assert np.allclose(predicted, [b / 999 * 512 / r for b, r in zip(bins, ratios)], atol=1e-4)
 
 
+def generation(task, *flags):
+    """evaluate.py's beam search settings for ``task`` with command-line ``flags``."""
+    return evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z", *flags]),
+                                    task)
+
+
 def task_from_ofa_options(ofa_options, bpe_dir, data, **extra):
-    from fairseq.tasks import TASK_REGISTRY
-    name, cfg = ofa_task_config(ofa_options, "ofa.pt")
-    cfg.data, cfg.bpe_dir, cfg.seed = str(data), str(bpe_dir), 1
-    for key, value in extra.items():
-        cfg[key] = value
-    return TASK_REGISTRY[name].setup_task(cfg)
+    return setup_ofa_task(ofa_options, "ofa.pt", str(bpe_dir), {"data": str(data), **extra})
 
 
 @needs_oracle
@@ -126,8 +133,8 @@ def test_caption_targets_and_outputs_lose_punctuation_keep_case_and_start_with_a
     task = task_from_ofa_options({"_name": "caption", "patch_image_size": 480, "max_image_size": 512}, bpe_dir,
                                  write_tsv(tmp_path / "caption.tsv", [row]))
     assert task.cfg.patch_image_size == 480 and "bin_span" not in task.cfg
-    assert {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}.items() <= evaluate.json.loads(
-        task.cfg.eval_args).items()  # run_scripts/caption/evaluate_caption*.sh
+    args = generation(task)
+    assert (args.beam, args.max_len_b, args.no_repeat_ngram_size) == (5, 16, 3)  # evaluate_caption*.sh
     task.load_dataset("valid")
     sample = task.dataset("valid")[0]
     caption = "A man's hat, red.".translate(str.maketrans({c: None for c in string.punctuation})).strip()
@@ -145,7 +152,7 @@ def test_vqa_and_snli_ve_targets_start_with_a_space_and_take_ofas_settings(demo_
     vqa = task_from_ofa_options({"_name": "vqa_gen", "patch_image_size": 480}, bpe_dir,
                                 write_tsv(tmp_path / "vqa.tsv", read_lines(demo_dir / "vqa_valid.tsv", 1)),
                                 answers_file=str(answers))
-    assert vqa.cfg.eval_mode == "beam" and evaluate.json.loads(vqa.cfg.eval_args) == {
+    assert vqa.cfg.eval_mode == "beam" and vqa.generation_defaults == {
         "beam": 5, "unnormalized": True, "temperature": 1.0}  # run_scripts/vqa/evaluate_vqa_beam*.sh
     assert vqa.choices == ["yes", "no"]
     eos = vqa.vocab.dictionary.eos()
@@ -256,7 +263,7 @@ def test_decoder_prompt_candidates_and_beam_search_score_the_answer_after_the_qu
         expected = logits.masked_fill(~masks, float("-inf")).log_softmax(-1).gather(1, tokens[:, None]).sum()
     assert torch.allclose(scores[sample, choice], expected, atol=1e-5)
     # beam search with every candidate in the beam finds the same best answer, the question forced first
-    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    args = generation(task)
     beam = task.predict(task.build_generator([model], args), [model], batch)
     assert [p["answer"] for p in beam] == [task.choices[c] for c in scores.argmax(1).tolist()]
 
