@@ -157,15 +157,13 @@ def generate(args, models, task):
 
 
 def add_generation_options(parser):
-    """Beam-search options, each defaulting to the checkpoint's --eval-args (``generation_args``)."""
-    parser.add_argument("--beam", type=int, help="beam size (default: the checkpoint's --eval-args, else 5)")
-    parser.add_argument("--max-len-b", type=int, help="longest output in tokens (default: the checkpoint's "
-                                                      "--eval-args, else 32)")
-    parser.add_argument("--min-len", type=int, help="shortest output in tokens (default: the checkpoint's "
-                                                    "--eval-args, else 1)")
+    """Beam-search options, each replacing the default of ``generation_args``."""
+    parser.add_argument("--beam", type=int, help="beam size (default 5, or an OFA checkpoint's as OFA evaluates it)")
+    parser.add_argument("--max-len-b", type=int, help="longest output in tokens (default 32, or OFA's)")
+    parser.add_argument("--min-len", type=int, help="shortest output in tokens (default 1, or OFA's)")
     parser.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams of this size "
-                                                                 "(default: the checkpoint's --eval-args)")
-    parser.add_argument("--lenpen", type=float, help="length penalty (default: the checkpoint's --eval-args, else 1)")
+                                                                 "(default: none, or OFA's)")
+    parser.add_argument("--lenpen", type=float, help="length penalty (default 1)")
 
 
 def generation_options(args):
@@ -174,9 +172,9 @@ def generation_options(args):
 
 
 def generation_args(args, task):
-    """Beam search settings: the checkpoint task's --eval-args (for an OFA checkpoint, those of OFA's
-    evaluation scripts), each replaced by the option given on the command line."""
-    settings = {"beam": 5, "max_len_b": 32, **json.loads(task.cfg.eval_args)}
+    """Beam search settings: beam 5 and at most 32 tokens, or for an OFA checkpoint those of OFA's evaluation
+    scripts (the task's ``generation_defaults``), each replaced by the option given on the command line."""
+    settings = {"beam": 5, "max_len_b": 32, **task.generation_defaults}
     settings.update(generation_options(args))
     return Namespace(**settings)
 

@@ -31,7 +31,7 @@ from torch import nn
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
 from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
 from models.transformer import reorder_layer_caches
-from models.unify import set_sizes
+from models.unify import bf16_autocast, set_sizes
 from utils.checkpoint import load_state
 
 logger = logging.getLogger(__name__)
@@ -186,8 +186,12 @@ class OFAEncoder(FairseqEncoder):
             x = x + self.type_embedding.weight[type_id]
         return self.dropout(x if layer_norm is None else layer_norm(x))
 
-    def forward(self, src_tokens, src_lengths=None, patch_images=None, patch_masks=None, image=None,
-                image_present=None, **media):
+    def forward(self, src_tokens, src_lengths=None, **inputs):
+        with bf16_autocast(getattr(self.args, "bf16_autocast", False), src_tokens.device):
+            return self.encode_inputs(src_tokens, **inputs)
+
+    def encode_inputs(self, src_tokens, patch_images=None, patch_masks=None, image=None, image_present=None,
+                      **media):
         """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
         batches hold them (``image`` for the samples that have one, ``image_present``)."""
         if image is not None:
@@ -295,8 +299,10 @@ class OFADecoder(FairseqIncrementalDecoder):
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, features_only=False,
                 **unused):
-        x = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
-        return (x if features_only else self.output_projection(x)), {"attn": [None]}
+        with bf16_autocast(getattr(self.args, "bf16_autocast", False), prev_output_tokens.device):
+            x = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
+            x = x if features_only else self.output_projection(x)
+        return x.float(), {"attn": [None]}  # the loss and beam scores in fp32 whatever the autocast
 
     def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None, **unused):
         caches, length = None, prev_output_tokens.size(1)
@@ -363,6 +369,8 @@ class OFAModel(FairseqEncoderDecoderModel):
                 parser.add_argument(flag, action="store_true")
             elif default is not None:
                 parser.add_argument(flag, type=type(default))
+        parser.add_argument("--bf16-autocast", action="store_true",
+                            help="run the encoder and decoder under bf16 autocast, as unify's option does")
 
     @staticmethod
     def option_defaults():

@@ -118,8 +118,8 @@ class UnIVALEncoder(OFAEncoder):
                                        f"(supported: resnet, timm_resnet)")
         return OFAEncoder.image_backbone(args)
 
-    def forward(self, src_tokens, src_lengths=None, patch_images=None, patch_masks=None, patch_types=None,
-                patch_videos=None, patch_audios=None, **uniground_media):
+    def encode_inputs(self, src_tokens, patch_images=None, patch_masks=None, patch_types=None, patch_videos=None,
+                      patch_audios=None, **uniground_media):
         """Media as UnIVAL passes them (``patch_types`` naming each sample's medium, ``patch_images`` /
         ``patch_videos`` (B x C x T x H x W) / ``patch_audios`` (B x samples), ``patch_masks``) or as
         UniGround's batches hold them (``image`` / ``video`` (B' x T x C x H x W) / ``audio`` (B' x samples)

@@ -131,6 +131,8 @@ class UniGroundTask(FairseqTask):
     reads_rows = True     # False for a task whose data belong to other tasks (multitask)
     default_cols = ""     # the UnIVAL/OFA column choice for this task's TSV layout
     optional_media = False  # generic layout: any media cell may be empty
+    uniground_tokens = False  # needs time bins, <poly> or IE tokens, which OFA's vocabulary gets appended
+    generation_defaults = {}  # beam search settings evaluate.py starts from (an OFA checkpoint's: OFA's)
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg)
@@ -158,7 +160,8 @@ class UniGroundTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg, **kwargs):
         if getattr(cfg, "bpe_dir", None):
-            return cls(cfg, OFAVocabulary(cfg.bpe_dir, cfg.num_bins))
+            return cls(cfg, OFAVocabulary(cfg.bpe_dir, cfg.num_bins,
+                                          num_time_bins=cfg.num_time_bins if cls.uniground_tokens else None))
         if not cfg.vocab_dir:
             raise ValueError("--vocab-dir is required (build one with preprocess/build_vocab.py)")
         return cls(cfg, Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins))

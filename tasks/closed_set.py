@@ -159,8 +159,9 @@ class ClosedSetTask(UniGroundTask):
         prompts = [sample["decoder_prompts"][i][:sample["meta"][i]["decoder_prompt_length"]].cpu()
                    for i in which.tolist()]
         tokens = [torch.tensor(self.choice_tokens[c]) for c in choice.tolist()]
-        return (data_utils.collate_tokens([torch.cat([p.new_full(p.shape, pad), t]) for p, t in zip(prompts, tokens)], pad),
-                self.decoder_inputs([torch.cat([p, t]) for p, t in zip(prompts, tokens)]))
+        targets = [torch.cat([p.new_full(p.shape, pad), t]) for p, t in zip(prompts, tokens)]
+        inputs = self.decoder_inputs([torch.cat(pair) for pair in zip(prompts, tokens)])
+        return data_utils.collate_tokens(targets, pad), inputs
 
     @torch.no_grad()
     def candidate_scores(self, models, sample):

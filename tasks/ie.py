@@ -47,6 +47,7 @@ def read_schema_file(path):
 
 class IETask(UniGroundTask):
     columns = ("uniq_id", "image", "video", "audio", "text", "annotation")
+    uniground_tokens = True
     default_cols = "0,1,2,3,4,5"
     optional_media = True
     subtask = ""          # "ner", "re" or "ee" (utils.ie.SUBTASK_KEYS)

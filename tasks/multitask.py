@@ -45,6 +45,7 @@ def parse_ratios(text):
 @register_task("multitask", dataclass=MultitaskConfig)
 class MultitaskTask(UniGroundTask):
     reads_rows = False
+    uniground_tokens = True
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg, vocab)

@@ -8,8 +8,6 @@ settings of OFA's evaluation scripts. A UnIVAL checkpoint's task also reads its 
 datasets do (``unival_inputs``), with the checkpoint's frame count, frame size and audio length.
 Options given by the user override all of these.
 """
-import json
-
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
@@ -29,18 +27,19 @@ UNIVAL_CLIP_SAMPLES = 480000  # UnIVAL's max_audio_len default
 # OFA task options whose other values change what the model sees -> the values computed here.
 UNSUPPORTED_OPTIONS = {"prompt_type": (None, "none", "prev_output"), "imagenet_default_mean_and_std": (None, False),
                        "add_object": (None, False)}
-# How OFA's run_scripts/*/evaluate_*.sh evaluate each task (beam search, or every candidate scored).
-OFA_EVALUATION = {
-    "caption": {"eval_args": {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}},
-    "refcoco": {"eval_args": {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, "no_repeat_ngram_size": 3}},
-    "vqa_gen": {"eval_args": {"beam": 5, "unnormalized": True, "temperature": 1.0}, "eval_mode": "beam"},
-    "snli_ve": {"eval_mode": "candidates"},
+# How OFA's run_scripts/*/evaluate_*.sh evaluate each task: beam search settings, and beam search or
+# every candidate scored.
+OFA_GENERATION = {
+    "caption": {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3},
+    "refcoco": {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, "no_repeat_ngram_size": 3},
+    "vqa_gen": {"beam": 5, "unnormalized": True, "temperature": 1.0},
 }
+OFA_EVAL_MODES = {"vqa_gen": "beam", "snli_ve": "candidates"}
 
 
 def ofa_task_config(ofa_task, path, architecture=OFAModel):
     """(UniGround task name, its config) for an OFA or UnIVAL checkpoint's task options: OFA's
-    preprocessing, the options their task carries, and OFA's evaluation settings."""
+    preprocessing, the options their task carries, and OFA's evaluation mode."""
     ofa_name = ofa_task.get("_name")
     name = OFA_TASKS.get(ofa_name)
     if name is None:
@@ -58,25 +57,34 @@ def ofa_task_config(ofa_task, path, architecture=OFAModel):
         if ofa_task.get(option) is not None and own in cfg:
             cfg[own] = ofa_task[option]
     cfg.decoder_prompt = ofa_task.get("prompt_type") == "prev_output"  # OFA's VQA and SNLI-VE fine-tuning
-    for option, value in OFA_EVALUATION.get(ofa_name, {}).items():
-        cfg[option] = json.dumps(value) if option == "eval_args" else value
+    if ofa_name in OFA_EVAL_MODES:
+        cfg.eval_mode = OFA_EVAL_MODES[ofa_name]
     if unival:
         cfg.unival_inputs = True
         cfg.max_audio_seconds = (ofa_task.get("max_audio_len") or UNIVAL_CLIP_SAMPLES) / cfg.waveform_sample_rate
     return name, cfg
 
 
-def load_ofa_model_and_task(path, bpe_dir, overrides=None, trust_pickle=False):
-    """([model], task) for an OFA or UnIVAL checkpoint, the task's options overridden by ``overrides``."""
-    state = load_state(path, trust_pickle)
-    architecture = checkpoint_model_class(state)
-    name, cfg = ofa_task_config(dict((state.get("cfg") or {}).get("task") or {}), path, architecture)
-    cfg.seed = ((state.get("cfg") or {}).get("common") or {}).get("seed", 1)
-    cfg.bpe_dir = bpe_dir
+def setup_ofa_task(ofa_task, path, bpe_dir, overrides=None, seed=1, architecture=OFAModel):
+    """The UniGround task of an OFA or UnIVAL checkpoint's task options on OFA's vocabulary in ``bpe_dir``,
+    its options overridden by ``overrides`` (``data``, ...), generating as OFA's evaluation scripts do."""
+    name, cfg = ofa_task_config(ofa_task, path, architecture)
+    cfg.seed, cfg.bpe_dir = seed, bpe_dir
     for key, value in (overrides or {}).items():
         if key != "vocab_dir":
             cfg[key] = value
     task = TASK_REGISTRY[name].setup_task(cfg)
+    task.generation_defaults = dict(OFA_GENERATION.get(ofa_task.get("_name"), {}))
+    return task
+
+
+def load_ofa_model_and_task(path, bpe_dir, overrides=None, trust_pickle=False):
+    """([model], task) for an OFA or UnIVAL checkpoint, the task's options overridden by ``overrides``."""
+    state = load_state(path, trust_pickle)
+    architecture = checkpoint_model_class(state)
+    cfg = state.get("cfg") or {}
+    task = setup_ofa_task(dict(cfg.get("task") or {}), path, bpe_dir, overrides,
+                          seed=(cfg.get("common") or {}).get("seed", 1), architecture=architecture)
     model = ofa_model_from_state(state, path, architecture)
     rows, size = model.encoder.embed_tokens.num_embeddings, len(task.vocab.dictionary)
     if rows != size:

@@ -52,6 +52,7 @@ def polygon_budget(cfg):
 @register_task("refseg", dataclass=RefsegConfig)
 class RefsegTask(UniGroundTask):
     columns = ("uniq_id", "image", "text", "annotation")
+    uniground_tokens = True
     prompt = ' which region does the text " {} " describe? give its mask'
     primary_metric = "mIoU"
     default_cols = "0,1,4,5"

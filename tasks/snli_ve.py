@@ -49,7 +49,8 @@ class SnliVeTask(ClosedSetTask):
         return sample
 
     def row_lengths(self, row):
-        return len(self.vocab.encode_text(self.prompt_of(row)[0])), len(self.vocab.encode_output(ANSWERS[self.label(row)]))
+        return (len(self.vocab.encode_text(self.prompt_of(row)[0])),
+                len(self.vocab.encode_output(ANSWERS[self.label(row)])))
 
     def label(self, row):
         label = row["label"].strip()

@@ -29,6 +29,7 @@ class TemporalGroundingConfig(UniGroundConfig):
 @register_task("temporal_grounding", dataclass=TemporalGroundingConfig)
 class TemporalGroundingTask(UniGroundTask):
     columns = ("uniq_id", "video", "audio", "text", "annotation")
+    uniground_tokens = True
     prompt = ' when does " {} " happen?'
     primary_metric = "r1@0.5"
     default_cols = "0,2,3,4,5"

@@ -3,11 +3,11 @@ question-id, image-id, question, ``conf|!+answer&&conf|!+answer...``, objects, i
 
 Answers come from a fixed candidate list (a text file with one answer per line, a JSON
 list, or OFA's ans2label as JSON or as its ``.pkl``, read as plain data with no code run)
-or, without one, from the training rows: each training row's best answer, read once and kept in the task state, which fairseq
-saves in checkpoints (``task_state``), so evaluation uses the list the model was trained
-on. The target is the row's most confident candidate answer; generation and the training
-softmax are confined to the candidates (tasks/closed_set.py); the metric is VQA soft
-accuracy as OFA/UnIVAL compute it.
+or, without one, from the training rows: each training row's best answer, read once and
+kept in the task state, which fairseq saves in checkpoints (``task_state``), so evaluation
+uses the list the model was trained on. The target is the row's most confident candidate
+answer; generation and the training softmax are confined to the candidates
+(tasks/closed_set.py); the metric is VQA soft accuracy as OFA/UnIVAL compute it.
 """
 import json
 import logging

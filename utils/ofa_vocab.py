@@ -10,8 +10,8 @@ import os
 from fairseq.data import Dictionary
 from fairseq.data.encoders.gpt2_bpe import GPT2BPE, GPT2BPEConfig
 
-from utils.codec import bin_token
-from utils.vocab import BinTokens, fingerprint
+from utils.codec import IE_TOKENS, POLY, bin_token, special_tokens
+from utils.vocab import SpecialTokens, fingerprint
 
 BPE_FILES = ("dict.txt", "encoder.json", "vocab.bpe")
 MASK = "<mask>"
@@ -25,8 +25,11 @@ class MissingBPEFilesError(FileNotFoundError):
     """A folder without the BPE files OFA ships beside its checkpoints."""
 
 
-class OFAVocabulary(BinTokens):
-    def __init__(self, bpe_dir, num_bins=1000, code_dict_size=8192):
+class OFAVocabulary(SpecialTokens):
+    """With ``num_time_bins``, UniGround's own tokens follow OFA's: ``<time_0..>``, ``<poly>`` and the IE
+    tokens, for tasks that need them (a checkpoint fine-tuned from OFA gets fresh embeddings for them)."""
+
+    def __init__(self, bpe_dir, num_bins=1000, code_dict_size=8192, num_time_bins=None):
         missing = [name for name in BPE_FILES if not os.path.isfile(os.path.join(bpe_dir, name))]
         if missing:
             raise MissingBPEFilesError(f"{bpe_dir}: OFA's BPE files missing: {', '.join(missing)} (OFA ships "
@@ -42,6 +45,13 @@ class OFAVocabulary(BinTokens):
         self.first_bin, self.num_bins = len(self.dictionary), num_bins
         for i in range(num_bins):
             self.dictionary.add_symbol(bin_token(i))
+        if num_time_bins is not None:
+            self.fingerprint += f"+{num_time_bins}"  # another dictionary on the same files
+            self.first_time, self.num_time_bins = len(self.dictionary), num_time_bins
+            for token in special_tokens(0, num_time_bins):
+                self.dictionary.add_symbol(token)
+            self.poly = self.dictionary.index(POLY)
+            self._ie = {token[1:-1]: self.dictionary.index(token) for token in IE_TOKENS}
 
     @property
     def source_prefix(self):
@@ -64,3 +74,11 @@ class OFAVocabulary(BinTokens):
 
     def is_text(self, index):
         return self.dictionary.nspecial <= index < self.mask
+
+    def is_blank(self, index):
+        """Whether a text token decodes to whitespace only (GPT-2's "Ġ")."""
+        return self.is_text(index) and not self.bpe.decode(self.dictionary[index]).strip()
+
+    def byte_value(self, index):
+        """None: GPT-2 tokens are not single bytes of SentencePiece's byte fallback."""
+        return None

@@ -19,11 +19,16 @@ SPM_FILE = "spm.model"
 DICT_FILE = "dict.txt"
 
 
-class BinTokens:
-    """Box coordinates as dictionary ids: ``num_bins`` consecutive tokens from ``first_bin``; and how
-    sequences start: ``source_prefix`` before each source, ``decoder_start`` first in the decoder."""
+class SpecialTokens:
+    """Locations and structure as dictionary ids: ``num_bins`` box coordinates from ``first_bin``,
+    ``num_time_bins`` time bins from ``first_time``, ``poly`` and the IE tokens; and how sequences
+    start: ``source_prefix`` before each source, ``decoder_start`` first in the decoder."""
     first_bin: int
     num_bins: int
+    first_time: int
+    num_time_bins: int
+    poly: int
+    _ie: dict  # IE token name without brackets -> id (unk where the dictionary lacks it)
     source_prefix = ()
 
     @property
@@ -46,8 +51,29 @@ class BinTokens:
         b = index - self.first_bin
         return b if 0 <= b < self.num_bins else None
 
+    def ie(self, name):
+        """The id of an IE structure token, by name with or without brackets: "ent" or "<ent>"."""
+        key = name[1:-1] if name.startswith("<") and name.endswith(">") else name
+        if key not in self._ie:
+            raise KeyError(f"no IE token {name!r}; the IE tokens are {', '.join(IE_TOKENS)}")
+        index = self._ie[key]
+        if index == self.dictionary.unk():
+            raise ValueError(f"dictionary has no <{key}>: rebuild it with preprocess/build_vocab.py")
+        return index
 
-class Vocabulary(BinTokens):
+    def ie_ids(self):
+        """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
+        return {name: self.ie(name) for name in self._ie}
+
+    def time_ids(self, bins):
+        return [self.first_time + int(b) for b in bins]
+
+    def to_time_bin(self, index):
+        b = index - self.first_time
+        return b if 0 <= b < self.num_time_bins else None
+
+
+class Vocabulary(SpecialTokens):
     def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
         self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
         self.fingerprint = fingerprint(vocab_dir)
@@ -99,28 +125,6 @@ class Vocabulary(BinTokens):
             self._bytes = {i: int(m.group(1), 16) for i in range(self.dictionary.nspecial, self.first_bin)
                            for m in [_BYTE_PIECE.fullmatch(self.dictionary[i])] if m}
         return self._bytes.get(index)
-
-    def ie(self, name):
-        """The id of an IE structure token, by name with or without brackets: "ent" or "<ent>"."""
-        key = name[1:-1] if name.startswith("<") and name.endswith(">") else name
-        if key not in self._ie:
-            raise KeyError(f"no IE token {name!r}; the IE tokens are {', '.join(IE_TOKENS)}")
-        index = self._ie[key]
-        if index == self.dictionary.unk():
-            raise ValueError(f"dictionary has no <{key}>: rebuild it with preprocess/build_vocab.py")
-        return index
-
-    def ie_ids(self):
-        """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
-        return {name: self.ie(name) for name in self._ie}
-
-    def time_ids(self, bins):
-        return [self.first_time + int(b) for b in bins]
-
-    def to_time_bin(self, index):
-        b = index - self.first_time
-        return b if 0 <= b < self.num_time_bins else None
-
 
 def fingerprint(vocab_dir, names=(SPM_FILE, DICT_FILE)):
     """The first 16 hex digits of the SHA-256 of the vocabulary's files: two vocabularies of one size

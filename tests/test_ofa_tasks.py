@@ -1,9 +1,11 @@
-"""OFA checkpoints preprocess and generate as OFA does: image resize, prompts, text cleaning, box bins, beam
-settings, VQA answers from OFA's ans2label.pkl. Expected values follow OFA's own code
-(data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py, run_scripts/*/evaluate_*.sh)."""
+"""OFA checkpoints on UniGround tasks. They preprocess and generate as OFA does: image resize, prompts, text
+cleaning, box bins, beam settings, decoder prompts, VQA answers from OFA's ans2label.pkl; expected values
+follow OFA's own code (data/mm_data/*_dataset.py, data/ofa_dataset.py, utils/transforms.py,
+run_scripts/*/evaluate_*.sh). And they fine-tune on tasks that need tokens OFA's dictionary lacks."""
 import base64
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -18,11 +20,14 @@ from PIL import Image
 import evaluate
 from conftest import SHARED_DATA
 from data.errors import BadInputError
-from helpers import read_lines, set_cell, write_tsv
-from models.ofa import OFACheckpointError
-from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config
+from helpers import build_task, losses_over_steps, read_lines, set_cell, write_tsv
+from models.ofa import OFACheckpointError, OFAModel, checkpoint_options
+from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config, setup_ofa_task
 from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
+from utils import checkpoint
+from utils.checkpoint import CheckpointMismatchError, load_state
+from utils.codec import IE_TOKENS
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
 CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")
@@ -77,10 +82,16 @@ def test_refcoco_checkpoint_sets_ofas_preprocessing_and_beam_settings(refcoco):
     cfg = task.cfg
     assert cfg.ofa_preprocessing and cfg.patch_image_size == 256 and cfg.bin_span == 512 and cfg.num_bins == 1000
     # run_scripts/refcoco/evaluate_refcoco*.sh
-    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    args = generation(task)
     assert (args.beam, args.min_len, args.max_len_a, args.max_len_b, args.no_repeat_ngram_size) == (5, 4, 0, 4, 3)
-    given = evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z", "--beam", "2", "--lenpen", "0.5"])
-    assert (evaluate.generation_args(given, task).beam, evaluate.generation_args(given, task).lenpen) == (2, 0.5)
+    given = generation(task, "--beam", "2", "--lenpen", "0.5")
+    assert (given.beam, given.lenpen, given.max_len_b) == (2, 0.5, 4)
+
+
+def test_a_uniground_checkpoint_evaluates_with_evaluates_defaults_not_its_validation_settings(demo_dir, vocab_dir):
+    task = build_task("refcoco", demo_dir / "refcoco_valid.tsv", vocab_dir, eval_args='{"beam": 1, "max_len_b": 6}')
+    args = generation(task)
+    assert (args.beam, args.max_len_b) == (5, 32) and not hasattr(args, "no_repeat_ngram_size")
 
 
 @needs_oracle
@@ -106,13 +117,14 @@ def test_refcoco_sample_is_ofas_pixels_prompt_and_box_bins(refcoco):
     assert np.allclose(predicted, [b / 999 * 512 / r for b, r in zip(bins, ratios)], atol=1e-4)
 
 
+def generation(task, *flags):
+    """evaluate.py's beam search settings for ``task`` with command-line ``flags``."""
+    return evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z", *flags]),
+                                    task)
+
+
 def task_from_ofa_options(ofa_options, bpe_dir, data, **extra):
-    from fairseq.tasks import TASK_REGISTRY
-    name, cfg = ofa_task_config(ofa_options, "ofa.pt")
-    cfg.data, cfg.bpe_dir, cfg.seed = str(data), str(bpe_dir), 1
-    for key, value in extra.items():
-        cfg[key] = value
-    return TASK_REGISTRY[name].setup_task(cfg)
+    return setup_ofa_task(ofa_options, "ofa.pt", str(bpe_dir), {"data": str(data), **extra})
 
 
 @needs_oracle
@@ -121,8 +133,8 @@ def test_caption_targets_and_outputs_lose_punctuation_keep_case_and_start_with_a
     task = task_from_ofa_options({"_name": "caption", "patch_image_size": 480, "max_image_size": 512}, bpe_dir,
                                  write_tsv(tmp_path / "caption.tsv", [row]))
     assert task.cfg.patch_image_size == 480 and "bin_span" not in task.cfg
-    assert {"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}.items() <= evaluate.json.loads(
-        task.cfg.eval_args).items()  # run_scripts/caption/evaluate_caption*.sh
+    args = generation(task)
+    assert (args.beam, args.max_len_b, args.no_repeat_ngram_size) == (5, 16, 3)  # evaluate_caption*.sh
     task.load_dataset("valid")
     sample = task.dataset("valid")[0]
     caption = "A man's hat, red.".translate(str.maketrans({c: None for c in string.punctuation})).strip()
@@ -140,7 +152,7 @@ def test_vqa_and_snli_ve_targets_start_with_a_space_and_take_ofas_settings(demo_
     vqa = task_from_ofa_options({"_name": "vqa_gen", "patch_image_size": 480}, bpe_dir,
                                 write_tsv(tmp_path / "vqa.tsv", read_lines(demo_dir / "vqa_valid.tsv", 1)),
                                 answers_file=str(answers))
-    assert vqa.cfg.eval_mode == "beam" and evaluate.json.loads(vqa.cfg.eval_args) == {
+    assert vqa.cfg.eval_mode == "beam" and vqa.generation_defaults == {
         "beam": 5, "unnormalized": True, "temperature": 1.0}  # run_scripts/vqa/evaluate_vqa_beam*.sh
     assert vqa.choices == ["yes", "no"]
     eos = vqa.vocab.dictionary.eos()
@@ -251,6 +263,83 @@ def test_decoder_prompt_candidates_and_beam_search_score_the_answer_after_the_qu
         expected = logits.masked_fill(~masks, float("-inf")).log_softmax(-1).gather(1, tokens[:, None]).sum()
     assert torch.allclose(scores[sample, choice], expected, atol=1e-5)
     # beam search with every candidate in the beam finds the same best answer, the question forced first
-    args = evaluate.generation_args(evaluate.parse_args(["--path", "x", "--data", "y", "--results-dir", "z"]), task)
+    args = generation(task)
     beam = task.predict(task.build_generator([model], args), [model], batch)
     assert [p["answer"] for p in beam] == [task.choices[c] for c in scores.argmax(1).tolist()]
+
+
+@needs_oracle
+def test_fine_tuning_from_an_ofa_checkpoint_appends_the_tokens_a_task_needs(demo_dir, bpe_dir, tmp_path):
+    """refseg needs <poly>: UniGround's tokens follow OFA's with fresh embeddings, OFA's rows kept, and a few
+    updates on refseg rows lower the loss."""
+    task = build_task("refseg", write_tsv(tmp_path / "refseg.tsv", read_lines(demo_dir / "refseg_train.tsv", 2)),
+                      "", bpe_dir=str(bpe_dir), ofa_preprocessing=True)
+    dictionary, rows = task.vocab.dictionary, 9697  # the checkpoint's: dict.txt, <mask>, codes, bins
+    assert dictionary[rows - 1] == "<bin_999>" and dictionary[rows] == "<time_0>" and task.vocab.first_time == rows
+    assert task.vocab.poly == rows + 100 and [dictionary[task.vocab.ie(t)] for t in IE_TOKENS] == list(IE_TOKENS)
+    assert len(dictionary) == rows + 100 + 1 + len(IE_TOKENS)
+    state = load_state(CHECKPOINT)
+    model = OFAModel.from_args(checkpoint_options(state, CHECKPOINT), len(dictionary), dictionary.pad())
+    model.load_state_dict(dict(state["model"]))  # as --finetune-from-model and --restore-file load it
+    for key in ("encoder.embed_tokens.weight", "decoder.output_projection.weight"):
+        weights = model.state_dict()[key]
+        assert weights.shape[0] == len(dictionary) and torch.equal(weights[:rows], state["model"][key])
+        assert torch.isfinite(weights[rows:]).all() and weights[rows:].std() > 0  # fresh, not zeros
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[0], dataset[1]])
+    assert (batch["target"] == task.vocab.poly).any()
+    model.encoder.embed_images.requires_grad_(False)  # the ResNet's backward would take most of the test's time
+    losses = losses_over_steps(task, batch, 4, lr=1e-3, model=model)
+    assert all(map(np.isfinite, losses)) and losses[-1] < 0.8 * losses[0], losses
+
+
+@needs_oracle
+def test_restoring_an_ofa_checkpoint_checks_its_vocabulary_and_bins_without_the_older_checkpoint_warning(
+        oracle, bpe_dir, vocab_dir, caplog):
+    """fairseq's --restore-file and --finetune-from-model read the checkpoint through load_checkpoint_to_cpu,
+    into the task being trained."""
+    _, task, _ = oracle
+    data = task.cfg.data
+
+    def restore_into(task):
+        token = checkpoint._restoring_into.set(task)
+        try:
+            return checkpoint.load_checkpoint_to_cpu(CHECKPOINT)
+        finally:
+            checkpoint._restoring_into.reset(token)
+
+    checkpoint._warn_without_identity.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="utils.checkpoint"):
+        state = restore_into(task)
+    assert not [r for r in caplog.records if "older checkpoint" in r.getMessage()]
+    model = OFAModel.from_args(checkpoint_options(state, CHECKPOINT), len(task.vocab.dictionary), 1)
+    model.load_state_dict(dict(state["model"]))
+    with pytest.raises(CheckpointMismatchError, match="an OFA checkpoint, whose token ids are those of OFA's GPT-2 "
+                                                      "BPE vocabulary: give --bpe-dir"):
+        restore_into(build_task("refcoco", data, vocab_dir))
+    with pytest.raises(CheckpointMismatchError, match="num_bins 1000 in the checkpoint, 500 here"):
+        restore_into(build_task("refcoco", data, "", bpe_dir=str(bpe_dir), num_bins=500))
+
+
+@needs_oracle
+def test_bf16_autocast_runs_the_ofa_model_in_bf16_with_fp32_logits(oracle):
+    model, task, _ = oracle
+    state = load_state(CHECKPOINT)
+    args = checkpoint_options(state, CHECKPOINT)
+    args.bf16_autocast = True
+    autocast = OFAModel.from_args(args, len(task.vocab.dictionary), 1)
+    autocast.load_state_dict(dict(state["model"]))
+    autocast.eval()
+    dataset = task.dataset("valid")
+    net_input = dataset.collater([dataset[0], dataset[1]])["net_input"]
+    dtypes = []
+    for part in (autocast.encoder, autocast.decoder):
+        linear = next(m for m in part.layers.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    with torch.no_grad():
+        logits = autocast(**net_input)[0]
+        reference = model(**net_input)[0]
+    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 2 and logits.dtype == torch.float32
+    difference = (logits - reference).abs().max().item()
+    assert 0 < difference < 0.05 * reference.abs().max().item(), difference
