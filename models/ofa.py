@@ -27,6 +27,7 @@ from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqI
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from torch import nn
 
+from models.image_encoder import model_pixels
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
 from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
 from models.transformer import reorder_layer_caches
@@ -171,6 +172,7 @@ class OFAEncoder(FairseqEncoder):
         """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
         batches hold them (``image`` for the samples that have one, ``image_present``)."""
         if image is not None:
+            image = model_pixels(image)
             patch_images = image.new_zeros(len(image_present), *image.shape[1:])
             patch_images[image_present] = image
             patch_masks = image_present

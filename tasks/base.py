@@ -266,7 +266,7 @@ class UniGroundTask(FairseqTask):
                             rng=training_rng() if train else None, max_seconds=self.cfg.max_video_seconds,
                             max_pixels=self.cfg.max_image_pixels)
         return {
-            "video": self.image_transforms[False].normalise(clip.frames),
+            "video": clip.frames,  # uint8, as images: the model normalises them
             "video_times": torch.as_tensor(clip.times / clip.duration, dtype=torch.float32),
             "window": (0.0, clip.duration, clip.duration),
         }
