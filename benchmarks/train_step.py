@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_step.py                       # CPU: fp32 and bf16 autocast
     .venv/bin/python benchmarks/train_step.py --device cuda         # GPU: bf16, unify_base batch filling the card
     .venv/bin/python benchmarks/train_step.py --compile             # also with --compile-layers
+    .venv/bin/python benchmarks/train_step.py --archs ofa_tiny      # OFA: fused attention and plain bmm
 
 A step is what fairseq's trainer does for one batch: the caption task's criterion (forward), backward
 and an AdamW update, on a batch of COCO-mini photos at 384 px with their captions, collated by the
@@ -16,6 +17,10 @@ device, right after the row's steps so that both see the same load ("load": the 
 average then; above the core count, other processes shared the cores). MFU = FLOPs per step /
 step time / that peak. bf16 rows run the model under bf16 autocast (``--bf16-autocast``), with
 fp32 weights. "first step s" covers building the model and its first step (compiling, if asked).
+OFA architectures run on each attention implementation of ``--attention`` in turn, on the same
+batch: ``fused`` (SDPA's kernels with OFA's additive float bias) and ``bmm`` (explicit matrix
+products and softmax, as OFA's own code); "x bmm" is a row's steps per second over the bmm row's
+(by the process's CPU time on the CPU, "cpu step s", which a shared machine disturbs less).
 """
 import argparse
 import itertools
@@ -25,7 +30,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from common import best_time, build_criterion, build_model, build_task, machine_line, print_table, run_on_coco_world
+from common import (best_time, best_times, build_criterion, build_model, build_task, machine_line, print_table,
+                    run_on_coco_world)
+
+from models.ofa_layers import use_fused_attention  # noqa: E402  (common puts the repository on the path)
 
 PATCH = 384
 # FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
@@ -67,9 +75,10 @@ def move(value, device):
 class Step:
     """One training step of a fresh model of ``arch`` on ``batch``."""
 
-    def __init__(self, task, arch, batch, device, **options):
+    def __init__(self, task, arch, batch, device, fused_attention=True, **options):
         torch.manual_seed(0)
         self.model = build_model(task, arch, **options).to(device).train()
+        use_fused_attention(self.model, fused_attention)
         self.criterion = build_criterion(task)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.batch = batch
@@ -110,14 +119,14 @@ def largest_batch(task, arch, device, options, start=8, limit=4096):
     return fits
 
 
-def measure(task, arch, batch_size, device, precision, steps, options):
+def measure(task, arch, batch_size, device, precision, steps, options, attention="fused"):
     options = dict(options, bf16_autocast=precision == "bf16")
     batch = batch_of(task, batch_size, device)
     build_start = time.perf_counter()
-    step = Step(task, arch, batch, device, **options)
+    step = Step(task, arch, batch, device, fused_attention=attention == "fused", **options)
     step()  # the first step compiles when asked
     first = time.perf_counter() - build_start
-    seconds = best_time(step, steps, sync=sync(device))
+    seconds, cpu = best_times(step, steps, sync=sync(device))
     # The peak right after the steps, so that both see the same load on a shared machine.
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     load = os.getloadavg()[0]
@@ -125,8 +134,8 @@ def measure(task, arch, batch_size, device, precision, steps, options):
     parameters = sum(p.numel() for p in step.model.parameters())
     name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
         " +checkpoint-activations" if options.get("checkpoint_activations") else "")
-    return [name, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds, flops / 1e9,
-            flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load]
+    return [name, attention, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds,
+            flops / 1e9, flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load, cpu]
 
 
 def main(argv=None):
@@ -140,6 +149,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
     parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
+    parser.add_argument("--attention", default="fused,bmm",
+                        help="OFA architectures' attention implementations to compare: fused (SDPA), bmm (plain)")
     run_on_coco_world(parser, argv, run)
 
 
@@ -165,15 +176,26 @@ def run(args, world):
                 size = batches.get(arch) or batches[arch.split("_", 1)[-1]]
                 size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
                     if size == "auto" else int(size)
-                table.append(measure(task, arch, size, device, precision, args.steps, options))
-                print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
+                rows = []
+                for attention in args.attention.split(",") if arch.startswith("ofa") else ["fused"]:
+                    try:
+                        rows.append(measure(task, arch, size, device, precision, args.steps, options, attention))
+                    except torch.OutOfMemoryError:  # bmm keeps the scores: a batch sized for fused may not fit
+                        torch.cuda.empty_cache()
+                        rows.append([arch, attention, "", precision, size, "out of memory"] + [""] * 8)
+                # steps per second, by CPU time on the CPU (steadier on a shared machine)
+                clock = 13 if device.type == "cpu" else 5
+                bmm = next((row[clock] for row in rows if row[1] == "bmm" and isinstance(row[clock], float)), None)
+                for row in rows:
+                    table.append(row + [bmm / row[clock] if bmm and isinstance(row[clock], float) else ""])
+                    print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
     print(f"caption task, {PATCH} px COCO-mini photos, vocabulary of {len(task.vocab.dictionary)} tokens; "
           f"step = criterion forward + backward + AdamW")
     print_table(HEADER, table)
 
 
-HEADER = ["model", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",
-          "matmul peak TFLOP/s", "MFU %", "first step s", "load"]
+HEADER = ["model", "attention", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",
+          "matmul peak TFLOP/s", "MFU %", "first step s", "load", "cpu step s", "x bmm"]
 
 
 if __name__ == "__main__":
