@@ -74,7 +74,7 @@ def _status_kb(field):
 def peak_memory(call, device):
     """Bytes of memory ``call()`` needs at its peak beyond what was in use before: on CUDA the
     allocator's peak; on the CPU the process's peak resident set (VmHWM, reset first through
-    /proc/self/clear_refs) over its resident set before."""
+    /proc/self/clear_refs) over its resident set before (0 if it stayed below)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -86,7 +86,7 @@ def peak_memory(call, device):
         f.write("5")
     before = _status_kb("VmRSS")
     call()
-    return (_status_kb("VmHWM") - before) * 1024
+    return max(_status_kb("VmHWM") - before, 0) * 1024
 
 
 def _cell(value):
