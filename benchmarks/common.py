@@ -53,6 +53,46 @@ def best_time(call, repeats, clock=time.perf_counter, sync=None):
     return min(times)
 
 
+def best_times(call, repeats, sync=None):
+    """(wall seconds, process CPU seconds): the fastest of ``repeats`` timed calls by each clock, after one
+    warm-up call. CPU time is what other work on a shared machine disturbs least (one torch thread)."""
+    call()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        call()
+        if sync:
+            sync()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall), min(cpu)
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_memory(call, device):
+    """Bytes of memory ``call()`` needs at its peak beyond what was in use before: on CUDA the
+    allocator's peak; on the CPU the process's peak resident set (VmHWM, reset first through
+    /proc/self/clear_refs) over its resident set before (0 if it stayed below)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kb("VmRSS")
+    call()
+    return max(_status_kb("VmHWM") - before, 0) * 1024
+
+
 def _cell(value):
     if not isinstance(value, float):
         return str(value)

@@ -1,13 +1,23 @@
 """Generation speed: output tokens per second with beam 5, captioning and refcoco, batch 1 and 32.
 
-    .venv/bin/python benchmarks/generate.py [--archs unify_tiny] [--device cpu] [--precision fp32|bf16]
+    .venv/bin/python benchmarks/generate.py [--archs unify_tiny,ofa_tiny] [--device cpu] [--precision fp32|bf16]
+                                            [--attention fused,bmm]
 
 COCO-mini photos at 384 px (the caption rows and the refcoco rows of ``common.coco_world``) go
 through the task's own generator (fairseq's SequenceGenerator; refcoco with its output constraint,
 four bins) on an untrained model, so captions run to whatever length the weights give: the table
 shows the mean output length. "tokens/s" counts the best hypothesis' tokens, EOS included, per
 second of the whole ``inference_step`` (encoder and beam search); best of ``--repeats`` after one
-warm-up.
+warm-up, by the wall clock and by the process's CPU time ("tokens/cpu-s", steadier on a shared
+machine; one torch thread by default). "x batch 1" is the throughput over batch 1's of the same
+model and task (by CPU time on the CPU, wall time on a GPU). "encoder s" times the encoder alone on
+the batch (same clock); "search tokens/s" leaves it out: the beam search's own throughput, and
+"search x batch 1" its ratio. "peak MB" is the memory one generation needs beyond what was in use
+before (CPU: peak resident set; GPU: the allocator's peak).
+
+OFA architectures run each batch on both attention implementations of ``--attention``: ``fused``
+(SDPA's kernels with OFA's additive float bias) and ``bmm`` (explicit matrix products and softmax,
+as OFA's own code); "x bmm" is the fused row's throughput over the bmm row's.
 """
 import argparse
 import itertools
@@ -16,7 +26,9 @@ from argparse import Namespace
 
 import torch
 
-from common import best_time, build_model, build_task, machine_line, print_table, run_on_coco_world
+from common import best_times, build_model, build_task, machine_line, peak_memory, print_table, run_on_coco_world
+
+from models.ofa_layers import use_fused_attention  # noqa: E402  (common puts the repository on the path)
 
 PATCH = 384
 
@@ -30,18 +42,26 @@ def batch_of(task, size, device):
 
 
 def measure(task, model, batch_size, beam, device, repeats):
+    """{wall s, cpu s, encoder s, tokens, peak MB} of generating a batch of ``batch_size``; "encoder s"
+    times the encoder alone on the batch (CPU time on the CPU, wall time on a GPU)."""
     batch = batch_of(task, batch_size, device)
     generator = task.build_generator([model], Namespace(beam=beam, max_len_b=32))
+    encoder_input = {k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
     outputs = []
 
     def run():
         with torch.no_grad():
             outputs[:] = [hyps[0]["tokens"].numel() for hyps in task.inference_step(generator, [model], batch)]
 
+    def encode():
+        with torch.no_grad():
+            model.encoder(**encoder_input)
+
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-    seconds = best_time(run, repeats, sync=sync)
-    tokens = sum(outputs)
-    return [seconds, batch_size / seconds, tokens / batch_size, tokens / seconds]
+    seconds, cpu = best_times(run, repeats, sync=sync)
+    encoder = best_times(encode, repeats, sync=sync)[1 if device.type == "cpu" else 0]
+    return {"wall": seconds, "cpu": cpu, "encoder": encoder, "tokens": sum(outputs),
+            "peak": peak_memory(run, device) / 2 ** 20}
 
 
 def main(argv=None):
@@ -53,6 +73,8 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--attention", default="fused,bmm",
+                        help="OFA architectures' attention implementations to compare: fused (SDPA), bmm (plain)")
     run_on_coco_world(parser, argv, run)
 
 
@@ -62,18 +84,35 @@ def run(args, world):
     print(machine_line(device))
     table = []
     for arch in args.archs.split(","):
+        # bmm first, so that each fused row can give its ratio over the bmm row
+        implementations = sorted(args.attention.split(","), key=lambda a: a != "bmm") if arch.startswith("ofa") \
+            else ["fused"]
         for name in ("caption", "refcoco"):
             data = os.path.join(world, f"{name}.tsv")
             task = build_task(name, data, os.path.join(world, "vocab"), patch_image_size=PATCH)
             task.load_dataset("valid")
             torch.manual_seed(0)
             model = build_model(task, arch, dropout=0.0, bf16_autocast=precision == "bf16").to(device).eval()
+            rates = {}
             for batch_size in map(int, args.batches.split(",")):
-                row = measure(task, model, batch_size, args.beam, device, args.repeats)
-                table.append([f"{arch} {name}", precision, args.beam, batch_size, *row])
+                for attention in implementations:
+                    use_fused_attention(model, attention == "fused")
+                    m = measure(task, model, batch_size, args.beam, device, args.repeats)
+                    seconds = m["cpu"] if device.type == "cpu" else m["wall"]
+                    rate, search = m["tokens"] / seconds, m["tokens"] / (seconds - m["encoder"])
+                    rates[batch_size, attention] = rate, search
+                    first, first_search = rates[int(args.batches.split(",")[0]), attention]
+                    table.append([f"{arch} {name}", attention, precision, args.beam, batch_size, m["wall"], m["cpu"],
+                                  m["encoder"], m["tokens"] / batch_size, m["tokens"] / m["wall"],
+                                  m["tokens"] / m["cpu"], rate / first, search, search / first_search,
+                                  rate / rates.get((batch_size, "bmm"), (rate,))[0], m["peak"]])
+                    print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
     print(f"{PATCH} px COCO-mini photos, untrained weights, max_len_b 32")
-    print_table(["model / task", "precision", "beam", "batch", "seconds", "samples/s", "tokens/sample",
-                 "tokens/s"], table)
+    print_table(HEADER, table)
+
+
+HEADER = ["model / task", "attention", "precision", "beam", "batch", "seconds", "cpu s", "encoder s", "tokens/sample",
+          "tokens/s", "tokens/cpu-s", "x batch 1", "search tokens/s", "search x batch 1", "x bmm", "peak MB"]
 
 
 if __name__ == "__main__":

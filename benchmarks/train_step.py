@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/train_step.py --device cuda         # GPU: bf16, unify_base batch filling the card
     .venv/bin/python benchmarks/train_step.py --compile             # also with --compile-layers
     .venv/bin/python benchmarks/train_step.py --scst                # also the self-critical step
+    .venv/bin/python benchmarks/train_step.py --archs ofa_tiny      # OFA: fused attention and plain bmm
 
 A step is what fairseq's trainer does for one batch: the caption task's criterion (forward), backward
 and an AdamW update, on a batch of COCO-mini photos at 384 px with their captions, collated by the
@@ -21,6 +22,10 @@ device, right after the row's steps so that both see the same load ("load": the 
 average then; above the core count, other processes shared the cores). MFU = FLOPs per step /
 step time / that peak. bf16 rows run the model under bf16 autocast (``--bf16-autocast``), with
 fp32 weights. "first step s" covers building the model and its first step (compiling, if asked).
+OFA architectures run on each attention implementation of ``--attention`` in turn, on the same
+batch: ``fused`` (SDPA's kernels with OFA's additive float bias) and ``bmm`` (explicit matrix
+products and softmax, as OFA's own code); "x bmm" is a row's steps per second over the bmm row's
+(by the process's CPU time on the CPU, "cpu step s", which a shared machine disturbs less).
 """
 import argparse
 import itertools
@@ -30,8 +35,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from common import best_time, build_criterion, build_model, build_task, machine_line, print_table, run_on_coco_world
-from criterions.self_critical import OFA_STAGE2_ARGS  # noqa: E402  (found through common's path)
+from common import (best_time, best_times, build_criterion, build_model, build_task, machine_line, print_table,
+                    run_on_coco_world)
+
+from criterions.self_critical import OFA_STAGE2_ARGS  # noqa: E402  (common puts the repository on the path)
+from models.ofa_layers import use_fused_attention  # noqa: E402
 
 PATCH = 384
 # FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
@@ -73,9 +81,10 @@ def move(value, device):
 class Step:
     """One training step of a fresh model of ``arch`` on ``batch``."""
 
-    def __init__(self, task, arch, batch, device, criterion=None, **options):
+    def __init__(self, task, arch, batch, device, criterion=None, fused_attention=True, **options):
         torch.manual_seed(0)
         self.model = build_model(task, arch, **options).to(device).train()
+        use_fused_attention(self.model, fused_attention)
         self.criterion = criterion or build_criterion(task)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.batch = batch
@@ -116,14 +125,14 @@ def largest_batch(task, arch, device, options, start=8, limit=4096):
     return fits
 
 
-def measure(task, arch, batch_size, device, precision, steps, options, criterion=None, profile=0):
+def measure(task, arch, batch_size, device, precision, steps, options, criterion=None, attention="fused", profile=0):
     options = dict(options, bf16_autocast=precision == "bf16")
     batch = batch_of(task, batch_size, device)
     build_start = time.perf_counter()
-    step = Step(task, arch, batch, device, criterion, **options)
+    step = Step(task, arch, batch, device, criterion, fused_attention=attention == "fused", **options)
     step()  # the first step compiles when asked
     first = time.perf_counter() - build_start
-    seconds = best_time(step, steps, sync=sync(device))
+    seconds, cpu = best_times(step, steps, sync=sync(device))
     # The peak right after the steps, so that both see the same load on a shared machine.
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     load = os.getloadavg()[0]
@@ -133,8 +142,8 @@ def measure(task, arch, batch_size, device, precision, steps, options, criterion
     parameters = sum(p.numel() for p in step.model.parameters())
     name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
         " +checkpoint-activations" if options.get("checkpoint_activations") else "") + (" SCST" if criterion else "")
-    return [name, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds, flops / 1e9,
-            flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load]
+    return [name, attention, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds,
+            flops / 1e9, flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load, cpu]
 
 
 def print_profile(step, device, rows):
@@ -163,6 +172,8 @@ def main(argv=None):
                         help="after each row, the N operators that took the most device time in one step")
     parser.add_argument("--scst", action="store_true", help="also measure the self-critical step of each row")
     parser.add_argument("--scst-args", default=OFA_STAGE2_ARGS, help="its generation arguments (JSON)")
+    parser.add_argument("--attention", default="fused,bmm",
+                        help="OFA architectures' attention implementations to compare: fused (SDPA), bmm (plain)")
     run_on_coco_world(parser, argv, run)
 
 
@@ -189,21 +200,39 @@ def run(args, world):
                 size = batches.get(arch) or batches[arch.split("_", 1)[-1]]
                 size = largest_batch(task, arch, device, dict(options, bf16_autocast=precision == "bf16")) \
                     if size == "auto" else int(size)
-                for criterion in [None] + ([scst] if args.scst else []):
-                    table.append(measure(task, arch, size, device, precision, args.steps, options, criterion,
-                                         args.profile))
+                rows = []
+                for attention in args.attention.split(",") if arch.startswith("ofa") else ["fused"]:
+                    for criterion in [None] + ([scst] if args.scst else []):
+                        try:
+                            rows.append(measure(task, arch, size, device, precision, args.steps, options, criterion,
+                                                attention, args.profile))
+                        except torch.OutOfMemoryError:  # bmm keeps the scores: a batch sized for fused may not fit
+                            torch.cuda.empty_cache()
+                            rows.append([arch, attention, "", precision, size, "out of memory"] + [""] * 8)
+                for row in with_bmm_ratios(rows, device):
+                    table.append(row)
                     print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
     print(f"caption task, {PATCH} px COCO-mini photos, vocabulary of {len(task.vocab.dictionary)} tokens; "
           f"step = criterion forward + backward + AdamW")
     print_table(HEADER, table)
     if args.scst:
         print(f"self-critical step ({args.scst_args}) / cross-entropy step: " + ", ".join(
-            f"{scst_row[0]} {scst_row[2]}: {scst_row[4] / ce_row[4]:.1f}x"
-            for ce_row, scst_row in zip(table[::2], table[1::2])))
+            f"{scst_row[0]} {scst_row[1]} {scst_row[3]}: {scst_row[5] / ce_row[5]:.1f}x"
+            for ce_row, scst_row in zip(table, table[1:]) if scst_row[0] == ce_row[0] + " SCST"
+            and isinstance(scst_row[5], float) and isinstance(ce_row[5], float)))
 
 
-HEADER = ["model", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",
-          "matmul peak TFLOP/s", "MFU %", "first step s", "load"]
+def with_bmm_ratios(rows, device):
+    """Each row with its speed over the plain-bmm row of the same model: steps per second, by CPU time on
+    the CPU (steadier on a shared machine)."""
+    clock = 13 if device.type == "cpu" else 5
+    bmm = {row[0]: row[clock] for row in rows if row[1] == "bmm" and isinstance(row[clock], float)}
+    return [row + [bmm[row[0]] / row[clock] if row[0] in bmm and isinstance(row[clock], float) else ""]
+            for row in rows]
+
+
+HEADER = ["model", "attention", "params", "precision", "batch", "step s", "samples/s", "GFLOP/step", "TFLOP/s",
+          "matmul peak TFLOP/s", "MFU %", "first step s", "load", "cpu step s", "x bmm"]
 
 
 if __name__ == "__main__":

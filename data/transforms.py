@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as F
 class TransformedImage:
     """An image in the model frame, with its boxes and polygons in that frame's pixels."""
 
-    pixels: torch.Tensor  # float, 3 x size x size, normalised
+    pixels: torch.Tensor  # uint8, 3 x size x size: the model normalises batches (models.image_encoder.model_pixels)
     boxes: np.ndarray | None  # (N, 4) x0, y0, x1, y1
     polygons: list | None  # per object, per part: (K, 2) vertices
     size: tuple[int, int]  # (width, height)
@@ -29,14 +29,9 @@ class ImageTransform:
     bilinear resize of tensors.
     """
 
-    def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                 pil_bicubic=False):
+    def __init__(self, size, train, crop_prob=0.0, hflip_prob=0.0, pil_bicubic=False):
         self.size, self.train, self.pil_bicubic = size, train, pil_bicubic
         self.crop_prob, self.hflip_prob = crop_prob, hflip_prob
-        std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        # normalise(x) = (x / 255 - mean) / std, as one multiply and one add
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = -torch.tensor(mean, dtype=torch.float32)[:, None, None] / std
 
     def __call__(self, image, boxes=None, polygons=None, frame=None):
         """``image``: uint8 3 x H x W pixels (or a PIL image); ``boxes``: (N, 4) x0, y0, x1, y1 and
@@ -55,7 +50,7 @@ class ImageTransform:
         image, box_tensor, vertices = self._move(image, box_tensor, vertices, crop, flipped)
 
         return TransformedImage(
-            pixels=self.normalise(image),
+            pixels=image.as_subclass(torch.Tensor),
             boxes=None if box_tensor is None else box_tensor.as_subclass(torch.Tensor).numpy(),
             polygons=None if vertices is None else _split_polygons(vertices, part_lengths),
             size=(self.size, self.size),
@@ -73,10 +68,6 @@ class ImageTransform:
             height, width = pixels.shape[-2:]
         top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
         return pixels[..., top:top + size, left:left + size]
-
-    def normalise(self, pixels):
-        """uint8 C x H x W (or N x C x H x W) pixels -> the float model input."""
-        return pixels.as_subclass(torch.Tensor).contiguous().float().mul_(self._scale).add_(self._shift)
 
     def _move(self, image, boxes, vertices, crop, flipped):
         """Crop and resize to the model frame, then maybe mirror; boxes and vertices follow the pixels."""

@@ -6,6 +6,7 @@ import mmap
 import os
 import re
 import stat
+from operator import itemgetter
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from utils.files import atomic_open, writable_folder
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 2 << 20
+# Rows read in order come in blocks of about this many bytes (at most _BLOCK_ROWS rows), decoded and cut
+# into rows at once: per row, that leaves a list lookup where a map slice, a decode and a strip were.
+_BLOCK_BYTES, _BLOCK_ROWS = 1 << 20, 8192
 # Every cached array starts with the file's stamp, 5 int64 viewed in its dtype: size, mtime_ns, ctime_ns,
 # inode, and a hash of sampled blocks. A rewrite that keeps size and mtime (``touch -r``, a copy that
 # preserves times) changes the ctime, which no user call can set back, or the inode; the sampled
@@ -151,6 +155,14 @@ def _open_cached(path, suffix, build, index_dir):
     raise OSError(f"cannot write a TSV index for {path} to any of {locations}")
 
 
+def _column_picker(columns):
+    """cells -> the cells at ``columns``, in C: an ``itemgetter`` (of a slice for fewer than two columns,
+    where it would return a bare cell), which pickles, unlike a lambda."""
+    if len(columns) >= 2:
+        return itemgetter(*columns)
+    return itemgetter(slice(columns[0], columns[0] + 1) if columns else slice(0, 0))
+
+
 class TsvFile:
     """Random access to rows of a UTF-8 TSV (one sample per line, no header) through a byte-offset index."""
 
@@ -158,12 +170,15 @@ class TsvFile:
         self.path = str(path)
         self.selected_cols = None if selected_cols is None else [int(c) for c in selected_cols]
         self._min_columns = 0 if not self.selected_cols else max(self.selected_cols) + 1
+        self._pick = None if self.selected_cols is None else _column_picker(self.selected_cols)
         self.index_dir = index_dir
         self._index_path, index = _open_cached(
             self.path, ".index", lambda stamp: _scan_row_starts(self.path, int(stamp[0])), index_dir)
         self._starts = _without_stamp(index)
         self._mapping = None
         self._skip = 0  # bytes before the first row's text: a byte order mark
+        # Rows read ahead in a sequential pass: the texts of rows _block_start to _block_stop - 1.
+        self._block_start, self._block_stop, self._block, self._next_row = 0, 0, [], None
         self._check_start()
 
     def __len__(self):
@@ -171,14 +186,25 @@ class TsvFile:
 
     def fields(self, i):
         """The selected cells of row ``i`` (0-based)."""
-        cells = self._decode(i, self._read_line(i)).split("\t")
+        start = self._block_start
+        cells = (self._block[i - start] if start <= i < self._block_stop else self._row_text(i)).split("\t")
+        if self._pick is None:
+            return cells
         if len(cells) < self._min_columns:
             raise BadInputError(
                 self.path, self.line_number(i), len(cells) + 1,
                 f"expected at least {self._min_columns} tab-separated columns, found {len(cells)}")
-        if self.selected_cols is None:
-            return cells
-        return [cells[c] for c in self.selected_cols]
+        return list(self._pick(cells))
+
+    def _row_text(self, i):
+        """Row ``i``'s text, read with the rows after it (``_read_block``) when the previous read was of
+        row i - 1, the order of a sequential pass; alone otherwise, as random access reads."""
+        if i == self._next_row and (block := self._read_block(i)) is not None:
+            self._block_start, self._block_stop, self._block = i, i + len(block), block
+            self._next_row = self._block_stop
+            return block[0]
+        self._next_row = i + 1
+        return self._decode(i, self._read_line(i))
 
     def _check_start(self):
         """Refuse an empty file or a header row; skip (and report) a byte order mark."""
@@ -227,6 +253,28 @@ class TsvFile:
                 self._mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._mapping
 
+    def _read_block(self, i):
+        """The texts of rows i, i + 1, ... up to about ``_BLOCK_BYTES``, decoded at once (split into cells
+        as each is asked for: lists of many rows held at once would keep Python's cycle collector busy);
+        None where the block is not valid UTF-8, whose rows are then read alone to name the bad one."""
+        starts = self._row_starts()
+        if not 0 <= i < len(starts) - 1:
+            return None
+        first = int(starts[i])
+        stop = min(len(starts), i + _BLOCK_ROWS, max(i + 2, int(np.searchsorted(starts, first + _BLOCK_BYTES))))
+        mapping = self._map()
+        end = int(starts[stop]) if stop < len(starts) else len(mapping)
+        try:
+            text = mapping[first + (self._skip if i == 0 else 0):end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        count = stop - i
+        lines = text.split("\n", count)[:count]  # a final row may end the file without a newline
+        if "\r" in text:  # CRLF: a carriage return before a row's newline is not part of the row
+            ended = count if text.endswith("\n") else count - 1
+            lines = [line[:-1] if k < ended and line.endswith("\r") else line for k, line in enumerate(lines)]
+        return lines
+
     def _read_line(self, i):
         starts = self._row_starts()
         if not 0 <= i < len(starts):
@@ -245,7 +293,7 @@ class TsvFile:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_starts=None, _mapping=None)
+        state.update(_starts=None, _mapping=None, _block_stop=0, _block=[], _next_row=None)  # a block is read again
         return state
 
 

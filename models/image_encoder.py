@@ -8,6 +8,17 @@ from torch import nn
 from models.positions import sinusoid
 
 logger = logging.getLogger(__name__)
+# Pixels become (x / 255 - mean) / std, as in UnIVAL and OFA: [-1, 1].
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+
+
+def model_pixels(pixels):
+    """uint8 pixels (any leading dimensions: a batch, frames) -> the float model input, in one pass on
+    their device, so that images travel from the loader as uint8 (a quarter of the bytes) and a GPU does
+    the conversion. Float pixels are taken as the model input already."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    return pixels.float().mul_(1.0 / (255.0 * PIXEL_STD)).add_(-PIXEL_MEAN / PIXEL_STD)
 
 
 def build_backbone(name, out_index, weights_path=None):
@@ -59,8 +70,9 @@ class ImageEncoder(nn.Module):
         self.col = nn.Embedding.from_pretrained(cols, freeze=False)
 
     def forward(self, pixels):
-        """Returns the tokens and a B x (h*w) mask of the ones to attend (all of them)."""
-        return self.grid_tokens(self.backbone(pixels)[-1]), None
+        """B x 3 x H x W pixels (uint8, or floats normalised by ``model_pixels``) -> the tokens and a
+        B x (h*w) mask of the ones to attend (all of them)."""
+        return self.grid_tokens(self.backbone(model_pixels(pixels))[-1]), None
 
     def grid_tokens(self, features):
         """B x C x h x w backbone features -> B x (h*w) x dim tokens with their grid positions."""

@@ -28,6 +28,7 @@ from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqI
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 from torch import nn
 
+from models.image_encoder import model_pixels
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
 from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
 from models.transformer import reorder_layer_caches
@@ -195,7 +196,7 @@ class OFAEncoder(FairseqEncoder):
         """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
         batches hold them (``image`` for the samples that have one, ``image_present``)."""
         if image is not None:
-            patch_images, patch_masks = scatter_present(image, image_present), image_present
+            patch_images, patch_masks = scatter_present(model_pixels(image), image_present), image_present
         for medium in ("video", "audio"):
             if media.get(medium) is not None:
                 raise ValueError(f"OFA models read images and text only: {medium} input is not supported")

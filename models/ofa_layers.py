@@ -15,10 +15,27 @@ from torch import nn
 from models.ofa_resnet import drop_path
 
 
+def plain_attention(q, k, v, bias, scale, dropout_p=0.0):
+    """OFA's own computation of ``scaled_dot_product_attention(q, k, v, bias, scale=scale)``: explicit
+    matrix products, the bias added to the scaled scores, a softmax in fp32."""
+    scores = torch.matmul(q * scale, k.transpose(-2, -1)) + bias
+    probs = F.dropout(F.softmax(scores.float(), dim=-1).to(q.dtype), dropout_p)
+    return torch.matmul(probs, v)
+
+
+def use_fused_attention(model, fused):
+    """Every OFA attention of ``model`` on SDPA's fused kernels (``fused``) or on ``plain_attention``,
+    which benchmarks compare."""
+    for module in model.modules():
+        if isinstance(module, OFAAttention):
+            module.fused = fused
+
+
 class OFAAttention(nn.Module):
     def __init__(self, dim, heads, scale_factor, scale_heads, dropout):
         super().__init__()
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.fused = True
         self.scaling = (self.head_dim * scale_factor) ** -0.5
         self.c_attn = nn.Parameter(torch.ones(heads)) if scale_heads else None
         self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
@@ -34,8 +51,10 @@ class OFAAttention(nn.Module):
     def forward(self, query, keys, values, bias):
         """``bias``: B x H x T x S (or broadcastable), the position biases with -inf where masked."""
         q = self.split_heads(self.q_proj(query))
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias.to(q.dtype), scale=self.scaling,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        # A float attn_mask runs on the fused kernels that take one (CPU flash, CUDA memory-efficient).
+        attend = F.scaled_dot_product_attention if self.fused else plain_attention
+        y = attend(q, keys, values, bias.to(q.dtype), scale=self.scaling,
+                   dropout_p=self.dropout if self.training else 0.0)
         if self.c_attn is not None:
             y = y * self.c_attn[:, None, None]
         return self.out_proj(y.transpose(1, 2).flatten(2))

@@ -66,12 +66,14 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, memory, memory_mask, cache=None):
-        """x: B x T x C (T = 1 when decoding step by step with ``cache``).
+    def forward(self, x, memory, memory_mask, cache=None, memory_index=None):
+        """x: N x T x C (T = 1 when decoding step by step with ``cache``); ``memory``: M x S x C and
+        ``memory_mask`` M x 1 x 1 x S, the encoder output of the rows ``memory_index`` (N) gives each of
+        the N hypotheses (None: one row each, M = N).
 
-        ``cache`` is this layer's dict of tensors across decoding steps: the
-        self-attention keys/values so far and the cross-attention keys/values,
-        computed once from the encoder output.
+        ``cache`` is this layer's dict of tensors across decoding steps: the self-attention keys and
+        values so far (N rows) and the cross-attention keys and values, computed once from the memory
+        (M rows).
         """
         h = self.self_norm(x)
         k, v = self.self_attn.keys_values(h)
@@ -88,17 +90,45 @@ class DecoderLayer(nn.Module):
             ck, cv = self.cross_attn.keys_values(memory)
             if cache is not None:
                 cache["cross_k"], cache["cross_v"] = ck, cv
-        x = x + self.dropout(self.cross_attn(self.cross_norm(x), ck, cv, mask=memory_mask))
+        x = x + self.dropout(shared_rows_attention(self.cross_attn, self.cross_norm(x), ck, cv, memory_mask,
+                                                   memory_index))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
-def reorder_layer_caches(caches, new_order):
+def shared_rows_attention(attention, x, k, v, mask, memory_index):
+    """``attention`` of the N rows of ``x`` over the rows ``memory_index`` of the M-row keys ``k``, values
+    ``v`` and ``mask``. When each memory row serves the same number g of consecutive rows of ``x`` (beam
+    search: a sample's beams), those are taken as one row of g times the queries: the keys and values
+    are read once per sample, never copied per beam. Otherwise they are gathered."""
+    if memory_index is None:
+        return attention(x, k, v, mask=mask)
+    n, m = x.size(0), k.size(0)
+    if n % m == 0 and torch.equal(memory_index, torch.arange(m, device=x.device).repeat_interleave(n // m)):
+        return attention(x.reshape(m, -1, x.size(-1)), k, v, mask=mask).view_as(x)
+    return attention(x, k[memory_index], v[memory_index], mask=None if mask is None else mask[memory_index])
+
+
+def reorder_memory(memory_index, new_order, memory_size):
+    """For the hypotheses of ``new_order``, the rows of a ``memory_size``-row memory they still use:
+    (those rows, in order, or None when all are; the hypotheses' index into them)."""
+    rows, index = torch.unique(memory_index.index_select(0, new_order), sorted=True, return_inverse=True)
+    return (None if rows.numel() == memory_size else rows), index
+
+
+def reorder_layer_caches(caches, new_order, memory_rows=None, shared_memory=False):
     """Move each decoder layer's cached keys and values (``self_k``, ``cross_v``, ...) to the hypotheses
-    of ``new_order``. Beam search reorders hypotheses within each sample, and all of a sample's
-    hypotheses share its cross-attention keys and values: those move only when finished samples leave
-    the batch (as in fairseq's own attention). Copying them every step dominated beam search."""
+    of ``new_order``. Self-attention ones have a row per hypothesis. With ``shared_memory``, the
+    cross-attention ones have a row per memory row, which hypotheses share (``shared_rows_attention``),
+    and keep ``memory_rows`` (``reorder_memory``; None: all). Without, they have a row per hypothesis,
+    but beam search reorders hypotheses within each sample, all of whose hypotheses hold the same rows:
+    those move only when finished samples leave the batch (as in fairseq's own attention). Copying
+    them every step dominated beam search."""
     for cache in caches:
         for key, value in cache.items():
-            if key.startswith("cross_") and value.size(0) == new_order.size(0):
-                continue
-            cache[key] = value.index_select(0, new_order)
+            if not key.startswith("cross_"):
+                cache[key] = value.index_select(0, new_order)
+            elif shared_memory:
+                if memory_rows is not None:
+                    cache[key] = value.index_select(0, memory_rows)
+            elif value.size(0) != new_order.size(0):
+                cache[key] = value.index_select(0, new_order)

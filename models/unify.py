@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
 from models.positions import coordinate_codes
-from models.transformer import DecoderLayer, EncoderLayer, reorder_layer_caches
+from models.transformer import DecoderLayer, EncoderLayer, reorder_layer_caches, reorder_memory
 from models.video_encoder import VideoEncoder
 
 MODALITY_TYPES = ("text", "image", "video", "audio")  # rows of the type embedding
@@ -168,7 +168,20 @@ class UnifyEncoder(FairseqEncoder):
         }
 
     def reorder_encoder_out(self, encoder_out, new_order):
-        return {key: value.index_select(0, new_order) for key, value in encoder_out.items()}
+        """The hypotheses of ``new_order`` (beam search: each sample's beams) share their sample's row of
+        the encoder output: ``memory_index`` maps each to its row, and rows no hypothesis uses any more
+        are dropped (``models.transformer.shared_rows_attention``)."""
+        memory = encoder_out["encoder_out"]
+        index = encoder_out.get("memory_index")
+        if index is None:  # the encoder's own output: a row per sample
+            index = torch.arange(memory.size(0), device=memory.device)
+        rows, index = reorder_memory(index, new_order, memory.size(0))
+        return {
+            **{key: encoder_out[key] if rows is None else encoder_out[key].index_select(0, rows)
+               for key in ("encoder_out", "attend_mask")},
+            "sample_index": encoder_out["sample_index"].index_select(0, new_order),
+            "memory_index": index,
+        }
 
     def max_positions(self):
         return self.max_source_positions
@@ -217,11 +230,14 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         x = self.embed_tokens(prev_output_tokens) + self.embed_positions(positions)[None]
         x = self.dropout(self.embed_norm(x))
         memory, memory_mask = encoder_out["encoder_out"], encoder_out["attend_mask"]
+        memory_index = encoder_out.get("memory_index")
         for i, layer in enumerate(self.layers):
             x = run_layer(layer, self.checkpoint_activations, x, memory, memory_mask,
-                          None if caches is None else caches[i])
+                          None if caches is None else caches[i], memory_index)
         if caches is not None:
             self.set_incremental_state(incremental_state, "layers", caches)
+            if memory_index is not None:
+                self.set_incremental_state(incremental_state, "memory_index", memory_index)
         x = self.final_norm(x)
         return x if features_only else self.output_layer(x)
 
@@ -230,8 +246,15 @@ class UnifyDecoder(FairseqIncrementalDecoder):
 
     def reorder_incremental_state(self, incremental_state, new_order):
         caches = self.get_incremental_state(incremental_state, "layers")
-        if caches is not None:
+        if caches is None:
+            return
+        index = self.get_incremental_state(incremental_state, "memory_index")
+        if index is None:  # the cross-attention caches hold a row per hypothesis
             reorder_layer_caches(caches, new_order)
+            return
+        rows, index = reorder_memory(index, new_order, caches[0]["cross_k"].size(0))
+        reorder_layer_caches(caches, new_order, rows, shared_memory=True)
+        self.set_incremental_state(incremental_state, "memory_index", index)
 
     def max_positions(self):
         return self.max_target_positions

@@ -24,6 +24,7 @@ import torch
 from fairseq.models import register_model, register_model_architecture
 from torch import nn
 
+from models.image_encoder import model_pixels
 from models.ofa import (OFAEncoder, OFAModel, Patches, UnsupportedOFAOption, COMMON_DEFAULTS, SIZE_DEFAULTS,
                         UNSUPPORTED_WHEN_SET, check_supported, image_position_ids, ofa_model_from_state,
                         ofa_sizes, scatter_present)
@@ -146,6 +147,8 @@ class UnIVALEncoder(OFAEncoder):
         if medium == "audio" and values.dim() != 2:
             raise ValueError(f"UnIVAL's audio encoder reads raw waveforms (B x samples), not {values.dim()}-D "
                              f"features: give the task --unival-inputs")
+        if medium != "audio":
+            values = model_pixels(values)
         if medium == "video":
             values = values.transpose(1, 2)  # UniGround's frames B' x T x C x H x W -> UnIVAL's B' x C x T x H x W
         mask = batch[f"{medium}_present"]

@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 from torch import nn
 
+from models.image_encoder import model_pixels
 from models.positions import coordinate_codes
 
 
@@ -23,7 +24,7 @@ class VideoEncoder(nn.Module):
 
     def forward(self, frames, times):
         b, f = frames.shape[:2]
-        features = self.frames.backbone(frames.flatten(0, 1))[-1]
+        features = self.frames.backbone(model_pixels(frames.flatten(0, 1)))[-1]
         pooled = F.adaptive_avg_pool2d(features, self.grid)
         tokens = self.frames.grid_tokens(pooled)  # (B*F) x g*g x dim
         tokens = tokens + coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens)[:, None, :]

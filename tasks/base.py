@@ -294,7 +294,7 @@ class UniGroundTask(FairseqTask):
         if self.cfg.unival_inputs:
             frames = ImageTransform.center_crop(frames, self.cfg.video_frame_size)
         return {
-            "video": self.image_transforms[False].normalise(frames),
+            "video": frames,  # uint8, as images: the model normalises them
             "video_times": torch.as_tensor(clip.times / clip.duration, dtype=torch.float32),
             "window": (0.0, clip.duration, clip.duration),
         }

@@ -221,3 +221,45 @@ def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(re
     rebuilt = UnifyModel.build_model(old, task)
     assert [old[k] for k in newer] == [False, False, False]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
+
+
+def copied_per_hypothesis(encoder_out, new_order):
+    """The plain way to reorder an encoder output: every entry copied to each hypothesis."""
+    return {key: value.index_select(0, new_order) for key, value in encoder_out.items() if key != "memory_index"}
+
+
+@pytest.mark.parametrize("name", ["caption", "refcoco"])
+def test_beam_search_sharing_each_samples_memory_equals_copying_it_per_beam(name, demo_dir, vocab_dir,
+                                                                             monkeypatch):
+    task = build_task(name, f"{demo_dir}/{name}_valid.tsv", vocab_dir)
+    task.load_dataset("valid")
+    batch = batch_of(task, list(range(5)))
+    torch.manual_seed(0)
+    model = build_model(task, decoder_layers=2).eval()
+    generator = task.build_generator([model], Namespace(beam=3, max_len_b=10))
+    encoder_input = {k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
+    with torch.no_grad():
+        beams = model.encoder.reorder_encoder_out(model.encoder(**encoder_input), torch.arange(5).repeat_interleave(3))
+    assert beams["encoder_out"].size(0) == 5  # one row per sample, not per beam
+    assert beams["memory_index"].tolist() == torch.arange(5).repeat_interleave(3).tolist()
+    shared = task.inference_step(generator, [model], batch)
+    monkeypatch.setattr(model.encoder, "reorder_encoder_out", copied_per_hypothesis)
+    copied = task.inference_step(generator, [model], batch)
+    for ours, plain in zip(shared, copied):
+        assert [h["tokens"].tolist() for h in ours] == [h["tokens"].tolist() for h in plain]
+        torch.testing.assert_close(torch.stack([h["score"] for h in ours]), torch.stack([h["score"] for h in plain]))
+
+
+@pytest.mark.parametrize("which", [[0, 0, 2, 1, 2, 2], [2, 2, 0, 0], [1]])
+def test_decoder_rows_may_use_any_memory_rows(refcoco, which):
+    """Candidate scoring pairs each sample with several candidates, not always in equal groups: the
+    memory rows each decoder row uses give what a copy per row gives."""
+    task, model = refcoco
+    net_input = batch_of(task, [0, 1, 2])["net_input"]
+    which = torch.tensor(which)
+    prev = net_input["prev_output_tokens"][which]
+    with torch.no_grad():
+        encoder_out = model.encoder(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
+        shared, _ = model.decoder(prev, encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
+        plain, _ = model.decoder(prev, encoder_out=copied_per_hypothesis(encoder_out, which))
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)

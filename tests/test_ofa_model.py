@@ -86,3 +86,37 @@ def test_a_few_steps_on_a_uniground_batch_lower_the_loss(demo_dir, vocab_dir):
                         decoder_drop_path_rate=0.2, resnet_drop_path_rate=0.2).train()
     losses = losses_over_steps(task, batch, 15, model=model)
     assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_fused_attention_with_a_float_bias_equals_the_plain_computation(dtype, tolerance):
+    """SDPA with OFA's additive bias (positions, -inf where masked) against explicit matmuls and softmax."""
+    from models.ofa_layers import plain_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, length, 16, dtype=dtype) for length in (7, 11, 11))
+    bias = torch.randn(3, 4, 7, 11, dtype=dtype)
+    bias[1, :, :, 8:] = float("-inf")  # a sample's padding
+    bias[2, :, 3, :5] = float("-inf")
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, bias, scale=0.3)
+    plain = plain_attention(q, k, v, bias, scale=0.3)
+    assert (fused.float() - plain.float()).abs().max() <= tolerance
+
+
+def test_ofa_model_gives_the_same_outputs_on_fused_and_plain_attention(oracle):
+    from models.ofa_layers import use_fused_attention
+
+    model = small_model()
+    torch.manual_seed(1)
+    src = torch.randint(4, 60, (2, 20))
+    src[1, 15:] = 1
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    outputs = []
+    for fused in (True, False):
+        use_fused_attention(model, fused)
+        with torch.no_grad():
+            encoder_out = model.encoder(src, None, patch_images=images, patch_masks=torch.tensor([True, False]))
+            outputs.append(oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=True))
+    (tokens, logits), (plain_tokens, plain_logits) = outputs
+    assert torch.equal(tokens, plain_tokens)
+    assert (logits - plain_logits).abs().max() <= 1e-5

@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from data.transforms import ImageTransform
+from models.image_encoder import model_pixels
 from helpers import build_task, write_tsv
 
 COCO = "/work/shared/data/coco-mini"
@@ -29,7 +30,7 @@ def rectangle_polygon(box):
 
 
 def red_mask(pixels):
-    r, g, b = pixels * 0.5 + 0.5  # undo the default normalisation
+    r, g, b = pixels.float() / 255
     return (r > 0.7) & (g < 0.3) & (b < 0.3)
 
 
@@ -38,9 +39,8 @@ def test_eval_resize_scales_boxes_and_polygons_exactly():
     out = ImageTransform(100, train=False)(image, [(20, 10, 100, 50)], rectangle_polygon((20, 10, 100, 50)))
     np.testing.assert_array_equal(out.boxes, [[10, 10, 50, 50]])
     np.testing.assert_array_equal(out.polygons[0][0], [[10, 10], [50, 10], [50, 50], [10, 50]])
-    assert out.pixels.shape == (3, 100, 100) and out.pixels.dtype == torch.float32
+    assert out.pixels.shape == (3, 100, 100) and out.pixels.dtype == torch.uint8  # the model normalises batches
     assert (out.size, out.flipped) == ((100, 100), False)
-    assert -1 <= out.pixels.min() and out.pixels.max() <= 1
     assert red_mask(out.pixels)[12:48, 12:48].all() and not red_mask(out.pixels)[:, 52:].any()
 
 
@@ -117,7 +117,7 @@ def test_crop_without_objects_covers_half_to_all_of_the_image():
     areas = []
     for seed in range(100):
         torch.manual_seed(seed)
-        red, green, _ = ((transform(image).pixels * 0.5 + 0.5) * 255).numpy()
+        red, green, _ = transform(image).pixels.numpy().astype(int)
         width, height = red.max() - red.min() + 1, green.max() - green.min() + 1
         areas.append(width * height / (256 * 200))
         assert 3 / 4 - 0.05 <= width / height <= 4 / 3 + 0.05
@@ -208,4 +208,24 @@ def test_draft_decoding_keeps_targets_and_predictions_in_original_pixels(tmp_pat
             points = [np.concatenate([np.reshape(q, (-1, 2)) for q in p["polygons"]]) for p in predictions]
             assert predictions[0]["iou"] > 0.8 and abs(predictions[0]["iou"] - predictions[1]["iou"]) < 0.02
         assert (np.abs(points[0] - points[1]) <= bin_width + 1e-6).all()
-        assert (samples[0]["image"] - samples[1]["image"]).abs().mean() < 0.03
+        assert (model_pixels(samples[0]["image"]) - model_pixels(samples[1]["image"])).abs().mean() < 0.03
+
+
+def old_normalise(pixels):
+    """How images became the model input before batches carried uint8: per image, in the loader."""
+    std = torch.tensor((0.5, 0.5, 0.5))[:, None, None]
+    mean = torch.tensor((0.5, 0.5, 0.5))[:, None, None]
+    return pixels.contiguous().float().mul_(1.0 / (255.0 * std)).add_(-mean / std)
+
+
+@pytest.mark.parametrize("name, medium", [("refcoco", "image"), ("video_caption", "video")])
+def test_batches_carry_uint8_pixels_that_the_model_normalises_as_before(name, medium, demo_dir, vocab_dir):
+    task = build_task(name, f"{demo_dir}/{name}_valid.tsv", vocab_dir)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    batch = dataset.collater([dataset[i] for i in range(4)])
+    pixels = batch["net_input"][medium]
+    assert pixels.dtype == torch.uint8 and pixels.shape[-3] == 3
+    normalised = model_pixels(pixels)
+    assert torch.equal(normalised, torch.stack([old_normalise(p) for p in pixels.flatten(0, -4)]).view_as(pixels))
+    assert normalised.min() >= -1 and normalised.max() <= 1 and model_pixels(normalised) is normalised

@@ -275,3 +275,66 @@ def test_dataloader_workers_yield_every_row_once(tmp_path, start_method):
         collate_fn=list)
     seen = [row for batch in loader for row in batch]
     assert sorted(seen) == sorted(rows)
+
+
+class CountedReads(TsvFile):
+    """A TsvFile that counts its reads of the map: single rows and blocks of rows."""
+
+    def __init__(self, *args, **kwargs):
+        self.reads = {"row": 0, "block": 0}
+        super().__init__(*args, **kwargs)
+
+    def _read_line(self, i):
+        self.reads["row"] += 1
+        return super()._read_line(i)
+
+    def _read_block(self, i):
+        self.reads["block"] += 1
+        return super()._read_block(i)
+
+
+def test_rows_read_in_order_come_in_blocks_and_random_rows_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.tsv, "_BLOCK_BYTES", 64)  # about 8 rows a block
+    rows = [[f"{i}", "é" * (i % 5), "x" * (i % 7)] for i in range(200)]
+    path = write(tmp_path / "file.tsv", "".join("\t".join(r) + "\n" for r in rows))
+    tsv = CountedReads(path)
+    tsv.reads.update(row=0, block=0)  # the header check read the first row
+    assert all_rows(tsv) == rows
+    assert tsv.reads["row"] <= 3 and 200 / 12 < tsv.reads["block"] < 200 / 4
+    order = list(range(0, 200, 7))[::-1]
+    tsv = CountedReads(path)
+    tsv.reads.update(row=0, block=0)
+    assert [tsv.fields(i) for i in order] == [rows[i] for i in order]
+    assert tsv.reads == {"row": len(order), "block": 0}
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("last_ending", ["", "\n", "\r\n", "\r"])
+def test_blocks_keep_row_text_as_single_reads_do(bom, ending, last_ending, tmp_path, monkeypatch):
+    monkeypatch.setattr(data.tsv, "_BLOCK_BYTES", 16)
+    rows = [f"a{i}\tb\r{i}\t" + "c" * (i % 9) for i in range(40)]
+    path = write(tmp_path / "file.tsv", bom + ending.join(rows) + last_ending)
+    alone = [TsvFile(path).fields(i) for i in reversed(range(len(rows)))][::-1]
+    assert all_rows(TsvFile(path)) == alone
+    assert alone[5] == ["a5", "b\r5", "ccccc"] and alone[0][0] == "a0"
+
+
+def test_bad_rows_inside_a_block_are_named_and_the_pass_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.tsv, "_BLOCK_BYTES", 1 << 10)
+    lines = [f"id{i}\tx\ty".encode() for i in range(30)]
+    lines[12], lines[20] = b"id12\tonly two", b"id20\t\xff\ty"
+    tsv = TsvFile(write(tmp_path / "file.tsv", b"\n".join(lines) + b"\n"), selected_cols=[2, 0])
+    for i in range(30):
+        if i in (12, 20):
+            with pytest.raises(BadInputError) as error:
+                tsv.fields(i)
+            assert (error.value.line, error.value.column) == ((13, 3) if i == 12 else (21, 2))
+        else:
+            assert tsv.fields(i) == ["y", f"id{i}"]
+
+
+def test_pickled_file_with_one_selected_column_reads_in_order(tmp_path):
+    tsv = TsvFile(write(tmp_path / "file.tsv", "".join(f"{i}\tv{i}\n" for i in range(50))), selected_cols=[1])
+    assert all_rows(tsv)[:2] == [["v0"], ["v1"]]
+    assert all_rows(pickle.loads(pickle.dumps(tsv))) == [[f"v{i}"] for i in range(50)]
