@@ -116,7 +116,7 @@ def test_ofa_model_gives_the_same_outputs_on_fused_and_plain_attention(oracle):
         use_fused_attention(model, fused)
         with torch.no_grad():
             encoder_out = model.encoder(src, None, patch_images=images, patch_masks=torch.tensor([True, False]))
-            outputs.append(oracle.greedy(model, encoder_out, 2, 7, (50, 59), incremental=True))
+            outputs.append(oracle.greedy(model, encoder_out, 2, 7, oracle.ofa_next_tokens((50, 59)), incremental=True))
     (tokens, logits), (plain_tokens, plain_logits) = outputs
     assert torch.equal(tokens, plain_tokens)
     assert (logits - plain_logits).abs().max() <= 1e-5
