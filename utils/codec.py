@@ -16,6 +16,12 @@ class CodecError(ValueError):
 
 POLY = "<poly>"
 IE_TOKENS = ("<ent>", "<rel>", "<evt>", "<head>", "<tail>", "<trg>", "<arg>", "<is>")
+MIN_VERTICES = 3  # fewest vertices of a polygon, in pixels, in bins and in tokens
+# How far an annotation may reach past its medium and still be rounding in a public dataset (beyond, it
+# is an error in the row); what lies within is clipped by the codec. The span tolerance is the same for
+# every task: about a frame at 25 fps, by which a container's duration and an annotated one differ.
+IMAGE_TOLERANCE = 1.0  # pixels
+SPAN_TOLERANCE = 0.05  # seconds
 
 
 def bin_token(i: int) -> str:
@@ -49,6 +55,17 @@ def span_iou(a, b) -> float:
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = (a[1] - a[0]) + (b[1] - b[0]) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def outside_image(xs, ys, width, height) -> bool:
+    """Whether any of the points (``xs``, ``ys``) lies further than IMAGE_TOLERANCE outside the image."""
+    t = IMAGE_TOLERANCE
+    return min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t
+
+
+def ends_after_clip(end, duration) -> bool:
+    """Whether a span ending at ``end`` seconds overhangs a clip of ``duration`` by more than SPAN_TOLERANCE."""
+    return end > duration + SPAN_TOLERANCE
 
 
 def _check_extent(name: str, value) -> float:
@@ -174,8 +191,9 @@ class LocationCodec:
         encoded = []
         for polygon in polygons:
             coords = _finite_array("polygon", polygon)
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 6:
-                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
+                raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, "
+                                 f"got {len(coords)}")
             points = np.clip(coords.reshape(-1, 2), 0, [width, height])
             points = _simplify_ring(points, self.max_poly_vertices)
             bins = np.stack([
@@ -183,7 +201,7 @@ class LocationCodec:
                 _quantize(points[:, 1], height, self.num_bins),
             ], axis=1)
             bins = bins[np.any(bins != np.roll(bins, -1, axis=0), axis=1)]
-            if len(bins) < 3 or np.linalg.matrix_rank(bins - bins[0]) < 2:
+            if len(bins) < MIN_VERTICES or np.linalg.matrix_rank(bins - bins[0]) < 2:
                 continue
             encoded.append([int(b) for b in bins.ravel()])
         if not encoded:
@@ -197,8 +215,8 @@ class LocationCodec:
         decoded = []
         for polygon in bin_polygons:
             bins = _bin_array("polygon bins", polygon, self.num_bins)
-            if bins.ndim != 1 or len(bins) % 2 or len(bins) < 6:
-                raise CodecError(f"bin polygon needs an even number (>= 6) of bins, got {len(bins)}")
+            if bins.ndim != 1 or len(bins) % 2 or len(bins) < 2 * MIN_VERTICES:
+                raise CodecError(f"bin polygon needs an even number (>= {2 * MIN_VERTICES}) of bins, got {len(bins)}")
             coords = np.empty(len(bins))
             coords[0::2] = _dequantize(bins[0::2], width, self.num_bins)
             coords[1::2] = _dequantize(bins[1::2], height, self.num_bins)
@@ -214,8 +232,9 @@ class LocationCodec:
         for polygon in polygons:
             coords = _finite_array("polygon", polygon)
             # pycocotools reads a 4-value list as a box, so short polygons must not reach it.
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 6:
-                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
+                raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, "
+                                 f"got {len(coords)}")
             # pycocotools walks every edge pixel by pixel: far-out vertices would take unbounded memory.
             xs, ys = coords[0::2], coords[1::2]
             if xs.min() < -width or ys.min() < -height or xs.max() > 2 * width or ys.max() > 2 * height:
