@@ -84,6 +84,14 @@ def _finite_array(name: str, values, length: int | None = None) -> np.ndarray:
     return arr
 
 
+def _polygon_coords(polygon) -> np.ndarray:
+    """A flat pixel polygon [x0, y0, x1, y1, ...] as an array: finite, at least MIN_VERTICES (x, y) pairs."""
+    coords = _finite_array("polygon", polygon)
+    if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
+        raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, got {len(coords)}")
+    return coords
+
+
 def _bin_array(name: str, bins, num_bins: int, length: int | None = None) -> np.ndarray:
     arr = np.asarray(bins)
     if length is not None and arr.shape != (length,):
@@ -190,10 +198,7 @@ class LocationCodec:
         width, height = _check_extent("image width", width), _check_extent("image height", height)
         encoded = []
         for polygon in polygons:
-            coords = _finite_array("polygon", polygon)
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
-                raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, "
-                                 f"got {len(coords)}")
+            coords = _polygon_coords(polygon)
             points = np.clip(coords.reshape(-1, 2), 0, [width, height])
             points = _simplify_ring(points, self.max_poly_vertices)
             bins = np.stack([
@@ -230,11 +235,7 @@ class LocationCodec:
             return np.zeros((height, width), dtype=bool)
         checked = []
         for polygon in polygons:
-            coords = _finite_array("polygon", polygon)
-            # pycocotools reads a 4-value list as a box, so short polygons must not reach it.
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
-                raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, "
-                                 f"got {len(coords)}")
+            coords = _polygon_coords(polygon)  # pycocotools would read a 4-value list as a box
             # pycocotools walks every edge pixel by pixel: far-out vertices would take unbounded memory.
             xs, ys = coords[0::2], coords[1::2]
             if xs.min() < -width or ys.min() < -height or xs.max() > 2 * width or ys.max() > 2 * height:
