@@ -20,6 +20,4 @@ for _package in ("criterions", "models", "tasks"):
     for _info in pkgutil.iter_modules(_module.__path__):
         sys.modules[f"{__name__}.{_package}.{_info.name}"] = importlib.import_module(f"{_package}.{_info.name}")
 
-importlib.import_module("utils.checkpoint").install_safe_checkpoint_loading()
-importlib.import_module("utils.checkpoint").install_atomic_checkpoint_writes()
 importlib.import_module("utils.fairseq_fixes").apply()

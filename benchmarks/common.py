@@ -38,18 +38,21 @@ def machine_line(device="cpu"):
     return text
 
 
-def best_time(call, repeats, clock=time.perf_counter, sync=None):
-    """The fastest of ``repeats`` timed calls after one warm-up call; ``sync`` waits for queued device work."""
-    call()
+def best_time(call, repeats, clock=time.perf_counter, sync=None, setup=None):
+    """The fastest of ``repeats`` timed calls after one warm-up call (the one least disturbed by other
+    processes); ``sync`` waits for queued device work, ``setup`` runs untimed before each call."""
     times = []
-    for _ in range(repeats):
+    for run in range(repeats + 1):
+        if setup:
+            setup()
         if sync:
             sync()
         start = clock()
         call()
         if sync:
             sync()
-        times.append(clock() - start)
+        if run:  # the first is the warm-up
+            times.append(clock() - start)
     return min(times)
 
 
@@ -170,6 +173,32 @@ def run_on_coco_world(parser, argv, run):
     torch.set_num_threads(args.threads)
     with coco_world_at(args.world) as world:
         run(args, world)
+
+
+def demo_vocabulary(vocab_dir):
+    """The vocabulary in ``vocab_dir``, or, if it has none, one built into a temporary folder from a small
+    demo world."""
+    from preprocess import build_vocab, make_demo_data
+    from utils.vocab import Vocabulary
+
+    if os.path.exists(os.path.join(vocab_dir, "dict.txt")):
+        return Vocabulary(vocab_dir)
+    out = tempfile.mkdtemp(prefix="uniground-bench-")
+    make_demo_data.main(["--out", out, "--train-images", "300", "--valid-images", "1", "--train-videos", "0",
+                         "--valid-videos", "0", "--train-audio", "0", "--valid-audio", "0", "--train-ie", "0",
+                         "--valid-ie", "0"])
+    build_vocab.main(["--input", f"{out}/caption_train.tsv:2", "--input", f"{out}/refcoco_train.tsv:2",
+                      "--out-dir", f"{out}/vocab", "--vocab-size", "1000"])
+    return Vocabulary(f"{out}/vocab")
+
+
+def untrained_model(vocab, arch, patch_image_size, device, num_mel_bins=64, **options):
+    """A model of ``arch`` with random weights over ``vocab``, without a task (benchmarks of decoding)."""
+    from types import SimpleNamespace
+
+    task = SimpleNamespace(vocab=vocab, source_dictionary=vocab.dictionary, target_dictionary=vocab.dictionary,
+                           cfg=SimpleNamespace(patch_image_size=patch_image_size, num_mel_bins=num_mel_bins))
+    return build_model(task, arch, **options).to(device).eval()
 
 
 def build_task(name, data, vocab_dir, **options):

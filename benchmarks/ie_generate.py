@@ -19,26 +19,16 @@ targets (collation) and ``grammar_context`` per sample. Prints a table headed by
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+from common import ROOT, best_time, demo_vocabulary, machine_line, print_table, untrained_model
+from fairseq.data import data_utils
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from utils.logs import set_up_logging  # noqa: E402
-
-if __name__ == "__main__":
-    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
-
-from fairseq.data import data_utils  # noqa: E402
-from fairseq.sequence_generator import EnsembleModel, SequenceGenerator  # noqa: E402
-
-from benchmarks.trie import build_decoder_model, demo_vocabulary, machine  # noqa: E402
-from tasks.base import collate_media  # noqa: E402
+from tasks.base import collate_media  # noqa: E402  (common puts the repository on the path)
 from utils.codec import LocationCodec  # noqa: E402
 from utils.constraints import ConstrainedEnsemble  # noqa: E402
 from utils.ie import Argument, Entity, Event, Ground, Mention, Relation  # noqa: E402
@@ -147,7 +137,8 @@ def run(model, vocab, batch, max_len, grammar=None):
 
 
 def best_of(repeats, call):
-    results = [call() for _ in range(repeats + 1)][1:]  # one warm-up
+    """The record of the fastest of ``repeats`` runs after a warm-up (its counts, not only its seconds)."""
+    results = [call() for _ in range(repeats + 1)][1:]
     return min(results, key=lambda r: r[0])
 
 
@@ -169,7 +160,7 @@ def main(argv=None):
         vocab = padded_vocabulary(args.vocab_dir, vocab, args.text_pieces)
     codec = LocationCodec()
     torch.manual_seed(args.seed)
-    model = build_decoder_model(vocab, device)
+    model = untrained_model(vocab, "unify_tiny", PATCH, device, dropout=0.0)  # its own sizes, as on the demo
     items = samples(vocab, codec, np.random.default_rng(args.seed))
     batch = batch_of(items, vocab, device)
     grammar = IEGrammar(vocab, max_length=args.max_len, max_vertices=codec.max_poly_vertices)
@@ -182,30 +173,30 @@ def main(argv=None):
             ("IE grammar, states walked every step",) + best_of(
                 args.repeats, lambda: run(model, vocab, batch, args.max_len, plain_grammar))[:4]]
 
-    print(f"machine: {machine(device)}; device {device}")
+    print(f"{machine_line(device)}; device {device}")
     print(f"unify_tiny (embed 128, 3+3 layers), random init; batch {BATCH}, beam {BEAM}, {args.max_len} steps; "
           f"vocabulary {len(vocab.dictionary)} tokens ({vocab.first_bin - vocab.dictionary.nspecial} text pieces); "
           f"best of {args.repeats} after a warm-up")
-    print(f"{'generation':<38} {'wall s':>7} {'steps':>5} {'hyp tokens':>10} {'tokens/s':>9} {'ms/step':>8} "
-          f"{'constraint ms/step':>18} {'constraint share':>16} {'tokens/s vs plain':>17}")
     base_rate = rows[0][2] / rows[0][1]
-    for name, seconds, tokens, steps, constraint_s in rows:
-        rate = tokens / seconds
-        relative = f"{100 * (rate / base_rate - 1):+.0f}%" if name != rows[0][0] else "-"
-        print(f"{name:<38} {seconds:>7.3f} {steps:>5} {tokens:>10} {rate:>9.0f} {1000 * seconds / steps:>8.2f} "
-              f"{1000 * constraint_s / steps:>18.2f} {100 * constraint_s / seconds:>15.1f}% {relative:>17}")
+    print_table(["generation", "wall s", "steps", "hyp tokens", "tokens/s", "ms/step", "constraint ms/step",
+                 "constraint share", "tokens/s vs plain"],
+                [[name, f"{seconds:.3f}", steps, tokens, f"{tokens / seconds:.0f}", f"{1000 * seconds / steps:.2f}",
+                  f"{1000 * constraint_s / steps:.2f}", f"{100 * constraint_s / seconds:.1f}%",
+                  f"{100 * (tokens / seconds / base_rate - 1):+.0f}%" if k else "-"]
+                 for k, (name, seconds, tokens, steps, constraint_s) in enumerate(rows)])
 
     steps_table(grammar, batch, rows_hypotheses(model, vocab, batch, args.max_len, grammar), args.repeats)
 
     pad, eos = vocab.dictionary.pad(), vocab.dictionary.eos()
     target = data_utils.collate_tokens([torch.tensor(t + [eos]) for _, _, _, t in items], pad, eos)
     bound = grammar.for_batch(batch["meta"])
-    masks_s = min(_timed(lambda: grammar.for_batch(batch["meta"]).training_masks(target)) for _ in range(5))
+    masks_s = best_time(lambda: grammar.for_batch(batch["meta"]).training_masks(target), 5)
     assert bound.training_masks(target).gather(2, target[:, :, None]).all()
     print(f"training_masks, {BATCH} gold targets of {target.size(1)} tokens: {1000 * masks_s:.1f} ms per batch")
     sentence = " ".join(WORDS[:30])
-    miss = _timed(lambda: (label_table.cache_clear(), grammar_context(vocab, SCHEMA, vocab.encode_text(sentence))))
-    hit = min(_timed(lambda: grammar_context(vocab, SCHEMA, vocab.encode_text(sentence))) for _ in range(20))
+    context = lambda: grammar_context(vocab, SCHEMA, vocab.encode_text(sentence))  # noqa: E731
+    miss = best_time(context, 5, setup=label_table.cache_clear)
+    hit = best_time(context, 20)
     print(f"grammar_context per sample: {1e6 * hit:.0f} us with its schema's label tries cached, "
           f"{1e6 * miss:.0f} us building them")
 
@@ -224,25 +215,18 @@ def steps_table(grammar, batch, hypotheses, repeats):
     walker.memoise = False  # this binding only
     rows = torch.tensor([row for row, _ in hypotheses])
     print(f"allowed() for {len(hypotheses)} hypotheses (the constrained run's), ms per call, best of {5 * repeats}")
-    print(f"{'step':>5} {'memoised':>9} {'walked':>9}")
+    table = []
     for step in (1, 8, 16, 32, 48, 63):
         if step > grammar.max_length:
             break
         prefix = torch.tensor([(tokens + [grammar.eos] * step)[:step] for _, tokens in hypotheses])
         previous, order = prefix[:, :-1], torch.randperm(len(hypotheses))
-        memo, walk = [], []
-        for _ in range(5 * repeats):
-            bound.allowed(previous[order], rows[order])
-            memo.append(_timed(lambda: bound.allowed(prefix, rows)))
-            walk.append(_timed(lambda: walker.allowed(prefix, rows)))
+        memo = best_time(lambda: bound.allowed(prefix, rows), 5 * repeats,
+                         setup=lambda: bound.allowed(previous[order], rows[order]))
+        walk = best_time(lambda: walker.allowed(prefix, rows), 5 * repeats)
         assert torch.equal(bound.allowed(prefix, rows), walker.allowed(prefix, rows))
-        print(f"{step:>5} {1000 * min(memo):>9.2f} {1000 * min(walk):>9.2f}")
-
-
-def _timed(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+        table.append([step, f"{1000 * memo:.2f}", f"{1000 * walk:.2f}"])
+    print_table(["step", "memoised", "walked"], table)
 
 
 if __name__ == "__main__":

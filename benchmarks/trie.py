@@ -12,32 +12,15 @@ search calls it) on the same hypotheses. Prints a table headed by the machine.
 """
 import argparse
 import os
-import platform
-import sys
-import tempfile
 import time
 import tracemalloc
-from argparse import Namespace
-from types import SimpleNamespace
 
 import numpy as np
 import torch
+from common import ROOT, best_time, demo_vocabulary, machine_line, print_table, untrained_model
+from fairseq.sequence_generator import EnsembleModel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from utils.logs import set_up_logging  # noqa: E402
-
-if __name__ == "__main__":
-    set_up_logging()  # before fairseq is imported (utils/logs.py says why)
-
-from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY  # noqa: E402
-from fairseq.sequence_generator import EnsembleModel  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-import models  # noqa: E402,F401  (registers the architectures)
-from utils.trie import TokenTrie  # noqa: E402
-from utils.vocab import Vocabulary  # noqa: E402
+from utils.trie import TokenTrie  # noqa: E402  (common puts the repository on the path)
 
 SYLLABLES = ("ka", "ro", "ven", "mi", "stal", "dor", "el", "an", "tor", "ri", "sa", "bel", "mon", "ta", "gu", "lin",
              "quar", "zo", "pe", "nith", "ar", "os", "um", "cre", "sh", "ald", "wyn", "fer", "ix", "o")
@@ -64,67 +47,14 @@ def synthetic_names(count, seed):
     return names
 
 
-def demo_vocabulary(vocab_dir):
-    """The demo vocabulary, built into a temporary folder from a small demo world if it is missing."""
-    if os.path.exists(os.path.join(vocab_dir, "dict.txt")):
-        return Vocabulary(vocab_dir)
-    from preprocess import build_vocab, make_demo_data
-    out = tempfile.mkdtemp(prefix="trie-bench-")
-    make_demo_data.main(["--out", out, "--train-images", "300", "--valid-images", "1", "--train-videos", "0",
-                         "--valid-videos", "0", "--train-audio", "0", "--valid-audio", "0", "--train-ie", "0",
-                         "--valid-ie", "0"])
-    build_vocab.main(["--input", f"{out}/caption_train.tsv:2", "--input", f"{out}/refcoco_train.tsv:2",
-                      "--out-dir", f"{out}/vocab", "--vocab-size", "1000"])
-    return Vocabulary(f"{out}/vocab")
-
-
 def rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def machine(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
-
-
-def timed(function, repeats, device, setup=None):
-    """Best seconds of ``function()`` over ``repeats`` runs after one warm-up run (``setup()`` before
-    each, untimed): the best run is the one least disturbed by other processes."""
-    times = []
-    for _ in range(repeats + 1):
-        if setup is not None:
-            setup()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return float(np.min(times[1:]))
-
-
-def build_decoder_model(vocab, device):
-    """unify_tiny at its own sizes, as run_scripts train it on the demo."""
-    args = Namespace(arch="unify_tiny", dropout=0.0)
-    ARCH_CONFIG_REGISTRY["unify_tiny"](args)
-    model_cls = ARCH_MODEL_REGISTRY["unify_tiny"]
-    cfg = OmegaConf.structured(model_cls.__dataclass)
-    for key, value in vars(args).items():
-        if key in cfg:
-            cfg[key] = value
-    cfg.patch_image_size, cfg.num_mel_bins = PATCH, 64
-    task = SimpleNamespace(vocab=vocab, source_dictionary=vocab.dictionary, target_dictionary=vocab.dictionary)
-    return model_cls.build_model(cfg, task).to(device).eval()
+def device_sync(device):
+    """What waits for ``device``'s queued work before a clock is read (nothing on the CPU)."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
 
 
 def main(argv=None):
@@ -141,6 +71,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    sync = device_sync(device)
     torch.manual_seed(args.seed)
     vocab = demo_vocabulary(args.vocab_dir)
     eos, vocab_size = vocab.dictionary.eos(), len(vocab.dictionary)
@@ -169,7 +100,7 @@ def main(argv=None):
     tracemalloc.stop()
     del again
 
-    model = build_decoder_model(vocab, device)
+    model = untrained_model(vocab, "unify_tiny", PATCH, device, dropout=0.0)  # its own sizes, as on the demo
     ensemble = EnsembleModel([model])
     source_tokens = torch.tensor([vocab.encode_text(" which entity is this?") + [eos]] * BATCH, device=device)
     with torch.no_grad():
@@ -192,9 +123,9 @@ def main(argv=None):
         plain = TokenTrie.__new__(TokenTrie)
         plain.__dict__.update(trie.__dict__)
         plain.memoise, plain._cache = False, None
-        walk_s = timed(lambda: plain.allowed(prefix, None), args.repeats, device)
-        memo_s = timed(lambda: trie.allowed(prefix, None), args.repeats, device,
-                       setup=lambda: trie.allowed(previous[shuffle].contiguous(), None))
+        walk_s = best_time(lambda: plain.allowed(prefix, None), args.repeats, sync=sync)
+        memo_s = best_time(lambda: trie.allowed(prefix, None), args.repeats, sync=sync,
+                           setup=lambda: trie.allowed(previous[shuffle].contiguous(), None))
         allowed = trie.allowed(prefix, None)
         assert allowed.any(1).all()
 
@@ -210,26 +141,23 @@ def main(argv=None):
             with torch.no_grad():
                 ensemble.forward_decoder(tokens[:, :step + 1], encoder_outs, states["incremental"])
 
-        decoder_s = timed(decoder_step, max(5, args.repeats // 3), device, setup=fresh_state)
+        decoder_s = best_time(decoder_step, max(5, args.repeats // 3), sync=sync, setup=fresh_state)
         lprobs = torch.randn(len(picked), vocab_size, device=device)
-        mask_s = timed(lambda: lprobs.masked_fill(~trie.allowed(prefix, None), float("-inf")), args.repeats, device,
-                       setup=lambda: trie.allowed(previous[shuffle].contiguous(), None))
-        rows.append((step, walk_s, memo_s, mask_s, decoder_s))
+        mask_s = best_time(lambda: lprobs.masked_fill(~trie.allowed(prefix, None), float("-inf")), args.repeats,
+                           sync=sync, setup=lambda: trie.allowed(previous[shuffle].contiguous(), None))
+        rows.append((step, f"{walk_s * 1e3:.3f}", f"{memo_s * 1e3:.3f}", f"{mask_s * 1e3:.3f}",
+                     f"{decoder_s * 1e3:.3f}", f"{mask_s / decoder_s:.2f}"))
 
-    print(f"machine: {machine(device)}; device {device}")
+    print(f"{machine_line(device)}; device {device}")
     print(f"trie of {args.names:,} {source}: {int(lengths.mean() * 10) / 10} tokens a name on average "
           f"(max {lengths.max()}), vocabulary {vocab_size}")
-    print("| make sequences | build | nodes | kept arrays | tracemalloc peak (build) | RSS kept after build |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {tokenise_s:.1f} s | {build_s:.1f} s | {trie.num_nodes:,} | {trie.nbytes() / 2 ** 20:.0f} MiB "
-          f"| {peak / 2 ** 20:.0f} MiB | {rss_growth / 2 ** 20:.0f} MiB |")
+    print_table(["make sequences s", "build s", "nodes", "kept arrays MiB", "tracemalloc peak (build) MiB",
+                 "RSS kept after build MiB"],
+                [[f"{tokenise_s:.1f}", f"{build_s:.1f}", f"{trie.num_nodes:,}", f"{trie.nbytes() / 2 ** 20:.0f}",
+                  f"{peak / 2 ** 20:.0f}", f"{rss_growth / 2 ** 20:.0f}"]])
     print(f"\nper decoding step, {BATCH} x beam {BEAM} = {BATCH * BEAM} hypotheses (best of {args.repeats} runs):")
-    print("| step | allowed(), full walk | allowed(), memoised | memoised + masked_fill | unify_tiny decoder step "
-          "| constraint / decoder |")
-    print("|---|---|---|---|---|---|")
-    for step, walk_s, memo_s, mask_s, decoder_s in rows:
-        print(f"| {step} | {walk_s * 1e3:.3f} ms | {memo_s * 1e3:.3f} ms | {mask_s * 1e3:.3f} ms "
-              f"| {decoder_s * 1e3:.3f} ms | {mask_s / decoder_s:.2f} |")
+    print_table(["step", "allowed(), full walk ms", "allowed(), memoised ms", "memoised + masked_fill ms",
+                 "unify_tiny decoder step ms", "constraint / decoder"], rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Audio bytes to 16 kHz mono samples (PyAV), a window of at most ``max_seconds``, and log-mel features."""
 
 import functools
-import io
 import math
 import struct
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from data.errors import BadInputError
+from data.container import decoding, first_stream, open_container
 from data.media import bad_input
 
 SAMPLE_RATE = 16_000
@@ -50,12 +49,8 @@ def decode_audio(data, where, max_seconds, train=False, rng=None, keep=None, max
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     if keep is not None and not keep[0] <= keep[1]:
         raise ValueError(f"keep must be a (start, end) span with start <= end, got {keep}")
-    try:
+    with decoding("audio", where):
         samples = _decode(data, where, max_input_seconds, max_sample_rate, sample_rate)
-    except BadInputError:
-        raise
-    except (av.FFmpegError, RuntimeError, ValueError, OverflowError, EOFError) as e:
-        raise bad_input(where, f"cannot decode audio: {e}") from None
     start = _window_start(len(samples), round(max_seconds * sample_rate), train, rng, keep, sample_rate)
     window = samples[start:start + round(max_seconds * sample_rate)]
     return AudioClip(samples=torch.from_numpy(np.ascontiguousarray(window)), start=start / sample_rate,
@@ -71,17 +66,8 @@ def unival_waveform(samples, length):
 
 
 def _decode(data, where, max_input_seconds, max_sample_rate, sample_rate):
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as e:
-        raise bad_input(where, f"not a readable media container: {e}") from None
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise bad_input(where, f"no audio stream in the file (streams: {kinds})")
-        stream = container.streams.audio[0]
-        if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
-            raise bad_input(where, "audio stream in a codec FFmpeg has no decoder for")
+    with open_container(data, where) as container:
+        stream = first_stream(container, "audio", where)
         _check_rate(stream.codec_context.sample_rate, max_sample_rate, where)
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_input_seconds:

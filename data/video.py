@@ -5,7 +5,6 @@ never by frame index, so variable frame rate and containers that declare no fram
 same way as constant-rate ones. Every failure on bad bytes is a ``BadInputError`` naming the TSV cell.
 """
 
-import io
 import math
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ import av
 import numpy as np
 import torch
 
-from data.errors import BadInputError
+from data.container import decoding, first_stream, open_container
 from data.media import bad_input
 
 SAMPLINGS = ("uniform", "random")
@@ -76,13 +75,9 @@ def decode_video(data, where, num_frames, size, sampling="uniform", rng=None, ma
         raise ValueError(f"num_frames and size must be positive, got {num_frames} and {size}")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    try:
+    with decoding("video", where):
         return _decode(data, where, num_frames, size, sampling, rng, max_seconds, max_pixels,
                        max_decoded_frames)
-    except BadInputError:
-        raise
-    except (av.FFmpegError, RuntimeError, ValueError, OverflowError, EOFError) as e:
-        raise bad_input(where, f"cannot decode video: {e}") from None
 
 
 class _SeekFailed(Exception):
@@ -102,8 +97,8 @@ class _Budget:
 
 
 def _decode(data, where, num_frames, size, sampling, rng, max_seconds, max_pixels, max_decoded_frames):
-    with _open(data, where) as container:
-        stream = _video_stream(container, where)
+    with open_container(data, where) as container:
+        stream = first_stream(container, "video", where)
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > max_pixels:
             raise bad_input(where, f"video of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
@@ -135,23 +130,6 @@ def _decode(data, where, num_frames, size, sampling, rng, max_seconds, max_pixel
     frames = torch.from_numpy(np.stack([choice.pixels for choice in chosen]))
     return VideoClip(frames=frames, times=np.array([choice.time for choice in chosen], dtype=np.float64),
                      duration=duration)
-
-
-def _open(data, where):
-    try:
-        return av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as e:
-        raise bad_input(where, f"not a readable media container: {e}") from None
-
-
-def _video_stream(container, where):
-    if not container.streams.video:
-        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-        raise bad_input(where, f"no video stream in the file (streams: {kinds})")
-    stream = container.streams.video[0]
-    if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
-        raise bad_input(where, "video stream in a codec FFmpeg has no decoder for")
-    return stream
 
 
 def _extent(container, stream, where, max_packets):
@@ -206,7 +184,7 @@ class _Choice:
 
 def _choose(data, where, start, targets, sampling, budget, max_pixels, size, seeking):
     """``_select`` on a fresh container, with the chosen frames converted before the container closes."""
-    with _open(data, where) as container:
+    with open_container(data, where) as container:
         chosen, stream_end = _select(container, start, targets, sampling, budget, max_pixels, seeking)
         for choice in chosen:
             if choice is not None:
@@ -327,8 +305,8 @@ def _offer(chosen, targets, sampling, frame, time, max_pixels, where):
 def _count_frames(data, where, budget, max_pixels):
     """Distinct presentation timestamps of the decodable frames (bounded by the same budget)."""
     seen = set()
-    with _open(data, where) as container:
-        stream = _video_stream(container, where)
+    with open_container(data, where) as container:
+        stream = first_stream(container, "video", where)
         for frame in container.decode(stream):
             budget.spend()
             if frame.width * frame.height > max_pixels:

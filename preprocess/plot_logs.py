@@ -11,22 +11,15 @@ log lines wrapped with fairseq's ``date | LEVEL | name |`` prefix, are handled.
 """
 import argparse
 import json
-import logging
 import os
 import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
-import matplotlib.pyplot as plt  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.drawing import save_figure  # noqa: E402
+from utils.drawing import new_figure, save_figure  # noqa: E402
 
 NOT_PLOTTED = {"num_updates", "wps", "ups", "wpb", "bsz", "wall", "train_wall", "gb_free", "clip", "loss_scale"}
 PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| \w+ \| [\w.]+ \| ")
@@ -99,7 +92,8 @@ def file_name(text):
 
 def plot(series, path, title):
     """One PNG of named (updates, values) series."""
-    figure, ax = plt.subplots(figsize=(6, 3.5))
+    figure = new_figure(figsize=(6, 3.5))
+    ax = figure.subplots()
     for label, (updates, values) in series.items():
         ax.plot(updates, values, marker="o" if len(updates) < 30 else None, markersize=3, label=label)
     ax.set(xlabel="update", title=title)

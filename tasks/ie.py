@@ -24,11 +24,11 @@ from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_o
                       schema_json, to_annotation)
 from utils.ie_grammar import IEGrammar, grammar_context
 from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
+from utils.codec import ends_after_clip, outside_image
 from utils.drawing import Mark
 from utils.ie_tokens import Frame, IETargetError, parse, serialise, target_length
 from utils.report import SampleView
 
-GROUND_TOLERANCE = 1.0  # pixels a box or vertex, and hundredths of a second a span, may overhang its medium
 
 
 @dataclass
@@ -171,7 +171,7 @@ class IETask(UniGroundTask):
             start, length, duration = media.pop("window")
             window = (start, length)
             for s, e in spans:
-                if e > duration + GROUND_TOLERANCE / 100:
+                if ends_after_clip(e, duration):
                     raise row.error("annotation", f"span {[s, e]} ends after the {duration:.3f} s clip")
         elif spans:
             raise row.error("annotation", "a span ground needs a video or an audio clip")
@@ -272,7 +272,6 @@ def record_labels(record):
 
 def check_image_grounds(row, grounds, size):
     width, height = size
-    t = GROUND_TOLERANCE
     for ground in grounds:
         if ground.kind == "box":
             xs, ys = ground.value[0::2], ground.value[1::2]
@@ -281,5 +280,5 @@ def check_image_grounds(row, grounds, size):
             ys = [v for p in ground.value for v in p[1::2]]
         else:
             continue
-        if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
+        if outside_image(xs, ys, width, height):
             raise row.error("annotation", f"{ground.kind} {list(ground.value)} lies outside the {width}x{height} image")

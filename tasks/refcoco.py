@@ -10,14 +10,13 @@ from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Box
-from utils.codec import CodecError
+from utils.codec import CodecError, outside_image
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
 from utils.metrics import box_ious, grounding_scores
 from utils.ofa_text import clean_text
 from utils.report import SampleView
 
-BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in public annotations)
 
 
 def parse_box(row, width, height):
@@ -30,8 +29,7 @@ def parse_box(row, width, height):
     x0, y0, x1, y1 = box
     if not (x0 < x1 and y0 < y1):
         raise row.error("region", f"empty box {row['region']!r}: need x0 < x1 and y0 < y1")
-    t = BOX_TOLERANCE
-    if x0 < -t or y0 < -t or x1 > width + t or y1 > height + t:
+    if outside_image((x0, x1), (y0, y1), width, height):
         raise row.error("region", f"box {row['region']!r} lies outside the {width}x{height} image")
     return box
 

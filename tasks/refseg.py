@@ -23,15 +23,13 @@ from fairseq.tasks import register_task
 from data.media import image_size
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Mask
-from utils.codec import CodecError, LocationCodec
+from utils.codec import MIN_VERTICES, CodecError, LocationCodec, outside_image
 from utils.constraints import PolygonSyntax
 from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
 from utils.drawing import Mark
 from utils.metrics import mask_overlap, overlap_scores
 from utils.report import SampleView
 
-POLYGON_TOLERANCE = 1.0  # pixels a vertex may lie outside the image (rounding in public annotations)
-MIN_VERTICES = PolygonSyntax.MIN_VERTICES
 
 
 @dataclass
@@ -210,18 +208,16 @@ def parse_polygons(row, region, polygons, width, height):
     """A region's COCO polygons, each an even list of at least six finite numbers inside the image."""
     if not isinstance(polygons, list) or not polygons:
         raise row.error("annotation", f"region {region}: polygons must be a non-empty list of [x, y, ...] lists")
-    t = POLYGON_TOLERANCE
     for k, polygon in enumerate(polygons):
         where = f"region {region}, polygon {k}"
         if not isinstance(polygon, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
             raise row.error("annotation", f"{where}: expected a flat list of numbers [x0, y0, x1, y1, ...]")
         if len(polygon) % 2 or len(polygon) < 2 * MIN_VERTICES:
-            raise row.error("annotation", f"{where}: needs an even number (>= 6) of coordinates, got {len(polygon)}")
+            raise row.error("annotation", f"{where}: needs an even number (>= {2 * MIN_VERTICES}) of coordinates, got {len(polygon)}")
         if not all(math.isfinite(v) for v in polygon):
             raise row.error("annotation", f"{where}: has non-finite coordinates")
-        xs, ys = polygon[0::2], polygon[1::2]
-        if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
+        if outside_image(polygon[0::2], polygon[1::2], width, height):
             raise row.error("annotation", f"{where}: lies outside the {width}x{height} image")
     return polygons
 

@@ -12,13 +12,12 @@ from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Span
-from utils.codec import CodecError
+from utils.codec import CodecError, ends_after_clip
 from utils.constraints import FixedLengthRange
 from utils.drawing import Mark
 from utils.metrics import temporal_grounding_scores
 from utils.report import SampleView
 
-SPAN_TOLERANCE = 0.05  # seconds a span may overhang the clip (rounding of public annotations)
 
 
 @dataclass
@@ -68,7 +67,7 @@ class TemporalGroundingTask(UniGroundTask):
 
     def span_bins(self, row, span, start, length, duration):
         """The time bins of ``span`` (seconds of the clip) in the window of ``length`` seconds at ``start``."""
-        if span[1] > duration + SPAN_TOLERANCE:
+        if ends_after_clip(span[1], duration):
             raise row.error("annotation", f"span {span} ends after the {duration:.3f} s clip")
         try:
             return self.codec.encode_span(span[0] - start, span[1] - start, length)

@@ -7,21 +7,15 @@ written), the checkpoints' own task generates and scores on the data, and the cu
 against lambda is written as ``curve.csv`` and ``curve.png`` (the Rewarded-soups picture).
 """
 import csv
-import logging
 import os
 from dataclasses import dataclass, field
 
-import matplotlib
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
 
-matplotlib.use("Agg")
-logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
-import matplotlib.pyplot as plt  # noqa: E402
-from fairseq.dataclass import FairseqDataclass  # noqa: E402
-from fairseq.tasks import FairseqTask, register_task  # noqa: E402
-
-from utils.averaging import average_checkpoints, check_compatible, check_lambdas  # noqa: E402
-from utils.drawing import save_figure  # noqa: E402
-from utils.files import atomic_open  # noqa: E402
+from utils.averaging import average_checkpoints, check_compatible, check_lambdas
+from utils.drawing import new_figure, save_figure
+from utils.files import atomic_open
 
 
 @dataclass
@@ -68,7 +62,8 @@ def write_curve(rows, results_dir):
         writer = csv.DictWriter(f, fieldnames=["lambda"] + names, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    figure = new_figure(figsize=(3.2 * len(names), 3))
+    axes = figure.subplots(1, len(names), squeeze=False)
     lambdas = [row["lambda"] for row in rows]
     for ax, name in zip(axes[0], names):
         ax.plot(lambdas, [row[name] for row in rows], marker="o")

@@ -14,8 +14,8 @@ from fairseq import checkpoint_utils
 from PIL import Image
 
 from preprocess import average_save_models
-from utils.checkpoint import (CheckpointReadError, UntrustedCheckpointError, install_safe_checkpoint_loading,
-                              load_models_and_task, load_state)
+from utils import fairseq_fixes
+from utils.checkpoint import CheckpointReadError, UntrustedCheckpointError, load_models_and_task, load_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +58,7 @@ def crafted(tmp_path, where):
 
 @pytest.mark.parametrize("where", ["top", "nested", "in_namespace"])
 def test_crafted_checkpoint_is_refused_without_running_its_code(where, tmp_path, only_our_allowlist):
-    install_safe_checkpoint_loading()  # as evaluate.py and fairseq-train run: Namespace allowed, nothing else
+    fairseq_fixes.apply()  # as evaluate.py and fairseq-train run: Namespace allowed, nothing else
     path, marker = crafted(tmp_path, where)
     with pytest.raises(UntrustedCheckpointError, match="--trust-pickle") as info:
         load_state(path)
@@ -97,7 +97,7 @@ def test_resuming_training_refuses_a_crafted_checkpoint(force_no_weights_only, t
     load_checkpoint_to_cpu, which passes weights_only=True itself: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD,
     which flips only torch.load's default, cannot turn code execution back on."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", force_no_weights_only)
-    install_safe_checkpoint_loading()
+    fairseq_fixes.apply()
     path, marker = crafted(tmp_path, "top")
     with pytest.raises(UntrustedCheckpointError, match="Unsupported global"):
         checkpoint_utils.load_checkpoint_to_cpu(str(path))
@@ -138,7 +138,7 @@ def test_non_finite_weights_are_an_error_naming_the_checkpoint_and_tensor(value,
     path = tmp_path / "diverged.pt"
     torch.save(state, path)
     for load in (load_models_and_task, checkpoint_utils.load_checkpoint_to_cpu):  # evaluation, and resuming
-        install_safe_checkpoint_loading()
+        fairseq_fixes.apply()
         with pytest.raises(CheckpointReadError, match=f"{path}: 1 of its .* weight tensors hold NaN or Inf \\({key}\\)"):
             load(str(path))
 

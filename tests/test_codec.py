@@ -7,11 +7,14 @@ from hypothesis import strategies as st
 
 from utils.codec import (
     IE_TOKENS,
+    MIN_VERTICES,
     POLY,
     CodecError,
     LocationCodec,
     bin_token,
     box_iou,
+    ends_after_clip,
+    outside_image,
     span_iou,
     special_tokens,
     time_token,
@@ -58,6 +61,23 @@ def test_special_tokens_order_and_count(b, t):
     assert tokens[b + t] == POLY == "<poly>"
     assert tokens[b + t + 1:] == list(IE_TOKENS)
     assert IE_TOKENS == ("<ent>", "<rel>", "<evt>", "<head>", "<tail>", "<trg>", "<arg>", "<is>")
+
+
+def test_annotations_may_overhang_their_medium_by_the_tolerance_only():
+    assert not outside_image([-1.0, 101.0], [0.0, 50.0], 100, 50)
+    assert outside_image([-1.01, 50.0], [0.0, 50.0], 100, 50)
+    assert outside_image([0.0, 50.0], [0.0, 51.01], 100, 50)
+    assert not ends_after_clip(10.05, 10.0) and ends_after_clip(10.06, 10.0)
+
+
+def test_a_polygon_needs_min_vertices():
+    codec = LocationCodec()
+    triangle = [0.0, 0.0, 10.0, 0.0, 0.0, 10.0]
+    assert len(codec.encode_polygons([triangle], 20, 20)[0]) == 2 * MIN_VERTICES
+    with pytest.raises(CodecError, match=f">= {2 * MIN_VERTICES}"):
+        codec.encode_polygons([triangle[:-2]], 20, 20)
+    with pytest.raises(CodecError, match=f">= {2 * MIN_VERTICES}"):
+        codec.decode_polygons([[1, 2, 3, 4]], 20, 20)
 
 
 def test_codec_rejects_bad_configuration():

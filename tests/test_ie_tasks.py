@@ -1,6 +1,7 @@
 """The ner, re and ee tasks: targets round-trip to the gold records on every modality mix, constrained
 generation always parses, and every bad annotation is located."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from data.dataset import Row
 from data.errors import BadInputError
 from helpers import build_model, build_task, model_config, read_lines, set_cell, write_tsv
 from test_bad_input import assert_located
+from utils.codec import SPAN_TOLERANCE
 
 SUBTASKS = ("ner", "re", "ee")
 ANNOTATION, TEXT, IMAGE = 6, 5, 2  # 1-based columns of the generic layout
@@ -118,6 +120,24 @@ def test_bad_ner_annotation_names_file_line_and_column(case, demo_dir, vocab_dir
         task.dataset("valid")[2]
     assert_located(info.value, path, 3, ANNOTATION)
     assert reason in info.value.reason
+
+
+def test_a_span_may_overhang_its_clip_by_the_tolerance_temporal_grounding_allows(demo_dir, vocab_dir, tmp_path):
+    """One span tolerance for every task (it was 0.01 s here, 0.05 s in temporal_grounding)."""
+    row = first_with(read_lines(demo_dir / "ner_valid.tsv"), "V")
+
+    def item_ending_at(end):
+        path = write_tsv(tmp_path / f"{end}.tsv", [with_annotation(row, set_first_entity("ground", {"span": [0.5, end]}))])
+        task = build_task("ner", path, vocab_dir)
+        task.load_dataset("valid")
+        return task.dataset("valid")[0]
+
+    with pytest.raises(BadInputError) as info:
+        item_ending_at(99.0)
+    duration = float(re.search(r"ends after the ([0-9.]+) s clip", info.value.reason)[1])
+    assert item_ending_at(duration + SPAN_TOLERANCE - 0.01)["target"] is not None
+    with pytest.raises(BadInputError, match="ends after"):
+        item_ending_at(duration + SPAN_TOLERANCE + 0.01)
 
 
 def first_image_text_row(demo_dir, name):

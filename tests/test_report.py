@@ -4,7 +4,10 @@ import base64
 import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from argparse import Namespace
 from html.parser import HTMLParser
 
@@ -18,6 +21,8 @@ from browser import running_browser
 from helpers import FIRST, LANDED, build_model, build_task, eval_args, few_rows, landed_task, read_lines
 from utils.drawing import COLOURS, LINE_WIDTH, Mark, display_scale, draw_on_image, scaled_box
 from utils.report import chosen_samples, highlighted, ranking_metric
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MEAN_METRICS = {"CIDEr", "acc@0.5", "mean_iou", "mIoU", "vqa_score", "accuracy", "r1@0.3", "r1@0.5", "r1@0.7"}
 
@@ -157,6 +162,15 @@ def test_box_drawing_marks_exactly_the_outline():
         assert tuple(drawn[(y0 + y1) // 2, x1]) == COLOURS[side]
         assert tuple(drawn[(y0 + y1) // 2, x0 + LINE_WIDTH]) == (255, 255, 255)
         assert tuple(drawn[(y0 + y1) // 2, x0 - 1]) == (255, 255, 255)
+
+
+def test_the_plotting_modules_leave_matplotlibs_backend_to_the_caller():
+    """They draw through the object API (a Figure on an Agg canvas): importing them neither switches the
+    process-wide backend nor brings in pyplot."""
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import utils.drawing, preprocess.plot_logs, "
+            "tasks.weight_average; print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["svg", "False"], result.stderr[-2000:]
 
 
 def test_ie_pages_table_records_and_highlight_mentions(reports):

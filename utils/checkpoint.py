@@ -4,8 +4,9 @@
 allowlisted types below. Older fairseq, OFA and UnIVAL checkpoints keep their
 options in an ``argparse.Namespace``, a plain attribute bag, so it is
 allowlisted; anything else needs ``trust_pickle=True``, which a user must ask for.
-fairseq's resume path is routed through the same loader. A checkpoint's task state holds its
-``identity`` (vocabulary fingerprint, bin counts, training layout), checked wherever it is loaded.
+fairseq's resume path and checkpoint writes are routed through here by ``utils/fairseq_fixes.py``.
+A checkpoint's task state holds its ``identity`` (vocabulary fingerprint, bin counts, training
+layout), checked wherever it is loaded.
 """
 import argparse
 import contextlib
@@ -19,8 +20,6 @@ import shutil
 import torch
 from fairseq import checkpoint_utils
 from fairseq.dataclass.utils import overwrite_args_by_name
-from fairseq.file_io import PathManager
-from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
 
 from utils.files import atomic_open
@@ -192,24 +191,15 @@ def _with_overrides(state, overrides):
     return checkpoint_utils._upgrade_state_dict(state)
 
 
-def install_safe_checkpoint_loading():
-    """Route fairseq's trainer through ``load_checkpoint_to_cpu``, with the task it restores into at hand
-    for the identity check (fairseq's trainer never shows a checkpoint's task state to its task); called
-    when the user dir is imported."""
-    torch.serialization.add_safe_globals(SAFE_GLOBALS)
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
-    if not getattr(Trainer.load_checkpoint, "checked", False):
-        fairseq_load = Trainer.load_checkpoint
-
-        def load_checkpoint(trainer, *args, **kwargs):
-            token = _restoring_into.set(trainer.task)
-            try:
-                return fairseq_load(trainer, *args, **kwargs)
-            finally:
-                _restoring_into.reset(token)
-
-        load_checkpoint.checked = True
-        Trainer.load_checkpoint = load_checkpoint
+@contextlib.contextmanager
+def restoring_into(task):
+    """While a trainer restores a checkpoint into ``task``, ``load_checkpoint_to_cpu`` checks the
+    checkpoint's identity against the task's."""
+    token = _restoring_into.set(task)
+    try:
+        yield
+    finally:
+        _restoring_into.reset(token)
 
 
 def settled_in_training(task_cfg, task_state):
@@ -234,44 +224,6 @@ def copy_checkpoint(source, path):
     with _located_write_errors(path), open(source, "rb") as src, \
             atomic_open(path, "wb", partial=f"{path}.partial") as f:
         shutil.copyfileobj(src, f, 16 << 20)
-
-
-class _AtomicCopyPathManager(PathManager):
-    @staticmethod
-    def copy(src_path, dst_path, overwrite=False):
-        if not overwrite and os.path.exists(dst_path):
-            return False
-        copy_checkpoint(src_path, dst_path)
-        return True
-
-
-def install_atomic_checkpoint_writes():
-    """Make fairseq's checkpoint writes atomic and durable; called when the user dir is imported, so that
-    every training process has it, the ranks fairseq spawns included.
-
-    fairseq 0.12 writes a checkpoint to ``<name>.tmp`` and renames it without fsync (after a crash of
-    the machine the new name may hold nothing), retries a failed write three times 2.5 s apart and leaves
-    the ``.tmp`` behind, and makes ``checkpoint_last.pt`` and ``checkpoint_best.pt`` with
-    ``PathManager.copy``, which writes in place: a kill during that copy truncates ``checkpoint_last.pt``,
-    the very file a restart resumes from. Here both go through ``atomic_open``; a failed write stops at
-    once with ``CheckpointWriteError``, the files on disk untouched. The temporary name is fixed
-    (``<name>.partial``), so one that a kill leaves is overwritten when training reaches that
-    checkpoint again, and fairseq, which resumes from ``checkpoint_last.pt`` and prunes by exact name
-    patterns, never reads it. Writes that fairseq makes asynchronously (--write-checkpoints-asynchronously,
-    through iopath) are left as they are.
-    """
-    if getattr(checkpoint_utils.torch_persistent_save, "atomic", False):
-        return
-    fairseq_save = checkpoint_utils.torch_persistent_save
-
-    def torch_persistent_save(obj, filename, async_write=False):
-        if async_write:
-            return fairseq_save(obj, filename, async_write=True)
-        write_checkpoint(obj, filename)
-
-    torch_persistent_save.atomic = True
-    checkpoint_utils.torch_persistent_save = torch_persistent_save
-    checkpoint_utils.PathManager = _AtomicCopyPathManager
 
 
 @contextlib.contextmanager

@@ -16,6 +16,12 @@ class CodecError(ValueError):
 
 POLY = "<poly>"
 IE_TOKENS = ("<ent>", "<rel>", "<evt>", "<head>", "<tail>", "<trg>", "<arg>", "<is>")
+MIN_VERTICES = 3  # fewest vertices of a polygon, in pixels, in bins and in tokens
+# How far an annotation may reach past its medium and still be rounding in a public dataset (beyond, it
+# is an error in the row); what lies within is clipped by the codec. The span tolerance is the same for
+# every task: about a frame at 25 fps, by which a container's duration and an annotated one differ.
+IMAGE_TOLERANCE = 1.0  # pixels
+SPAN_TOLERANCE = 0.05  # seconds
 
 
 def bin_token(i: int) -> str:
@@ -51,6 +57,17 @@ def span_iou(a, b) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def outside_image(xs, ys, width, height) -> bool:
+    """Whether any of the points (``xs``, ``ys``) lies further than IMAGE_TOLERANCE outside the image."""
+    t = IMAGE_TOLERANCE
+    return min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t
+
+
+def ends_after_clip(end, duration) -> bool:
+    """Whether a span ending at ``end`` seconds overhangs a clip of ``duration`` by more than SPAN_TOLERANCE."""
+    return end > duration + SPAN_TOLERANCE
+
+
 def _check_extent(name: str, value) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
@@ -65,6 +82,14 @@ def _finite_array(name: str, values, length: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise CodecError(f"{name} has non-finite values: {arr.tolist()}")
     return arr
+
+
+def _polygon_coords(polygon) -> np.ndarray:
+    """A flat pixel polygon [x0, y0, x1, y1, ...] as an array: finite, at least MIN_VERTICES (x, y) pairs."""
+    coords = _finite_array("polygon", polygon)
+    if coords.ndim != 1 or len(coords) % 2 or len(coords) < 2 * MIN_VERTICES:
+        raise CodecError(f"polygon needs an even number (>= {2 * MIN_VERTICES}) of coordinates, got {len(coords)}")
+    return coords
 
 
 def _bin_array(name: str, bins, num_bins: int, length: int | None = None) -> np.ndarray:
@@ -173,9 +198,7 @@ class LocationCodec:
         width, height = _check_extent("image width", width), _check_extent("image height", height)
         encoded = []
         for polygon in polygons:
-            coords = _finite_array("polygon", polygon)
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 6:
-                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+            coords = _polygon_coords(polygon)
             points = np.clip(coords.reshape(-1, 2), 0, [width, height])
             points = _simplify_ring(points, self.max_poly_vertices)
             bins = np.stack([
@@ -183,7 +206,7 @@ class LocationCodec:
                 _quantize(points[:, 1], height, self.num_bins),
             ], axis=1)
             bins = bins[np.any(bins != np.roll(bins, -1, axis=0), axis=1)]
-            if len(bins) < 3 or np.linalg.matrix_rank(bins - bins[0]) < 2:
+            if len(bins) < MIN_VERTICES or np.linalg.matrix_rank(bins - bins[0]) < 2:
                 continue
             encoded.append([int(b) for b in bins.ravel()])
         if not encoded:
@@ -197,8 +220,8 @@ class LocationCodec:
         decoded = []
         for polygon in bin_polygons:
             bins = _bin_array("polygon bins", polygon, self.num_bins)
-            if bins.ndim != 1 or len(bins) % 2 or len(bins) < 6:
-                raise CodecError(f"bin polygon needs an even number (>= 6) of bins, got {len(bins)}")
+            if bins.ndim != 1 or len(bins) % 2 or len(bins) < 2 * MIN_VERTICES:
+                raise CodecError(f"bin polygon needs an even number (>= {2 * MIN_VERTICES}) of bins, got {len(bins)}")
             coords = np.empty(len(bins))
             coords[0::2] = _dequantize(bins[0::2], width, self.num_bins)
             coords[1::2] = _dequantize(bins[1::2], height, self.num_bins)
@@ -212,10 +235,7 @@ class LocationCodec:
             return np.zeros((height, width), dtype=bool)
         checked = []
         for polygon in polygons:
-            coords = _finite_array("polygon", polygon)
-            # pycocotools reads a 4-value list as a box, so short polygons must not reach it.
-            if coords.ndim != 1 or len(coords) % 2 or len(coords) < 6:
-                raise CodecError(f"polygon needs an even number (>= 6) of coordinates, got {len(coords)}")
+            coords = _polygon_coords(polygon)  # pycocotools would read a 4-value list as a box
             # pycocotools walks every edge pixel by pixel: far-out vertices would take unbounded memory.
             xs, ys = coords[0::2], coords[1::2]
             if xs.min() < -width or ys.min() < -height or xs.max() > 2 * width or ys.max() > 2 * height:

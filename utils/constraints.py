@@ -11,6 +11,8 @@ import copy
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
+from utils.codec import MIN_VERTICES
+
 
 class Constraint(abc.ABC):
     @abc.abstractmethod
@@ -133,11 +135,9 @@ class PolygonSyntax(Constraint):
     where it can still be closed in time, so generation never ends inside a polygon.
     """
 
-    MIN_VERTICES = 3
-
     def __init__(self, first_bin, num_bins, poly, eos, vocab_size, max_vertices, max_length=None):
-        if max_vertices < self.MIN_VERTICES:
-            raise ValueError(f"a polygon needs at least {self.MIN_VERTICES} vertices, got max_vertices {max_vertices}")
+        if max_vertices < MIN_VERTICES:
+            raise ValueError(f"a polygon needs at least {MIN_VERTICES} vertices, got max_vertices {max_vertices}")
         self.poly, self.max_vertices, self.max_length = poly, max_vertices, max_length
         self.bins = torch.zeros(vocab_size, dtype=torch.bool)
         self.bins[first_bin:first_bin + num_bins] = True
@@ -161,7 +161,7 @@ class PolygonSyntax(Constraint):
             last_poly = torch.full((n,), -1, device=device)
         started = last_poly >= 0
         coords = step - 1 - last_poly  # bins in the open polygon (tokens since its <poly>)
-        shortest, longest = 2 * self.MIN_VERTICES, 2 * self.max_vertices
+        shortest, longest = 2 * MIN_VERTICES, 2 * self.max_vertices
         can_bin = started & (coords < longest)
         can_end = started & (coords >= shortest) & (coords % 2 == 0)
         can_open = can_end | ~started

@@ -10,15 +10,14 @@ import io
 import logging
 from dataclasses import dataclass
 
-import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-matplotlib.use("Agg")
-logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
-import matplotlib.pyplot as plt  # noqa: E402
+from utils.files import atomic_open
 
-from utils.files import atomic_open  # noqa: E402
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font scan logs at DEBUG
 
 SIDES = ("reference", "prediction")  # drawing order: the prediction on top
 COLOURS = {"reference": (0, 114, 178), "prediction": (213, 94, 0)}  # Okabe-Ito blue and vermillion
@@ -138,8 +137,8 @@ def waveform(samples, sample_rate, marks):
 def _timeline(draw_medium, duration, marks, width):
     """PNG bytes of a figure of the medium over a bar track holding one row per side for the span marks."""
     spans = [m for m in marks if m.kind == "span"]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(width, 2.6), sharex=True,
-                                         gridspec_kw={"height_ratios": [3, 1]})
+    figure = new_figure(figsize=(width, 2.6))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     draw_medium(top)
     for row, side in enumerate(SIDES):
         colour = tuple(c / 255 for c in COLOURS[side])
@@ -159,16 +158,23 @@ def image_png(image):
     return buffer.getvalue()
 
 
+def new_figure(figsize):
+    """A matplotlib figure drawn by Agg, without pyplot: no global backend to choose, no figure for pyplot
+    to keep (it is freed with its last reference)."""
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def figure_png(figure, dpi):
-    """PNG bytes of a matplotlib figure, which is then closed."""
+    """PNG bytes of a matplotlib figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
-    plt.close(figure)
     return buffer.getvalue()
 
 
 def save_figure(figure, path, dpi):
-    """A matplotlib figure as a PNG at ``path``, written atomically, then closed."""
+    """A matplotlib figure as a PNG at ``path``, written atomically."""
     png = figure_png(figure, dpi)
     with atomic_open(path, "wb") as f:
         f.write(png)

@@ -1,18 +1,86 @@
-"""Changes to fairseq 0.12, applied when the user dir loads: fixes where it breaks on current PyTorch,
-and training's progress lines."""
+"""Every change this repository makes to fairseq 0.12 and torch, in one place: ``apply()``, called once
+when the user dir loads (``__init__.py``; train.py, evaluate.py and fairseq-train's spawned ranks all
+import it). Each patch names the upstream behaviour it replaces; what it routes to lives with its
+concern (checkpoint reading and writing in ``utils/checkpoint.py``, progress lines in ``utils/progress.py``).
+"""
 import functools
 import math
+import os
 import time
 
 import fairseq.trainer
+import torch
+from fairseq import checkpoint_utils
+from fairseq.file_io import PathManager
 from fairseq.models.ema import EMA
 
+from utils.checkpoint import SAFE_GLOBALS, copy_checkpoint, load_checkpoint_to_cpu, restoring_into, write_checkpoint
 from utils.progress import TrainingProgress
+
+_applied = []
+
+
+def apply():
+    """Install every patch below; the wrappers once per process however often the user dir is imported."""
+    # torch.load(weights_only=True) refuses argparse.Namespace, in which fairseq, OFA and UnIVAL checkpoints
+    # keep their options (adding to torch's allowlist again is harmless)
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    if _applied:
+        return
+    _applied.append(True)
+    # fairseq's load_checkpoint_to_cpu unpickles with torch.load's default, which runs pickled code where
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set, and never checks vocabulary or bins
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+    trainer = fairseq.trainer.Trainer
+    trainer.load_checkpoint = restoring_into_its_task(trainer.load_checkpoint)
+    # fairseq writes <name>.tmp without fsync, retries a failed write three times 2.5 s apart, leaves the
+    # .tmp behind, and makes checkpoint_last.pt with PathManager.copy, which writes in place: a kill
+    # during that copy truncates the very file a restart resumes from
+    checkpoint_utils.torch_persistent_save = atomic_persistent_save(checkpoint_utils.torch_persistent_save)
+    checkpoint_utils.PathManager = AtomicCopyPathManager
+    # fairseq's EMA multiplies every buffer by the decay, which PyTorch 2 refuses for integer buffers
+    fairseq.trainer.build_ema = build_ema_copying_integer_buffers
+    # fairseq logs only every --log-interval updates: the first hundred show nothing
+    trainer.get_train_iterator = remembering_train_iterator(trainer.get_train_iterator)
+    trainer.train_step = reporting_progress(trainer.train_step)
+
+
+def restoring_into_its_task(load_checkpoint):
+    """fairseq's trainer never shows a checkpoint's task state to its task: the task is put at hand for
+    ``load_checkpoint_to_cpu``'s identity check."""
+    @functools.wraps(load_checkpoint)
+    def load(trainer, *args, **kwargs):
+        with restoring_into(trainer.task):
+            return load_checkpoint(trainer, *args, **kwargs)
+    return load
+
+
+def atomic_persistent_save(fairseq_save):
+    """Checkpoints written through ``write_checkpoint``: fsynced, renamed from a fixed ``<name>.partial``
+    (which a later write of that checkpoint overwrites, and which fairseq's resume and pruning never read),
+    and a failed write stops at once with ``CheckpointWriteError``, the files on disk untouched.
+    Asynchronous writes (--write-checkpoints-asynchronously, through iopath) are left to fairseq."""
+    @functools.wraps(fairseq_save)
+    def save(obj, filename, async_write=False):
+        if async_write:
+            return fairseq_save(obj, filename, async_write=True)
+        write_checkpoint(obj, filename)
+    return save
+
+
+class AtomicCopyPathManager(PathManager):
+    """fairseq's PathManager, whose ``copy`` (checkpoint_last.pt, checkpoint_best.pt) replaces the
+    destination only once the copy is whole."""
+    @staticmethod
+    def copy(src_path, dst_path, overwrite=False):
+        if not overwrite and os.path.exists(dst_path):
+            return False
+        copy_checkpoint(src_path, dst_path)
+        return True
 
 
 def build_ema_copying_integer_buffers(model, cfg, device):
-    """fairseq's EMA multiplies every buffer by the decay, which PyTorch 2 refuses for integer
-    buffers (BatchNorm's num_batches_tracked): those are copied instead."""
+    """Integer buffers (BatchNorm's num_batches_tracked) are copied into the EMA model, not decayed."""
     integer = {key for key, value in model.state_dict().items() if not value.is_floating_point()}
     return EMA(model, cfg, device, skip_keys=integer)
 
@@ -38,7 +106,7 @@ def training_position(trainer):
 
 
 def reporting_progress(train_step):
-    """fairseq logs only every --log-interval updates: the first hundred show nothing."""
+    """A progress line from the first update on (``TrainingProgress``), then every interval."""
     @functools.wraps(train_step)
     def step(trainer, samples, raise_oom=False):
         started = time.monotonic()
@@ -47,10 +115,3 @@ def reporting_progress(train_step):
         progress.updated(*training_position(trainer), started)
         return output
     return step
-
-
-def apply():
-    fairseq.trainer.build_ema = build_ema_copying_integer_buffers
-    trainer = fairseq.trainer.Trainer
-    trainer.get_train_iterator = remembering_train_iterator(trainer.get_train_iterator)
-    trainer.train_step = reporting_progress(trainer.train_step)

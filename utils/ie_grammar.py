@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from utils.codec import MIN_VERTICES
 from utils.constraints import Constraint
 from utils.ie import SCHEMA_KEYS
 from utils.ie_tokens import label_ids
@@ -50,7 +51,6 @@ FOLLOW, LABEL, MENTION, BOX, POLY, SPAN, DEAD = range(7)
 DEAD_STATE = (DEAD,)
 START_STATE = (FOLLOW, ENTITY)  # a record boundary: the same choices as after an entity
 END = -2  # the label trie's node after the terminator
-MIN_VERTICES = 3
 _HASH_SEED = 20240607
 # UTF-8 roles of byte pieces (other text pieces are whole characters, 0): a lead byte is
 # ``owed * 8 + range``, owing 1-3 continuation bytes, the first of them in CONTINUATION_RANGES[range]

@@ -22,7 +22,7 @@ counted, and parsing goes on at the next record token.
 from dataclasses import dataclass
 from typing import Optional
 
-from utils.codec import CodecError
+from utils.codec import MIN_VERTICES, CodecError
 from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, map_grounds, mentions_of
 
 
@@ -280,7 +280,7 @@ class _Reader:
                     while end < len(seg) and vocab.to_bin(seg[end]) is not None:
                         end += 1
                     polygon = [vocab.to_bin(t) for t in seg[k + 1:end]]
-                    if len(polygon) < 6 or len(polygon) % 2:
+                    if len(polygon) < 2 * MIN_VERTICES or len(polygon) % 2:
                         raise _Malformed
                     polygons.append(polygon)
                     k = end
