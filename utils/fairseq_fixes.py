@@ -1,5 +1,5 @@
 """Changes to fairseq 0.12, applied when the user dir loads: fixes where it breaks on current PyTorch,
-and training's progress lines."""
+and the progress lines of training and validation."""
 import functools
 import math
 import time
@@ -7,7 +7,7 @@ import time
 import fairseq.trainer
 from fairseq.models.ema import EMA
 
-from utils.progress import TrainingProgress
+from utils.progress import TRAINING_INTERVAL_SECONDS, Progress, TrainingProgress
 
 
 def build_ema_copying_integer_buffers(model, cfg, device):
@@ -49,8 +49,36 @@ def reporting_progress(train_step):
     return step
 
 
+def remembering_valid_batches(get_valid_iterator):
+    """Each validation pass starts a progress line over the batches of the subset's iterator."""
+    @functools.wraps(get_valid_iterator)
+    def get(trainer, subset, *args, **kwargs):
+        iterator = get_valid_iterator(trainer, subset, *args, **kwargs)
+        trainer.validation_progress = Progress(f"valid on '{subset}'", len(iterator), "batches",
+                                               TRAINING_INTERVAL_SECONDS)
+        return iterator
+    return get
+
+
+def reporting_validation_progress(valid_step):
+    """fairseq says nothing between 'begin validation' and its result: a line after the first batch, then one
+    every few seconds."""
+    @functools.wraps(valid_step)
+    def step(trainer, sample, raise_oom=False):
+        output = valid_step(trainer, sample, raise_oom)
+        progress = getattr(trainer, "validation_progress", None)
+        if progress is not None:
+            progress.update()
+            if progress.done == 1:
+                progress.report()
+        return output
+    return step
+
+
 def apply():
     fairseq.trainer.build_ema = build_ema_copying_integer_buffers
     trainer = fairseq.trainer.Trainer
     trainer.get_train_iterator = remembering_train_iterator(trainer.get_train_iterator)
     trainer.train_step = reporting_progress(trainer.train_step)
+    trainer.get_valid_iterator = remembering_valid_batches(trainer.get_valid_iterator)
+    trainer.valid_step = reporting_validation_progress(trainer.valid_step)
