@@ -4,7 +4,17 @@ Where a batch carries ``constraint_masks`` (B x T x V, True = allowed), the
 softmax runs over the allowed tokens only and the smoothing mass is spread
 over them alone, so the model is trained on the same choice that
 constrained beam search will ask of it.
+
+With ``--bin-smoothing S``, a target that is a location or time bin is
+learnt as a distribution rather than one token: a Gaussian over the
+neighbouring bins of its range, with a standard deviation of S times the
+range's length (``--num-bins`` or ``--num-time-bins``), over the allowed bins.
+A near miss then costs little and a far one much, and every bin near the
+answer gets gradient, where one-hot targets among 1000 bins reward only an
+exact hit.
 """
+from dataclasses import dataclass, field
+
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
@@ -12,8 +22,24 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
                                                              LabelSmoothedCrossEntropyCriterionConfig)
 
 
-@register_criterion("constrained_label_smoothed_cross_entropy", dataclass=LabelSmoothedCrossEntropyCriterionConfig)
+@dataclass
+class ConstrainedCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    bin_smoothing: float = field(default=0.0, metadata={
+        "help": "learn location and time bins as a Gaussian over their neighbours, of this standard deviation "
+                "as a fraction of the bin range (0.01: 10 of 1000 bins); 0 keeps one-hot targets"})
+
+
+@register_criterion("constrained_label_smoothed_cross_entropy", dataclass=ConstrainedCrossEntropyConfig)
 class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 bin_smoothing=0.0):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+        self.bin_smoothing = bin_smoothing
+        self.bin_ranges = []
+        if bin_smoothing > 0:
+            vocab = task.vocab
+            self.bin_ranges = [(vocab.first_bin, vocab.num_bins), (vocab.first_time, vocab.num_time_bins)]
+
     def get_lprobs_and_target(self, model, net_output, sample):
         logits, extra = net_output
         masks = sample.get("constraint_masks")
@@ -31,12 +57,30 @@ class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
         allowed = torch.isfinite(lprobs)
         nll = -lprobs.gather(1, target[:, None]).squeeze(1)
         smooth = -lprobs.masked_fill(~allowed, 0.0).sum(1) / allowed.sum(1).clamp(min=1)
-        keep = target.ne(self.padding_idx)
-        nll, smooth = nll.masked_fill(~keep, 0.0), smooth.masked_fill(~keep, 0.0)
         loss = (1.0 - self.eps) * nll + self.eps * smooth
+        for first, count in self.bin_ranges:
+            loss = self.with_neighbour_bins(loss, lprobs, allowed, target, first, count)
+        keep = target.ne(self.padding_idx)
+        loss, nll = loss.masked_fill(~keep, 0.0), nll.masked_fill(~keep, 0.0)
         if reduce:
             return loss.sum(), nll.sum()
         return loss, nll
+
+    def with_neighbour_bins(self, loss, lprobs, allowed, target, first, count):
+        """``loss`` with the rows whose target is one of bins ``first .. first + count - 1`` replaced by the
+        cross entropy against a Gaussian over the allowed bins around the target."""
+        offset = target - first
+        rows = ((offset >= 0) & (offset < count)).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return loss
+        sigma = max(self.bin_smoothing * count, 1e-3)
+        bins = torch.arange(count, device=lprobs.device, dtype=lprobs.dtype)
+        weights = torch.exp(-0.5 * ((bins[None] - offset[rows, None]) / sigma) ** 2)
+        in_range = allowed[rows, first:first + count]
+        weights = weights * in_range
+        weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-12)
+        bin_lprobs = lprobs[rows, first:first + count].masked_fill(~in_range, 0.0)
+        return loss.index_put((rows,), -(weights * bin_lprobs).sum(1))
 
     @classmethod
     def reduce_metrics(cls, logging_outputs):

@@ -39,7 +39,7 @@ PITCH_JITTER = 0.02  # relative
 TONE_AMPLITUDE = (0.15, 0.4)  # peak
 NOISE_AMPLITUDE = (0.05, 0.12)  # standard deviation
 BACKGROUND_STD = 3e-5  # faint white noise, about -90 dBFS (1 LSB), so no stretch is digital silence
-FLAC_LEVEL = 8  # the strongest level whose streams stay within the FLAC subset
+FLAC_LEVEL = 5  # the default level: 8 (the strongest) makes these clips no smaller and takes 1.7 times as long
 
 # name -> (synthesis, frequencies in Hz); a tone's pitch varies by PITCH_JITTER around its frequency.
 SOUNDS = {

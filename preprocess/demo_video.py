@@ -27,12 +27,11 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from av.bitstream import BitStreamFilterContext
-from PIL import Image
 
 from data.tsv import format_row
 from preprocess.make_demo_data import (
     BACKGROUNDS, COLOUR_JITTER, COLOURS, NUMBER_WORDS, PLACEMENT_TRIES, SHAPES, SIZE_RANGES, SPLIT_STREAMS,
-    Shape, boxes_clash, caption_rows, join_with_and, render_background, render_shapes)
+    Shape, boxes_clash, caption_rows, join_with_and, paint_shapes, render_background)
 
 VIDEO_STREAM = 1  # appended to the image world's stream key
 MIN_SECONDS, MAX_SECONDS = 4, 6
@@ -48,7 +47,7 @@ CRF = 20
 # Single-threaded and without B-frames: libx264's B-frame decisions on such tiny frames are not reproducible
 # (the same frames sometimes encode to different, equally decodable bytes); with B-frames off they are, and
 # decode order is display order.
-X264_OPTIONS = {"crf": str(CRF), "preset": "medium", "threads": "1", "x264-params": "bframes=0"}
+X264_OPTIONS = {"crf": str(CRF), "preset": "fast", "threads": "1", "x264-params": "bframes=0"}
 # x264 writes its version and settings into an SEI unit of the first frame; dropping SEI units (type 6)
 # keeps the bytes independent of the x264 build and each clip some 700 bytes smaller.
 DROP_SEI = "filter_units=remove_types=6"
@@ -138,14 +137,10 @@ def sample_clip(rng, image_size, fps):
 
 def render_frames(rng, clip, image_size):
     """The clip's frames as RGB uint8 arrays."""
-    background = render_background(rng, clip.background, image_size).convert("RGBA")
-    frames = []
-    for frame in range(clip.num_frames):
-        shapes = [Shape(t.colour, t.kind, SHAPE_SIZE, t.rgb, t.box_at(frame))
-                  for t in clip.tracks if t.visible(frame)]
-        image = Image.alpha_composite(background, render_shapes(shapes, image_size)) if shapes else background
-        frames.append(np.asarray(image.convert("RGB")))
-    return frames
+    background = render_background(rng, clip.background, image_size)
+    return [paint_shapes(background, [Shape(t.colour, t.kind, SHAPE_SIZE, t.rgb, t.box_at(frame))
+                                      for t in clip.tracks if t.visible(frame)])
+            for frame in range(clip.num_frames)]
 
 
 def encode_mp4(frames, fps):

@@ -4,6 +4,7 @@
 
 Baselines, scored by the same metric code as the model:
 - refcoco: the mean training box, relative to the image size, placed on every image;
+- refseg: the mean bounding box of the training masks, likewise, as a rectangular mask;
 - caption, video_caption, audio_caption: the most frequent training caption, given for every sample;
 - vqa, video_qa: the most frequent best training answer, given for every question;
 - temporal_grounding: the whole clip, for every query;
@@ -31,10 +32,11 @@ from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from tasks.caption import normalise_caption  # noqa: E402
 from tasks.vqa import VqaTask, best_answer, parse_answers  # noqa: E402
+from utils.codec import LocationCodec  # noqa: E402
 from utils.ie import Entity, Mention, parse_records  # noqa: E402
 from utils.ie_scoring import IESample, annotation_records, ie_scores  # noqa: E402
-from utils.metrics import (caption_scores, grounding_scores, temporal_grounding_scores,  # noqa: E402
-                           vqa_soft_accuracy)
+from utils.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
+                           temporal_grounding_scores, vqa_soft_accuracy)
 
 
 def image_size(tsv, i, column):
@@ -49,14 +51,44 @@ def boxes_with_sizes(path):
         yield [float(v) for v in tsv.fields(i)[0].split(",")], image_size(tsv, i, 1)
 
 
+def mean_relative_box(boxes_and_sizes):
+    return np.mean([np.array(box) / (w, h, w, h) for box, (w, h) in boxes_and_sizes], axis=0)
+
+
 def refcoco_baseline(demo_dir, predictions):
-    relative = [np.array(box) / (w, h, w, h) for box, (w, h) in boxes_with_sizes(f"{demo_dir}/refcoco_train.tsv")]
-    mean_box = np.mean(relative, axis=0)
+    mean_box = mean_relative_box(boxes_with_sizes(f"{demo_dir}/refcoco_train.tsv"))
     refs, preds = [], []
     for box, (w, h) in boxes_with_sizes(f"{demo_dir}/refcoco_valid.tsv"):
         refs.append(box)
         preds.append(list(mean_box * (w, h, w, h)))
     return grounding_scores(preds, refs)
+
+
+def polygons_with_sizes(path):
+    """(polygons, (width, height)) of every demo refseg row: columns image (1) and annotation (5)."""
+    tsv = TsvFile(path, selected_cols=[1, 5])
+    for i in range(len(tsv)):
+        regions = json.loads(tsv.fields(i)[1])["regions"]
+        yield [polygon for region in regions for polygon in region["polygons"]], image_size(tsv, i, 0)
+
+
+def bounding_box(polygons):
+    xs = [x for polygon in polygons for x in polygon[0::2]]
+    ys = [y for polygon in polygons for y in polygon[1::2]]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def refseg_baseline(demo_dir, predictions):
+    mean_box = mean_relative_box((bounding_box(polygons), size)
+                                 for polygons, size in polygons_with_sizes(f"{demo_dir}/refseg_train.tsv"))
+    codec = LocationCodec()
+    overlaps = []
+    for polygons, (w, h) in polygons_with_sizes(f"{demo_dir}/refseg_valid.tsv"):
+        x0, y0, x1, y1 = mean_box * (w, h, w, h)
+        guess = codec.rasterize([[x0, y0, x1, y0, x1, y1, x0, y1]], w, h)
+        overlaps.append(mask_overlap(guess, codec.rasterize(polygons, w, h)))
+    scores = overlap_scores(*zip(*overlaps))
+    return {key: scores[key] for key in ("mIoU", "acc@0.5")}
 
 
 def caption_baseline(name):
@@ -98,6 +130,7 @@ def ner_baseline(demo_dir, predictions):
 BASELINES = {
     "caption": caption_baseline("caption"),
     "refcoco": refcoco_baseline,
+    "refseg": refseg_baseline,
     "video_caption": caption_baseline("video_caption"),
     "audio_caption": caption_baseline("audio_caption"),
     "video_qa": vqa_baseline("video_qa"),

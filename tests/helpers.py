@@ -3,10 +3,15 @@ import os
 from argparse import Namespace
 
 import torch
+from fairseq import options, tasks
 from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
+from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_model_args(**overrides):
@@ -44,6 +49,17 @@ def model_config(task, **overrides):
 
 def build_model(task, **overrides):
     return ARCH_MODEL_REGISTRY[tiny_model_args()["arch"]].build_model(model_config(task, **overrides), task)
+
+
+def build_trainer(argv):
+    """fairseq's Trainer on the CPU, built from train.py's arguments as fairseq-train builds it, its training
+    data loaded."""
+    parser = options.get_training_parser()
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, [*argv, "--user-dir", ROOT, "--cpu"]))
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    model = task.build_model(cfg.model)
+    return Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
 
 
 def build_criterion(task, label_smoothing=0.1, name="constrained_label_smoothed_cross_entropy", **options):

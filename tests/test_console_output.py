@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import model_flags
+from helpers import build_trainer
 from utils.metrics import ptb_tokenize
 from utils.progress import TrainingProgress
 
@@ -82,11 +83,27 @@ def test_training_without_max_update_shows_progress_through_the_epoch_from_the_f
                  "--disable-validation", "--no-save", "--num-workers", "0", "--log-format", "simple",
                  "--log-interval", "100", "--save-dir", str(tmp_path / "ckpt"))
     output = result.stdout + result.stderr
-    assert not [word for word in NOISE if word in output]
+    assert not [word for word in (*NOISE, "FutureWarning") if word in output]
     lines = [match for match in map(PROGRESS.search, output.splitlines()) if match]
     updates = int(re.search(r"\| num_updates (\d+)", output)[1])  # fairseq's end-of-epoch line
     assert lines and (lines[0]["what"], lines[0]["done"], lines[0]["total"]) == ("epoch 1", "1", str(updates))
     assert "train_inner" not in output  # fairseq itself said nothing before its 100th update
+
+
+def test_validation_logs_its_progress_from_the_first_batch(demo_dir, vocab_dir, tmp_path, caplog):
+    trainer = build_trainer([f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--task", "refcoco",
+                             "--vocab-dir", str(vocab_dir), *model_flags(), "--patch-image-size", "64",
+                             "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam",
+                             "--lr", "1e-3", "--batch-size", "4", "--save-dir", str(tmp_path)])
+    trainer.task.load_dataset("valid")
+    batches = trainer.get_valid_iterator("valid")
+    total = len(batches)
+    with caplog.at_level(logging.INFO, logger="utils.progress"):
+        for batch in batches.next_epoch_itr(shuffle=False):
+            trainer.valid_step(batch)
+    lines = [match for match in (re.match(r"valid on 'valid': (\d+)/(\d+) batches \[", record.getMessage())
+                                 for record in caplog.records) if match]
+    assert total > 1 and lines and lines[0].groups() == ("1", str(total))  # later lines only every few seconds
 
 
 def test_the_java_tokenizers_stderr_becomes_debug_lines(capfd, caplog):

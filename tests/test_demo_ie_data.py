@@ -365,7 +365,7 @@ def test_relations_and_events_agree_with_their_grounds(demo):
 
 def test_ie_flags_default_disable_and_refuse_negative_counts(tmp_path):
     args = make_demo_data.parse_args([])
-    assert (args.train_ie, args.valid_ie) == (1500, 150)
+    assert (args.train_ie, args.valid_ie) == (500, 60)
     with pytest.raises(SystemExit):
         make_demo_data.parse_args(["--valid-ie", "-1"])
     generate(tmp_path, 6, "--train-ie", "3", "--valid-ie", "0")

@@ -8,10 +8,8 @@ import sys
 
 import pytest
 import torch
-from fairseq import options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq.trainer import Trainer
 
+from helpers import build_trainer
 from train import LOCK_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,13 +26,8 @@ TRAIN_FLAGS = ["--task", "caption", *MODEL_FLAGS, "--criterion", "constrained_la
 @pytest.fixture
 def trainer(demo_dir, vocab_dir, tmp_path):
     """fairseq's Trainer on the caption task, built as fairseq-train builds it, and its first batches."""
-    argv = [f"{demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv", "--user-dir", ROOT, "--vocab-dir",
-            str(vocab_dir), *TRAIN_FLAGS, "--cpu", "--save-dir", str(tmp_path), "--max-nonfinite-steps", "2"]
-    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
-    task = tasks.setup_task(cfg.task)
-    task.load_dataset("train")
-    model = task.build_model(cfg.model)
-    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    trainer = build_trainer([f"{demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv", "--vocab-dir",
+                             str(vocab_dir), *TRAIN_FLAGS, "--save-dir", str(tmp_path), "--max-nonfinite-steps", "2"])
     batches = trainer.get_train_iterator(epoch=1).next_epoch_itr(shuffle=False)
     return trainer, [next(batches) for _ in range(8)]
 

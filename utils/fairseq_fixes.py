@@ -1,7 +1,8 @@
 """Every change this repository makes to fairseq 0.12 and torch, in one place: ``apply()``, called once
 when the user dir loads (``__init__.py``; train.py, evaluate.py and fairseq-train's spawned ranks all
 import it). Each patch names the upstream behaviour it replaces; what it routes to lives with its
-concern (checkpoint reading and writing in ``utils/checkpoint.py``, progress lines in ``utils/progress.py``).
+concern (checkpoint reading and writing in ``utils/checkpoint.py``, training and validation progress lines in
+``utils/progress.py``).
 """
 import functools
 import math
@@ -15,7 +16,7 @@ from fairseq.file_io import PathManager
 from fairseq.models.ema import EMA
 
 from utils.checkpoint import SAFE_GLOBALS, copy_checkpoint, load_checkpoint_to_cpu, restoring_into, write_checkpoint
-from utils.progress import TrainingProgress
+from utils.progress import TRAINING_INTERVAL_SECONDS, Progress, TrainingProgress
 
 _applied = []
 
@@ -43,6 +44,9 @@ def apply():
     # fairseq logs only every --log-interval updates: the first hundred show nothing
     trainer.get_train_iterator = remembering_train_iterator(trainer.get_train_iterator)
     trainer.train_step = reporting_progress(trainer.train_step)
+    # and says nothing between 'begin validation' and its result
+    trainer.get_valid_iterator = remembering_valid_batches(trainer.get_valid_iterator)
+    trainer.valid_step = reporting_validation_progress(trainer.valid_step)
 
 
 def restoring_into_its_task(load_checkpoint):
@@ -115,3 +119,30 @@ def reporting_progress(train_step):
         progress.updated(*training_position(trainer), started)
         return output
     return step
+
+
+def remembering_valid_batches(get_valid_iterator):
+    """Each validation pass starts a progress line over the batches of the subset's iterator."""
+    @functools.wraps(get_valid_iterator)
+    def get(trainer, subset, *args, **kwargs):
+        iterator = get_valid_iterator(trainer, subset, *args, **kwargs)
+        trainer.validation_progress = Progress(f"valid on '{subset}'", len(iterator), "batches",
+                                               TRAINING_INTERVAL_SECONDS)
+        return iterator
+    return get
+
+
+def reporting_validation_progress(valid_step):
+    """fairseq says nothing between 'begin validation' and its result: a line after the first batch, then one
+    every few seconds."""
+    @functools.wraps(valid_step)
+    def step(trainer, sample, raise_oom=False):
+        output = valid_step(trainer, sample, raise_oom)
+        progress = getattr(trainer, "validation_progress", None)
+        if progress is not None:
+            progress.update()
+            if progress.done == 1:
+                progress.report()
+        return output
+    return step
+

@@ -22,6 +22,8 @@ VERBOSE_FLAGS = ("-v", "--verbose")
 NOTICE_LOGGERS = ("fairseq.tasks.text_to_speech", "fairseq.tasks.fairseq_task")
 # warnings about settings that are right on a GPU machine and merely idle on this one
 IDLE_SETTING_WARNINGS = ("'pin_memory' argument is set as true but no accelerator",)
+# PyTorch's notice that fairseq 0.12 calls a deprecated API in every training step: nothing here can change it
+LIBRARY_DEPRECATIONS = (r"`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated",)
 
 
 def add_verbose_flag(parser):
@@ -42,7 +44,7 @@ def set_up_logging(verbose=None, fmt=FAIRSEQ_FORMAT, stream=None):
                         stream=stream, force=True)
     for name in NOTICE_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
-    for message in IDLE_SETTING_WARNINGS:
+    for message in IDLE_SETTING_WARNINGS + LIBRARY_DEPRECATIONS:
         warnings.filterwarnings("default" if verbose else "ignore", message=message)
 
 
