@@ -6,8 +6,8 @@ list, or OFA's ans2label as JSON or as its ``.pkl``, read as plain data with no 
 or, without one, from the training rows: each training row's best answer, read once and kept in the task state, which fairseq
 saves in checkpoints (``task_state``), so evaluation uses the list the model was trained
 on. The target is the row's most confident candidate answer; generation and the training
-softmax are confined to the candidates (tasks/closed_set.py); the metric is VQA soft
-accuracy as OFA/UnIVAL compute it.
+softmax are confined to the candidates (tasks/closed_set.py); the metric is the official VQA
+accuracy (utils/vqa_eval.py: answers compared after the official normalisation).
 """
 import json
 import logging
