@@ -1,0 +1,92 @@
+"""What the published-benchmark converters share: media cells as checked paths, the TSVs of each split
+written together and atomically, counts for the summary, and the command-line frame."""
+import argparse
+import logging
+import os
+import sys
+from collections import Counter, defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.errors import BadInputError  # noqa: E402
+from data.tsv import format_row  # noqa: E402
+from utils.files import atomic_files  # noqa: E402
+
+
+class ConversionError(ValueError):
+    """Bad or inconsistent annotations, named by file and item (pickles and JSON objects have no
+    useful line numbers: the item's id says where)."""
+
+    def __init__(self, path, item, message):
+        super().__init__(f"{path}: {item}: {message}")
+
+
+class Output:
+    """Rows gathered per output file, the media cells checked, and counts for the summary."""
+
+    def __init__(self, media_dir, allow_missing=False):
+        self.media_dir, self.allow_missing = media_dir, allow_missing
+        self.rows = defaultdict(list)
+        self.counts = Counter()
+
+    def media_cell(self, relative_path, path, item):
+        """A media cell: the file's path relative to --media-dir, which must exist unless
+        --allow-missing (then the row keeps the path and the file is counted missing)."""
+        if "." not in relative_path:  # a cell without "." reads as base64 (data/media.py)
+            raise ConversionError(path, item, f"media file {relative_path!r} needs an extension")
+        if not os.path.isfile(os.path.join(self.media_dir, relative_path)):
+            if not self.allow_missing:
+                raise ConversionError(path, item, f"media file not found: {os.path.join(self.media_dir, relative_path)}"
+                                                  " (--allow-missing writes the row anyway)")
+            self.counts["rows whose media file is missing"] += 1
+        return relative_path
+
+    def add(self, out_path, cells):
+        self.rows[out_path].append(format_row(cells))
+
+    def skip(self, why):
+        self.counts[f"skipped: {why}"] += 1
+
+    def write(self):
+        """Every output file, atomically and together: an error leaves none of them half-written."""
+        paths = sorted(self.rows)
+        for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
+            os.makedirs(folder, exist_ok=True)
+        with atomic_files(paths) as handles:
+            for path, handle in zip(paths, handles):
+                handle.writelines(self.rows[path])
+
+    def summary(self):
+        lines = [f"wrote {path} ({len(rows)} rows)" for path, rows in sorted(self.rows.items())]
+        lines += [f"{count} {what}" for what, count in sorted(self.counts.items())]
+        return "\n".join(lines)
+
+
+def new_parser(doc):
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", required=True, help="folder for the TSVs")
+    parser.add_argument("--media-dir", required=True,
+                        help="folder the media cells are relative to; pass the same --media-dir to train.py")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="write rows whose media file is not under --media-dir (counted) instead of stopping")
+    return parser
+
+
+def run(convert, args):
+    """Run a converter; bad input ends it with its location and no output written; print the summary."""
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    output = Output(args.media_dir, args.allow_missing)
+    try:
+        convert(args, output)
+        output.write()
+    except (ConversionError, BadInputError) as error:
+        sys.exit(f"error: {error}")
+    print(output.summary())
+    return output
+
+
+def required(record, key, path, item):
+    """``record[key]``, or an error naming the item when the record is not an object holding it."""
+    if not isinstance(record, dict) or key not in record:
+        raise ConversionError(path, item, f"no {key!r} field")
+    return record[key]
