@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from helpers import build_task
-from preprocess import refcoco_to_tsv
+from preprocess import refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
 
 COCO_PHOTOS = "/work/shared/data/coco-mini/images"
 
@@ -22,6 +22,7 @@ def media(tmp_path, *names):
     folder = tmp_path / "media"
     folder.mkdir(exist_ok=True)
     for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(b"\xff\xd8")
     return folder
 
@@ -128,3 +129,116 @@ def test_a_refs_pickle_naming_a_class_is_refused_unrun(tmp_path, capsys):
                                          r"it names builtins.print"):
         refcoco_to_tsv.main(args + ["--media-dir", str(media(tmp_path))])
     assert "ran" not in capsys.readouterr().out
+
+
+# ---- VQAv2 -------------------------------------------------------------------------------------------
+
+
+def write_vqa(tmp_path, subtype, questions, annotations=None):
+    (tmp_path / f"{subtype}_q.json").write_text(json.dumps(
+        {"data_subtype": subtype, "task_type": "Open-Ended", "questions": questions}), encoding="utf-8")
+    args = ["--questions", str(tmp_path / f"{subtype}_q.json")]
+    if annotations is not None:
+        (tmp_path / f"{subtype}_a.json").write_text(json.dumps({"annotations": annotations}), encoding="utf-8")
+        args += ["--annotations", str(tmp_path / f"{subtype}_a.json")]
+    return args
+
+
+def vqa_annotation(question_id, image_id, humans, multiple_choice):
+    return {"question_id": question_id, "image_id": image_id, "multiple_choice_answer": multiple_choice,
+            "answer_type": "other", "question_type": "what",
+            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(humans)]}
+
+
+VQA_QUESTIONS = [{"image_id": 9, "question": "How many dogs?", "question_id": 90},
+                 {"image_id": 9, "question": "What color\tis it?", "question_id": 91}]
+VQA_ANNOTATIONS = [vqa_annotation(90, 9, ["two", "2", "Two.", "3", "3", "three", "2", "2 ", "4", "two"], "2"),
+                   vqa_annotation(91, 9, ["red"] * 10, "red")]
+
+
+def test_vqa_rows_carry_the_official_accuracy_of_each_answer(tmp_path, capsys):
+    folder = media(tmp_path, "train2014/COCO_train2014_000000000009.jpg")
+    args = write_vqa(tmp_path, "train2014", VQA_QUESTIONS, VQA_ANNOTATIONS)
+    vqav2_to_tsv.main(args + ["--media-dir", str(folder), "--out-dir", str(tmp_path / "out"),
+                              "--answers-out", str(tmp_path / "out" / "answers.txt"), "--min-answer-count", "1"])
+    image = "train2014/COCO_train2014_000000000009.jpg"
+    # "2" six times (1.0), "3" three times (0.9), "4" once (0.3); unanimous "red" kept as given
+    assert read_rows(tmp_path / "out" / "vqa_train2014.tsv") == [
+        ["90", "9", "How many dogs?", "1|!+2&&0.9|!+3&&0.3|!+4", "", image],
+        ["91", "9", "What color is it?", "1|!+red", "", image]]
+    assert (tmp_path / "out" / "answers.txt").read_text() == "2\nred\n"
+    assert "answers.txt (2 rows)" in capsys.readouterr().out
+
+
+def test_vqa_rows_without_a_listed_answer_are_skipped(tmp_path, capsys):
+    folder = media(tmp_path, "val2014/COCO_val2014_000000000009.jpg")
+    (tmp_path / "answers.txt").write_text("red\nblue\n")
+    args = write_vqa(tmp_path, "val2014", VQA_QUESTIONS, VQA_ANNOTATIONS)
+    vqav2_to_tsv.main(args + ["--media-dir", str(folder), "--out-dir", str(tmp_path / "out"),
+                              "--answers", str(tmp_path / "answers.txt")])
+    assert [r[0] for r in read_rows(tmp_path / "out" / "vqa_val2014.tsv")] == ["91"]
+    assert "1 skipped: no answer in --answers" in capsys.readouterr().out
+
+
+def test_vqa_test_questions_get_the_placeholder_and_test_dev_images(tmp_path):
+    folder = media(tmp_path, "test2015/COCO_test2015_000000000009.jpg")
+    args = write_vqa(tmp_path, "test-dev2015", VQA_QUESTIONS[:1])
+    vqav2_to_tsv.main(args + ["--media-dir", str(folder), "--out-dir", str(tmp_path / "out")])
+    assert read_rows(tmp_path / "out" / "vqa_test-dev2015.tsv") == [
+        ["90", "9", "How many dogs?", "0|!+unanswered", "", "test2015/COCO_test2015_000000000009.jpg"]]
+
+
+def test_a_vqa_question_without_annotation_is_located(tmp_path):
+    args = write_vqa(tmp_path, "val2014", VQA_QUESTIONS, VQA_ANNOTATIONS[:1])
+    with pytest.raises(SystemExit, match=r"val2014_q.json: question 2 \(question_id 91\): has no annotation"):
+        vqav2_to_tsv.main(args + ["--media-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--allow-missing"])
+
+
+# ---- SNLI-VE ------------------------------------------------------------------------------------------
+
+
+def snli_line(pair_id, label, hypothesis="A dog runs.", image="100.jpg"):
+    return json.dumps({"Flikr30kID": image, "gold_label": label, "sentence1": "Two dogs run in a field.",
+                       "sentence2": hypothesis, "pairID": pair_id, "captionID": "100.jpg#0",
+                       "annotator_labels": [label]})
+
+
+def test_snli_ve_rows_and_skipped_pairs(tmp_path, capsys):
+    path = tmp_path / "snli_ve_dev.jsonl"
+    path.write_text("\n".join([snli_line("100.jpg#0r1e", "entailment"), snli_line("100.jpg#0r1n", "-"),
+                               snli_line("100.jpg#0r1c", "contradiction", "A cat\tsleeps.")]) + "\n")
+    snli_ve_to_tsv.main(["--jsonl", str(path), "--media-dir", str(media(tmp_path, "100.jpg")),
+                         "--out-dir", str(tmp_path / "out")])
+    assert read_rows(tmp_path / "out" / "snli_ve_dev.tsv") == [
+        ["100.jpg#0r1e", "100", "100.jpg", "A dog runs.", "Two dogs run in a field.", "entailment"],
+        ["100.jpg#0r1c", "100", "100.jpg", "A cat sleeps.", "Two dogs run in a field.", "contradiction"]]
+    assert "1 skipped: gold label '-'" in capsys.readouterr().out
+
+
+def test_bad_snli_ve_json_is_located(tmp_path):
+    path = tmp_path / "snli_ve_test.jsonl"
+    path.write_text(snli_line("1", "neutral") + "\n{\"gold_label\": \n")
+    with pytest.raises(SystemExit, match=r"snli_ve_test.jsonl:2: column 16 \(character\): invalid JSON"):
+        snli_ve_to_tsv.main(["--jsonl", str(path), "--media-dir", str(tmp_path), "--out-dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv])
+def test_converters_explain_themselves(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--media-dir" in out and "--allow-missing" in out and "python preprocess/" in out
+
+
+@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+def test_snli_ve_rows_can_be_read_by_the_task(tmp_path, vocab_dir):
+    photo = sorted(os.listdir(COCO_PHOTOS))[0]
+    path = tmp_path / "snli_ve_train.jsonl"
+    path.write_text(snli_line("p1", "neutral", image=photo) + "\n" + snli_line("p2", "entailment", image=photo))
+    snli_ve_to_tsv.main(["--jsonl", str(path), "--media-dir", COCO_PHOTOS, "--out-dir", str(tmp_path / "out")])
+    task = build_task("snli_ve", str(tmp_path / "out" / "snli_ve_train.tsv"), vocab_dir, media_dir=COCO_PHOTOS)
+    task.load_dataset("valid")
+    samples = [task.dataset("valid")[i] for i in range(2)]
+    assert [task.vocab.decode_text(s["target"].tolist()[:-1]) for s in samples] == ["maybe", "yes"]
