@@ -120,6 +120,7 @@ class VqaTask(ClosedSetTask):
     prompt = " {}"
     primary_metric = "vqa_score"
     default_cols = "0,5,2,3,4"
+    normalise_answers = True  # compare answers as the official VQA evaluation does
 
     def choices_known(self):
         """Known now from a file, or from training rows; otherwise (a checkpoint evaluated on one TSV)
@@ -208,7 +209,8 @@ class VqaTask(ClosedSetTask):
                 "references": meta["answers"]}
 
     def score(self, predictions, full=False):
-        return vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions])
+        return vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions],
+                                 self.normalise_answers)
 
     def report_view(self, prediction, row):
         answers = ", ".join(f"{answer} ({confidence:g})" for answer, confidence in prediction["references"].items())

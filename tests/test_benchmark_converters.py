@@ -6,7 +6,8 @@ import pickle
 import pytest
 
 from helpers import build_task
-from preprocess import refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
+from preprocess import audiocaps_to_tsv, msrvtt_to_tsv, refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
+from utils.metrics import vqa_soft_accuracy
 
 COCO_PHOTOS = "/work/shared/data/coco-mini/images"
 
@@ -223,7 +224,7 @@ def test_bad_snli_ve_json_is_located(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv])
+@pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv, msrvtt_to_tsv, audiocaps_to_tsv])
 def test_converters_explain_themselves(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -242,3 +243,67 @@ def test_snli_ve_rows_can_be_read_by_the_task(tmp_path, vocab_dir):
     task.load_dataset("valid")
     samples = [task.dataset("valid")[i] for i in range(2)]
     assert [task.vocab.decode_text(s["target"].tolist()[:-1]) for s in samples] == ["maybe", "yes"]
+
+
+# ---- MSR-VTT, MSRVTT-QA, AudioCaps ----------------------------------------------------------------------
+
+
+def write_msrvtt(tmp_path):
+    data = {"videos": [{"video_id": "video0", "split": "train", "id": 0},
+                       {"video_id": "video7010", "split": "test", "id": 7010},
+                       {"video_id": "video9", "split": "validate", "id": 9}],
+            "sentences": [{"video_id": "video0", "sen_id": 1, "caption": "a man  sings"},
+                          {"video_id": "video7010", "sen_id": 2, "caption": "a cat"},
+                          {"video_id": "video0", "sen_id": 3, "caption": "someone sings"},
+                          {"video_id": "video7010", "sen_id": 4, "caption": "a kitten plays"}]}
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps(data))
+    (tmp_path / "test_qa.json").write_text(json.dumps([
+        {"answer": "cat", "id": 5, "question": "what is playing?", "video_id": 7010}]))
+    return ["--annotations", str(tmp_path / "MSRVTT_data.json"), "--qa", str(tmp_path / "test_qa.json"),
+            "--out-dir", str(tmp_path / "out")]
+
+
+def test_msrvtt_captions_by_split_and_questions(tmp_path, capsys):
+    folder = media(tmp_path, "video0.mp4", "video7010.mp4", "video9.mp4")
+    msrvtt_to_tsv.main(write_msrvtt(tmp_path) + ["--media-dir", str(folder)])
+    out = tmp_path / "out"
+    assert read_rows(out / "msrvtt_caption_train.tsv") == [["1", "video0", "a man sings", "", "video0.mp4"],
+                                                           ["3", "video0", "someone sings", "", "video0.mp4"]]
+    assert read_rows(out / "msrvtt_caption_test.tsv") == [
+        ["video7010", "video7010", "a cat&&a kitten plays", "", "video7010.mp4"]]
+    assert read_rows(out / "msrvtt_qa_test.tsv") == [
+        ["5", "video7010", "what is playing?", "1|!+cat", "", "video7010.mp4"]]
+    assert "1 skipped: video without captions" in capsys.readouterr().out
+
+
+def test_msrvtt_split_lists_override_the_split_field(tmp_path):
+    (tmp_path / "test_list.txt").write_text("video0\n")
+    folder = media(tmp_path, "video0.mp4")
+    msrvtt_to_tsv.main(write_msrvtt(tmp_path)[:2] + ["--out-dir", str(tmp_path / "out"), "--media-dir", str(folder),
+                                                   "--split", f"test={tmp_path / 'test_list.txt'}"])
+    assert os.listdir(tmp_path / "out") == ["msrvtt_caption_test.tsv"]
+    assert read_rows(tmp_path / "out" / "msrvtt_caption_test.tsv")[0][2] == "a man sings&&someone sings"
+
+
+def test_msrvtt_qa_accuracy_is_exact_match_and_vqa_normalises():
+    assert vqa_soft_accuracy(["one", "the cat"], [{"1": 1.0}, {"cat": 1.0}], normalise=False)["vqa_score"] == 0.0
+    assert vqa_soft_accuracy(["one", "the cat"], [{"1": 1.0}, {"cat": 1.0}])["vqa_score"] == 1.0
+
+
+def test_audiocaps_rows_per_caption_for_train_and_per_clip_otherwise(tmp_path):
+    header = "audiocap_id,youtube_id,start_time,caption\n"
+    (tmp_path / "train.csv").write_text(header + '1,abc,30,"A dog barks, loudly"\n2,xyz,0,Rain falls\n')
+    (tmp_path / "test.csv").write_text(header + "3,abc,30,Barking\n4,abc,30,A dog\n")
+    folder = media(tmp_path, "abc_30.wav", "xyz_0.wav")
+    audiocaps_to_tsv.main(["--csv", str(tmp_path / "train.csv"), str(tmp_path / "test.csv"), "--media-dir",
+                           str(folder), "--out-dir", str(tmp_path / "out"), "--audio-name", "{youtube_id}_{start_time}.wav"])
+    assert read_rows(tmp_path / "out" / "audiocaps_train.tsv") == [["1", "abc", "A dog barks, loudly", "", "abc_30.wav"],
+                                                                   ["2", "xyz", "Rain falls", "", "xyz_0.wav"]]
+    assert read_rows(tmp_path / "out" / "audiocaps_test.tsv") == [["abc", "abc", "Barking&&A dog", "", "abc_30.wav"]]
+
+
+def test_a_bad_audiocaps_row_is_located(tmp_path):
+    (tmp_path / "val.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,abc,30,ok\n2,,0,x\n")
+    with pytest.raises(SystemExit, match=r"val.csv: line 3: a field of .* is empty"):
+        audiocaps_to_tsv.main(["--csv", str(tmp_path / "val.csv"), "--media-dir", str(tmp_path), "--allow-missing",
+                               "--out-dir", str(tmp_path / "out")])
