@@ -1,6 +1,7 @@
 """What the published-benchmark converters share: media cells as checked paths, the TSVs of each split
 written together and atomically, counts for the summary, and the command-line frame."""
 import argparse
+import json
 import logging
 import os
 import sys
@@ -90,3 +91,15 @@ def required(record, key, path, item):
     if not isinstance(record, dict) or key not in record:
         raise ConversionError(path, item, f"no {key!r} field")
     return record[key]
+
+
+def jsonl_records(path):
+    """(line number, object) of each non-empty line of a jsonl file; bad JSON is located."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as error:
+                raise BadInputError(path, number, error.colno, f"invalid JSON: {error.msg}", "character") from None

@@ -8,35 +8,21 @@ without a gold label (``-``) are skipped and counted.
   python preprocess/snli_ve_to_tsv.py --jsonl snli_ve_train.jsonl snli_ve_dev.jsonl snli_ve_test.jsonl \\
       --media-dir flickr30k_images --out-dir data/snli_ve
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data.errors import BadInputError  # noqa: E402
-from preprocess.benchmark_common import new_parser, required, run  # noqa: E402
+from preprocess.benchmark_common import jsonl_records, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import clean_caption  # noqa: E402
 from tasks.snli_ve import ANSWERS  # noqa: E402
 from utils.progress import track  # noqa: E402
 
 
-def records(path):
-    """(line number, object) of each non-empty line of a jsonl file; bad JSON is located."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as error:
-                raise BadInputError(path, number, error.colno, f"invalid JSON: {error.msg}", "character") from None
-
-
 def convert_file(path, output, out_dir):
     name = os.path.basename(path).rsplit(".", 1)[0].removeprefix("snli_ve_")
     out_path = os.path.join(out_dir, f"snli_ve_{name}.tsv")
-    for number, record in track(list(records(path)), name, unit="pairs"):
+    for number, record in track(list(jsonl_records(path)), name, unit="pairs"):
         item = f"line {number}"
         label = required(record, "gold_label", path, item)
         if label not in ANSWERS:

@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from helpers import build_task
-from preprocess import audiocaps_to_tsv, msrvtt_to_tsv, refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
+from preprocess import audiocaps_to_tsv, msrvtt_to_tsv, oven_to_tsv, refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
 from utils.metrics import vqa_soft_accuracy
 
 COCO_PHOTOS = "/work/shared/data/coco-mini/images"
@@ -224,7 +224,8 @@ def test_bad_snli_ve_json_is_located(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv, msrvtt_to_tsv, audiocaps_to_tsv])
+@pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv, msrvtt_to_tsv, audiocaps_to_tsv,
+                                    oven_to_tsv])
 def test_converters_explain_themselves(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -307,3 +308,41 @@ def test_a_bad_audiocaps_row_is_located(tmp_path):
     with pytest.raises(SystemExit, match=r"val.csv: line 3: a field of .* is empty"):
         audiocaps_to_tsv.main(["--csv", str(tmp_path / "val.csv"), "--media-dir", str(tmp_path), "--allow-missing",
                                "--out-dir", str(tmp_path / "out")])
+
+
+# ---- OVEN ----------------------------------------------------------------------------------------------
+
+
+def oven_line(data_id, image_id, entity_id, entity_text, split, question="what is this building?"):
+    return json.dumps({"data_id": data_id, "image_id": image_id, "question": question, "entity_id": entity_id,
+                       "entity_text": entity_text, "data_split": split})
+
+
+@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+def test_oven_rows_say_seen_and_the_task_reads_them(tmp_path, vocab_dir):
+    photo = sorted(os.listdir(COCO_PHOTOS))[0].removesuffix(".jpg")
+    path = tmp_path / "oven_entity_val.jsonl"
+    path.write_text("\n".join([oven_line("oven_entity_val_0", photo, "Q243", "Eiffel Tower", "val_seen"),
+                               oven_line("oven_entity_val_1", photo, "Q90", "Paris", "val_unseen", "")]))
+    oven_to_tsv.main(["--jsonl", str(path), "--media-dir", COCO_PHOTOS, "--out-dir", str(tmp_path / "out")])
+    rows = read_rows(tmp_path / "out" / "oven_entity_val.tsv")
+    assert [r[:5] for r in rows] == [["oven_entity_val_0", f"{photo}.jpg", "", "", "what is this building?"],
+                                     ["oven_entity_val_1", f"{photo}.jpg", "", "", ""]]
+    assert [json.loads(r[5]) for r in rows] == [{"entity_id": "Q243", "seen": True},
+                                                {"entity_id": "Q90", "seen": False}]
+    catalogue = tmp_path / "out" / "catalogue.tsv"
+    assert read_rows(catalogue) == [["Q243", "Eiffel Tower"], ["Q90", "Paris"]]
+    task = build_task("entity_recognition", str(tmp_path / "out" / "oven_entity_val.tsv"), vocab_dir,
+                      media_dir=COCO_PHOTOS, catalogue=str(catalogue))
+    task.load_dataset("valid")
+    assert [task.dataset("valid")[i]["meta"]["seen"] for i in range(2)] == [True, False]
+
+
+def test_oven_catalogue_from_wikipedia(tmp_path):
+    (tmp_path / "oven_entity_train.jsonl").write_text(oven_line("t0", "oven_1", "Q243", "Eiffel Tower", "train"))
+    (tmp_path / "wiki.jsonl").write_text(json.dumps({"wikidata_id": "Q243", "wikipedia_title": "Eiffel Tower"}) + "\n"
+                                         + json.dumps({"wikidata_id": "Q1", "wikipedia_title": "Universe"}) + "\n")
+    oven_to_tsv.main(["--jsonl", str(tmp_path / "oven_entity_train.jsonl"), "--wiki", str(tmp_path / "wiki.jsonl"),
+                      "--media-dir", str(media(tmp_path, "oven_1.jpg")), "--out-dir", str(tmp_path / "out")])
+    assert json.loads(read_rows(tmp_path / "out" / "oven_entity_train.tsv")[0][5]) == {"entity_id": "Q243"}
+    assert read_rows(tmp_path / "out" / "catalogue.tsv") == [["Q243", "Eiffel Tower"], ["Q1", "Universe"]]
