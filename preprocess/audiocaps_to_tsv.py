@@ -49,7 +49,7 @@ def convert(args, output):
             except KeyError as error:
                 raise ConversionError(path, "--audio-name", f"no field {error} in the CSV") from None
             cell = output.media_cell(audio, path, f"youtube_id {youtube_id}")
-            output.rows[out_path] += caption_lines(youtube_id, captions, "train" if name == "train" else name, cell)
+            output.add_lines(out_path, caption_lines(youtube_id, captions, name, cell))
 
 
 def parse_args(argv=None):

@@ -45,6 +45,10 @@ class Output:
     def add(self, out_path, cells):
         self.rows[out_path].append(format_row(cells))
 
+    def add_lines(self, out_path, lines):
+        """Rows already formatted (coco_to_tsv.caption_lines)."""
+        self.rows[out_path].extend(lines)
+
     def skip(self, why):
         self.counts[f"skipped: {why}"] += 1
 

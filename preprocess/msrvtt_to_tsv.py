@@ -69,8 +69,8 @@ def add_captions(args, output):
             output.skip("video without captions")
             continue
         cell = output.media_cell(f"{video_id}.mp4", args.annotations, f"video {video_id}")
-        output.rows[os.path.join(args.out_dir, f"msrvtt_caption_{split}.tsv")] += caption_lines(
-            video_id, captions, "train" if split == "train" else split, cell)
+        output.add_lines(os.path.join(args.out_dir, f"msrvtt_caption_{split}.tsv"),
+                         caption_lines(video_id, captions, split, cell))
 
 
 def add_questions(path, args, output):

@@ -56,7 +56,9 @@ def convert_split(questions_path, annotations, output, args, allowed):
                                             unit="questions"), start=1):
         item = f"question {number}"
         question_id = required(question, "question_id", questions_path, item)
-        image_id = int(required(question, "image_id", questions_path, item))
+        image_id = required(question, "image_id", questions_path, item)
+        if not isinstance(image_id, int):
+            raise ConversionError(questions_path, item, f"image_id {image_id!r} is not an integer")
         text = clean_caption(required(question, "question", questions_path, item))
         if annotations is None:
             cell = PLACEHOLDER
