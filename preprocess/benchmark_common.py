@@ -1,17 +1,18 @@
 """What the published-benchmark converters share: media cells as checked paths, the TSVs of each split
-written together and atomically, counts for the summary, and the command-line frame."""
+written atomically (all or none), counts for the summary, jsonl reading and the command-line frame."""
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import BadInputError  # noqa: E402
 from data.tsv import format_row  # noqa: E402
-from utils.files import atomic_files  # noqa: E402
+from utils.files import atomic_open  # noqa: E402
 
 
 class ConversionError(ValueError):
@@ -23,12 +24,22 @@ class ConversionError(ValueError):
 
 
 class Output:
-    """Rows gathered per output file, the media cells checked, and counts for the summary."""
+    """The output files, each written as its rows come and put in place only when the conversion
+    ends without error (an error removes them all, leaving no file half-written); media cells checked;
+    counts for the summary. Used as a context manager around the conversion."""
 
     def __init__(self, media_dir, allow_missing=False):
         self.media_dir, self.allow_missing = media_dir, allow_missing
-        self.rows = defaultdict(list)
+        self.handles, self.rows = {}, Counter()
         self.counts = Counter()
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        self.stack.__enter__()
+        return self
+
+    def __exit__(self, *error):
+        return self.stack.__exit__(*error)
 
     def media_cell(self, relative_path, path, item):
         """A media cell: the file's path relative to --media-dir, which must exist unless
@@ -43,26 +54,21 @@ class Output:
         return relative_path
 
     def add(self, out_path, cells):
-        self.rows[out_path].append(format_row(cells))
+        self.add_lines(out_path, [format_row(cells)])
 
     def add_lines(self, out_path, lines):
         """Rows already formatted (coco_to_tsv.caption_lines)."""
-        self.rows[out_path].extend(lines)
+        if out_path not in self.handles:
+            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+            self.handles[out_path] = self.stack.enter_context(atomic_open(out_path))
+        self.handles[out_path].writelines(lines)
+        self.rows[out_path] += len(lines)
 
     def skip(self, why):
         self.counts[f"skipped: {why}"] += 1
 
-    def write(self):
-        """Every output file, atomically and together: an error leaves none of them half-written."""
-        paths = sorted(self.rows)
-        for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
-            os.makedirs(folder, exist_ok=True)
-        with atomic_files(paths) as handles:
-            for path, handle in zip(paths, handles):
-                handle.writelines(self.rows[path])
-
     def summary(self):
-        lines = [f"wrote {path} ({len(rows)} rows)" for path, rows in sorted(self.rows.items())]
+        lines = [f"wrote {path} ({rows} rows)" for path, rows in sorted(self.rows.items())]
         lines += [f"{count} {what}" for what, count in sorted(self.counts.items())]
         return "\n".join(lines)
 
@@ -80,10 +86,9 @@ def new_parser(doc):
 def run(convert, args):
     """Run a converter; bad input ends it with its location and no output written; print the summary."""
     logging.basicConfig(format="%(message)s", level=logging.INFO)
-    output = Output(args.media_dir, args.allow_missing)
     try:
-        convert(args, output)
-        output.write()
+        with Output(args.media_dir, args.allow_missing) as output:
+            convert(args, output)
     except (ConversionError, BadInputError) as error:
         sys.exit(f"error: {error}")
     print(output.summary())

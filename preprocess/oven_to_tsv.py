@@ -33,7 +33,7 @@ def seen_of(split):
 def convert_file(path, args, output, entities):
     name = os.path.basename(path).rsplit(".", 1)[0]
     out_path = os.path.join(args.out_dir, f"{name}.tsv")
-    for number, record in track(list(jsonl_records(path)), name, unit="rows"):
+    for number, record in track(jsonl_records(path), name, unit="rows"):
         item = f"line {number}"
         entity_id = str(required(record, "entity_id", path, item))
         entities.setdefault(entity_id, clean_caption(str(record.get("entity_text") or "")))

@@ -22,7 +22,7 @@ from utils.progress import track  # noqa: E402
 def convert_file(path, output, out_dir):
     name = os.path.basename(path).rsplit(".", 1)[0].removeprefix("snli_ve_")
     out_path = os.path.join(out_dir, f"snli_ve_{name}.tsv")
-    for number, record in track(list(jsonl_records(path)), name, unit="pairs"):
+    for number, record in track(jsonl_records(path), name, unit="pairs"):
         item = f"line {number}"
         label = required(record, "gold_label", path, item)
         if label not in ANSWERS:
