@@ -89,7 +89,7 @@ def run(convert, args):
     try:
         with Output(args.media_dir, args.allow_missing) as output:
             convert(args, output)
-    except (ConversionError, BadInputError) as error:
+    except (ConversionError, BadInputError, OSError) as error:  # OSError: an input that cannot be read
         sys.exit(f"error: {error}")
     print(output.summary())
     return output

@@ -347,3 +347,9 @@ def test_oven_catalogue_from_wikipedia(tmp_path):
                       "--media-dir", str(media(tmp_path, "oven_1.jpg")), "--out-dir", str(tmp_path / "out")])
     assert json.loads(read_rows(tmp_path / "out" / "oven_entity_train.tsv")[0][5]) == {"entity_id": "Q243"}
     assert read_rows(tmp_path / "out" / "catalogue.tsv") == [["Q243", "Eiffel Tower"], ["Q1", "Universe"]]
+
+
+def test_a_missing_input_file_is_named_without_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: .*No such file or directory: '.*absent_qa.json'"):
+        msrvtt_to_tsv.main(["--qa", str(tmp_path / "absent_qa.json"), "--media-dir", str(tmp_path),
+                            "--out-dir", str(tmp_path / "out")])
