@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections import Counter
 
@@ -112,3 +113,12 @@ def jsonl_records(path):
                 yield number, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as error:
                 raise BadInputError(path, number, error.colno, f"invalid JSON: {error.msg}", "character") from None
+
+
+def file_part(value, path, item):
+    """A split name from the data, checked before it goes into an output file name."""
+    value = str(value)
+    if not re.fullmatch(r"[\w+-]+", value):
+        raise ConversionError(path, item, f"split name {value!r} cannot name a file (letters, digits, _ + - only)")
+    return value
+

@@ -20,7 +20,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from preprocess.benchmark_common import ConversionError, new_parser, required, run  # noqa: E402
+from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import caption_lines, clean_caption  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
 from tasks.vqa import CONFIDENCE_SEPARATOR  # noqa: E402
@@ -52,8 +52,9 @@ def add_captions(args, output):
     splits = {}
     for number, video in enumerate(required(data, "videos", args.annotations, "top level"), start=1):
         video_id = required(video, "video_id", args.annotations, f"video {number}")
-        splits[video_id] = listed.get(video_id) if listed is not None else required(
-            video, "split", args.annotations, f"video {number}")
+        split = listed.get(video_id) if listed is not None else required(video, "split", args.annotations,
+                                                                         f"video {number}")
+        splits[video_id] = split and file_part(split, args.annotations, f"video {number}")
     sentences = defaultdict(list)
     for number, sentence in enumerate(required(data, "sentences", args.annotations, "top level"), start=1):
         item = f"sentence {number}"

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from preprocess.benchmark_common import ConversionError, new_parser, required, run  # noqa: E402
+from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import clean_caption, format_box, segmentation_region, xywh_to_xyxy  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
 from utils.plain_pickle import load_plain_pickle  # noqa: E402
@@ -51,7 +51,7 @@ def convert(args, output):
     images, annotations = index_instances(args.instances)
     for number, ref in enumerate(track(refs, "converted", unit="refs"), start=1):
         item = f"ref {number} (ref_id {ref.get('ref_id') if isinstance(ref, dict) else '?'})"
-        split = str(required(ref, "split", args.refs, item))
+        split = file_part(required(ref, "split", args.refs, item), args.refs, item)
         annotation = annotations.get(required(ref, "ann_id", args.refs, item))
         image = images.get(required(ref, "image_id", args.refs, item))
         if annotation is None or image is None:

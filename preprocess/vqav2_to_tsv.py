@@ -25,7 +25,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from preprocess.benchmark_common import ConversionError, new_parser, required, run  # noqa: E402
+from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import clean_caption  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
 from tasks.vqa import ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR, read_answer_file  # noqa: E402
@@ -49,7 +49,7 @@ def answers_cell(confidences):
 
 def convert_split(questions_path, annotations, output, args, allowed):
     data, _ = load_json_file(questions_path)
-    subtype = str(required(data, "data_subtype", questions_path, "top level"))
+    subtype = file_part(required(data, "data_subtype", questions_path, "top level"), questions_path, "top level")
     folder = IMAGE_FOLDERS.get(subtype, subtype)
     out_path = os.path.join(args.out_dir, f"vqa_{subtype}.tsv")
     for number, question in enumerate(track(required(data, "questions", questions_path, "top level"), subtype,

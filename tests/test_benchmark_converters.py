@@ -353,3 +353,9 @@ def test_a_missing_input_file_is_named_without_a_traceback(tmp_path):
     with pytest.raises(SystemExit, match=r"error: .*No such file or directory: '.*absent_qa.json'"):
         msrvtt_to_tsv.main(["--qa", str(tmp_path / "absent_qa.json"), "--media-dir", str(tmp_path),
                             "--out-dir", str(tmp_path / "out")])
+
+
+def test_a_split_name_that_cannot_name_a_file_is_refused(tmp_path):
+    refs = [{"ref_id": 3, "ann_id": 101, "image_id": 11, "split": "../val", "sentences": [sentence(1, "x")]}]
+    with pytest.raises(SystemExit, match=r"ref 1 \(ref_id 3\): split name '../val' cannot name a file"):
+        refcoco_to_tsv.main(write_refcoco(tmp_path, refs) + ["--media-dir", str(tmp_path), "--allow-missing"])
