@@ -4,7 +4,8 @@
         --data dataset/demo/refcoco_valid.tsv --results-dir results/refcoco
 
 Writes ``predictions.jsonl`` (boxes in original-image pixels, captions as text)
-and ``metrics.json``, and prints the metrics; ``--report DIR`` writes an HTML page of the
+and ``metrics.json``, and prints the metrics; ``--result-format coco-caption|vqa`` writes the
+predictions as the COCO caption or VQA evaluation server takes them too; ``--report DIR`` writes an HTML page of the
 samples (utils/report.py): each input with prediction and reference drawn on it, and
 its own metrics. The checkpoint's own task decides
 how rows are read, which constraint applies and what is scored; ``--task`` picks
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 from argparse import Namespace
+from collections import namedtuple
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
@@ -37,8 +39,10 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from data.errors import DataFileError  # noqa: E402
+from tasks.caption import CaptionTask  # noqa: E402
 from tasks.multitask import checkpoint_subtask  # noqa: E402
 from tasks.ofa_checkpoint import load_ofa_model_and_task  # noqa: E402
+from tasks.vqa import VqaTask  # noqa: E402
 from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, MissingEmaError,  # noqa: E402
                               UntrustedCheckpointError, load_models_and_task)
@@ -49,6 +53,12 @@ from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
+# --result-format: the JSON list an evaluation server takes, [{id_field: int, text_field: str}, ...]
+ServerFormat = namedtuple("ServerFormat", "file task_class id_key id_field text_field")
+SERVER_FORMATS = {
+    "coco-caption": ServerFormat("captions_results.json", CaptionTask, "uniq_id", "image_id", "caption"),
+    "vqa": ServerFormat("vqa_results.json", VqaTask, "question_id", "question_id", "answer"),
+}
 GENERATION_OPTIONS = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen")
 # failures of the user's files or options: reported in a line, without a traceback
 USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
@@ -83,6 +93,10 @@ def parse_args(argv=None):
     parser.add_argument("--use-ema", action="store_true",
                         help="evaluate the EMA weights (extra_state['ema'], kept by --store-ema) instead of 'model'")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if a GPU is present")
+    parser.add_argument("--result-format", choices=sorted(SERVER_FORMATS),
+                        help="also write the predictions as the evaluation server takes them: coco-caption "
+                             "(captions_results.json: image_id, caption; the rows' ids are the COCO image ids) "
+                             "or vqa (vqa_results.json: question_id, answer)")
     parser.add_argument("--report", metavar="DIR", help="write an HTML report of the samples to DIR/index.html "
                                                         "(with --lambdas, one per lambda in DIR/lambda_<value>)")
     parser.add_argument("--report-limit", type=int, default=DEFAULT_LIMIT,
@@ -189,7 +203,7 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     metrics["rows"] = len(predictions)
     metrics["bad_rows"] = len(task.bad_rows_seen)
     metrics["exif_rotated"] = sum(map(len, task.exif_rotated.values()))
-    write_results(results_dir, predictions, metrics)
+    write_results(results_dir, predictions, metrics, args.result_format)
     if report_dir:
         name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
         title = f"{name} on {args.data} ({', '.join(args.path)})"
@@ -198,18 +212,53 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     return metrics
 
 
-def write_results(results_dir, predictions, metrics):
-    """predictions.jsonl and metrics.json, which replace the previous pair together once both are whole:
-    a failure (a full disk) leaves the previous pair as it was."""
-    paths = [os.path.join(results_dir, name) for name in RESULT_FILES]
+def write_results(results_dir, predictions, metrics, result_format=None):
+    """predictions.jsonl and metrics.json (and the server's results file with ``result_format``), which
+    replace the previous ones together once all are whole: a failure (a full disk) leaves the previous
+    ones as they were."""
+    paths = [os.path.join(results_dir, name) for name in result_files(result_format)]
+    server = server_results(predictions, result_format) if result_format else None
     try:
         os.makedirs(results_dir, exist_ok=True)
-        with atomic_files(paths) as (predictions_file, metrics_file):
+        with atomic_files(paths) as (predictions_file, metrics_file, *server_file):
             predictions_file.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
             json.dump(metrics, metrics_file, indent=2)
+            if server_file:
+                json.dump(server, server_file[0], ensure_ascii=False)
     except OSError as error:
         raise OutputError(f"cannot write {' and '.join(paths)}: {error.strerror or error}; "
                           "the previous results there are untouched") from error
+
+
+def result_files(result_format=None):
+    return RESULT_FILES + ((SERVER_FORMATS[result_format].file,) if result_format else ())
+
+
+def server_results(predictions, result_format):
+    """The predictions as the evaluation server takes them: one {id: int, text} per id."""
+    spec = SERVER_FORMATS[result_format]
+    results, seen = [], set()
+    for prediction in predictions:
+        raw = prediction[spec.id_key]
+        try:
+            number = int(raw)
+        except (TypeError, ValueError):
+            raise OutputError(f"--result-format {result_format}: the server takes integer {spec.id_field}s, and the "
+                              f"row id {raw!r} is not one") from None
+        if number in seen:
+            raise OutputError(f"--result-format {result_format}: {spec.id_field} {number} is in two rows; the server "
+                              f"takes one {spec.text_field} per {spec.id_field}")
+        seen.add(number)
+        results.append({spec.id_field: number, spec.text_field: prediction[spec.text_field]})
+    return results
+
+
+def check_result_format(args, task):
+    spec = SERVER_FORMATS.get(args.result_format)
+    if spec is not None and not isinstance(task, spec.task_class):
+        names = sorted(name for name, cls in TASK_REGISTRY.items() if issubclass(cls, spec.task_class))
+        raise OutputError(f"--result-format {args.result_format} is for the {', '.join(names)} tasks, "
+                          f"not {type(task).__name__}")
 
 
 def result_folders(args):
@@ -222,7 +271,8 @@ def result_folders(args):
 
 def check_result_paths(args):
     """Before anything is evaluated: every output may be written, and none is an input."""
-    outputs = [os.path.join(folder, name) for folder, _ in result_folders(args) for name in RESULT_FILES]
+    outputs = [os.path.join(folder, name) for folder, _ in result_folders(args)
+               for name in result_files(args.result_format)]
     outputs += [os.path.join(report, "index.html") for _, report in result_folders(args) if report]
     if args.lambdas is not None:
         outputs += [os.path.join(args.results_dir, name) for name in CURVE_FILES]
@@ -274,6 +324,7 @@ def run(args):
     models, task = load_checkpoint(args.path[0], task_overrides(args), args.bpe_dir, args.trust_pickle, args.use_ema,
                                    "cuda" if use_cuda else "cpu")
     task = select_task(task, args)
+    check_result_format(args, task)
     check_result_paths(args)
     if args.lambdas is not None:
         result = interpolation_curve(args, models, task)

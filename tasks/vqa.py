@@ -7,12 +7,12 @@ or, without one, from the training rows: each training row's best answer, read o
 kept in the task state, which fairseq saves in checkpoints (``task_state``), so evaluation
 uses the list the model was trained on. The target is the row's most confident candidate
 answer; generation and the training softmax are confined to the candidates
-(tasks/closed_set.py); the metric is VQA soft accuracy as OFA/UnIVAL compute it.
+(tasks/closed_set.py); the metric is the official VQA accuracy (utils/vqa_eval.py: answers
+compared after the official normalisation).
 """
 import json
 import logging
 import math
-import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,6 +25,7 @@ from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
 from utils.metrics import vqa_soft_accuracy
 from utils.ofa_text import clean_question
+from utils.plain_pickle import load_plain_pickle
 from utils.report import SampleView
 
 logger = logging.getLogger(__name__)
@@ -63,24 +64,11 @@ def best_answer(answers, allowed=None):
     return best
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    """Reads containers, strings and numbers only: a pickle naming any class or function is refused
-    before anything in it is called."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"it names {module}.{name}; only plain data (a dict of answers to labels) "
-                                     "is read, nothing in a pickle is run")
-
-
 def read_answer_object(path):
     """The answers object of a .json file, or of a .pkl file (OFA's ``trainval_ans2label.pkl``) read
     without running any of its code; None for another kind of file."""
     if str(path).endswith(".pkl"):
-        with open(path, "rb") as f:
-            try:
-                return _PlainDataUnpickler(f).load()
-            except (pickle.UnpicklingError, EOFError, ValueError) as error:
-                raise BadInputError(path, 1, 1, f"not a readable pickle of plain data: {error}") from None
+        return load_plain_pickle(path)
     if str(path).endswith(".json"):
         with open(path, encoding="utf-8") as f:
             try:
@@ -133,6 +121,7 @@ class VqaTask(ClosedSetTask):
     prompt = " {}"
     primary_metric = "vqa_score"
     default_cols = "0,5,2,3,4"
+    normalise_answers = True  # compare answers as the official VQA evaluation does
 
     def choices_known(self):
         """Known now from a file, or from training rows; otherwise (a checkpoint evaluated on one TSV)
@@ -221,7 +210,8 @@ class VqaTask(ClosedSetTask):
                 "references": meta["answers"]}
 
     def score(self, predictions, full=False):
-        return vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions])
+        return vqa_soft_accuracy([p["answer"] for p in predictions], [p["references"] for p in predictions],
+                                 self.normalise_answers)
 
     def report_view(self, prediction, row):
         answers = ", ".join(f"{answer} ({confidence:g})" for answer, confidence in prediction["references"].items())

@@ -148,7 +148,7 @@ LANDED = {
 def eval_args(data, **options):
     args = Namespace(batch_size=4, num_workers=0, beam=2, max_len_b=24, min_len=1, no_repeat_ngram_size=None,
                      lenpen=None, cpu=True, data=str(data), path=["in-process tiny model"], report_limit=50, task=None,
-                     selected_cols=None, task_option=[])
+                     selected_cols=None, task_option=[], result_format=None)
     vars(args).update(options)
     return args
 

@@ -148,8 +148,8 @@ def test_an_answer_outside_the_list_stops_training_but_is_scored(demo_dir, vocab
 
 
 def test_soft_accuracy_on_hand_computed_cases():
-    references = [{"two": 1.0, "2": 0.3}, {"two": 1.0, "2": 0.3}, {"blue": 1.0}, {"yes": 1.5}, {"no": 0.6}]
-    predictions = ["two", "2", "red", "yes", None]
+    references = [{"two": 1.0, "3": 0.3}, {"two": 1.0, "3": 0.3}, {"blue": 1.0}, {"yes": 1.5}, {"no": 0.6}]
+    predictions = ["two", "3", "red", "yes", None]
     # 1.0, 0.3, 0 (not listed), min(1, 1.5) = 1.0, 0 (no answer): mean 2.3 / 5
     assert vqa_soft_accuracy(predictions, references) == {"vqa_score": pytest.approx(0.46)}
     assert vqa_soft_accuracy(["no"], [{"no": 0.6}])["vqa_score"] == pytest.approx(0.6)

@@ -13,6 +13,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from utils.codec import box_iou, span_iou
 from utils.logs import child_stderr_to_debug
+from utils.vqa_eval import normalise_answer
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +176,23 @@ def segmentation_scores(predicted_masks, reference_masks):
     return overlap_scores([i for i, _ in overlaps], [u for _, u in overlaps])
 
 
-def vqa_soft_accuracy(predicted_answers, references):
-    """VQA soft accuracy as OFA/UnIVAL compute it: a question scores the confidence its row lists for
-    the predicted answer (0 if not listed), capped at 1; the mean over questions.
-    ``references``: one {answer: confidence} per question."""
-    scores = [min(1.0, float(refs.get(answer, 0.0))) if answer is not None else 0.0
+def vqa_soft_accuracy(predicted_answers, references, normalise=True):
+    """VQA accuracy as the official evaluation computes it from a row's candidates: a question scores
+    the confidence its row lists for the predicted answer (0 if not listed, capped at 1), both compared
+    after the official normalisation (utils/vqa_eval.py: "Two." matches "2"; of candidates equal after
+    it, the most confident counts); the mean over questions. ``references``: one {answer: confidence}
+    per question, the confidences being the official leave-one-out accuracies (utils/vqa_eval.py).
+    Without ``normalise`` answers must match exactly (MSRVTT-QA's accuracy, its answers one each)."""
+    scores = [min(1.0, _confidence_of(answer, refs, normalise)) if answer is not None else 0.0
               for answer, refs in zip(predicted_answers, references)]
     return {"vqa_score": float(np.mean(scores)) if scores else 0.0}
+
+
+def _confidence_of(answer, references, normalise):
+    if not normalise:
+        return float(references.get(answer, 0.0))
+    answer = normalise_answer(answer)
+    return max((float(c) for r, c in references.items() if normalise_answer(r) == answer), default=0.0)
 
 
 def seen_unseen_accuracy(correct, seen=None):
