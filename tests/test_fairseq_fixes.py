@@ -9,9 +9,11 @@ import resource
 import signal
 
 import fairseq.trainer
+import numpy as np
 import pytest
 import torch
 from fairseq import checkpoint_utils
+from fairseq.data import data_utils
 from fairseq.dataclass.configs import EMAConfig
 
 from utils import fairseq_fixes
@@ -82,3 +84,14 @@ def test_ema_copies_integer_buffers_and_decays_the_rest():
     averaged = ema.get_model()
     assert averaged[1].num_batches_tracked.item() == 1
     assert torch.allclose(averaged[0].weight, before + 0.5)
+
+
+@pytest.mark.parametrize("rows, max_sentences, sizes",
+                         [(4, 4, [4]), (3, 8, [3]), (20, 16, [16, 4]), (101, 32, [32, 32, 32, 5])])
+def test_batching_keeps_the_rows_past_the_last_multiple_of_eight(rows, max_sentences, sizes):
+    indices = np.arange(rows)[::-1].copy()
+    batches = data_utils.batch_by_size(indices, lambda i: 10, num_tokens_vec=np.full(rows, 10),
+                                       max_sentences=max_sentences, required_batch_size_multiple=8)
+    assert [len(b) for b in batches] == sizes
+    assert np.array_equal(np.concatenate(batches), indices)  # every row once, in the order given
+

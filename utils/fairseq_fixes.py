@@ -10,8 +10,10 @@ import os
 import time
 
 import fairseq.trainer
+import numpy as np
 import torch
 from fairseq import checkpoint_utils
+from fairseq.data import data_utils
 from fairseq.file_io import PathManager
 from fairseq.models.ema import EMA
 
@@ -39,6 +41,8 @@ def apply():
     # during that copy truncates the very file a restart resumes from
     checkpoint_utils.torch_persistent_save = atomic_persistent_save(checkpoint_utils.torch_persistent_save)
     checkpoint_utils.PathManager = AtomicCopyPathManager
+    # fairseq's batching leaves out the rows after the last full multiple of --required-batch-size-multiple
+    data_utils.batch_by_size = keeping_every_row(data_utils.batch_by_size)
     # fairseq's EMA multiplies every buffer by the decay, which PyTorch 2 refuses for integer buffers
     fairseq.trainer.build_ema = build_ema_copying_integer_buffers
     # fairseq logs only every --log-interval updates: the first hundred show nothing
@@ -47,6 +51,25 @@ def apply():
     # and says nothing between 'begin validation' and its result
     trainer.get_valid_iterator = remembering_valid_batches(trainer.get_valid_iterator)
     trainer.valid_step = reporting_validation_progress(trainer.valid_step)
+
+
+def keeping_every_row(batch_by_size):
+    """fairseq's ``batch_by_size`` (its Cython ``batch_by_size_vec``) makes every batch a multiple of
+    ``required_batch_size_multiple`` (8 by default) and silently leaves out the rows after the last
+    multiple: 4 of 100 rows at --batch-size 32, and every row of a set smaller than 8, which then fails
+    with "The dataset is empty". The rows it left out become further batches, in their order."""
+    @functools.wraps(batch_by_size)
+    def batches(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,
+                required_batch_size_multiple=1, fixed_shapes=None):
+        made = batch_by_size(indices, num_tokens_fn, num_tokens_vec, max_tokens, max_sentences,
+                             required_batch_size_multiple, fixed_shapes)
+        indices = np.asarray(indices, dtype=np.int64)
+        if fixed_shapes is not None or sum(map(len, made)) == len(indices):
+            return made
+        left = ~np.isin(indices, np.concatenate(made) if made else np.zeros(0, np.int64))
+        tokens = None if num_tokens_vec is None else np.asarray(num_tokens_vec)[left]
+        return list(made) + list(batch_by_size(indices[left], num_tokens_fn, tokens, max_tokens, max_sentences, 1))
+    return batches
 
 
 def restoring_into_its_task(load_checkpoint):
