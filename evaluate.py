@@ -13,6 +13,11 @@ another on the same vocabulary (one task of a multitask checkpoint, say). With t
 checkpoints and ``--lambdas`` it evaluates along their weight interpolation (the
 weight_average task) and writes ``curve.csv`` and ``curve.png`` too. With ``--bpe-dir`` the
 checkpoint is OFA's, evaluated on OFA's vocabulary (tasks/ofa_checkpoint.py).
+
+Several processes (``torchrun --nproc-per-node N evaluate.py ...``, or run_scripts/slurm/eval.sbatch) share
+out the rows: rank r generates the batches r, r + N, ... (on GPU LOCAL_RANK with nccl, or on the CPU with
+gloo), every rank gets every batch's predictions and bad rows (--skip-bad-rows holds for them all), and
+rank 0 alone scores and writes the same files one process would.
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ if __name__ == "__main__":
     set_up_logging()  # before fairseq is imported (utils/logs.py says why)
 
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 from fairseq import utils as fairseq_utils  # noqa: E402
 
 fairseq_utils.import_user_module(Namespace(user_dir=ROOT))
@@ -59,6 +65,8 @@ SERVER_FORMATS = {
     "coco-caption": ServerFormat("captions_results.json", CaptionTask, "uniq_id", "image_id", "caption"),
     "vqa": ServerFormat("vqa_results.json", VqaTask, "question_id", "question_id", "answer"),
 }
+# one batch's results; under several ranks they travel to every rank
+BatchOutput = namedtuple("BatchOutput", "rows prompts predictions bad_rows exif_rotated")
 GENERATION_OPTIONS = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen")
 # failures of the user's files or options: reported in a line, without a traceback
 USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
@@ -149,25 +157,78 @@ def select_task(task, args):
 
 
 def generate(args, models, task):
-    """Predictions on --data, with the dataset row and the prompt text of each."""
+    """Predictions on --data, with the dataset row and the prompt text of each, in row order. Under several
+    ranks each generates its share of the batches (fairseq's sharding: every world-th, padded with empty
+    ones at the end) and every rank gets them all, with their bad and EXIF-rotated rows counted in ``task``."""
     task.load_dataset("valid")
-    batches = task.get_batch_iterator(
-        dataset=task.dataset("valid"), max_sentences=args.batch_size, num_workers=args.num_workers,
-    ).next_epoch_itr(shuffle=False)
+    rank, world_size = ranks()
+    epoch = task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=args.batch_size,
+                                    num_workers=args.num_workers, num_shards=world_size, shard_id=rank)
     generator = task.build_generator(models, generation_args(args, task))
     use_cuda = torch.cuda.is_available() and not args.cpu
-    predictions, rows, prompts = [], [], []
-    for sample in track(batches, "evaluated", total=len(task.dataset("valid")), unit="rows",
-                        size=lambda sample: len(sample.get("bad_rows", [])) + len(sample.get("meta", [])), log=logger):
+    outputs = []
+    for sample in track(epoch.next_epoch_itr(shuffle=False), "evaluated", unit="rows", log=logger,
+                        total=sum(map(len, epoch.frozen_batches[rank::world_size])),
+                        size=lambda sample: len(sample.get("bad_rows", [])) + len(sample.get("meta", []))):
         task.count_bad_rows(sample)
         task.count_exif_rotated(sample)
-        if "net_input" not in sample:
-            continue
-        rows += sample["id"].tolist()
-        prompts += [task.vocab.decode_text(tokens.tolist()) for tokens in sample["net_input"]["src_tokens"]]
-        sample = fairseq_utils.move_to_cuda(sample) if use_cuda else sample
-        predictions.extend(task.predict(generator, models, sample))
-    return predictions, rows, prompts
+        output = BatchOutput([], [], [], sample.get("bad_rows", []), sample.get("exif_rotated", []))
+        if "net_input" in sample:
+            output.rows.extend(sample["id"].tolist())
+            output.prompts.extend(task.vocab.decode_text(t.tolist()) for t in sample["net_input"]["src_tokens"])
+            sample = fairseq_utils.move_to_cuda(sample) if use_cuda else sample
+            output.predictions.extend(task.predict(generator, models, sample))
+        outputs.append(output)
+    batches = all_ranks_batches(outputs)
+    add_other_ranks_rows(task, batches)
+    return tuple([item for batch in batches for item in getattr(batch, field)]
+                 for field in ("predictions", "rows", "prompts"))
+
+
+def add_other_ranks_rows(task, batches):
+    """Count the bad rows (held to one --skip-bad-rows budget) and EXIF-rotated rows of every rank's
+    ``batches`` in ``task``, as one process would have; this rank's own are counted already."""
+    task.add_bad_rows([message for batch in batches for message in batch.bad_rows])
+    for batch in batches:
+        for path, line, _ in batch.exif_rotated:
+            task.exif_rotated.setdefault(path, set()).add(line)
+
+
+def ranks():
+    """(this process's rank, the number of ranks): (0, 1) for one process."""
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def join_ranks(use_cuda):
+    """Under torchrun or run_scripts/slurm/rank_env.sh (WORLD_SIZE > 1), join the group at MASTER_ADDR:MASTER_PORT
+    as rank RANK: on GPU LOCAL_RANK with nccl, or on the CPU with gloo."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method="env://")
+
+
+def all_ranks_batches(outputs):
+    """Every rank's list of batch outputs, joined into the list of all batches in order: rank r holds the
+    batches r, r + world size, ..., every rank as many."""
+    _, world_size = ranks()
+    if world_size == 1:
+        return outputs
+    shards = [None] * world_size
+    dist.all_gather_object(shards, outputs)
+    return [batch for group in zip(*shards) for batch in group]
+
+
+def from_rank_0(value):
+    """Rank 0's ``value``, on every rank."""
+    if ranks()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def add_generation_options(parser):
@@ -199,6 +260,8 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     task.bad_rows_seen.clear()
     task.exif_rotated.clear()
     predictions, rows, prompts = generate(args, models, task)
+    if ranks()[0] != 0:
+        return from_rank_0(None)
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
     metrics["bad_rows"] = len(task.bad_rows_seen)
@@ -209,7 +272,7 @@ def evaluate(args, models, task, results_dir, report_dir=None):
         title = f"{name} on {args.data} ({', '.join(args.path)})"
         page = write_report(report_dir, task, predictions, rows, prompts, metrics, title, args.report_limit)
         logger.info("report: %s", page)
-    return metrics
+    return from_rank_0(metrics)
 
 
 def write_results(results_dir, predictions, metrics, result_format=None):
@@ -294,7 +357,8 @@ def interpolation_curve(args, models, task):
         return evaluate(args, models, task, *folders[value])
 
     rows = path_task.curve(evaluate_state)
-    write_curve(rows, args.results_dir)
+    if ranks()[0] == 0:
+        write_curve(rows, args.results_dir)
     return rows
 
 
@@ -321,6 +385,14 @@ def load_checkpoint(path, overrides, bpe_dir=None, trust_pickle=False, use_ema=F
 
 def run(args):
     use_cuda = torch.cuda.is_available() and not args.cpu
+    join_ranks(use_cuda)
+    result = evaluate_checkpoint(args, use_cuda)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return result
+
+
+def evaluate_checkpoint(args, use_cuda):
     models, task = load_checkpoint(args.path[0], task_overrides(args), args.bpe_dir, args.trust_pickle, args.use_ema,
                                    "cuda" if use_cuda else "cpu")
     task = select_task(task, args)
@@ -330,7 +402,8 @@ def run(args):
         result = interpolation_curve(args, models, task)
     else:
         result = evaluate(args, models, task, args.results_dir, args.report)
-    print(json.dumps(result, indent=2))
+    if ranks()[0] == 0:
+        print(json.dumps(result, indent=2))
     return result
 
 

@@ -569,11 +569,15 @@ class UniGroundTask(FairseqTask):
         new = [message for message in dict.fromkeys(bad) if message not in self.bad_rows_seen]
         if listed and new and self.cfg.bad_rows_file:
             self.list_bad_rows(new)
+        self.add_bad_rows(bad)
+        return len(bad)
+
+    def add_bad_rows(self, bad):
+        """Add the messages ``bad`` to the distinct bad rows seen, an error past the --skip-bad-rows budget."""
         self.bad_rows_seen.update(bad)
         if len(self.bad_rows_seen) > self.cfg.skip_bad_rows:
             raise RuntimeError(f"{len(self.bad_rows_seen)} bad rows, more than --skip-bad-rows "
                                f"{self.cfg.skip_bad_rows}; the last: {bad[-1]}")
-        return len(bad)
 
     def list_bad_rows(self, messages):
         """Append to --bad-rows-file the rows it does not list yet (a resumed run meets rows again), one

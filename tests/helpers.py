@@ -1,5 +1,8 @@
 """Building tasks and tiny models in tests the way fairseq builds them."""
 import os
+import socket
+import subprocess
+import sys
 from argparse import Namespace
 
 import torch
@@ -12,6 +15,7 @@ from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
 
 def tiny_model_args(**overrides):
@@ -106,6 +110,21 @@ def set_cell(row, column, value):
     cells = row.split("\t")
     cells[column - 1] = value
     return "\t".join(cells)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_rank(rank, port, flags, log_path):
+    """One of two ranks of ``flags`` (a script and its options), with the environment torchrun gives its workers
+    (run_scripts/slurm/rank_env.sh gives each Slurm task the same)."""
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+               LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, *flags], cwd=ROOT, env=env, stdout=open(log_path, "w"),
+                            stderr=subprocess.STDOUT)
 
 
 def child_processes(pid):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,10 +17,8 @@ import pytest
 import torch
 
 from conftest import ROOT, model_flags
-from helpers import build_task, read_lines, set_cell, write_tsv
+from helpers import TORCHRUN, build_task, free_port, read_lines, set_cell, start_rank, write_tsv
 from utils.checkpoint import load_state
-
-TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
 
 def shard_iterator(task, batch_size, epoch, rank, world_size=2):
@@ -52,26 +49,12 @@ def test_ranks_share_out_every_row_exactly_once_per_epoch(demo_dir, vocab_dir):
     assert orders[0] != orders[1]  # a fresh order each epoch, the same on every rank
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train_flags(demo_dir, vocab_dir, data, save_dir, *extra):
     return ["train.py", f"{data},{demo_dir}/caption_valid.tsv", "--task", "caption", "--vocab-dir", str(vocab_dir),
             *model_flags(), "--patch-image-size", "64", "--criterion", "constrained_label_smoothed_cross_entropy",
             "--optimizer", "adam", "--lr", "3e-3", "--num-workers", "0", "--disable-validation",
             "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1", "--seed", "1",
             "--save-dir", str(save_dir), *extra]
-
-
-def start_rank(rank, port, flags, log_path):
-    """One of two ranks, with the environment torchrun gives its workers."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-               LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, *flags], cwd=ROOT, env=env, stdout=open(log_path, "w"),
-                            stderr=subprocess.STDOUT)
 
 
 def updates(log):

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-SOURCED = {"run_scripts/averaging/common.sh", "run_scripts/slurm/rank_env.sh"}
+SOURCED = {"run_scripts/averaging/common.sh", "run_scripts/slurm/rank_env.sh", "run_scripts/slurm/rendezvous.sh"}
 SCRIPTS = sorted(path for path in (os.path.relpath(p, ROOT) for p in glob.glob(f"{ROOT}/run_scripts/*/*.sh"))
                  if path not in SOURCED)
 

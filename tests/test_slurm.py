@@ -83,10 +83,13 @@ def test_train_sbatch_trains_on_two_ranks_then_eval_sbatch_scores_the_checkpoint
     assert state["cfg"]["optimization"]["update_freq"] == [2]
 
     results = tmp_path / "results"
-    eval_env = {"TASK": "caption", "CKPT": str(save_dir / "checkpoint_last.pt"), "BEAM": "1", "BATCH": "12",
+    eval_env = {"TASK": "caption", "CKPT": str(save_dir / "checkpoint_last.pt"), "BEAM": "1", "BATCH": "6",
                 "DATA": f"{demo_dir}/caption_valid.tsv", "RESULTS": str(results)}
     result, _ = submit("eval.sbatch", eval_env, tmp_path / "eval.log", "--num-workers", "0")
-    assert result.returncode == 0, result.stderr + (tmp_path / "eval.log").read_text()[-3000:]
+    eval_log = (tmp_path / "eval.log").read_text()
+    assert result.returncode == 0, result.stderr + eval_log[-3000:]
+    assert "evaluating caption on 2 ranks" in eval_log
+    assert eval_log.count("evaluated: 6/6 rows") == 2  # each rank generated its batch of the two
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["rows"] == 12 and set(metrics) >= {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
     assert len((results / "predictions.jsonl").read_text().splitlines()) == 12
