@@ -275,6 +275,15 @@ def test_random_walks_through_the_masks_always_parse(vocab, codec, case, seed):
     check_target(tokens, vocab, codec, case["schema"], source, case["image"], case["clip"], case["max_length"])
 
 
+def test_a_mention_of_a_unicode_space_written_in_bytes_parses(vocab, codec):
+    """The grammar lets a mention start with lead byte 0xC2 then 0x85, U+0085, which str.split() takes for
+    whitespace (a random walk found it): the parser keeps it rather than counting a malformed record."""
+    space = [vocab.dictionary.index(p) for p in ("<0xC2>", "<0x85>")]
+    tokens = [vocab.ie("ent"), *pieces(vocab, "person"), vocab.ie("is"), *space]
+    records, malformed = parse(tokens, vocab, codec, Frame(None, None))
+    assert malformed == 0 and [r.mention.text for r in records] == ["\x85"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), case=contexts)
 def test_any_prefix_gets_a_non_empty_mask_and_any_target_finite_training_masks(vocab, data, case):

@@ -247,6 +247,11 @@ class _Reader:
         while end < len(seg) and self.vocab.is_text(seg[end]):
             end += 1
         text = " ".join(self.vocab.decode_text(seg[k:end]).split()) if end > k else ""
+        if not text and end > k:
+            # a character the grammar lets start a mention from its bytes may still be Unicode whitespace
+            # (<0xC2><0x85> is U+0085): kept as written rather than normalised away into a malformed record
+            values = [self.vocab.byte_value(i) for i in seg[k:end] if not self.vocab.is_blank(i)]
+            text = bytes(values).decode("utf-8", "replace") if values and None not in values else ""
         if not text:
             raise _Malformed
         return text, end
