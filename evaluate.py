@@ -6,7 +6,7 @@
 Writes ``predictions.jsonl`` (boxes in original-image pixels, captions as text)
 and ``metrics.json``, and prints the metrics; ``--result-format coco-caption|vqa`` writes the
 predictions as the COCO caption or VQA evaluation server takes them too; ``--report DIR`` writes an HTML page of the
-samples (utils/report.py): each input with prediction and reference drawn on it, and
+samples (evaluation/report.py): each input with prediction and reference drawn on it, and
 its own metrics. The checkpoint's own task decides
 how rows are read, which constraint applies and what is scored; ``--task`` picks
 another on the same vocabulary (one task of a multitask checkpoint, say). With two
@@ -53,9 +53,9 @@ from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, MissingEmaError,  # noqa: E402
                               UntrustedCheckpointError, load_models_and_task)
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
-from utils.ofa_vocab import MissingBPEFilesError  # noqa: E402
+from data.ofa_vocab import MissingBPEFilesError  # noqa: E402
 from utils.progress import track  # noqa: E402
-from utils.report import DEFAULT_LIMIT, write_report  # noqa: E402
+from evaluation.report import DEFAULT_LIMIT, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")

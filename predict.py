@@ -49,10 +49,10 @@ from data.errors import BadInputError  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from tasks.ie import IETask  # noqa: E402
 from tasks.multitask import checkpoint_subtask  # noqa: E402
-from utils.drawing import SIDES  # noqa: E402
+from evaluation.drawing import SIDES  # noqa: E402
 from utils.files import atomic_open, check_outputs  # noqa: E402
 from utils.progress import track  # noqa: E402
-from utils.report import REPORT_FRAME_SIZE, render_media  # noqa: E402
+from evaluation.report import REPORT_FRAME_SIZE, render_media  # noqa: E402
 
 logger = logging.getLogger("predict")
 MEDIA = ("image", "video", "audio")

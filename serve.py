@@ -37,7 +37,7 @@ import evaluate  # noqa: E402
 from data.dataset import InputPlace  # noqa: E402
 from data.errors import BadInputError  # noqa: E402
 from predict import EXTENSIONS, MEDIA, PRECISIONS, Input, Predictor  # noqa: E402
-from utils.drawing import COLOURS, SIDES  # noqa: E402
+from evaluation.drawing import COLOURS, SIDES  # noqa: E402
 
 logger = logging.getLogger("serve")
 TEXT_FIELDS = ("text", "premise")

@@ -179,7 +179,7 @@ def demo_vocabulary(vocab_dir):
     """The vocabulary in ``vocab_dir``, or, if it has none, one built into a temporary folder from a small
     demo world."""
     from preprocess import build_vocab, make_demo_data
-    from utils.vocab import Vocabulary
+    from data.vocab import Vocabulary
 
     if os.path.exists(os.path.join(vocab_dir, "dict.txt")):
         return Vocabulary(vocab_dir)

@@ -1,4 +1,4 @@
-"""Cost of the IE grammar constraint (utils/ie_grammar.py) in beam search.
+"""Cost of the IE grammar constraint (ie/grammar.py) in beam search.
 
     python benchmarks/ie_generate.py [--vocab-dir dataset/demo/vocab] [--text-pieces 8000] [--device cpu]
 
@@ -29,12 +29,12 @@ from fairseq.data import data_utils
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
 from tasks.base import collate_media  # noqa: E402  (common puts the repository on the path)
-from utils.codec import LocationCodec  # noqa: E402
-from utils.constraints import ConstrainedEnsemble  # noqa: E402
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation  # noqa: E402
-from utils.ie_grammar import IEGrammar, grammar_context, label_table  # noqa: E402
-from utils.ie_tokens import Frame, serialise  # noqa: E402
-from utils.vocab import SPM_FILE, Vocabulary, write_dictionary  # noqa: E402
+from geometry.codec import LocationCodec  # noqa: E402
+from decoding.constraints import ConstrainedEnsemble  # noqa: E402
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation  # noqa: E402
+from ie.grammar import IEGrammar, grammar_context, label_table  # noqa: E402
+from ie.tokens import Frame, serialise  # noqa: E402
+from data.vocab import SPM_FILE, Vocabulary, write_dictionary  # noqa: E402
 
 BATCH, BEAM, PATCH = 16, 5, 64
 WORDS = ("a man rides a horse near the river while two dogs bark at the red car and a woman in a blue coat "

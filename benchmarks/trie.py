@@ -1,4 +1,4 @@
-"""Benchmark the token trie (utils/trie.py) at catalogue scale.
+"""Benchmark the token trie (decoding/trie.py) at catalogue scale.
 
     python benchmarks/trie.py [--names 1000000] [--vocab-dir dataset/demo/vocab] [--device cpu]
 
@@ -20,7 +20,7 @@ import torch
 from common import ROOT, best_time, demo_vocabulary, machine_line, print_table, untrained_model
 from fairseq.sequence_generator import EnsembleModel
 
-from utils.trie import TokenTrie  # noqa: E402  (common puts the repository on the path)
+from decoding.trie import TokenTrie  # noqa: E402  (common puts the repository on the path)
 
 SYLLABLES = ("ka", "ro", "ven", "mi", "stal", "dor", "el", "an", "tor", "ri", "sa", "bel", "mon", "ta", "gu", "lin",
              "quar", "zo", "pe", "nith", "ar", "os", "um", "cre", "sh", "ald", "wyn", "fer", "ix", "o")

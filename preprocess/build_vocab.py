@@ -26,7 +26,7 @@ from data.tsv import TsvFile  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
 from utils.progress import track  # noqa: E402
-from utils.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
+from data.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 
 
 def parse_input(spec):

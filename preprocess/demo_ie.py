@@ -6,13 +6,13 @@ and, for the text, either a sentence about those media or one about made-up peop
 of a row (I, V, A, T, T+I, T+V, T+A, I+A, T+I+A, V+A; ``MIXES``, assigned round-robin by sample index)
 is the set of its filled cells, and is also named in the annotation's ``"mix"``.
 
-Records follow utils/ie.py. A mention is grounded where it lives: shapes of the image by their pixel box
+Records follow ie/records.py. A mention is grounded where it lives: shapes of the image by their pixel box
 (by their outline, ``"polygons"``, in the entities of image-only NER rows), shapes of the video and sound
 events by their span in seconds. A sample with both a video and an audio clip has one timeline: its
 audio is made as long as its video. Names of people and places, and motion directions, live only in
 the text (or nowhere: a direction in a text-free row) and have no ground. When a row has text, every
 mention occurs in it verbatim (lower case, single spaces, at a word boundary), and the records are the
-ones the text states. Records are stored in the contract's order (``utils.ie.appearance_key``).
+ones the text states. Records are stored in the contract's order (``ie.records.appearance_key``).
 
 Labels (``LABELS``; the schema of a row offers its gold labels and two others, in a random order):
   ner  entity  shape (image or video object, "red circle"), sound (audio event, "low tone"),
@@ -45,7 +45,7 @@ from data.tsv import format_row
 from preprocess import demo_audio, demo_video
 from preprocess.make_demo_data import (
     BOX_GAP, SPLIT_STREAMS, Scene, encode_jpeg_base64, join_with_and, render_image, sample_scene, write_rows)
-from utils.ie import SUBTASK_KEYS, appearance_key, parse_records
+from ie.records import SUBTASK_KEYS, appearance_key, parse_records
 
 IE_STREAM = 3  # appended to the image world's stream key (video 1, audio 2), then the subtask's number
 SUBTASK_STREAMS = {"ner": 1, "re": 2, "ee": 3}  # never 0: numpy's SeedSequence ignores trailing zeros
@@ -377,7 +377,7 @@ def make_schema(rng, subtask, records):
 
 
 def in_contract_order(subtask, records, text):
-    """The records sorted as utils/ie.py orders targets (first appearance; stable for ties)."""
+    """The records sorted as ie/records.py orders targets (first appearance; stable for ties)."""
     parsed = parse_records({SUBTASK_KEYS[subtask]: records}, subtask)
     order = sorted(range(len(records)), key=lambda k: appearance_key(parsed[k], text))
     return [records[k] for k in order]

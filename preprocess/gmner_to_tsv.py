@@ -6,7 +6,7 @@ with groundable entities has a Pascal-VOC XML file whose ``<object>``s name an e
 (``<name>Bill Walton</name>``) and give its box (``<bndbox><xmin>..<ymin>..<xmax>..<ymax>``, pixels
 of the original image, whose size is ``<size><width>/<height>``). A tweet without an XML file, or
 an entity whose text names no object, is ungroundable: its mention has no ground, and a prediction
-for it must give none either (utils/ie_scoring.py). Names match entity texts exactly after
+for it must give none either (ie/scoring.py). Names match entity texts exactly after
 whitespace is collapsed, as GMNER's own loader joins the entity's tokens with spaces and looks the
 result up among the names; an object whose name matches no entity of its tweet is reported and
 counted, not used.
@@ -30,7 +30,7 @@ from preprocess.ie_convert_common import (CHARACTER, Where, add_output_args, con
                                           dataset_schema, locate, new_parser, position, read_text, run)
 from preprocess.twitter_mner_to_tsv import (SCHEMA, image_path, read_conll, sentence_entities,  # noqa: E402
                                             sentence_sample)
-from utils.ie import Entity, Ground, Mention  # noqa: E402
+from ie.records import Entity, Ground, Mention  # noqa: E402
 
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 DATASET = "twitter-gmner"

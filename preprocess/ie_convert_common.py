@@ -32,7 +32,7 @@ from data.errors import BadInputError  # noqa: E402
 from data.tsv import format_row  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
 from utils.progress import track  # noqa: E402
-from utils.ie import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
+from ie.records import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
                       schema_json, to_annotation)
 
 FIELD = "field"  # column_name of a BadInputError whose column is a 1-based tab-separated field
@@ -74,7 +74,7 @@ def schema_from_records(records):
 
 
 def load_schema(path):
-    """A schema file: JSON of the shape utils.ie.parse_schema reads."""
+    """A schema file: JSON of the shape ie.records.parse_schema reads."""
     try:
         with open(path, encoding="utf-8") as handle:
             return parse_schema(json.load(handle), where=path)

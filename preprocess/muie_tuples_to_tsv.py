@@ -15,7 +15,7 @@ Tuple strings carry text only, so the records have no grounds.
 
 ``parse_tuple_string`` reads one string; strict, a malformed tuple raises TupleError with its
 character offset; lenient, it is skipped and counted (a decoder's ``malformed`` for
-utils/ie_scoring.py).
+ie/scoring.py).
 
 The converter reads JSON lines ``{"id", "text"?, "image"?, "video"?, "audio"?, "task": "ner" | "re" |
 "ee", "output"}`` (``label`` is read for ``output``, ``subtask`` for ``task``; --task sets a default),
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           dataset_schema, load_schema, new_parser, read_text, run,
                                           schema_from_records)
-from utils.ie import SUBTASK_KEYS, Argument, Entity, Event, Mention, Relation  # noqa: E402
+from ie.records import SUBTASK_KEYS, Argument, Entity, Event, Mention, Relation  # noqa: E402
 
 EMPTY_OUTPUTS = ("", "none", "[]", "null")
 SEPARATORS = " \t\r\n,;"

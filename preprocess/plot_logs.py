@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.drawing import new_figure, save_figure  # noqa: E402
+from evaluation.drawing import new_figure, save_figure  # noqa: E402
 
 NOT_PLOTTED = {"num_updates", "wps", "ups", "wpb", "bsz", "wall", "train_wall", "gb_free", "clip", "loss_scale"}
 PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| \w+ \| [\w.]+ \| ")

@@ -2,7 +2,7 @@
 TSVs: question_id, image_id, question, ``conf|!+answer&&...``, objects (empty), image.
 
 Each question's candidates are its ten human answers after the official normalisation, each with the
-accuracy the official evaluation gives it (utils/vqa_eval.py: 0.3, 0.6, 0.9 or 1 for 1, 2, 3 or 4+
+accuracy the official evaluation gives it (evaluation/vqa_accuracy.py: 0.3, 0.6, 0.9 or 1 for 1, 2, 3 or 4+
 humans), so the vqa task's score is the official accuracy. Test questions have no public answers: their
 rows list the placeholder ``0|!+unanswered``, and the server scores evaluate.py's
 ``--result-format vqa`` file. Writes ``vqa_<subtype>.tsv`` per questions file (subtype from the file:
@@ -30,7 +30,7 @@ from preprocess.coco_to_tsv import clean_caption  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
 from tasks.vqa import ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR, read_answer_file  # noqa: E402
 from utils.progress import track  # noqa: E402
-from utils.vqa_eval import answer_confidences, normalise_answer  # noqa: E402
+from evaluation.vqa_accuracy import answer_confidences, normalise_answer  # noqa: E402
 
 PLACEHOLDER = f"0{CONFIDENCE_SEPARATOR}unanswered"
 IMAGE_FOLDERS = {"test-dev2015": "test2015"}  # test-dev is a subset of test2015's images

@@ -32,10 +32,10 @@ from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from tasks.caption import normalise_caption  # noqa: E402
 from tasks.vqa import VqaTask, best_answer, parse_answers  # noqa: E402
-from utils.codec import LocationCodec  # noqa: E402
-from utils.ie import Entity, Mention, parse_records  # noqa: E402
-from utils.ie_scoring import IESample, annotation_records, ie_scores  # noqa: E402
-from utils.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
+from geometry.codec import LocationCodec  # noqa: E402
+from ie.records import Entity, Mention, parse_records  # noqa: E402
+from ie.scoring import IESample, annotation_records, ie_scores  # noqa: E402
+from evaluation.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
                            temporal_grounding_scores, vqa_soft_accuracy)
 
 

@@ -33,11 +33,11 @@ from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
-from utils.codec import LocationCodec
-from utils.constraints import ConstrainedEnsemble, DecoderPrompted
-from utils.ofa_vocab import OFAVocabulary
+from geometry.codec import LocationCodec
+from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
+from data.ofa_vocab import OFAVocabulary
 from utils.progress import track
-from utils.vocab import Vocabulary
+from data.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 MEDIA_COLUMNS = ("image", "video", "audio")
@@ -211,7 +211,7 @@ class UniGroundTask(FairseqTask):
         return [self.score([p]) for p in predictions]
 
     def report_view(self, prediction, row):
-        """How the evaluation report shows a prediction of ``row``: a ``utils.report.SampleView``."""
+        """How the evaluation report shows a prediction of ``row``: a ``evaluation.report.SampleView``."""
         raise NotImplementedError
 
     def result(self, prediction):

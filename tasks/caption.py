@@ -13,10 +13,10 @@ from data.dataset import Row
 from data.errors import BadInputError
 from tasks.base import UniGroundConfig, UniGroundTask, settings_digest
 from tasks.results import Caption
-from utils.metrics import CiderD, caption_sample_cider, caption_scores, cider_tokens, document_frequencies
-from utils.ofa_text import caption_without_punctuation
+from evaluation.metrics import CiderD, caption_sample_cider, caption_scores, cider_tokens, document_frequencies
+from data.ofa_text import caption_without_punctuation
 from utils.progress import track
-from utils.report import SampleView
+from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})

@@ -15,7 +15,7 @@ import torch
 from fairseq.data import data_utils
 
 from tasks.base import UniGroundConfig, UniGroundTask
-from utils.trie import TokenTrie
+from decoding.trie import TokenTrie
 
 logger = logging.getLogger(__name__)
 

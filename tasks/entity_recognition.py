@@ -18,8 +18,8 @@ from fairseq.tasks import register_task
 from data.catalogue import read_catalogue
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
-from utils.metrics import seen_unseen_accuracy
-from utils.report import SampleView
+from evaluation.metrics import seen_unseen_accuracy
+from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@
 
 Rows are on the generic layout ``uniq-id, image, video, audio, text, annotation-json``, any
 media cell possibly empty, so one task covers every modality mix (I, V, A, T, T+I, T+V, T+A,
-I+A, T+I+A, V+A). The annotation holds the records in pixels and seconds (utils/ie.py) and the
+I+A, T+I+A, V+A). The annotation holds the records in pixels and seconds (ie/records.py) and the
 schema the prompt offers (or ``--schema-file`` gives one for the dataset). The prompt names the
 subtask, offers the schema and quotes the text; the target is the records in the grammar of
-DESIGN.md section 5 (utils/ie_tokens.py), each mention grounded where it lives: box or mask on
+DESIGN.md section 5 (ie/tokens.py), each mention grounded where it lives: box or mask on
 the image, a time span on the clip (the video's timeline, else the audio's), nothing in the
-text. Generation is constrained by that grammar (utils/ie_grammar.py): labels from the offered
+text. Generation is constrained by that grammar (ie/grammar.py): labels from the offered
 schema, mentions copied from the text, grounds only where the sample has the medium. Scores are
-MUIE's (utils/ie_scoring.py), with malformed outputs counted.
+MUIE's (ie/scoring.py), with malformed outputs counted.
 """
 import json
 import os
@@ -20,14 +20,14 @@ import numpy as np
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Records
-from utils.ie import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
+from ie.records import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
                       schema_json, to_annotation)
-from utils.ie_grammar import IEGrammar, grammar_context
-from utils.ie_scoring import IESample, annotation_records, ie_scores, modality_mix
-from utils.codec import ends_after_clip, outside_image
-from utils.drawing import Mark
-from utils.ie_tokens import Frame, IETargetError, parse, serialise, target_length
-from utils.report import SampleView
+from ie.grammar import IEGrammar, grammar_context
+from ie.scoring import IESample, annotation_records, ie_scores, modality_mix
+from geometry.codec import ends_after_clip, outside_image
+from evaluation.drawing import Mark
+from ie.tokens import Frame, IETargetError, parse, serialise, target_length
+from evaluation.report import SampleView
 
 
 
@@ -50,7 +50,7 @@ class IETask(UniGroundTask):
     uniground_tokens = True
     default_cols = "0,1,2,3,4,5"
     optional_media = True
-    subtask = ""          # "ner", "re" or "ee" (utils.ie.SUBTASK_KEYS)
+    subtask = ""          # "ner", "re" or "ee" (ie.records.SUBTASK_KEYS)
     offered = ()          # the schema kinds the prompt offers, e.g. ("event", "role")
     instruction = ""      # the prompt's first words, e.g. " extract entities:"
 

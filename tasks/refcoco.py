@@ -10,12 +10,12 @@ from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Box
-from utils.codec import CodecError, outside_image
-from utils.constraints import FixedLengthRange
-from utils.drawing import Mark
-from utils.metrics import box_ious, grounding_scores
-from utils.ofa_text import clean_text
-from utils.report import SampleView
+from geometry.codec import CodecError, outside_image
+from decoding.constraints import FixedLengthRange
+from evaluation.drawing import Mark
+from evaluation.metrics import box_ious, grounding_scores
+from data.ofa_text import clean_text
+from evaluation.report import SampleView
 
 
 

@@ -23,12 +23,12 @@ from fairseq.tasks import register_task
 from data.media import image_size
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Mask
-from utils.codec import MIN_VERTICES, CodecError, LocationCodec, outside_image
-from utils.constraints import PolygonSyntax
-from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
-from utils.drawing import Mark
-from utils.metrics import mask_overlap, overlap_scores
-from utils.report import SampleView
+from geometry.codec import MIN_VERTICES, CodecError, LocationCodec, outside_image
+from decoding.constraints import PolygonSyntax
+from geometry.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
+from evaluation.drawing import Mark
+from evaluation.metrics import mask_overlap, overlap_scores
+from evaluation.report import SampleView
 
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from utils.masks import encode_rle
+from geometry.masks import encode_rle
 
 
 @dataclass

@@ -11,9 +11,9 @@ from fairseq.tasks import register_task
 
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
-from utils.metrics import seen_unseen_accuracy
-from utils.ofa_text import clean_text
-from utils.report import SampleView
+from evaluation.metrics import seen_unseen_accuracy
+from data.ofa_text import clean_text
+from evaluation.report import SampleView
 
 ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}

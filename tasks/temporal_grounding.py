@@ -12,11 +12,11 @@ from fairseq.tasks import register_task
 
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Span
-from utils.codec import CodecError, ends_after_clip
-from utils.constraints import FixedLengthRange
-from utils.drawing import Mark
-from utils.metrics import temporal_grounding_scores
-from utils.report import SampleView
+from geometry.codec import CodecError, ends_after_clip
+from decoding.constraints import FixedLengthRange
+from evaluation.drawing import Mark
+from evaluation.metrics import temporal_grounding_scores
+from evaluation.report import SampleView
 
 
 

@@ -7,7 +7,7 @@ or, without one, from the training rows: each training row's best answer, read o
 kept in the task state, which fairseq saves in checkpoints (``task_state``), so evaluation
 uses the list the model was trained on. The target is the row's most confident candidate
 answer; generation and the training softmax are confined to the candidates
-(tasks/closed_set.py); the metric is the official VQA accuracy (utils/vqa_eval.py: answers
+(tasks/closed_set.py); the metric is the official VQA accuracy (evaluation/vqa_accuracy.py: answers
 compared after the official normalisation).
 """
 import json
@@ -23,10 +23,10 @@ from data.errors import BadInputError
 from data.tsv import TsvFile
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
-from utils.metrics import vqa_soft_accuracy
-from utils.ofa_text import clean_question
-from utils.plain_pickle import load_plain_pickle
-from utils.report import SampleView
+from evaluation.metrics import vqa_soft_accuracy
+from data.ofa_text import clean_question
+from data.plain_pickle import load_plain_pickle
+from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
 

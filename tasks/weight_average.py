@@ -14,7 +14,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 
 from utils.averaging import average_checkpoints, check_compatible, check_lambdas
-from utils.drawing import new_figure, save_figure
+from evaluation.drawing import new_figure, save_figure
 from utils.files import atomic_open
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import build_task
 from preprocess import audiocaps_to_tsv, msrvtt_to_tsv, oven_to_tsv, refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
-from utils.metrics import vqa_soft_accuracy
+from evaluation.metrics import vqa_soft_accuracy
 
 COCO_PHOTOS = "/work/shared/data/coco-mini/images"
 

@@ -11,7 +11,7 @@ import torch
 import evaluate
 from conftest import model_flags
 from utils.checkpoint import IDENTITY, load_models_and_task, load_state
-from utils.vocab import DICT_FILE, fingerprint
+from data.vocab import DICT_FILE, fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow

@@ -86,7 +86,7 @@ def test_refcoco_rows_are_the_non_crowd_instances_with_converted_boxes(converted
 
 
 def test_boxes_round_trip_through_the_location_codec(converted):
-    codec_module = pytest.importorskip("utils.codec")
+    codec_module = pytest.importorskip("geometry.codec")
     codec = codec_module.LocationCodec()
     sizes = {image["id"]: (image["width"], image["height"]) for image in load("instances.json")["images"]}
     for row in read_rows(converted / "coco_refcoco_train.tsv"):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from utils.codec import (
+from geometry.codec import (
     IE_TOKENS,
     MIN_VERTICES,
     POLY,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import model_flags
 from helpers import build_trainer
-from utils.metrics import ptb_tokenize
+from evaluation.metrics import ptb_tokenize
 from utils.progress import TrainingProgress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from preprocess import demo_ie, make_demo_data
 from preprocess.demo_audio import SAMPLE_RATE, SOUND_BANDS
 from preprocess.demo_video import DIRECTIONS
 from preprocess.make_demo_data import COLOURS, SHAPES
-from utils.ie import SUBTASK_KEYS, in_order, mentions_of, parse_records, parse_schema
+from ie.records import SUBTASK_KEYS, in_order, mentions_of, parse_records, parse_schema
 
 TRAIN, VALID, IMAGE_SIZE, VIDEO_SIZE, FPS = 20, 10, 64, 64, 8
 SPLITS = ("train", "valid")
@@ -187,7 +187,7 @@ def test_text_mentions_occur_verbatim_and_only_medium_mentions_are_grounded(demo
 
 
 def test_no_mention_word_hides_inside_another_word_of_the_language(demo):
-    """A mention is found in its text by its first occurrence (utils.ie.appearance_key), so no one-word
+    """A mention is found in its text by its first occurrence (ie.records.appearance_key), so no one-word
     mention may be part of a longer word, which any sentence could hold before it ("rome" inside a
     "chrome" would misplace a record). (Longer mentions are checked where they occur, in the test below.)"""
     single = {m.text for _, _, _, records in samples(demo) for record in records

@@ -10,7 +10,7 @@ from data.catalogue import read_catalogue
 from data.errors import BadInputError
 from helpers import build_model, build_task, set_cell
 from preprocess.make_demo_data import CATALOGUE_FILE, LANDMARK_COLOURS, LANDMARK_SHAPES, UNSEEN_LANDMARKS
-from utils.metrics import seen_unseen_accuracy
+from evaluation.metrics import seen_unseen_accuracy
 
 ANNOTATION_COLUMN = 6  # generic layout: uniq-id 1, image 2, video 3, audio 4, text 5, annotation 6
 # Shared prefixes: a name that is the start of two others, and an alias shared by two entities.

@@ -32,8 +32,8 @@ from data.media import decode_image, read_media_bytes
 from data.tsv import BOM, TsvFile
 from data.video import decode_video
 from helpers import build_task, read_lines
-from utils.codec import CodecError, LocationCodec
-from utils.ie_tokens import Frame, parse
+from geometry.codec import CodecError, LocationCodec
+from ie.tokens import Frame, parse
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore")]
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from preprocess import gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, muie_tuples_to_tsv, twitter_mner_to_tsv
 from preprocess.muie_tuples_to_tsv import TupleError, parse_tuple_string
-from utils.ie import Argument, Entity, Event, Mention, Relation, Schema, parse_records, parse_schema
+from ie.records import Argument, Entity, Event, Mention, Relation, Schema, parse_records, parse_schema
 
 TWITTER_SCHEMA = {"entity": ["person", "location", "organization", "miscellaneous"]}
 

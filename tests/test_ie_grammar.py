@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from helpers import build_model, build_task
 from tasks.base import collate_media
-from utils.codec import LocationCodec
-from utils.constraints import ConstrainedEnsemble, Constraint, FixedLengthRange
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
-from utils.ie_grammar import IEGrammar, grammar_context
-from utils.ie_tokens import Frame, label_ids, parse, serialise
-from utils.vocab import Vocabulary
+from geometry.codec import LocationCodec
+from decoding.constraints import ConstrainedEnsemble, Constraint, FixedLengthRange
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
+from ie.grammar import IEGrammar, grammar_context
+from ie.tokens import Frame, label_ids, parse, serialise
+from data.vocab import Vocabulary
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -186,7 +186,7 @@ def test_mentions_start_and_end_on_whole_characters(vocab):
 
 
 def test_context_options_narrow_the_grammar(vocab):
-    from utils.ie import Schema
+    from ie.records import Schema
     ie = vocab.ie_ids()
     eos = vocab.dictionary.eos()
     text = vocab.encode_text(" a man rides a horse")

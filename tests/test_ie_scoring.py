@@ -1,8 +1,8 @@
 """MUIE scoring: hand-computed precision/recall/F1, grounded F1 and mean IoU on small cases."""
 import pytest
 
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation
-from utils.ie_scoring import IESample, annotation_records, canonical_mix, ie_scores, modality_mix, normalize
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation
+from ie.scoring import IESample, annotation_records, canonical_mix, ie_scores, modality_mix, normalize
 
 
 def box(x0, y0, x1, y1):

@@ -11,7 +11,7 @@ from data.dataset import Row
 from data.errors import BadInputError
 from helpers import build_model, build_task, model_config, read_lines, set_cell, write_tsv
 from test_bad_input import assert_located
-from utils.codec import SPAN_TOLERANCE
+from geometry.codec import SPAN_TOLERANCE
 
 SUBTASKS = ("ner", "re", "ee")
 ANNOTATION, TEXT, IMAGE = 6, 5, 2  # 1-based columns of the generic layout

@@ -7,11 +7,11 @@ from hypothesis import strategies as st
 
 from preprocess import build_vocab
 from test_ie_grammar import mention_runs
-from utils.codec import LocationCodec
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
-from utils.ie_tokens import (Frame, IETargetError, mention_ids, parse, record_tokens, serialise, strip_blank,
+from geometry.codec import LocationCodec
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation, mentions_of
+from ie.tokens import (Frame, IETargetError, mention_ids, parse, record_tokens, serialise, strip_blank,
                              target_length)
-from utils.vocab import Vocabulary
+from data.vocab import Vocabulary
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

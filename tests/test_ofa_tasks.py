@@ -28,7 +28,7 @@ from tasks.vqa import read_answer_file
 from test_ofa_vocab import write_bpe_files
 from utils import checkpoint
 from utils.checkpoint import CheckpointMismatchError, load_state
-from utils.codec import IE_TOKENS
+from geometry.codec import IE_TOKENS
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
 CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")

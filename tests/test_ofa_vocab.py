@@ -7,7 +7,7 @@ import pytest
 from fairseq.data.encoders.gpt2_bpe_utils import bytes_to_unicode
 
 from conftest import SHARED_DATA
-from utils.ofa_vocab import OFAVocabulary
+from data.ofa_vocab import OFAVocabulary
 
 MERGES = [("Ġ", "w"), ("Ġw", "h"), ("a", "t"), ("Ġwh", "at"), ("Ġ", "a"), ("Ġa", "t")]
 

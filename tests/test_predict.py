@@ -17,7 +17,7 @@ from data.errors import BadInputError
 from data.media import read_media_bytes
 from helpers import LANDED, build_model, eval_args, landed_task, read_lines, write_tsv
 from tasks.results import Answer, Box, Caption, Mask, Records, Span
-from utils.drawing import COLOURS
+from evaluation.drawing import COLOURS
 
 RESULT_TYPES = {"caption": Caption, "video_caption": Caption, "audio_caption": Caption, "refcoco": Box,
                 "refseg": Mask, "vqa": Answer, "video_qa": Answer, "snli_ve": Answer, "entity_recognition": Answer,

@@ -13,10 +13,10 @@ from data.errors import BadInputError
 from helpers import build_model, build_task, losses_over_steps, read_lines, set_cell, write_tsv
 from preprocess import coco_to_tsv
 from tasks.refseg import canonical_polygon
-from utils.codec import LocationCodec
-from utils.constraints import PolygonSyntax
-from utils.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
-from utils.metrics import overlap_scores, segmentation_scores
+from geometry.codec import LocationCodec
+from decoding.constraints import PolygonSyntax
+from geometry.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
+from evaluation.metrics import overlap_scores, segmentation_scores
 
 # pycocotools' decode trips a numpy 2 deprecation inside the library itself.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

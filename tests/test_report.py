@@ -19,8 +19,8 @@ from PIL import Image
 import evaluate
 from browser import running_browser
 from helpers import FIRST, LANDED, build_model, build_task, eval_args, few_rows, landed_task, read_lines
-from utils.drawing import COLOURS, LINE_WIDTH, Mark, display_scale, draw_on_image, scaled_box
-from utils.report import chosen_samples, highlighted, ranking_metric
+from evaluation.drawing import COLOURS, LINE_WIDTH, Mark, display_scale, draw_on_image, scaled_box
+from evaluation.report import chosen_samples, highlighted, ranking_metric
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,7 +167,7 @@ def test_box_drawing_marks_exactly_the_outline():
 def test_the_plotting_modules_leave_matplotlibs_backend_to_the_caller():
     """They draw through the object API (a Figure on an Agg canvas): importing them neither switches the
     process-wide backend nor brings in pyplot."""
-    code = ("import sys, matplotlib; matplotlib.use('svg'); import utils.drawing, preprocess.plot_logs, "
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import evaluation.drawing, preprocess.plot_logs, "
             "tasks.weight_average; print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["svg", "False"], result.stderr[-2000:]

@@ -18,7 +18,7 @@ from conftest import ROOT, SHARED_DATA, model_flags
 from criterions.self_critical import baseline_advantages, reduces_in_forward, unwrapped
 from helpers import build_criterion, build_model, build_task, read_lines, write_tsv
 from tasks.caption import REWARD_END, normalise_caption
-from utils.metrics import CiderD, cider_tokens, document_frequencies
+from evaluation.metrics import CiderD, cider_tokens, document_frequencies
 
 
 def images_tsv(demo_dir, out, name="caption_train.tsv"):

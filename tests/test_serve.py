@@ -21,7 +21,7 @@ from browser import problems, running_browser
 from conftest import ROOT
 from helpers import build_model, landed_task, read_lines
 from predict import Predictor
-from utils.drawing import COLOURS
+from evaluation.drawing import COLOURS
 
 pytestmark = pytest.mark.slow
 MAX_UPLOAD_MB = 1

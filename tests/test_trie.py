@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from utils.constraints import Constraint
-from utils.trie import TokenTrie
+from decoding.constraints import Constraint
+from decoding.trie import TokenTrie
 
 EOS, VOCAB = 2, 40
 

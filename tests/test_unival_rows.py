@@ -8,7 +8,7 @@ import pytest
 from helpers import build_task
 from preprocess import build_vocab
 from tasks.caption import normalise_caption
-from utils.codec import bin_token, special_tokens, time_token
+from geometry.codec import bin_token, special_tokens, time_token
 
 COCO = "/work/shared/data/coco-mini"
 NUM_BINS = 1000

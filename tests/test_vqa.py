@@ -12,8 +12,8 @@ import torch
 from data.errors import BadInputError
 from helpers import (build_criterion, build_model, build_task, losses_over_steps, read_lines, set_cell,
                      tiny_model_args, write_tsv)
-from utils.constraints import Constraint
-from utils.metrics import vqa_soft_accuracy
+from decoding.constraints import Constraint
+from evaluation.metrics import vqa_soft_accuracy
 
 # 1-based file columns: vqa  question-id 1, image-id 2, question 3, answers 4, objects 5, image 6
 #                      snli_ve  uniq-id 1, image-id 2, image 3, hypothesis 4, premise 5, label 6

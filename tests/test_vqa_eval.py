@@ -1,8 +1,8 @@
 """The official VQA accuracy (vqaEval.py's normalisation and leave-one-out average), on hand-computed cases."""
 import pytest
 
-from utils.metrics import vqa_soft_accuracy
-from utils.vqa_eval import answer_confidences, normalise_answer, official_accuracy, strip_punctuation
+from evaluation.metrics import vqa_soft_accuracy
+from evaluation.vqa_accuracy import answer_confidences, normalise_answer, official_accuracy, strip_punctuation
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -168,7 +168,7 @@ def ofa_task_options(state):
 def check_ofa_vocabulary(task, ofa_task, path):
     """An OFA checkpoint records no vocabulary fingerprint: its ids are those of OFA's vocabulary (the
     embedding rows are checked against it when the weights load) and its bins are its task's."""
-    from utils.ofa_vocab import OFAVocabulary
+    from data.ofa_vocab import OFAVocabulary
     if not isinstance(task.vocab, OFAVocabulary):
         raise CheckpointMismatchError(f"{path}: an OFA checkpoint, whose token ids are those of OFA's GPT-2 BPE "
                                       "vocabulary: give --bpe-dir (OFA's dict.txt, encoder.json, vocab.bpe) "

@@ -1,6 +1,6 @@
 """MUIE scoring of grounded IE records (DESIGN.md section 5).
 
-A sample is its predicted and gold records (``utils.ie`` dataclasses, grounds in original pixels and
+A sample is its predicted and gold records (``ie.records`` dataclasses, grounds in original pixels and
 seconds), its modality mix and, for mask IoU, the original image size. The scored units are
 
     entity    (type, mention text)
@@ -36,8 +36,8 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from utils.codec import LocationCodec, box_iou, span_iou
-from utils.ie import SUBTASK_KEYS, Entity, Event, Relation, parse_records
+from geometry.codec import LocationCodec, box_iou, span_iou
+from ie.records import SUBTASK_KEYS, Entity, Event, Relation, parse_records
 
 KINDS = ("entity", "relation", "trigger", "argument")
 MODALITIES = ("T", "I", "V", "A")  # the order mixes are written in
@@ -221,7 +221,7 @@ def _rates(counts, prefix):
 
 def annotation_records(annotation):
     """Every record of an annotation object (the generic layout's JSON cell, or a prediction written
-    like one): its entities, relations and events, each parsed by utils.ie.parse_records (an
+    like one): its entities, relations and events, each parsed by ie.records.parse_records (an
     AnnotationError if malformed). Empty boxes and spans are read, as a model may output them."""
     return [record for subtask, key in SUBTASK_KEYS.items() if key in annotation
             for record in parse_records(annotation, subtask, strict=False)]

@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 import torch
 
-from utils.constraints import Constraint
+from decoding.constraints import Constraint
 
 _HASH_SEED = 20240531
 _MEMOISE_FROM = 4  # shorter prefixes are walked as fast as they are matched (benchmarks/trie.py)

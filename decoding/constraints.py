@@ -11,7 +11,7 @@ import copy
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
-from utils.codec import MIN_VERTICES
+from geometry.codec import MIN_VERTICES
 
 
 class Constraint(abc.ABC):

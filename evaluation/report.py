@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from utils.drawing import COLOURS, IMAGE_KINDS, SIDES, draw_on_image, frame_strip, image_png, waveform
+from evaluation.drawing import COLOURS, IMAGE_KINDS, SIDES, draw_on_image, frame_strip, image_png, waveform
 from utils.files import atomic_open
 
 REPORT_FRAME_SIZE = 160  # pixels of a video frame in the strip
@@ -29,7 +29,7 @@ DEFAULT_LIMIT = 200  # samples drawn on a page
 
 @dataclass
 class SampleView:
-    """What the report shows of one prediction. ``marks``: ``utils.drawing.Mark`` s for the media;
+    """What the report shows of one prediction. ``marks``: ``evaluation.drawing.Mark`` s for the media;
     ``records``: IE table rows (side, kind, label, mentions); ``text``: the row's input text, in which
     ``highlights`` ((side, substring) pairs) are marked."""
 

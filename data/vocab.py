@@ -1,7 +1,7 @@
 """The vocabulary: SentencePiece text pieces in a fairseq Dictionary, then the location tokens.
 
 The dictionary file lists the text pieces first and the special tokens of
-``utils.codec.special_tokens`` last, in their fixed order, so a bin or time
+``geometry.codec.special_tokens`` last, in their fixed order, so a bin or time
 index maps to a dictionary id by one addition.
 """
 import hashlib
@@ -12,7 +12,7 @@ import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
-from utils.codec import IE_TOKENS, POLY, bin_token, special_tokens, time_token
+from geometry.codec import IE_TOKENS, POLY, bin_token, special_tokens, time_token
 from utils.files import atomic_open
 
 SPM_FILE = "spm.model"

@@ -11,9 +11,9 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from utils.codec import box_iou, span_iou
+from geometry.codec import box_iou, span_iou
 from utils.logs import child_stderr_to_debug
-from utils.vqa_eval import normalise_answer
+from evaluation.vqa_accuracy import normalise_answer
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +179,9 @@ def segmentation_scores(predicted_masks, reference_masks):
 def vqa_soft_accuracy(predicted_answers, references, normalise=True):
     """VQA accuracy as the official evaluation computes it from a row's candidates: a question scores
     the confidence its row lists for the predicted answer (0 if not listed, capped at 1), both compared
-    after the official normalisation (utils/vqa_eval.py: "Two." matches "2"; of candidates equal after
+    after the official normalisation (evaluation/vqa_accuracy.py: "Two." matches "2"; of candidates equal after
     it, the most confident counts); the mean over questions. ``references``: one {answer: confidence}
-    per question, the confidences being the official leave-one-out accuracies (utils/vqa_eval.py).
+    per question, the confidences being the official leave-one-out accuracies (evaluation/vqa_accuracy.py).
     Without ``normalise`` answers must match exactly (MSRVTT-QA's accuracy, its answers one each)."""
     scores = [min(1.0, _confidence_of(answer, refs, normalise)) if answer is not None else 0.0
               for answer, refs in zip(predicted_answers, references)]

@@ -1,6 +1,6 @@
 """The IE target grammar as an output constraint: every sequence it lets through parses.
 
-``IEGrammar`` is a ``Constraint`` (utils/constraints.py): the grammar of utils/ie_tokens.py, plus
+``IEGrammar`` is a ``Constraint`` (decoding/constraints.py): the grammar of ie/tokens.py, plus
 what each sample offers, from its ``IEContext`` (``grammar_context``), bound per batch with
 ``for_batch(metas)`` (each meta's ``"ie_context"``):
 
@@ -32,14 +32,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from utils.codec import MIN_VERTICES
-from utils.constraints import Constraint
-from utils.ie import SCHEMA_KEYS
-from utils.ie_tokens import label_ids
+from geometry.codec import MIN_VERTICES
+from decoding.constraints import Constraint
+from ie.records import SCHEMA_KEYS
+from ie.tokens import label_ids
 
 GROUND_KINDS = ("box", "polygons", "span")
 
-# label kinds, in utils.ie.SCHEMA_KEYS order
+# label kinds, in ie.records.SCHEMA_KEYS order
 ENTITY_KIND, RELATION_KIND, EVENT_KIND, ROLE_KIND = range(4)
 # mention slots
 ENTITY, HEAD, TAIL, TRIGGER, ARGUMENT = range(5)
@@ -83,7 +83,7 @@ class LabelTable:
 
 @lru_cache(maxsize=1024)
 def label_table(vocab, labels, terminator):
-    """The ``LabelTable`` of ``labels`` (each encoded as ``utils.ie_tokens.label_ids`` writes it),
+    """The ``LabelTable`` of ``labels`` (each encoded as ``ie.tokens.label_ids`` writes it),
     cached: samples offering the same labels share one."""
     children = [{}]
     for label in labels:
@@ -163,7 +163,7 @@ def grammar_context(vocab, schema_labels, source_ids=None, has_image=False, has_
     """The ``IEContext`` of one sample, to put in its meta as ``"ie_context"``.
 
     ``schema_labels``: the labels the prompt offers, {kind: [label, ...]} with kinds among
-    "entity", "relation", "event", "role" (or a ``utils.ie.Schema``); a kind left out or empty
+    "entity", "relation", "event", "role" (or a ``ie.records.Schema``); a kind left out or empty
     is not generated. ``source_ids``: the ids of the sample's text as they stand in the prompt
     (the text alone, not the instruction or the schema): mentions are copied from them; None or
     empty for a sample without text (mentions are then free text). ``has_image`` allows box and
@@ -585,5 +585,5 @@ def _context_of(meta, index):
     context = meta.get("ie_context") if isinstance(meta, dict) else None
     if not isinstance(context, IEContext):
         raise ValueError(f"sample {index} of the batch has no \"ie_context\" in its meta "
-                         f"(utils.ie_grammar.grammar_context builds one)")
+                         f"(ie.grammar.grammar_context builds one)")
     return context

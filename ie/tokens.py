@@ -22,8 +22,8 @@ counted, and parsing goes on at the next record token.
 from dataclasses import dataclass
 from typing import Optional
 
-from utils.codec import MIN_VERTICES, CodecError
-from utils.ie import Argument, Entity, Event, Ground, Mention, Relation, map_grounds, mentions_of
+from geometry.codec import MIN_VERTICES, CodecError
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation, map_grounds, mentions_of
 
 
 class IETargetError(ValueError):
@@ -44,10 +44,10 @@ class Frame:
 
 
 def serialise(records, vocab, codec, frame, source_ids=None):
-    """Records (utils.ie dataclasses, in target order: ``utils.ie.in_order``) -> token ids, no EOS.
+    """Records (ie.records dataclasses, in target order: ``ie.records.in_order``) -> token ids, no EOS.
 
     ``source_ids``: the prompt's ids of the sample's text; a mention spelled by a run of them is
-    written with exactly those ids, so it can be copied from the source (``utils.ie_grammar``)."""
+    written with exactly those ids, so it can be copied from the source (``ie.grammar``)."""
     return [t for i, record in enumerate(records)
             for t in record_tokens(record, vocab, codec, frame, source_ids, where=f"record {i}")]
 

@@ -1,4 +1,4 @@
-"""Pictures of predictions beside references for the evaluation report (utils/report.py).
+"""Pictures of predictions beside references for the evaluation report (evaluation/report.py).
 
 Boxes, polygon masks and bit masks are drawn on the original image, scaled so its longer side is
 ``DISPLAY_SIDE`` pixels; time spans are drawn as bars under a strip of the sampled video frames or
