@@ -33,6 +33,7 @@ from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
+from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
 from geometry.codec import LocationCodec
 from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
 from data.ofa_vocab import OFAVocabulary
@@ -492,6 +493,16 @@ class UniGroundTask(FairseqTask):
         check_identity(self.identity(), recorded, None)
         self.expected_layout = (recorded or {}).get("layout")
         super().load_state_dict({key: value for key, value in state_dict.items() if key != IDENTITY})
+
+    def check_restored(self, state, path):
+        """A checkpoint being restored into this task (resume, --restore-file) must have its vocabulary
+        and bins; an OFA checkpoint, which records none, must match OFA's vocabulary."""
+        recorded = (state.get("task_state") or {}).get(IDENTITY)
+        ofa_task = ofa_task_options(state)
+        if recorded is None and ofa_task is not None:
+            check_ofa_vocabulary(self, ofa_task, path)
+        else:
+            check_identity(self.identity(), recorded, path)
 
     def check_layout(self, tsv):
         """A TSV laid out for another task (a refcoco file for a caption checkpoint: a box where the

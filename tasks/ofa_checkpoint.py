@@ -11,9 +11,10 @@ Options given by the user override all of these.
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
-from models.ofa import OFACheckpointError, OFAModel, ofa_model_from_state
+from data.ofa_vocab import OFAVocabulary
+from models.ofa import OFA_ARCHITECTURES, OFACheckpointError, OFAModel, ofa_model_from_state
 from models.unival import UnIVALModel, checkpoint_model_class
-from utils.checkpoint import load_state
+from utils.checkpoint import CheckpointMismatchError, load_state
 
 OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli_ve": "snli_ve",
              "video_caption": "video_caption", "video_vqa_gen": "video_qa", "audio_caption": "audio_caption"}
@@ -91,3 +92,24 @@ def load_ofa_model_and_task(path, bpe_dir, overrides=None, trust_pickle=False):
         raise OFACheckpointError(f"{path}: the vocabulary of {bpe_dir} has {size} entries but the checkpoint's "
                                  f"embeddings have {rows} rows")
     return [model], task
+
+
+def ofa_task_options(state):
+    """The task options of an OFA checkpoint (one of OFA's architectures, options in ``cfg``), else None."""
+    cfg = state.get("cfg") or {}
+    if getattr(cfg.get("model"), "arch", None) not in OFA_ARCHITECTURES:
+        return None
+    return cfg.get("task") or {}
+
+
+def check_ofa_vocabulary(task, ofa_task, path):
+    """An OFA checkpoint records no vocabulary fingerprint: its ids are those of OFA's vocabulary (the
+    embedding rows are checked against it when the weights load) and its bins are its task's."""
+    if not isinstance(task.vocab, OFAVocabulary):
+        raise CheckpointMismatchError(f"{path}: an OFA checkpoint, whose token ids are those of OFA's GPT-2 BPE "
+                                      "vocabulary: give --bpe-dir (OFA's dict.txt, encoder.json, vocab.bpe) "
+                                      "instead of --vocab-dir")
+    bins = ofa_task.get("num_bins")
+    if bins is not None and bins != task.vocab.num_bins:
+        raise CheckpointMismatchError(f"{path}: num_bins {bins} in the checkpoint, {task.vocab.num_bins} here: "
+                                      "decoding would be wrong; use the checkpoint's value")

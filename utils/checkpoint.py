@@ -143,40 +143,13 @@ def load_models_and_task(path, overrides=None, trust_pickle=False, use_ema=False
 def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
     """fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (resume, --restore-file,
     --finetune-from-model) through ``load_state``, so training never unpickles code either; the task
-    being restored into checks the checkpoint's vocabulary and bins."""
+    being restored into checks the checkpoint's vocabulary and bins (its ``check_restored``)."""
     state = _with_overrides(load_state(path), arg_overrides or {})
     check_finite_weights(state["model"], path)
     task = _restoring_into.get()
-    if hasattr(task, "identity"):
-        recorded = (state.get("task_state") or {}).get(IDENTITY)
-        if recorded is None and ofa_task_options(state) is not None:
-            check_ofa_vocabulary(task, ofa_task_options(state), path)
-        else:
-            check_identity(task.identity(), recorded, path)
+    if hasattr(task, "check_restored"):
+        task.check_restored(state, path)
     return state
-
-
-def ofa_task_options(state):
-    """The task options of an OFA checkpoint (one of OFA's architectures, options in ``cfg``), else None."""
-    from models.ofa import OFA_ARCHITECTURES  # models.ofa loads checkpoints through this module
-    cfg = state.get("cfg") or {}
-    if getattr(cfg.get("model"), "arch", None) not in OFA_ARCHITECTURES:
-        return None
-    return cfg.get("task") or {}
-
-
-def check_ofa_vocabulary(task, ofa_task, path):
-    """An OFA checkpoint records no vocabulary fingerprint: its ids are those of OFA's vocabulary (the
-    embedding rows are checked against it when the weights load) and its bins are its task's."""
-    from data.ofa_vocab import OFAVocabulary
-    if not isinstance(task.vocab, OFAVocabulary):
-        raise CheckpointMismatchError(f"{path}: an OFA checkpoint, whose token ids are those of OFA's GPT-2 BPE "
-                                      "vocabulary: give --bpe-dir (OFA's dict.txt, encoder.json, vocab.bpe) "
-                                      "instead of --vocab-dir")
-    bins = ofa_task.get("num_bins")
-    if bins is not None and bins != task.vocab.num_bins:
-        raise CheckpointMismatchError(f"{path}: num_bins {bins} in the checkpoint, {task.vocab.num_bins} here: "
-                                      "decoding would be wrong; use the checkpoint's value")
 
 
 def _with_overrides(state, overrides):
