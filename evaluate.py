@@ -55,7 +55,7 @@ from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, Miss
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
 from data.ofa_vocab import MissingBPEFilesError  # noqa: E402
 from utils.progress import track  # noqa: E402
-from evaluation.report import DEFAULT_LIMIT, write_report  # noqa: E402
+from evaluation.report import DEFAULT_LIMIT, REPORT_FRAME_SIZE, SampleCard, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")
@@ -270,9 +270,21 @@ def evaluate(args, models, task, results_dir, report_dir=None):
     if report_dir:
         name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
         title = f"{name} on {args.data} ({', '.join(args.path)})"
-        page = write_report(report_dir, task, predictions, rows, prompts, metrics, title, args.report_limit)
+        page = write_report(report_dir, task.sample_scores(predictions, full=True), task.primary_metric,
+                            card_maker(task, predictions, rows, prompts), metrics, title, args.report_limit)
         logger.info("report: %s", page)
     return from_rank_0(metrics)
+
+
+def card_maker(task, predictions, rows, prompts):
+    """The report's ``card_of``: what ``task`` makes of prediction ``i`` of its "valid" dataset's row ``rows[i]``."""
+    dataset = task.dataset("valid")
+
+    def card_of(i):
+        row = dataset.row(rows[i])
+        return SampleCard(row, prompts[i], task.report_view(predictions[i], row),
+                          task.report_media(row, REPORT_FRAME_SIZE))
+    return card_of
 
 
 def write_results(results_dir, predictions, metrics, result_format=None):

@@ -7,9 +7,9 @@ drawn on it, a video as the strip of its sampled frames, audio as its waveform, 
 under either), the prompt the model read, the prediction beside the reference, IE records as a table
 with their mentions highlighted in the text, and the sample's own metrics, by which the page sorts.
 
-The task decides what a prediction means: ``sample_scores`` (per-sample metrics), ``report_media``
-(the row's media, read by its own readers: {"image": PIL image, "video": (F x 3 x S x S uint8 frames,
-seconds), "audio": (mono samples, sample rate)}) and ``report_view`` (a ``SampleView``).
+The page knows nothing of tasks: the caller gives each sample's metrics and, for the samples drawn,
+what the task makes of them (``SampleCard``): the row, the prompt, a ``SampleView`` and the row's media
+({"image": PIL image, "video": (F x 3 x S x S uint8 frames, seconds), "audio": (mono samples, sample rate)}).
 """
 import html
 import json
@@ -41,6 +41,16 @@ class SampleView:
     highlights: list = field(default_factory=list)
 
 
+@dataclass
+class SampleCard:
+    """One drawn sample: its TSV ``row``, the ``prompt`` the model read, its ``view`` and ``media``."""
+
+    row: object
+    prompt: str
+    view: SampleView
+    media: dict
+
+
 def ranking_metric(primary, scores):
     """The per-sample metric the page sorts by first: the task's primary one (ignoring case, as the
     full evaluation may spell it differently), else the first one the samples have."""
@@ -62,25 +72,20 @@ def chosen_samples(values, limit):
     return sorted(set(worst) | set(spread))
 
 
-def write_report(out_dir, task, predictions, indices, prompts, metrics, title, limit=DEFAULT_LIMIT):
-    """Write ``out_dir/index.html`` and its pictures for ``predictions`` of ``task`` on its "valid"
-    dataset; ``indices`` are their dataset rows, ``prompts`` the source texts the model read."""
-    media_dir = os.path.join(out_dir, "media")
-    os.makedirs(media_dir, exist_ok=True)
-    scores = task.sample_scores(predictions, full=True)
-    key = ranking_metric(task.primary_metric, scores)
+def write_report(out_dir, scores, primary, card_of, metrics, title, limit=DEFAULT_LIMIT):
+    """Write ``out_dir/index.html`` and its pictures. ``scores``: each sample's metrics; ``primary``: the
+    metric to sort by; ``card_of(i)``: the ``SampleCard`` of sample ``i``, asked only for the samples drawn."""
+    os.makedirs(os.path.join(out_dir, "media"), exist_ok=True)
+    key = ranking_metric(primary, scores)
     chosen = chosen_samples([float(s.get(key, math.nan)) for s in scores], limit)
-    dataset = task.dataset("valid")
     cards = []
     for i in chosen:
-        row = dataset.row(indices[i])
-        view = task.report_view(predictions[i], row)
-        pictures = write_pictures(render_media(task.report_media(row, REPORT_FRAME_SIZE), view.marks), out_dir,
-                                  f"{i:06d}")
-        cards.append(sample_card(i, row, prompts[i], view, scores[i], pictures))
+        card = card_of(i)
+        pictures = write_pictures(render_media(card.media, card.view.marks), out_dir, f"{i:06d}")
+        cards.append(sample_card(i, card.row, card.prompt, card.view, scores[i], pictures))
     names = sorted({name for i in chosen for name in scores[i]}, key=lambda n: (n != key, n))
-    note = "" if len(chosen) == len(predictions) else (
-        f"{len(chosen)} of {len(predictions)} samples drawn: the {limit // 2} worst by {key} and an even spread "
+    note = "" if len(chosen) == len(scores) else (
+        f"{len(chosen)} of {len(scores)} samples drawn: the {limit // 2} worst by {key} and an even spread "
         "of the rest.")
     with atomic_open(os.path.join(out_dir, "index.html")) as f:
         f.write(page(title, metrics, names, cards, note))
