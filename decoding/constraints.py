@@ -11,7 +11,6 @@ import copy
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
-from geometry.codec import MIN_VERTICES
 
 
 class Constraint(abc.ABC):
@@ -123,55 +122,3 @@ class ConstrainedEnsemble(EnsembleModel):
         # allowed token costs nothing, whatever mass the raw softmax put elsewhere.
         masked = lprobs.masked_fill(~allowed, float("-inf"))
         return masked - masked.logsumexp(dim=-1, keepdim=True), attn
-
-
-class PolygonSyntax(Constraint):
-    """A mask: one or more polygons, each ``<poly>`` then 3 to ``max_vertices`` (x, y) bin pairs,
-    the last one followed by EOS.
-
-    The state of a hypothesis is the number of tokens since its last ``<poly>``, read off the
-    prefix with tensor operations for all hypotheses at once. With ``max_length`` (the most tokens
-    before EOS; the generator's limit should be no smaller), a polygon is only started or extended
-    where it can still be closed in time, so generation never ends inside a polygon.
-    """
-
-    def __init__(self, first_bin, num_bins, poly, eos, vocab_size, max_vertices, max_length=None):
-        if max_vertices < MIN_VERTICES:
-            raise ValueError(f"a polygon needs at least {MIN_VERTICES} vertices, got max_vertices {max_vertices}")
-        self.poly, self.max_vertices, self.max_length = poly, max_vertices, max_length
-        self.bins = torch.zeros(vocab_size, dtype=torch.bool)
-        self.bins[first_bin:first_bin + num_bins] = True
-        self.poly_only = torch.zeros(vocab_size, dtype=torch.bool)
-        self.poly_only[poly] = True
-        self.eos_only = torch.zeros(vocab_size, dtype=torch.bool)
-        self.eos_only[eos] = True
-
-    def with_max_length(self, max_length):
-        other = copy.copy(self)
-        other.max_length = max_length if self.max_length is None else min(self.max_length, max_length)
-        return other
-
-    def allowed(self, prefix, rows):
-        n, step = prefix.shape
-        device = prefix.device
-        if step:
-            positions = torch.arange(step, device=device)
-            last_poly = torch.where(prefix == self.poly, positions, -1).amax(1)
-        else:
-            last_poly = torch.full((n,), -1, device=device)
-        started = last_poly >= 0
-        coords = step - 1 - last_poly  # bins in the open polygon (tokens since its <poly>)
-        shortest, longest = 2 * MIN_VERTICES, 2 * self.max_vertices
-        can_bin = started & (coords < longest)
-        can_end = started & (coords >= shortest) & (coords % 2 == 0)
-        can_open = can_end | ~started
-        if self.max_length is not None:
-            left = self.max_length - step  # tokens that may still come before EOS, this one included
-            # a bin now, then the fewest bins that make the polygon closable
-            after = torch.clamp(shortest - (coords + 1), min=0).maximum((coords + 1) % 2)
-            can_bin &= 1 + after <= left
-            can_open &= 1 + shortest <= left
-        bins, poly, eos = (m.to(device)[None, :] for m in (self.bins, self.poly_only, self.eos_only))
-        mask = (bins & can_bin[:, None]) | (poly & can_open[:, None])
-        # EOS where the polygon may end, and as the way out of a state with no legal token
-        return mask | (eos & (can_end[:, None] | ~mask.any(1, keepdim=True)))

@@ -34,6 +34,7 @@ import torch
 
 from geometry.codec import MIN_VERTICES
 from decoding.constraints import Constraint
+from decoding.polygon import polygon_closable, polygon_moves
 from ie.records import SCHEMA_KEYS
 from ie.tokens import label_ids
 
@@ -350,7 +351,7 @@ class IEGrammar(Constraint):
             slot, coords = state[1], state[2]
             if 0 <= token - self.first_bin < self.num_bins:
                 return (POLY, slot, coords + 1)
-            if coords < 2 * MIN_VERTICES or coords % 2:
+            if not polygon_closable(coords):
                 return DEAD_STATE
             if token == self.poly:
                 return (POLY, slot, 0)
@@ -424,16 +425,11 @@ class IEGrammar(Constraint):
             lowest = (0, 0, x0, y0)[count]
             return [], lowest if 1 + (3 - count) + after <= left else no_bins, no_times, 0
         if phase == POLY:
-            coords = state[2]
-            bins, ids = no_bins, []
-            more = coords + 1
-            if more <= 2 * self.max_vertices and 1 + max(2 * MIN_VERTICES - more, more % 2) + after <= left:
-                bins = 0
-            if coords >= 2 * MIN_VERTICES and coords % 2 == 0:
-                if 1 + 2 * MIN_VERTICES + after <= left:
-                    ids.append(self.poly)
-                ids += self._follow(state[1], context, left)
-            return ids, bins, no_times, 0
+            can_bin, can_end, can_open = polygon_moves(state[2], left, self.max_vertices, owed=after)
+            ids = []
+            if can_end:
+                ids = ([self.poly] if can_open else []) + self._follow(state[1], context, left)
+            return ids, 0 if can_bin else no_bins, no_times, 0
         return [], no_bins, state[2] if 1 + after <= left else no_times, 0  # SPAN
 
     def _follow(self, slot, context, left):

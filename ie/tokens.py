@@ -22,7 +22,8 @@ counted, and parsing goes on at the next record token.
 from dataclasses import dataclass
 from typing import Optional
 
-from geometry.codec import MIN_VERTICES, CodecError
+from decoding.polygon import MalformedPolygons, polygon_tokens, read_polygons
+from geometry.codec import CodecError
 from ie.records import Argument, Entity, Event, Ground, Mention, Relation, map_grounds, mentions_of
 
 
@@ -170,8 +171,7 @@ def ground_tokens(ground, vocab, codec, frame, where="mention"):
         if ground.kind == "box":
             return vocab.bin_ids(codec.encode_box(ground.value, width, height))
         if ground.kind == "polygons":
-            return [t for polygon in codec.encode_polygons(ground.value, width, height)
-                    for t in [vocab.poly] + vocab.bin_ids(polygon)]
+            return polygon_tokens(codec.encode_polygons(ground.value, width, height), vocab)
     except CodecError as error:
         raise IETargetError(f"{where}: {ground.kind} ground does not encode: {error}") from None
     raise IETargetError(f"{where}: unknown ground kind {ground.kind!r}")
@@ -279,16 +279,10 @@ class _Reader:
                     raise _Malformed
                 return Ground("box", self.codec.decode_box(bins, *frame.image_size)), k + 4
             if seg[k] == vocab.poly:
-                polygons = []
-                while k < len(seg) and seg[k] == vocab.poly:
-                    end = k + 1
-                    while end < len(seg) and vocab.to_bin(seg[end]) is not None:
-                        end += 1
-                    polygon = [vocab.to_bin(t) for t in seg[k + 1:end]]
-                    if len(polygon) < 2 * MIN_VERTICES or len(polygon) % 2:
-                        raise _Malformed
-                    polygons.append(polygon)
-                    k = end
+                try:
+                    polygons, k = read_polygons(seg, k, vocab)
+                except MalformedPolygons:
+                    raise _Malformed from None
                 if frame.image_size is None:
                     raise _Malformed
                 decoded = self.codec.decode_polygons(polygons, *frame.image_size)

@@ -24,7 +24,7 @@ from data.media import image_size
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Mask
 from geometry.codec import MIN_VERTICES, CodecError, LocationCodec, outside_image
-from decoding.constraints import PolygonSyntax
+from decoding.polygon import MalformedPolygons, PolygonSyntax, polygon_tokens, read_polygons
 from geometry.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
 from evaluation.drawing import Mark
 from evaluation.metrics import mask_overlap, overlap_scores
@@ -85,7 +85,7 @@ class RefsegTask(UniGroundTask):
             meta["reference"] = encode_rle(reference_mask(regions, width, height, self.codec))
         return {
             "source": self.encode_source(self.prompt.format(text), row, "text"),
-            "target": self.encode_target(self.target_tokens(bins), row, "annotation"),
+            "target": self.encode_target(polygon_tokens(bins, self.vocab), row, "annotation"),
             "image": image.pixels,
             "meta": meta,
         }
@@ -99,27 +99,13 @@ class RefsegTask(UniGroundTask):
         return (len(self.vocab.encode_text(self.prompt.format(text))),
                 sum(1 + 2 * min(len(part) // 2, vertices) for part in parts))
 
-    def target_tokens(self, bin_polygons):
-        """Token ids of the canonical polygons, largest first."""
-        ordered = sorted((canonical_polygon(p) for p in bin_polygons), key=lambda item: -item[0])
-        return [t for _, polygon in ordered for t in [self.vocab.poly] + self.vocab.bin_ids(polygon)]
-
     def split_polygons(self, tokens):
         """Generated ids -> bin polygons, or None when they break the polygon syntax."""
-        if not tokens or tokens[0] != self.vocab.poly:
+        try:
+            polygons, end = read_polygons(tokens, 0, self.vocab, self.max_vertices)
+        except MalformedPolygons:
             return None
-        polygons = []
-        for token in tokens:
-            if token == self.vocab.poly:
-                polygons.append([])
-                continue
-            b = self.vocab.to_bin(token)
-            if b is None:
-                return None
-            polygons[-1].append(b)
-        if any(len(p) % 2 or not 2 * MIN_VERTICES <= len(p) <= 2 * self.max_vertices for p in polygons):
-            return None
-        return polygons
+        return polygons if end == len(tokens) else None
 
     def decode_prediction(self, tokens, meta):
         """Polygons in original pixels, and their overlap with the reference mask (when the row has one);
@@ -167,18 +153,6 @@ class RefsegTask(UniGroundTask):
         width, height = prediction["size"]
         return Mask(prediction["score"], prediction["polygons"],
                     self.codec.rasterize(prediction["polygons"], width, height), prediction["malformed"])
-
-
-def canonical_polygon(bins):
-    """(area, bins) of a flat bin polygon written clockwise on screen from its top-most, then
-    left-most vertex: the same outline always gives the same tokens."""
-    points = np.asarray(bins, dtype=np.int64).reshape(-1, 2)
-    x, y = points[:, 0].astype(float), points[:, 1].astype(float)
-    area = 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
-    if area < 0:  # counter-clockwise on screen (y points down)
-        points = points[::-1]
-    first = int(np.lexsort((points[:, 0], points[:, 1]))[0])
-    return abs(area), np.roll(points, -first, axis=0).ravel().tolist()
 
 
 def parse_regions(row, annotation, width, height):

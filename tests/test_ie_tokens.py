@@ -258,11 +258,22 @@ def close_grounds(a, b, frame):
         return all(abs(x - y) <= tolerance for x, y in zip(a.value, b.value))
     width, height = frame.image_size
     tolerances = (0.5 * width / (NUM_BINS - 1) + 1e-9 * width, 0.5 * height / (NUM_BINS - 1) + 1e-9 * height)
-    flat = [a.value] if a.kind == "box" else a.value
-    other = [b.value] if b.kind == "box" else b.value
-    return len(flat) == len(other) and all(
-        len(p) == len(q) and all(abs(x - y) <= tolerances[i % 2] for i, (x, y) in enumerate(zip(p, q)))
-        for p, q in zip(flat, other))
+    def close(p, q):
+        return len(p) == len(q) and all(abs(x - y) <= tolerances[i % 2] for i, (x, y) in enumerate(zip(p, q)))
+    if a.kind == "box":
+        return close(a.value, b.value)
+    # a mask is written canonically (decoding/polygon.py): each polygon's vertices may start elsewhere and
+    # run the other way round, and the polygons come largest first
+    return len(a.value) == len(b.value) and all(
+        any(close(q, p) for p in outline_writings(polygon) for q in b.value) for polygon in a.value)
+
+
+def outline_writings(polygon):
+    """Every flat vertex list of the same outline: each starting vertex, either direction."""
+    points = [tuple(polygon[i:i + 2]) for i in range(0, len(polygon), 2)]
+    for ring in (points, points[::-1]):
+        for start in range(len(ring)):
+            yield [c for point in ring[start:] + ring[:start] for c in point]
 
 
 def same_mention(a, b, frame):

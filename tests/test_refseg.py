@@ -12,9 +12,8 @@ from scipy import ndimage
 from data.errors import BadInputError
 from helpers import build_model, build_task, losses_over_steps, read_lines, set_cell, write_tsv
 from preprocess import coco_to_tsv
-from tasks.refseg import canonical_polygon
 from geometry.codec import LocationCodec
-from decoding.constraints import PolygonSyntax
+from decoding.polygon import PolygonSyntax, canonical_polygon
 from geometry.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
 from evaluation.metrics import overlap_scores, segmentation_scores
 
