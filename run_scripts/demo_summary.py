@@ -31,7 +31,8 @@ from data.dataset import Row  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from tasks.caption import normalise_caption  # noqa: E402
-from tasks.vqa import VqaTask, best_answer, parse_answers  # noqa: E402
+from data.answers import best_answer, parse_answers  # noqa: E402
+from tasks.vqa import VqaTask  # noqa: E402
 from geometry.codec import LocationCodec  # noqa: E402
 from ie.records import Entity, Mention, parse_records  # noqa: E402
 from ie.scoring import IESample, annotation_records, ie_scores  # noqa: E402

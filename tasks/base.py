@@ -148,7 +148,7 @@ class UniGroundTask(FairseqTask):
             False: ImageTransform(cfg.patch_image_size, train=False, **resize),
         }
         self.fit_lengths()
-        self.constraint = self.build_constraint()
+        self._constraint = None  # built at first use (``constraint``)
         self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
         self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
         self.exif_rotated = {}  # TSV file -> its lines whose image was read in its stored frame despite EXIF
@@ -184,6 +184,18 @@ class UniGroundTask(FairseqTask):
     def build_constraint(self):
         """The output rule for generation and training masks, or None for free text."""
         return None
+
+    @property
+    def constraint(self):
+        """``build_constraint``'s rule, built at first use: once the task is set up, and after a
+        checkpoint's task state has brought what it depends on."""
+        if self._constraint is None:
+            self._constraint = self.build_constraint()
+        return self._constraint
+
+    def forget_constraint(self):
+        """Build the constraint again at its next use: what it depends on has changed."""
+        self._constraint = None
 
     def row_lengths(self, row):
         """(source, target) token counts of a row, EOS left out, as ``build_sample`` makes them but
@@ -376,6 +388,7 @@ class UniGroundTask(FairseqTask):
             tolerate_bad_rows=self.cfg.skip_bad_rows > 0, shuffle=train, seed=self.cfg.seed,
             sizes=np.maximum(lengths.sum(1, dtype=np.int32), 1))
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
+        self.constraint  # noqa: B018  built now, before DataLoader workers start, not once in each
 
     # ---- lengths ------------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ class ClosedSetTask(UniGroundTask):
         if cfg.eval_mode not in EVAL_MODES:
             raise ValueError(f"--eval-mode must be one of {', '.join(EVAL_MODES)}, got {cfg.eval_mode!r}")
         super().__init__(cfg, vocab)
+        if self.choices_known():
+            self.constraint  # noqa: B018  built now: candidates that the length limit cuts are refused at set-up
 
     # ---- what a closed-set task declares ------------------------------------------------------
 
@@ -50,31 +52,13 @@ class ClosedSetTask(UniGroundTask):
 
     # ---- the trie -----------------------------------------------------------------------------
 
-    @property
-    def constraint(self):
-        if self._trie is None:
-            self._trie = self.build_trie()
-        return self._trie
-
-    @constraint.setter
-    def constraint(self, value):
-        self._trie = value
-
-    def build_constraint(self):
-        return self.build_trie() if self.choices_known() else None
-
     def least_target_length(self):
         """The longest candidate and EOS: every candidate can be generated whole."""
         if not self.choices_known():
             return 1
         return max(len(ids) for ids in self.vocab.encode_outputs(self.choice_texts())) + 1
 
-    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
-        if self._trie is None:
-            self._trie = self.build_trie()  # now, before DataLoader workers start
-
-    def build_trie(self):
+    def build_constraint(self):
         texts = list(self.choice_texts())
         eos = self.vocab.dictionary.eos()
         encoded = self.vocab.encode_outputs(texts)
@@ -86,13 +70,19 @@ class ClosedSetTask(UniGroundTask):
         empty = [text for text, ids in zip(texts, encoded) if not ids]
         if empty:
             raise ValueError(f"candidate text {empty[0]!r} encodes to no tokens")
-        self.choices = texts
+        self._choices = texts
         self.choice_tokens = [ids + [eos] for ids in encoded]
         return TokenTrie(self.choice_tokens, eos, len(self.vocab.dictionary))
 
     @property
     def trie(self):
         return self.constraint
+
+    @property
+    def choices(self):
+        """The candidate texts, in the order ``choice_of`` reports them (read when the trie is built)."""
+        self.constraint  # noqa: B018
+        return self._choices
 
     def choice_of(self, tokens):
         """The index of the candidate that generated tokens (no EOS) spell, or None."""

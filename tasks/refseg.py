@@ -57,13 +57,12 @@ class RefsegTask(UniGroundTask):
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg, vocab)
-        _, self.max_vertices = polygon_budget(cfg)
+        self.max_length, self.max_vertices = polygon_budget(cfg)  # the lengths are fitted now
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, self.max_vertices)
 
     def build_constraint(self):
-        length, vertices = polygon_budget(self.cfg)
         return PolygonSyntax(self.vocab.first_bin, self.vocab.num_bins, self.vocab.poly, self.vocab.dictionary.eos(),
-                             len(self.vocab.dictionary), vertices, max_length=length)
+                             len(self.vocab.dictionary), self.max_vertices, max_length=self.max_length)
 
     def build_sample(self, row, train):
         text = " ".join(row["text"].split())

@@ -24,7 +24,7 @@ from helpers import build_task, losses_over_steps, read_lines, set_cell, write_t
 from models.image_encoder import model_pixels
 from models.ofa import OFACheckpointError, OFAModel, checkpoint_options
 from tasks.ofa_checkpoint import load_ofa_model_and_task, ofa_task_config, setup_ofa_task
-from tasks.vqa import read_answer_file
+from data.answers import read_answer_file
 from test_ofa_vocab import write_bpe_files
 from utils import checkpoint
 from utils.checkpoint import CheckpointMismatchError, load_state
