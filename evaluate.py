@@ -45,6 +45,8 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from data.errors import DataFileError  # noqa: E402
+from data.ofa_vocab import MissingBPEFilesError  # noqa: E402
+from evaluation.report import DEFAULT_LIMIT, REPORT_FRAME_SIZE, SampleCard, write_report  # noqa: E402
 from tasks.caption import CaptionTask  # noqa: E402
 from tasks.multitask import checkpoint_subtask  # noqa: E402
 from tasks.ofa_checkpoint import load_ofa_model_and_task  # noqa: E402
@@ -53,9 +55,7 @@ from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, MissingEmaError,  # noqa: E402
                               UntrustedCheckpointError, load_models_and_task)
 from utils.files import OutputError, atomic_files, check_outputs  # noqa: E402
-from data.ofa_vocab import MissingBPEFilesError  # noqa: E402
 from utils.progress import track  # noqa: E402
-from evaluation.report import DEFAULT_LIMIT, REPORT_FRAME_SIZE, SampleCard, write_report  # noqa: E402
 
 logger = logging.getLogger("evaluate")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")

@@ -8,6 +8,8 @@ import time
 
 import torch
 
+# Benchmarks run as scripts (python benchmarks/x.py) and import this module first: the one place
+# they reach the repository's packages from.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

@@ -28,13 +28,13 @@ from common import ROOT, best_time, demo_vocabulary, machine_line, print_table, 
 from fairseq.data import data_utils
 from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
-from tasks.base import collate_media  # noqa: E402  (common puts the repository on the path)
-from geometry.codec import LocationCodec  # noqa: E402
-from decoding.constraints import ConstrainedEnsemble  # noqa: E402
-from ie.records import Argument, Entity, Event, Ground, Mention, Relation  # noqa: E402
-from ie.grammar import IEGrammar, grammar_context, label_table  # noqa: E402
-from ie.tokens import Frame, serialise  # noqa: E402
 from data.vocab import SPM_FILE, Vocabulary, write_dictionary  # noqa: E402
+from decoding.constraints import ConstrainedEnsemble  # noqa: E402
+from geometry.codec import LocationCodec  # noqa: E402
+from ie.grammar import IEGrammar, grammar_context, label_table  # noqa: E402
+from ie.records import Argument, Entity, Event, Ground, Mention, Relation  # noqa: E402
+from ie.tokens import Frame, serialise  # noqa: E402
+from tasks.base import collate_media  # noqa: E402  (common puts the repository on the path)
 
 BATCH, BEAM, PATCH = 16, 5, 64
 WORDS = ("a man rides a horse near the river while two dogs bark at the red car and a woman in a blue coat "

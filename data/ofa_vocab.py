@@ -10,8 +10,8 @@ import os
 from fairseq.data import Dictionary
 from fairseq.data.encoders.gpt2_bpe import GPT2BPE, GPT2BPEConfig
 
-from geometry.codec import IE_TOKENS, POLY, bin_token, special_tokens
 from data.vocab import SpecialTokens, fingerprint
+from geometry.codec import IE_TOKENS, POLY, bin_token, special_tokens
 
 BPE_FILES = ("dict.txt", "encoder.json", "vocab.bpe")
 MASK = "<mask>"

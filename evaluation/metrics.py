@@ -11,9 +11,9 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from evaluation.vqa_accuracy import normalise_answer
 from geometry.codec import box_iou, span_iou
 from utils.logs import child_stderr_to_debug
-from evaluation.vqa_accuracy import normalise_answer
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from geometry.codec import MIN_VERTICES
 from decoding.constraints import Constraint
 from decoding.polygon import polygon_closable, polygon_moves
+from geometry.codec import MIN_VERTICES
 from ie.records import SCHEMA_KEYS
 from ie.tokens import label_ids
 

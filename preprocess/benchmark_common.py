@@ -9,11 +9,9 @@ import re
 import sys
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.errors import BadInputError  # noqa: E402
-from data.tsv import format_row  # noqa: E402
-from utils.files import atomic_open  # noqa: E402
+from data.errors import BadInputError
+from data.tsv import format_row
+from utils.files import atomic_open
 
 
 class ConversionError(ValueError):

@@ -23,10 +23,10 @@ if __name__ == "__main__":
     set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
 
 from data.tsv import TsvFile  # noqa: E402
+from data.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
 from utils.files import atomic_open  # noqa: E402
 from utils.progress import track  # noqa: E402
-from data.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 
 
 def parse_input(spec):

@@ -42,10 +42,10 @@ import json
 import numpy as np
 
 from data.tsv import format_row
+from ie.records import SUBTASK_KEYS, appearance_key, parse_records
 from preprocess import demo_audio, demo_video
 from preprocess.make_demo_data import (
     BOX_GAP, SPLIT_STREAMS, Scene, encode_jpeg_base64, join_with_and, render_image, sample_scene, write_rows)
-from ie.records import SUBTASK_KEYS, appearance_key, parse_records
 
 IE_STREAM = 3  # appended to the image world's stream key (video 1, audio 2), then the subtask's number
 SUBTASK_STREAMS = {"ner": 1, "re": 2, "ee": 3}  # never 0: numpy's SeedSequence ignores trailing zeros

@@ -26,11 +26,11 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ie.records import Entity, Ground, Mention  # noqa: E402
 from preprocess.ie_convert_common import (CHARACTER, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           dataset_schema, locate, new_parser, position, read_text, run)
 from preprocess.twitter_mner_to_tsv import (SCHEMA, image_path, read_conll, sentence_entities,  # noqa: E402
                                             sentence_sample)
-from ie.records import Entity, Ground, Mention  # noqa: E402
 
 BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 DATASET = "twitter-gmner"

@@ -26,14 +26,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.errors import BadInputError  # noqa: E402
-from data.tsv import format_row  # noqa: E402
-from utils.files import atomic_open  # noqa: E402
-from utils.progress import track  # noqa: E402
-from ie.records import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,  # noqa: E402
+from data.errors import BadInputError
+from data.tsv import format_row
+from ie.records import (AnnotationError, Entity, Relation, Schema, mentions_of, parse_schema,
                       schema_json, to_annotation)
+from utils.files import atomic_open
+from utils.progress import track
 
 FIELD = "field"  # column_name of a BadInputError whose column is a 1-based tab-separated field
 CHARACTER = "character"  # ... whose column is a 1-based character position in the line

@@ -53,10 +53,10 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import BadInputError  # noqa: E402
+from ie.records import Argument, Event, Ground, Mention  # noqa: E402
 from preprocess.ie_convert_common import (CHARACTER, FIELD, Sample, Where, add_output_args,  # noqa: E402
                                           conversion_from_args, dataset_schema, load_json_file, locate, new_parser,
                                           read_text, run, schema_from_records, value_positions)
-from ie.records import Argument, Event, Ground, Mention  # noqa: E402
 
 DATASET = "m2e2"
 

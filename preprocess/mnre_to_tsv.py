@@ -32,9 +32,9 @@ from typing import NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ie.records import Mention, Relation  # noqa: E402
 from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           dataset_schema, new_parser, read_text, run, schema_from_records)
-from ie.records import Mention, Relation  # noqa: E402
 
 DATASET = "mnre"
 NO_RELATION = "none"  # in any case: the second release writes None, the first none

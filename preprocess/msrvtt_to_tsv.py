@@ -20,10 +20,10 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.answers import CONFIDENCE_SEPARATOR  # noqa: E402
 from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import caption_lines, clean_caption  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
-from data.answers import CONFIDENCE_SEPARATOR  # noqa: E402
 from utils.progress import track  # noqa: E402
 
 

@@ -32,10 +32,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ie.records import SUBTASK_KEYS, Argument, Entity, Event, Mention, Relation  # noqa: E402
 from preprocess.ie_convert_common import (CHARACTER, Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           dataset_schema, load_schema, new_parser, read_text, run,
                                           schema_from_records)
-from ie.records import SUBTASK_KEYS, Argument, Entity, Event, Mention, Relation  # noqa: E402
 
 EMPTY_OUTPUTS = ("", "none", "[]", "null")
 SEPARATORS = " \t\r\n,;"

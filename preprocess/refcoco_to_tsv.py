@@ -18,10 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.plain_pickle import load_plain_pickle  # noqa: E402
 from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import clean_caption, format_box, segmentation_region, xywh_to_xyxy  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
-from data.plain_pickle import load_plain_pickle  # noqa: E402
 from utils.progress import track  # noqa: E402
 
 REGION_JSON = {"separators": (",", ":")}

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ie.records import Entity, Mention, Schema  # noqa: E402
 from preprocess.ie_convert_common import (Sample, Where, add_output_args, conversion_from_args,  # noqa: E402
                                           dataset_schema, new_parser, read_text, run)
-from ie.records import Entity, Mention, Schema  # noqa: E402
 
 TYPE_NAMES = {"PER": "person", "LOC": "location", "ORG": "organization", "OTHER": "miscellaneous",
               "MISC": "miscellaneous"}

@@ -25,12 +25,12 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.answers import ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR, read_answer_file  # noqa: E402
+from evaluation.vqa_accuracy import answer_confidences, normalise_answer  # noqa: E402
 from preprocess.benchmark_common import ConversionError, file_part, new_parser, required, run  # noqa: E402
 from preprocess.coco_to_tsv import clean_caption  # noqa: E402
 from preprocess.ie_convert_common import load_json_file  # noqa: E402
-from data.answers import ANSWER_SEPARATOR, CONFIDENCE_SEPARATOR, read_answer_file  # noqa: E402
 from utils.progress import track  # noqa: E402
-from evaluation.vqa_accuracy import answer_confidences, normalise_answer  # noqa: E402
 
 PLACEHOLDER = f"0{CONFIDENCE_SEPARATOR}unanswered"
 IMAGE_FOLDERS = {"test-dev2015": "test2015"}  # test-dev is a subset of test2015's images

@@ -27,17 +27,17 @@ from utils.logs import MESSAGE_ONLY, add_verbose_flag, set_up_logging  # noqa: E
 if __name__ == "__main__":
     set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
 
+from data.answers import best_answer, parse_answers  # noqa: E402
 from data.dataset import Row  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
-from tasks.caption import normalise_caption  # noqa: E402
-from data.answers import best_answer, parse_answers  # noqa: E402
-from tasks.vqa import VqaTask  # noqa: E402
+from evaluation.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
+                           temporal_grounding_scores, vqa_soft_accuracy)
 from geometry.codec import LocationCodec  # noqa: E402
 from ie.records import Entity, Mention, parse_records  # noqa: E402
 from ie.scoring import IESample, annotation_records, ie_scores  # noqa: E402
-from evaluation.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
-                           temporal_grounding_scores, vqa_soft_accuracy)
+from tasks.caption import normalise_caption  # noqa: E402
+from tasks.vqa import VqaTask  # noqa: E402
 
 
 def image_size(tsv, i, column):

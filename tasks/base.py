@@ -29,16 +29,16 @@ from data.dataset import Row, TsvDataset
 from data.errors import BadInputError, location_of
 from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
 from data.mixture import MixtureDataset
+from data.ofa_vocab import OFAVocabulary
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
-from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
-from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
-from geometry.codec import LocationCodec
-from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
-from data.ofa_vocab import OFAVocabulary
-from utils.progress import track
 from data.vocab import Vocabulary
+from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
+from geometry.codec import LocationCodec
+from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
+from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
+from utils.progress import track
 
 logger = logging.getLogger(__name__)
 MEDIA_COLUMNS = ("image", "video", "audio")

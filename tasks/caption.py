@@ -11,12 +11,12 @@ from fairseq.tasks import register_task
 
 from data.dataset import Row
 from data.errors import BadInputError
+from data.ofa_text import caption_without_punctuation
+from evaluation.metrics import CiderD, caption_sample_cider, caption_scores, cider_tokens, document_frequencies
+from evaluation.report import SampleView
 from tasks.base import UniGroundConfig, UniGroundTask, settings_digest
 from tasks.results import Caption
-from evaluation.metrics import CiderD, caption_sample_cider, caption_scores, cider_tokens, document_frequencies
-from data.ofa_text import caption_without_punctuation
 from utils.progress import track
-from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})

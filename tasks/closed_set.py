@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from fairseq.data import data_utils
 
-from tasks.base import UniGroundConfig, UniGroundTask
 from decoding.trie import TokenTrie
+from tasks.base import UniGroundConfig, UniGroundTask
 
 logger = logging.getLogger(__name__)
 

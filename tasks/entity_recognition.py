@@ -16,10 +16,10 @@ import numpy as np
 from fairseq.tasks import register_task
 
 from data.catalogue import read_catalogue
-from tasks.closed_set import ClosedSetConfig, ClosedSetTask
-from tasks.results import Answer
 from evaluation.metrics import seen_unseen_accuracy
 from evaluation.report import SampleView
+from tasks.closed_set import ClosedSetConfig, ClosedSetTask
+from tasks.results import Answer
 
 logger = logging.getLogger(__name__)
 

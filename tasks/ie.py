@@ -18,16 +18,16 @@ from typing import Optional
 
 import numpy as np
 
-from tasks.base import UniGroundConfig, UniGroundTask
-from tasks.results import Records
+from evaluation.drawing import Mark
+from evaluation.report import SampleView
+from geometry.codec import ends_after_clip, outside_image
+from ie.grammar import IEGrammar, grammar_context
 from ie.records import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
                       schema_json, to_annotation)
-from ie.grammar import IEGrammar, grammar_context
 from ie.scoring import IESample, annotation_records, ie_scores, modality_mix
-from geometry.codec import ends_after_clip, outside_image
-from evaluation.drawing import Mark
 from ie.tokens import Frame, IETargetError, parse, serialise, target_length
-from evaluation.report import SampleView
+from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Records
 
 
 

@@ -8,14 +8,14 @@ from typing import Optional
 import numpy as np
 from fairseq.tasks import register_task
 
-from tasks.base import UniGroundConfig, UniGroundTask
-from tasks.results import Box
-from geometry.codec import CodecError, outside_image
+from data.ofa_text import clean_text
 from decoding.constraints import FixedLengthRange
 from evaluation.drawing import Mark
 from evaluation.metrics import box_ious, grounding_scores
-from data.ofa_text import clean_text
 from evaluation.report import SampleView
+from geometry.codec import CodecError, outside_image
+from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Box
 
 
 

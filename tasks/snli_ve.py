@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from fairseq.tasks import register_task
 
+from data.ofa_text import clean_text
+from evaluation.metrics import seen_unseen_accuracy
+from evaluation.report import SampleView
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
-from evaluation.metrics import seen_unseen_accuracy
-from data.ofa_text import clean_text
-from evaluation.report import SampleView
 
 ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}

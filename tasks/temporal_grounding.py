@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from fairseq.tasks import register_task
 
-from tasks.base import UniGroundConfig, UniGroundTask
-from tasks.results import Span
-from geometry.codec import CodecError, ends_after_clip
 from decoding.constraints import FixedLengthRange
 from evaluation.drawing import Mark
 from evaluation.metrics import temporal_grounding_scores
 from evaluation.report import SampleView
+from geometry.codec import CodecError, ends_after_clip
+from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Span
 
 
 

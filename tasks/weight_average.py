@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 
-from utils.averaging import average_checkpoints, check_compatible, check_lambdas
 from evaluation.drawing import new_figure, save_figure
+from utils.averaging import average_checkpoints, check_compatible, check_lambdas
 from utils.files import atomic_open
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ie.records import SUBTASK_KEYS, in_order, mentions_of, parse_records, parse_schema
 from preprocess import demo_ie, make_demo_data
 from preprocess.demo_audio import SAMPLE_RATE, SOUND_BANDS
 from preprocess.demo_video import DIRECTIONS
 from preprocess.make_demo_data import COLOURS, SHAPES
-from ie.records import SUBTASK_KEYS, in_order, mentions_of, parse_records, parse_schema
 
 TRAIN, VALID, IMAGE_SIZE, VIDEO_SIZE, FPS = 20, 10, 64, 64, 8
 SPLITS = ("train", "valid")

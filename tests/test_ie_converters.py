@@ -9,9 +9,9 @@ import sys
 import pytest
 from PIL import Image
 
+from ie.records import Argument, Entity, Event, Mention, Relation, Schema, parse_records, parse_schema
 from preprocess import gmner_to_tsv, m2e2_to_tsv, mnre_to_tsv, muie_tuples_to_tsv, twitter_mner_to_tsv
 from preprocess.muie_tuples_to_tsv import TupleError, parse_tuple_string
-from ie.records import Argument, Entity, Event, Mention, Relation, Schema, parse_records, parse_schema
 
 TWITTER_SCHEMA = {"entity": ["person", "location", "organization", "miscellaneous"]}
 

@@ -11,9 +11,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import data.tsv
 from data.errors import BadInputError, DataFileError
 from data.tsv import TsvFile
+import data.tsv
 
 
 def write(path, content):
