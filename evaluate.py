@@ -170,8 +170,8 @@ def generate(args, models, task):
     for sample in track(epoch.next_epoch_itr(shuffle=False), "evaluated", unit="rows", log=logger,
                         total=sum(map(len, epoch.frozen_batches[rank::world_size])),
                         size=lambda sample: len(sample.get("bad_rows", [])) + len(sample.get("meta", []))):
-        task.count_bad_rows(sample)
-        task.count_exif_rotated(sample)
+        task.bad_rows.count(sample)
+        task.bad_rows.count_exif_rotated(sample)
         output = BatchOutput([], [], [], sample.get("bad_rows", []), sample.get("exif_rotated", []))
         if "net_input" in sample:
             output.rows.extend(sample["id"].tolist())
@@ -188,10 +188,10 @@ def generate(args, models, task):
 def add_other_ranks_rows(task, batches):
     """Count the bad rows (held to one --skip-bad-rows budget) and EXIF-rotated rows of every rank's
     ``batches`` in ``task``, as one process would have; this rank's own are counted already."""
-    task.add_bad_rows([message for batch in batches for message in batch.bad_rows])
+    task.bad_rows.add([message for batch in batches for message in batch.bad_rows])
     for batch in batches:
         for path, line, _ in batch.exif_rotated:
-            task.exif_rotated.setdefault(path, set()).add(line)
+            task.bad_rows.exif_rotated.setdefault(path, set()).add(line)
 
 
 def ranks():
@@ -257,15 +257,14 @@ def generation_args(args, task):
 def evaluate(args, models, task, results_dir, report_dir=None):
     """Generate and score on --data; write predictions.jsonl and metrics.json into ``results_dir``, and
     the HTML report into ``report_dir`` if given."""
-    task.bad_rows_seen.clear()
-    task.exif_rotated.clear()
+    task.bad_rows.clear()
     predictions, rows, prompts = generate(args, models, task)
     if ranks()[0] != 0:
         return from_rank_0(None)
     metrics = task.score(predictions, full=True)
     metrics["rows"] = len(predictions)
-    metrics["bad_rows"] = len(task.bad_rows_seen)
-    metrics["exif_rotated"] = sum(map(len, task.exif_rotated.values()))
+    metrics["bad_rows"] = len(task.bad_rows.seen)
+    metrics["exif_rotated"] = sum(map(len, task.bad_rows.exif_rotated.values()))
     write_results(results_dir, predictions, metrics, args.result_format)
     if report_dir:
         name = next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
@@ -283,7 +282,7 @@ def card_maker(task, predictions, rows, prompts):
     def card_of(i):
         row = dataset.row(rows[i])
         return SampleCard(row, prompts[i], task.report_view(predictions[i], row),
-                          task.report_media(row, REPORT_FRAME_SIZE))
+                          task.media.for_report(row, REPORT_FRAME_SIZE))
     return card_of
 
 

@@ -208,7 +208,7 @@ class Predictor:
         """[(kind, PNG bytes, description)]: the input drawn as the evaluation report draws it, with the
         prediction alone."""
         marks = [m for m in task.report_view(prediction, row).marks if m.side == SIDES[-1]]
-        return render_media(task.report_media(row, REPORT_FRAME_SIZE), marks)
+        return render_media(task.media.for_report(row, REPORT_FRAME_SIZE), marks)
 
 
 def is_given(value):

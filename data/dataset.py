@@ -6,6 +6,7 @@ main process, which counts it against the budget and logs it: nothing is
 dropped unseen, even with DataLoader workers. Rows whose image was read in its
 stored frame despite an EXIF orientation travel the same way (``exif_rotated``).
 """
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,16 @@ class Row:
     def error(self, name, message):
         path, line, column, _ = self.where(name)
         return BadInputError(path, line, column, message, column_name=name)
+
+    def json_object(self, name="annotation"):
+        """A cell holding a JSON object: the generic layout's annotation (DESIGN.md section 4)."""
+        try:
+            value = json.loads(self[name])
+        except json.JSONDecodeError as error:
+            raise self.error(name, f"{name} is not valid JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise self.error(name, f"{name} must be a JSON object, got {type(value).__name__}")
+        return value
 
 
 @dataclass

@@ -6,7 +6,6 @@ the logits in beam search (through ``ConstrainedEnsemble``, so fairseq's
 SequenceGenerator runs unchanged) and the label-smoothed loss in training.
 """
 import abc
-import copy
 
 import torch
 from fairseq.sequence_generator import EnsembleModel

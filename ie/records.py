@@ -18,9 +18,14 @@ with a ground ``{"box": [x0, y0, x1, y1]}``, ``{"polygons": [[x0, y0, x1, y1, ..
 ``{"span": [start, end]}``. ``schema`` (or a dataset-level schema file of the same shape) is
 the label set the prompt offers.
 """
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Optional
+
+import numpy as np
+
+from geometry.codec import outside_image
 
 GROUND_KINDS = ("box", "polygons", "span")
 SUBTASK_KEYS = {"ner": "entities", "re": "relations", "ee": "events"}
@@ -176,6 +181,16 @@ def parse_records(annotation, subtask, strict=True):
     return records
 
 
+def record_labels(record):
+    """(schema kind, label) pairs of a record."""
+    kind = type(record).__name__.lower()
+    if kind == "entity":
+        return [("entity", record.type)]
+    if kind == "relation":
+        return [("relation", record.label)]
+    return [("event", record.type)] + [("role", a.role) for a in record.arguments]
+
+
 def mentions_of(record):
     """Every mention of a record, in its grammar order."""
     if isinstance(record, Entity):
@@ -268,3 +283,44 @@ def to_annotation(records, keys=()):
 
 def schema_json(schema):
     return {key: list(getattr(schema, key)) for key in SCHEMA_KEYS if getattr(schema, key)}
+
+
+def read_schema_file(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            return parse_schema(json.load(f), where=path)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{error.lineno}: column {error.colno}: not valid JSON: {error.msg}") from None
+
+
+def moved_grounds(records, boxes, polygons, clip_start):
+    """Records in the frame a target is written in: their box and mask grounds replaced, in order, by
+    ``boxes`` and ``polygons`` (moved with the image transform), their spans made relative to the clip
+    window starting at ``clip_start`` seconds."""
+    boxes = iter([] if boxes is None else np.asarray(boxes).tolist())
+    polygons = iter([] if polygons is None else polygons)
+
+    def move(ground):
+        if ground.kind == "box":
+            return Ground("box", tuple(next(boxes)))
+        if ground.kind == "polygons":
+            return Ground("polygons", tuple(tuple(np.asarray(p, dtype=float).ravel().tolist()) for p in next(polygons)))
+        return Ground("span", tuple(t - clip_start for t in ground.value))
+
+    return map_grounds(records, move)
+
+
+def ground_outside_image(grounds, size):
+    """The first box or mask ground that lies outside a ``size`` = (width, height) image, or None."""
+    width, height = size
+    for ground in grounds:
+        if ground.kind == "box":
+            xs, ys = ground.value[0::2], ground.value[1::2]
+        elif ground.kind == "polygons":
+            xs = [v for p in ground.value for v in p[0::2]]
+            ys = [v for p in ground.value for v in p[1::2]]
+        else:
+            continue
+        if outside_image(xs, ys, width, height):
+            return ground
+    return None

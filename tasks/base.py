@@ -9,7 +9,6 @@ generation and validation scoring for best-checkpoint selection.
 import hashlib
 import json
 import logging
-import os
 from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Optional
@@ -22,17 +21,15 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.sequence_generator import EnsembleModel
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
 from omegaconf import II, OmegaConf
-from torch.nn.utils.rnn import pad_sequence
 
-from data.audio import SAMPLE_RATE, decode_audio, log_mel, unival_waveform
+from data.bad_rows import BadRows
 from data.dataset import Row, TsvDataset
-from data.errors import BadInputError, location_of
-from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
+from data.errors import BadInputError
+from data.media import MAX_MEDIA_BYTES
 from data.mixture import MixtureDataset
 from data.ofa_vocab import OFAVocabulary
-from data.transforms import ImageTransform
+from data.row_media import RowMedia, collate_media
 from data.tsv import TsvFile
-from data.video import decode_video
 from data.vocab import Vocabulary
 from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
 from geometry.codec import LocationCodec
@@ -41,7 +38,6 @@ from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.progress import track
 
 logger = logging.getLogger(__name__)
-MEDIA_COLUMNS = ("image", "video", "audio")
 # The length limits, what they bound, and the model option that caps each.
 LENGTH_LIMITS = (("max_src_length", "source", "--max-source-positions"),
                  ("max_tgt_length", "target", "--max-target-positions"))
@@ -141,17 +137,10 @@ class UniGroundTask(FairseqTask):
         if cfg.unival_inputs and self.unival_prompt is not None:
             self.prompt = self.unival_prompt
         self.codec = LocationCodec(cfg.num_bins, cfg.num_time_bins, cfg.max_poly_vertices)
-        resize = {"pil_bicubic": cfg.ofa_preprocessing}
-        self.image_transforms = {
-            True: ImageTransform(cfg.patch_image_size, train=True, crop_prob=cfg.crop_prob, hflip_prob=cfg.hflip_prob,
-                                 **resize),
-            False: ImageTransform(cfg.patch_image_size, train=False, **resize),
-        }
+        self.media = RowMedia(cfg, self.columns, self.optional_media)
         self.fit_lengths()
         self._constraint = None  # built at first use (``constraint``)
-        self.bad_rows_seen = set()  # messages of the distinct bad rows met so far
-        self.bad_rows_listed = None  # messages already in the bad-row report, read when first needed
-        self.exif_rotated = {}  # TSV file -> its lines whose image was read in its stored frame despite EXIF
+        self.bad_rows = BadRows(cfg.skip_bad_rows, cfg.bad_rows_file)
         self.nonfinite_in_a_row = 0
         self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
@@ -261,96 +250,6 @@ class UniGroundTask(FairseqTask):
             flag = "--" + option.replace("_", "-")
             raise row.error(column, f"the {part} takes {len(ids)} tokens, more than {flag} {limit}; raise {flag}")
         return torch.tensor(ids, dtype=torch.long)
-
-    def read_media(self, row, train, keep=None):
-        """Sample entries for the media columns the task declares ("image", "video", "audio"):
-        ``{"image": pixels}``, ``{"video": frames, "video_times": fractions of the clip}`` or
-        ``{"audio": log-mel frames}``, and for a clip ``"window"``, the (start, length, duration)
-        in seconds of the part the model sees. ``keep`` = (start, end) seconds asks a training
-        crop of long audio to contain that span. A UnIVAL/OFA layout requires its medium; a task
-        on the generic layout (``optional_media``) takes whichever cells the row fills."""
-        wanted = [name for name in MEDIA_COLUMNS
-                  if name in self.columns and (row[name] or not self.optional_media)]
-        entries = {}
-        if "image" in wanted:
-            entries["image"] = self.transform_image(self.read_image(row, "image"), train).pixels
-        if "video" in wanted:
-            entries.update(self.video_entries(self.read_bytes(row, "video"), row.where("video"), train))
-        if "audio" in wanted:
-            entries.update(self.audio_entries(self.read_bytes(row, "audio"), row.where("audio"), train, keep))
-        return entries
-
-    def report_media(self, row, frame_size):
-        """The row's media as the evaluation report draws them: the original image (predictions are in
-        its pixels), the video's frames sampled as at evaluation at ``frame_size`` pixels with the
-        clip's seconds, and the whole audio clip's samples with their rate."""
-        media = {}
-        if "image" in self.columns and row["image"]:
-            media["image"] = self.read_image(row, "image", draft=False).pil()
-        if "video" in self.columns and row["video"]:
-            clip = decode_video(self.read_bytes(row, "video"), row.where("video"), self.cfg.num_frames, frame_size,
-                                max_seconds=self.cfg.max_video_seconds, max_pixels=self.cfg.max_image_pixels)
-            media["video"] = (clip.frames, clip.duration)
-        if "audio" in self.columns and row["audio"]:
-            seconds = self.cfg.max_input_audio_seconds
-            clip = decode_audio(self.read_bytes(row, "audio"), row.where("audio"), seconds, max_input_seconds=seconds)
-            media["audio"] = (clip.samples.numpy(), SAMPLE_RATE)
-        return media
-
-    def video_entries(self, data, where, train):
-        sampling = self.cfg.frame_sampling if train else "uniform"
-        size = None if self.cfg.unival_inputs else self.cfg.video_frame_size
-        clip = decode_video(data, where, self.cfg.num_frames, size, sampling,
-                            rng=training_rng() if train else None, max_seconds=self.cfg.max_video_seconds,
-                            max_pixels=self.cfg.max_image_pixels)
-        frames = clip.frames
-        if self.cfg.unival_inputs:
-            frames = ImageTransform.center_crop(frames, self.cfg.video_frame_size)
-        return {
-            "video": frames,  # uint8, as images: the model normalises them
-            "video_times": torch.as_tensor(clip.times / clip.duration, dtype=torch.float32),
-            "window": (0.0, clip.duration, clip.duration),
-        }
-
-    def audio_entries(self, data, where, train, keep):
-        rate = self.cfg.waveform_sample_rate if self.cfg.unival_inputs else SAMPLE_RATE
-        clip = decode_audio(data, where, self.cfg.max_audio_seconds, train=train,
-                            rng=training_rng() if train else None, keep=keep,
-                            max_input_seconds=self.cfg.max_input_audio_seconds, sample_rate=rate)
-        if self.cfg.unival_inputs:
-            audio = unival_waveform(clip.samples, round(self.cfg.max_audio_seconds * rate))
-        else:
-            audio = log_mel(clip.samples, self.cfg.num_mel_bins)
-        return {"audio": audio, "window": (clip.start, len(clip.samples) / rate, clip.duration)}
-
-    def read_annotation(self, row, column="annotation"):
-        """The generic layout's annotation JSON object (DESIGN.md section 4)."""
-        try:
-            annotation = json.loads(row[column])
-        except json.JSONDecodeError as error:
-            raise row.error(column, f"annotation is not valid JSON: {error}") from None
-        if not isinstance(annotation, dict):
-            raise row.error(column, f"annotation must be a JSON object, got {type(annotation).__name__}")
-        return annotation
-
-    def read_bytes(self, row, column):
-        """The file bytes of a media cell (base64 or a path under --media-dir)."""
-        return read_media_bytes(row[column], self.cfg.media_dir, row.where(column), self.cfg.max_media_bytes)
-
-    def read_image(self, row, column, draft=True):
-        """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
-        scale that still covers the model input, unless a training crop could zoom into it or OFA's
-        preprocessing resizes the whole image."""
-        whole = self.cfg.crop_prob > 0 or self.cfg.ofa_preprocessing
-        draft_size = self.cfg.patch_image_size if draft and not whole else None
-        image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
-                             self.cfg.exif_transpose)
-        row.exif_orientation = image.orientation
-        return image
-
-    def transform_image(self, image, train, boxes=None, polygons=None):
-        """The ``DecodedImage`` in the model frame, its boxes and polygons (in the file's pixels) moved with it."""
-        return self.image_transforms[train](image.pixels, boxes=boxes, polygons=polygons, frame=image.size)
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -580,58 +479,7 @@ class UniGroundTask(FairseqTask):
             return self.constraint
         return DecoderPrompted(self.constraint)
 
-    # ---- bad rows -----------------------------------------------------------------------------
-
-    def count_bad_rows(self, sample, listed=False):
-        """Log a batch's bad rows and hold them to the budget, which counts distinct rows: the
-        same bad row met again in a later epoch does not use it up twice. With ``listed`` (in
-        training), each distinct row is also appended to --bad-rows-file, before any error, so that no
-        skipped row goes unlisted."""
-        bad = sample.get("bad_rows", [])
-        for message in bad:
-            logger.warning("skipped bad row: %s", message)
-        new = [message for message in dict.fromkeys(bad) if message not in self.bad_rows_seen]
-        if listed and new and self.cfg.bad_rows_file:
-            self.list_bad_rows(new)
-        self.add_bad_rows(bad)
-        return len(bad)
-
-    def add_bad_rows(self, bad):
-        """Add the messages ``bad`` to the distinct bad rows seen, an error past the --skip-bad-rows budget."""
-        self.bad_rows_seen.update(bad)
-        if len(self.bad_rows_seen) > self.cfg.skip_bad_rows:
-            raise RuntimeError(f"{len(self.bad_rows_seen)} bad rows, more than --skip-bad-rows "
-                               f"{self.cfg.skip_bad_rows}; the last: {bad[-1]}")
-
-    def list_bad_rows(self, messages):
-        """Append to --bad-rows-file the rows it does not list yet (a resumed run meets rows again), one
-        JSON object each: file, line, column, column_name, reason, message. Written at once: a kill
-        loses none."""
-        report = self.cfg.bad_rows_file
-        if self.bad_rows_listed is None:
-            self.bad_rows_listed = set()
-            if os.path.exists(report):
-                with open(report, encoding="utf-8") as f:
-                    self.bad_rows_listed = {json.loads(line)["message"] for line in f if line.endswith("\n")}
-        os.makedirs(os.path.dirname(report) or ".", exist_ok=True)
-        with open(report, "a", encoding="utf-8") as f:
-            for message in messages:
-                if message not in self.bad_rows_listed:
-                    f.write(json.dumps({**location_of(message), "message": message}, ensure_ascii=False) + "\n")
-                    self.bad_rows_listed.add(message)
-
-    def count_exif_rotated(self, sample):
-        """Count a batch's rows whose image carries an EXIF orientation it was read without (the stored
-        frame), warning once per TSV file; the number in this batch."""
-        rotated = sample.get("exif_rotated", [])
-        for path, line, orientation in rotated:
-            if path not in self.exif_rotated:
-                logger.warning(
-                    "%s:%d: the image has EXIF orientation %d and is read in its stored frame, as COCO, OFA and "
-                    "UnIVAL annotations assume; if this file's boxes and polygons were drawn on the photos as "
-                    "displayed, pass --exif-transpose. Such rows are counted as exif_rotated", path, line, orientation)
-            self.exif_rotated.setdefault(path, set()).add(line)
-        return len(rotated)
+    # ---- training steps that can teach nothing ------------------------------------------------
 
     def empty_step(self, model, bad):
         """A step whose rows were all bad: zero loss that still touches every parameter."""
@@ -644,7 +492,7 @@ class UniGroundTask(FairseqTask):
         every parameter still gets a gradient (ranks all-reduce the same set), and an update none of
         whose batches taught anything makes no optimizer step (``optimizer_step``)."""
         self.update_learns = {update_num: self.update_learns.get(update_num, False)}
-        bad = self.count_bad_rows(sample, listed=True)
+        bad = self.bad_rows.count(sample, listed=True)
         if "net_input" not in sample:
             loss, size, log = self.empty_step(model, bad)
             optimizer.backward(loss)
@@ -662,7 +510,7 @@ class UniGroundTask(FairseqTask):
 
         loss, size, log = super().train_step(sample, model, finite_criterion, optimizer, update_num, ignore_grad)
         log["bad_rows"] = bad
-        log["exif_rotated"] = self.count_exif_rotated(sample)
+        log["exif_rotated"] = self.bad_rows.count_exif_rotated(sample)
         return loss, size, log
 
     def skip_nonfinite(self, loss, sample, update_num):
@@ -755,13 +603,13 @@ class UniGroundTask(FairseqTask):
         return {**self.decode_prediction(tokens, meta), "score": round(float(score), 6)}
 
     def valid_step(self, sample, model, criterion):
-        bad = self.count_bad_rows(sample, listed=True)
+        bad = self.bad_rows.count(sample, listed=True)
         if "net_input" not in sample:
             with torch.no_grad():
                 return self.empty_step(model, bad)
         loss, size, log = super().valid_step(sample, model, criterion)
         log["bad_rows"] = bad
-        log["exif_rotated"] = self.count_exif_rotated(sample)
+        log["exif_rotated"] = self.bad_rows.count_exif_rotated(sample)
         if self.sequence_generator is not None:
             predictions = self.predict(self.sequence_generator, [model], sample)
             group = self.metric_prefix
@@ -791,31 +639,6 @@ class UniGroundTask(FairseqTask):
 def settings_digest(settings):
     """A short digest of JSON-ready ``settings``, naming the cache of what they determine."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def training_rng():
-    """A numpy generator drawn from torch's global one, which fairseq seeds per step."""
-    return np.random.default_rng(int(torch.randint(2 ** 62, ())))
-
-
-def collate_media(samples):
-    """net_input entries of the samples' media: per medium, the stacked inputs of the samples that
-    have it and a B-long ``<medium>_present`` mask. Audio is padded to the batch's longest clip
-    (rather than to --max-audio-seconds) and masked by its lengths."""
-    media = {}
-    for name in MEDIA_COLUMNS:
-        have = [s for s in samples if s.get(name) is not None]
-        if not have:
-            continue
-        media[f"{name}_present"] = torch.tensor([s.get(name) is not None for s in samples])
-        if name == "audio":
-            media["audio"] = pad_sequence([s["audio"] for s in have], batch_first=True)
-            media["audio_lengths"] = torch.tensor([len(s["audio"]) for s in have])
-        else:
-            media[name] = torch.stack([s[name] for s in have])
-    if "video" in media:
-        media["video_times"] = torch.stack([s["video_times"] for s in samples if s.get("video") is not None])
-    return media
 
 
 def sibling_task(name, cfg, vocab, **options):

@@ -49,7 +49,7 @@ class CaptionTask(UniGroundTask):
         references = self.references(row) if row.labelled else []
         sample = {
             "source": self.encode_source(self.prompt, row, "caption"),
-            **self.read_media(row, train),
+            **self.media.read(row, train),
             "meta": {"uniq_id": row["uniq_id"], "references": references},
         }
         if references:

@@ -60,7 +60,7 @@ class EntityRecognitionTask(ClosedSetTask):
 
     def build_sample(self, row, train):
         entity_id, seen = self.reference(row) if row.labelled else (None, None)
-        media = self.read_media(row, train)
+        media = self.media.read(row, train)
         if not row["text"].strip() and not any(row[name] for name in ("image", "video", "audio")):
             raise row.error("text", "the row has neither media nor text")
         sample = {
@@ -74,7 +74,7 @@ class EntityRecognitionTask(ClosedSetTask):
 
     def reference(self, row):
         """(entity id, seen or None) of the row's annotation, the id checked against the catalogue."""
-        annotation = self.read_annotation(row)
+        annotation = row.json_object()
         entity_id = annotation.get("entity_id")
         if isinstance(entity_id, int) and not isinstance(entity_id, bool):
             entity_id = str(entity_id)

@@ -11,38 +11,28 @@ text. Generation is constrained by that grammar (ie/grammar.py): labels from the
 schema, mentions copied from the text, grounds only where the sample has the medium. Scores are
 MUIE's (ie/scoring.py), with malformed outputs counted.
 """
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from evaluation.drawing import Mark
-from evaluation.report import SampleView
-from geometry.codec import ends_after_clip, outside_image
+from geometry.codec import ends_after_clip
 from ie.grammar import IEGrammar, grammar_context
-from ie.records import (AnnotationError, Ground, in_order, map_grounds, mentions_of, parse_records, parse_schema,
-                      schema_json, to_annotation)
+from ie.records import (AnnotationError, Ground, ground_outside_image, in_order, map_grounds, mentions_of,
+                        moved_grounds, parse_records, parse_schema, read_schema_file, record_labels, schema_json,
+                        to_annotation)
+from ie.report import records_view
 from ie.scoring import IESample, annotation_records, ie_scores, modality_mix
 from ie.tokens import Frame, IETargetError, parse, serialise, target_length
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Records
 
 
-
 @dataclass
 class IEConfig(UniGroundConfig):
     schema_file: Optional[str] = field(default=None, metadata={
         "help": "JSON schema {entity, relation, event, role: [labels]} offered to rows without their own"})
-
-
-def read_schema_file(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return parse_schema(json.load(f), where=path)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{error.lineno}: column {error.colno}: not valid JSON: {error.msg}") from None
 
 
 class IETask(UniGroundTask):
@@ -68,7 +58,9 @@ class IETask(UniGroundTask):
         text, annotation, records, schema = self.read_records(row)
         media, frame, window, size = self.read_media_and_grounds(row, train, records, text)
         head, body = self.prompt_ids(schema, text)
-        moved = self.model_frame_records(records, media.pop("image_view", None), window)
+        view = media.pop("image_view", None)
+        moved = moved_grounds(records, view.boxes if view else None, view.polygons if view else None,
+                              window[0] if window else 0.0)
         try:
             target = serialise(in_order(moved, text), self.vocab, self.codec, frame, source_ids=body)
         except IETargetError as error:
@@ -112,7 +104,7 @@ class IETask(UniGroundTask):
     def read_records(self, row):
         """(single-spaced text, annotation, records, schema) of a row, labels checked against the schema."""
         text = " ".join(row["text"].split())
-        annotation = self.read_annotation(row)
+        annotation = row.json_object()
         try:
             records = parse_records(annotation, self.subtask)
             schema = parse_schema(annotation["schema"]) if "schema" in annotation else self.dataset_schema
@@ -149,22 +141,25 @@ class IETask(UniGroundTask):
                     raise row.error("annotation", f"mention {mention.text!r} is not found in the text")
         media, size, window = {}, None, None
         if row["image"]:
-            image = self.read_image(row, "image")
+            image = self.media.image(row, "image")
             size = image.size
-            check_image_grounds(row, grounds, size)
+            outside = ground_outside_image(grounds, size)
+            if outside is not None:
+                raise row.error("annotation", f"{outside.kind} {list(outside.value)} lies outside the "
+                                              f"{size[0]}x{size[1]} image")
             boxes = [g.value for g in grounds if g.kind == "box"]
             polygons = [list(map(list, g.value)) for g in grounds if g.kind == "polygons"]
-            view = self.transform_image(image, train, boxes=np.array(boxes) if boxes else None,
+            view = self.media.transform(image, train, boxes=np.array(boxes) if boxes else None,
                                         polygons=polygons or None)
             media.update(image=view.pixels, image_view=view)
         elif any(g.kind != "span" for g in grounds):
             raise row.error("annotation", "a box or mask ground needs an image")
         spans = [g.value for g in grounds if g.kind == "span"]
         if row["video"]:
-            media.update(self.video_entries(self.read_bytes(row, "video"), row.where("video"), train))
+            media.update(self.media.video(row, train))
         if row["audio"]:
             keep = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else None
-            audio = self.audio_entries(self.read_bytes(row, "audio"), row.where("audio"), train, keep)
+            audio = self.media.audio(row, train, keep)
             media["audio"] = audio["audio"]
             media.setdefault("window", audio["window"])
         if "window" in media:
@@ -178,22 +173,6 @@ class IETask(UniGroundTask):
         frame = Frame(image_size=media["image_view"].size if "image_view" in media else None,
                       clip_length=window[1] if window else None)
         return media, frame, window, size
-
-    def model_frame_records(self, records, view, window):
-        """Records with image grounds moved into the transformed image and spans made relative to
-        the clip window: the frame the target is written in."""
-        boxes = iter(view.boxes.tolist() if view is not None and view.boxes is not None else [])
-        polygons = iter(view.polygons if view is not None and view.polygons is not None else [])
-
-        def move(ground):
-            if ground.kind == "box":
-                return Ground("box", tuple(next(boxes)))
-            if ground.kind == "polygons":
-                return Ground("polygons", tuple(tuple(np.asarray(p, dtype=float).ravel().tolist())
-                                                for p in next(polygons)))
-            return Ground("span", tuple(t - window[0] for t in ground.value))
-
-        return map_grounds(records, move)
 
     # ---- outputs -> scores -----------------------------------------------------------------------
 
@@ -221,64 +200,7 @@ class IETask(UniGroundTask):
                 if k == "malformed" or k.endswith("f1") and not k.startswith(("mix/", "dataset/"))}
 
     def report_view(self, prediction, row):
-        """Both sides' records as table rows, their grounds drawn on the media and their mentions
-        marked in the text."""
-        view = SampleView(prediction="", reference="", text=prediction["text"])
-        for side in ("reference", "prediction"):
-            records = annotation_records(prediction[side])
-            view.records += [(side, kind, label, "; ".join(f"{m.text} [{ground_text(m.ground)}]" for m in mentions))
-                             for kind, label, mentions in map(record_parts, records)]
-            mentions = [(f"{label}: {m.text}", m) for _, label, ms in map(record_parts, records) for m in ms]
-            view.marks += [Mark(side, m.ground.kind, m.ground.value, name) for name, m in mentions if m.ground]
-            view.highlights += [(side, m.text) for _, m in mentions]
-        count = len([r for r in view.records if r[0] == "prediction"])
-        view.prediction = f"{count} record(s)" + (f", {prediction['malformed']} malformed" if prediction["malformed"]
-                                                  else "")
-        view.reference = f"{len(view.records) - count} record(s)"
-        return view
+        return records_view(prediction)
 
     def result(self, prediction):
         return Records(prediction["score"], prediction["prediction"], prediction["malformed"])
-
-
-def record_parts(record):
-    """(kind, label, mentions) of a record, as the report's table lists it."""
-    kind = type(record).__name__.lower()
-    if kind == "entity":
-        return kind, record.type, [record.mention]
-    if kind == "relation":
-        return kind, record.label, [record.head, record.tail]
-    return kind, record.type, [record.trigger] + [a.mention for a in record.arguments]
-
-
-def ground_text(ground):
-    if ground is None:
-        return "text only"
-    if ground.kind == "polygons":
-        return f"mask of {len(ground.value)} polygon(s)"
-    unit = " s" if ground.kind == "span" else ""
-    return f"{ground.kind} " + ", ".join(f"{v:.1f}" for v in ground.value) + unit
-
-
-def record_labels(record):
-    """(schema kind, label) pairs of a record."""
-    kind = type(record).__name__.lower()
-    if kind == "entity":
-        return [("entity", record.type)]
-    if kind == "relation":
-        return [("relation", record.label)]
-    return [("event", record.type)] + [("role", a.role) for a in record.arguments]
-
-
-def check_image_grounds(row, grounds, size):
-    width, height = size
-    for ground in grounds:
-        if ground.kind == "box":
-            xs, ys = ground.value[0::2], ground.value[1::2]
-        elif ground.kind == "polygons":
-            xs = [v for p in ground.value for v in p[0::2]]
-            ys = [v for p in ground.value for v in p[1::2]]
-        else:
-            continue
-        if outside_image(xs, ys, width, height):
-            raise row.error("annotation", f"{ground.kind} {list(ground.value)} lies outside the {width}x{height} image")

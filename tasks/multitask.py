@@ -63,7 +63,7 @@ class MultitaskTask(UniGroundTask):
     def build_subtask(self, name, data, selected_cols):
         task = sibling_task(name, self.cfg, self.vocab, data=data, selected_cols=selected_cols)
         task.metric_prefix = f"{name}/"
-        task.bad_rows_seen = self.bad_rows_seen  # one --skip-bad-rows budget for the whole mixture
+        task.bad_rows = self.bad_rows  # one --skip-bad-rows budget for the whole mixture
         return task
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):

@@ -54,10 +54,10 @@ class RefcocoTask(UniGroundTask):
 
     def build_sample(self, row, train):
         text = self.expression(row)
-        original = self.read_image(row, "image")
+        original = self.media.image(row, "image")
         width, height = original.size
         box = parse_box(row, width, height) if row.labelled else None
-        image = self.transform_image(original, train, boxes=None if box is None else np.array([box]))
+        image = self.media.transform(original, train, boxes=None if box is None else np.array([box]))
         sample = {
             "source": self.encode_source(self.prompt.format(text), row, "text"),
             "image": image.pixels,

@@ -25,7 +25,7 @@ from evaluation.drawing import Mark
 from evaluation.metrics import mask_overlap, overlap_scores
 from evaluation.report import SampleView
 from geometry.codec import MIN_VERTICES, CodecError, LocationCodec
-from geometry.masks import encode_rle
+from geometry.masks import decode_rle, encode_rle
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Mask
 
@@ -67,14 +67,14 @@ class RefsegTask(UniGroundTask):
         text = " ".join(row["text"].split())
         if not text:
             raise row.error("text", "empty referring expression")
-        original = self.read_image(row, "image")
+        original = self.media.image(row, "image")
         width, height = original.size
         meta = {"uniq_id": row["uniq_id"], "text": text, "size": (width, height), "reference": None}
         if not row.labelled:
             return {"source": self.encode_source(self.prompt.format(text), row, "text"),
-                    "image": self.transform_image(original, train).pixels, "meta": meta}
-        regions = parse_regions(row, self.read_annotation(row), width, height)
-        image = self.transform_image(original, train, polygons=[region_parts(regions)])
+                    "image": self.media.transform(original, train).pixels, "meta": meta}
+        regions = parse_regions(row, row.json_object(), width, height)
+        image = self.media.transform(original, train, polygons=[region_parts(regions)])
         try:
             bins = self.codec.encode_polygons([part.ravel().tolist() for part in image.polygons[0]], *image.size)
         except CodecError as error:
@@ -91,8 +91,8 @@ class RefsegTask(UniGroundTask):
     def row_lengths(self, row):
         """The prompt, and every part of the mask at the vertex budget: at least what the target holds."""
         text = " ".join(row["text"].split())
-        width, height = image_size(self.read_bytes(row, "image"), row.where("image"))
-        parts = region_parts(parse_regions(row, self.read_annotation(row), width, height))
+        width, height = image_size(self.media.file_bytes(row, "image"), row.where("image"))
+        parts = region_parts(parse_regions(row, row.json_object(), width, height))
         vertices = self.cfg.max_poly_vertices
         return (len(self.vocab.encode_text(self.prompt.format(text))),
                 sum(1 + 2 * min(len(part) // 2, vertices) for part in parts))
@@ -137,7 +137,7 @@ class RefsegTask(UniGroundTask):
     def report_view(self, prediction, row):
         """The predicted polygons against the row's regions (polygons, or an RLE's mask), if it has them."""
         width, height = prediction["size"]
-        regions = parse_regions(row, self.read_annotation(row), width, height) if row.labelled else []
+        regions = parse_regions(row, row.json_object(), width, height) if row.labelled else []
         marks = [Mark("reference", "polygons" if kind == "polygons" else "mask", value) for kind, value in regions]
         if prediction["polygons"]:
             marks.append(Mark("prediction", "polygons", prediction["polygons"]))

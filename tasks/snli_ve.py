@@ -41,7 +41,7 @@ class SnliVeTask(ClosedSetTask):
         prompt, hypothesis = self.prompt_of(row)
         sample = {
             "source": self.encode_source(prompt, row, "hypothesis"),
-            **self.read_media(row, train),
+            **self.media.read(row, train),
             "meta": {"uniq_id": row["uniq_id"], "hypothesis": hypothesis, "label": label},
         }
         if label is not None:

@@ -51,8 +51,8 @@ class TemporalGroundingTask(UniGroundTask):
         text = self.query(row)
         if bool(row["video"]) == bool(row["audio"]):
             raise row.error("video", "temporal grounding needs exactly one clip: a video or an audio cell")
-        span = parse_span(row, self.read_annotation(row)) if row.labelled else None
-        media = self.read_media(row, train, keep=span)
+        span = parse_span(row, row.json_object()) if row.labelled else None
+        media = self.media.read(row, train, keep=span)
         start, length, duration = media.pop("window")
         sample = {
             "source": self.encode_source(self.prompt.format(text), row, "text"),

@@ -89,7 +89,7 @@ class VqaTask(ClosedSetTask):
         target = self.target(row, answers, train) if row.labelled else None
         sample = {
             "source": self.encode_source(self.prompt.format(question), row, "question"),
-            **self.read_media(row, train),
+            **self.media.read(row, train),
             "meta": {"question_id": row["question_id"], "question": question, "answers": answers},
         }
         if target is not None:

@@ -209,19 +209,19 @@ def test_skip_bad_rows_marks_collates_counts_and_enforces_the_limit(three_bad_ro
     assert len(batch["bad_rows"]) == 1 and batch["bad_rows"][0].startswith(expected[0])
 
     with caplog.at_level(logging.WARNING):
-        assert task.count_bad_rows(batch) == 1
-        assert task.count_bad_rows(dataset.collater(samples[4:8])) == 1
-    assert len(task.bad_rows_seen) == 2
+        assert task.bad_rows.count(batch) == 1
+        assert task.bad_rows.count(dataset.collater(samples[4:8])) == 1
+    assert len(task.bad_rows.seen) == 2
     logged = [r.getMessage() for r in caplog.records]
     assert any(expected[0] in m for m in logged) and any(expected[1] in m for m in logged)
-    assert task.count_bad_rows(dataset.collater(samples[8:8])) == 0  # a batch without bad rows
+    assert task.bad_rows.count(dataset.collater(samples[8:8])) == 0  # a batch without bad rows
 
     # the same rows met again (the next epoch) do not use the budget up twice
-    assert task.count_bad_rows(dataset.collater(samples[0:8])) == 2
-    assert len(task.bad_rows_seen) == 2
+    assert task.bad_rows.count(dataset.collater(samples[0:8])) == 2
+    assert len(task.bad_rows.seen) == 2
 
     with pytest.raises(RuntimeError, match=r"3 bad rows, more than --skip-bad-rows 2") as info:
-        task.count_bad_rows(dataset.collater(samples[8:12]))
+        task.bad_rows.count(dataset.collater(samples[8:12]))
     assert expected[2] in str(info.value)
 
 
@@ -233,7 +233,7 @@ def test_batch_of_only_bad_rows_has_no_net_input(three_bad_rows, vocab_dir):
     batch = dataset.collater([dataset[1], dataset[6]])
     assert set(batch) == {"bad_rows"}
     assert [m[: len(e)] for m, e in zip(batch["bad_rows"], expected)] == expected[:2]
-    assert task.count_bad_rows(batch) == 2
+    assert task.bad_rows.count(batch) == 2
 
 
 def test_bad_rows_travel_from_dataloader_workers(three_bad_rows, vocab_dir):
@@ -248,12 +248,12 @@ def test_bad_rows_travel_from_dataloader_workers(three_bad_rows, vocab_dir):
     for batch in batches:
         seen += batch["bad_rows"]
         good += len(batch.get("id", []))
-        task.count_bad_rows(batch)
+        task.bad_rows.count(batch)
     assert good == 9
     assert len(seen) == 3
     for prefix in expected:
         assert sum(m.startswith(prefix) for m in seen) == 1, (prefix, seen)
-    assert len(task.bad_rows_seen) == 3
+    assert len(task.bad_rows.seen) == 3
 
 
 def test_without_skip_bad_rows_a_worker_stops_with_the_located_message(demo_dir, vocab_dir, tmp_path):

@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 

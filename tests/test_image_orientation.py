@@ -79,18 +79,18 @@ def test_by_default_the_stored_frame_is_read_and_rotated_rows_are_counted_once_p
     task.load_dataset("valid")
     dataset = task.dataset("valid")
     stored = pil_to_tensor(Image.open(media / "rotated.jpg").convert("RGB"))
-    assert torch.equal(task.read_image(dataset.row(0), "image", draft=False).pixels, stored)
+    assert torch.equal(task.media.image(dataset.row(0), "image", draft=False).pixels, stored)
     assert dataset[0]["meta"]["size"] == (640, 422)
     assert predicted_box(task, dataset[0]) == pytest.approx([10, 20, 100, 200], abs=0.7)
     assert "lies outside the 640x422 image" in dataset[3]["bad_row"]  # a box drawn on the displayed photo
 
     with caplog.at_level(logging.WARNING):
-        counted = [task.count_exif_rotated(batch) for epoch in (1, 2) for batch in task.get_batch_iterator(
+        counted = [task.bad_rows.count_exif_rotated(batch) for epoch in (1, 2) for batch in task.get_batch_iterator(
             dataset=dataset, max_sentences=2, num_workers=1, epoch=epoch).next_epoch_itr(shuffle=False)]
     assert sum(counted) == 2 * 2  # lines 1 and 2, in each epoch
     warnings = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].startswith(f"{data}:1: the image has EXIF orientation 6")
-    assert "--exif-transpose" in warnings[0] and task.exif_rotated == {data: {1, 2}}
+    assert "--exif-transpose" in warnings[0] and task.bad_rows.exif_rotated == {data: {1, 2}}
 
 
 def test_exif_transpose_reads_the_displayed_frame_with_boxes_and_predictions_in_it(rotated_rows, vocab_dir):
@@ -98,12 +98,12 @@ def test_exif_transpose_reads_the_displayed_frame_with_boxes_and_predictions_in_
     task = build_task("refcoco", data, vocab_dir, media_dir=str(media), exif_transpose=True)
     task.load_dataset("valid")
     dataset = task.dataset("valid")
-    assert torch.equal(task.read_image(dataset.row(0), "image", draft=False).pixels,
+    assert torch.equal(task.media.image(dataset.row(0), "image", draft=False).pixels,
                        displayed((media / "rotated.jpg").read_bytes()))
     sample = dataset[3]
     assert sample["meta"]["size"] == (422, 640) and "exif_rotated" not in sample
     assert predicted_box(task, sample) == pytest.approx(DISPLAYED_ONLY_BOX, abs=0.7)
     assert dataset[2]["meta"]["size"] == (640, 422)  # an untagged photo as stored
     batch = dataset.collater([dataset[i] for i in range(4)])
-    assert task.count_exif_rotated(batch) == 0 and not task.exif_rotated
+    assert task.bad_rows.count_exif_rotated(batch) == 0 and not task.bad_rows.exif_rotated
 

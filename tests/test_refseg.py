@@ -425,7 +425,7 @@ def test_skip_bad_rows_counts_bad_refseg_rows(demo_dir, vocab_dir, tmp_path):
     batch = dataset.collater([dataset[i] for i in range(4)])
     assert batch["id"].tolist() == [0, 2] and batch["target"].size(0) == 2
     assert [m.split(": ")[0] for m in batch["bad_rows"]] == [f"{path}:2", f"{path}:4"]
-    assert task.count_bad_rows(batch) == 2
+    assert task.bad_rows.count(batch) == 2
 
 
 # ---- COCO to refseg rows -----------------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from argparse import Namespace
 from html.parser import HTMLParser
 
 import numpy as np

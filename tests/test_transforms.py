@@ -195,7 +195,7 @@ def test_draft_decoding_keeps_targets_and_predictions_in_original_pixels(tmp_pat
             task.load_dataset("valid")
             samples.append(task.dataset("valid")[0])
         dataset = drafted.dataset("valid")
-        reduced = drafted.read_image(dataset.row(0), "image")
+        reduced = drafted.media.image(dataset.row(0), "image")
         assert reduced.size == (width, height)
         assert patch <= min(reduced.pixels.shape[1:]) and reduced.pixels.shape[2] <= width // 2
         targets = [s["target"].tolist()[:-1] for s in samples]

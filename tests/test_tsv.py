@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.errors import BadInputError, DataFileError

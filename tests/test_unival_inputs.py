@@ -69,7 +69,7 @@ def test_a_unival_video_checkpoint_reads_frames_as_univals_video_dataset(tmp_pat
     video = batch["net_input"]["video"]
     assert video.shape == (2, 4, 3, 112, 112)
     row = task.dataset("valid").row(0)
-    native = decode_video(task.read_bytes(row, "video"), row.where("video"), 4, None).frames  # 64 x 64, not resized
+    native = decode_video(task.media.file_bytes(row, "video"), row.where("video"), 4, None).frames  # 64 x 64, not resized
     assert video.dtype == torch.uint8 and torch.equal(video[0, :, :, 24:88, 24:88], native)  # the model normalises
     assert (model_pixels(video)[0, :, :, :24] == -1).all()  # CenterCrop's zero padding, normalised
     assert task.prompt == " what does the video describe?"
