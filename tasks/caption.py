@@ -124,7 +124,7 @@ class CaptionTask(UniGroundTask):
             for i in track(range(len(tsv)), f"read the references of {tsv.path}", unit="rows", log=logger):
                 row = Row(tsv, i, dict(zip(self.columns, tsv.fields(i))))
                 try:
-                    self.references(row)
+                    self.references(row)  # a row the task refuses counts for none
                 except BadInputError:
                     continue
                 captions.append(raw_references(row))
