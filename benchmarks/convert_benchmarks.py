@@ -17,8 +17,8 @@ import time
 
 from common import machine_line, print_table
 
-from preprocess import (audiocaps_to_tsv, msrvtt_to_tsv, oven_to_tsv, refcoco_to_tsv,  # noqa: E402
-                        snli_ve_to_tsv, vqav2_to_tsv)
+from preprocess import (audiocaps_to_tsv, karpathy_to_tsv, msrvtt_to_tsv, oven_to_tsv,  # noqa: E402
+                        refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv)
 
 HUMANS = ["2", "two", "3", "2", "yes", "2", "Two.", "3", "4", "2"]
 
@@ -98,6 +98,25 @@ def oven(folder, n):
     return oven_to_tsv, ["--jsonl", path]
 
 
+def karpathy(folder, n):
+    """dataset_coco.json: 123,287 images (82,783 train, 30,504 restval, 5,000 val, 5,000 test), 616,767
+    sentences (332 images have a sixth); converted with --restval-in-train."""
+    held_out, restval, sixth = round(5_000 * n / 123_287), round(30_504 * n / 123_287), round(332 * n / 123_287)
+    raw = "A man with a red helmet on a small moped on a dirt road. "
+    images = []
+    for i in range(n):
+        split = "val" if i < held_out else "test" if i < 2 * held_out else "restval" if i < 2 * held_out + restval \
+            else "train"
+        count = 6 if i < sixth else 5
+        images.append({"filepath": "val2014", "filename": f"COCO_val2014_{i:012d}.jpg", "imgid": i, "split": split,
+                       "cocoid": i, "sentids": list(range(6 * i, 6 * i + count)),
+                       "sentences": [{"tokens": raw.lower().split(), "raw": raw, "imgid": i, "sentid": 6 * i + k}
+                                     for k in range(count)]})
+    with open(os.path.join(folder, "dataset_coco.json"), "w") as handle:
+        json.dump({"images": images, "dataset": "coco"}, handle)
+    return karpathy_to_tsv, ["--karpathy", os.path.join(folder, "dataset_coco.json"), "--restval-in-train"]
+
+
 # name: (the largest file's rows as published, what a row is, generator)
 DATASETS = {
     "refcoco": (50_000, "objects (142,210 expressions)", refcoco),
@@ -107,6 +126,7 @@ DATASETS = {
     "msrvtt_qa": (158_581, "train questions", msrvtt_qa),
     "audiocaps": (49_838, "train captions (about)", audiocaps),
     "oven": (4_958_569, "entity train rows (about)", oven),
+    "coco_karpathy": (123_287, "images (616,767 captions)", karpathy),
 }
 
 

@@ -30,32 +30,37 @@ def grounding_scores(predicted_boxes, reference_boxes):
 
 
 def ptb_tokenize(texts_by_id):
-    """{id: [text, ...]} -> {id: [tokenised text, ...]} with the COCO evaluation's tokenizer (Java)."""
+    """{id: [text, ...]} -> {id: [tokenised text, ...]} with the COCO evaluation's tokenizer (Java):
+    PTB tokens, lower-cased, punctuation tokens dropped (``turkey's.`` -> ``turkey 's``)."""
+    if shutil.which("java") is None:
+        raise RuntimeError("caption scoring needs Java for pycocoevalcap's PTB tokenizer (and METEOR): "
+                           "install a JRE (Debian: apt-get install default-jre-headless)")
     with child_stderr_to_debug("pycocoevalcap"):
         return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts_by_id.items()})
 
 
-def caption_inputs(hypotheses, references, full):
-    """(references, hypotheses) as pycocoevalcap's scorers take them: {id: [text, ...]}, PTB-tokenised
-    when ``full`` (Java), else lower-cased whitespace tokens."""
-    if not full:
-        res = {k: [" ".join(cider_tokens(v))] for k, v in hypotheses.items()}
-        gts = {k: [" ".join(cider_tokens(r)) for r in references[k]] for k in hypotheses}
-        return gts, res
-    if shutil.which("java") is None:
-        raise RuntimeError("caption evaluation needs Java for pycocoevalcap's PTB tokenizer and METEOR: "
-                           "install a JRE (Debian: apt-get install default-jre-headless)")
-    return ptb_tokenize({k: references[k] for k in hypotheses}), ptb_tokenize({k: [v] for k, v in hypotheses.items()})
+def ptb_words(texts):
+    """Each text's token list, tokenised as ``ptb_tokenize`` does (one Java run for all)."""
+    tokenised = ptb_tokenize(dict(enumerate([text] for text in texts)))
+    return [tokenised[i][0].split() for i in range(len(texts))]
+
+
+def caption_inputs(hypotheses, references):
+    """(references, hypotheses) as pycocoevalcap's scorers take them: {id: [text, ...]}, the raw texts
+    PTB-tokenised as the COCO caption evaluation does (``ptb_tokenize``)."""
+    tokenised = ptb_tokenize({**{("ref", k): references[k] for k in hypotheses},
+                              **{("hyp", k): [v] for k, v in hypotheses.items()}})
+    return {k: tokenised["ref", k] for k in hypotheses}, {k: tokenised["hyp", k] for k in hypotheses}
 
 
 def caption_scores(hypotheses, references, full=True):
-    """hypotheses {id: str}, references {id: [str, ...]} -> metrics through pycocoevalcap.
+    """hypotheses {id: str}, references {id: [raw str, ...]} -> metrics through pycocoevalcap, on
+    PTB-tokenised text as the COCO caption evaluation computes them (``caption_inputs``).
 
-    ``full``: BLEU-4, METEOR, ROUGE-L and CIDEr on PTB-tokenised text, as the COCO
-    caption evaluation computes them (METEOR and the tokenizer need Java). Otherwise
-    only CIDEr on lower-cased whitespace tokens, cheap enough for every validation.
+    ``full``: BLEU-4, METEOR (Java), ROUGE-L and CIDEr. Otherwise only CIDEr, cheap enough for
+    every validation.
     """
-    gts, res = caption_inputs(hypotheses, references, full)
+    gts, res = caption_inputs(hypotheses, references)
     if not full:
         return {"cider": float(Cider().compute_score(gts, res)[0])}
     bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
@@ -65,11 +70,6 @@ def caption_scores(hypotheses, references, full=True):
         "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
         "CIDEr": float(Cider().compute_score(gts, res)[0]),
     }
-
-
-def cider_tokens(text):
-    """A caption's tokens as validation scores them: lower-cased, split at whitespace."""
-    return text.lower().split()
 
 
 def ngram_counts(tokens, n=4):
@@ -135,10 +135,10 @@ class CiderD:
         return scores
 
 
-def caption_sample_cider(hypotheses, references, full=True):
+def caption_sample_cider(hypotheses, references):
     """{id: CIDEr of that caption}, with the document frequencies of the whole set, as pycocoevalcap
     computes the per-image scores whose mean is the corpus CIDEr (tokenised as ``caption_scores``)."""
-    gts, res = caption_inputs(hypotheses, references, full)
+    gts, res = caption_inputs(hypotheses, references)
     _, per_image = Cider().compute_score(gts, res)
     return {k: float(v) for k, v in zip(gts, per_image)}
 

@@ -6,7 +6,8 @@ import pickle
 import pytest
 
 from helpers import build_task
-from preprocess import audiocaps_to_tsv, msrvtt_to_tsv, oven_to_tsv, refcoco_to_tsv, snli_ve_to_tsv, vqav2_to_tsv
+from preprocess import (audiocaps_to_tsv, karpathy_to_tsv, msrvtt_to_tsv, oven_to_tsv, refcoco_to_tsv, snli_ve_to_tsv,
+                        vqav2_to_tsv)
 from evaluation.metrics import vqa_soft_accuracy
 
 COCO_PHOTOS = "/work/shared/data/coco-mini/images"
@@ -226,7 +227,7 @@ def test_bad_snli_ve_json_is_located(tmp_path):
 
 
 @pytest.mark.parametrize("module", [refcoco_to_tsv, vqav2_to_tsv, snli_ve_to_tsv, msrvtt_to_tsv, audiocaps_to_tsv,
-                                    oven_to_tsv])
+                                    oven_to_tsv, karpathy_to_tsv])
 def test_converters_explain_themselves(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -309,6 +310,77 @@ def test_a_bad_audiocaps_row_is_located(tmp_path):
     with pytest.raises(SystemExit, match=r"val.csv: line 3: a field of .* is empty"):
         audiocaps_to_tsv.main(["--csv", str(tmp_path / "val.csv"), "--media-dir", str(tmp_path), "--allow-missing",
                                "--out-dir", str(tmp_path / "out")])
+
+
+# ---- COCO Karpathy split ---------------------------------------------------------------------------------
+
+
+def karpathy_image(cocoid, split, raws, folder="val2014", first_sentid=0):
+    """An image record of dataset_coco.json: sentences with ``raw`` as written and Karpathy's ``tokens``."""
+    sentences = [{"tokens": raw.lower().strip(" .").split(), "raw": raw, "imgid": cocoid % 100,
+                  "sentid": first_sentid + k} for k, raw in enumerate(raws)]
+    return {"filepath": folder, "sentids": [s["sentid"] for s in sentences],
+            "filename": f"COCO_{folder}_{cocoid:012d}.jpg", "imgid": cocoid % 100, "split": split,
+            "sentences": sentences, "cocoid": cocoid}
+
+
+def write_karpathy(tmp_path, images):
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return ["--karpathy", str(tmp_path / "dataset_coco.json"), "--out-dir", str(tmp_path / "out")]
+
+
+KARPATHY = [karpathy_image(9, "train", ["A man  rides a horse. ", "Someone on a horse"], "train2014", 10),
+            karpathy_image(25, "restval", ["A giraffe eating."], first_sentid=20),
+            karpathy_image(42, "val", ["Two dogs.", "A pair of dogs"], first_sentid=30),
+            karpathy_image(73, "test", ["A turkey's head.", "Roast turkey && stuffing", "Dinner"], first_sentid=40)]
+
+
+@pytest.mark.parametrize("restval_in_train", [False, True])
+def test_karpathy_rows_by_split_per_sentence_for_train(tmp_path, capsys, restval_in_train):
+    folder = media(tmp_path, *(f"{image['filepath']}/{image['filename']}" for image in KARPATHY))
+    karpathy_to_tsv.main(write_karpathy(tmp_path, KARPATHY) + ["--media-dir", str(folder)]
+                         + ["--restval-in-train"] * restval_in_train)
+    out = tmp_path / "out"
+    train = [["10", "9", "A man rides a horse.", "", "train2014/COCO_train2014_000000000009.jpg"],
+             ["11", "9", "Someone on a horse", "", "train2014/COCO_train2014_000000000009.jpg"]]
+    restval = [["20", "25", "A giraffe eating.", "", "val2014/COCO_val2014_000000000025.jpg"]]
+    assert read_rows(out / "coco_caption_train.tsv") == train + restval * restval_in_train
+    assert os.path.exists(out / "coco_caption_restval.tsv") is not restval_in_train
+    assert read_rows(out / "coco_caption_val.tsv") == [
+        ["42", "42", "Two dogs.&&A pair of dogs", "", "val2014/COCO_val2014_000000000042.jpg"]]
+    assert read_rows(out / "coco_caption_test.tsv") == [
+        ["73", "73", "A turkey's head.&&Roast turkey & stuffing&&Dinner", "", "val2014/COCO_val2014_000000000073.jpg"]]
+    assert f"coco_caption_train.tsv ({3 if restval_in_train else 2} rows)" in capsys.readouterr().out
+
+
+def test_karpathy_flickr_records_without_cocoid_or_filepath(tmp_path):
+    image = {"sentids": [0], "imgid": 5, "split": "test", "filename": "1000092795.jpg",
+             "sentences": [{"tokens": ["two", "men"], "raw": "Two men.", "imgid": 5, "sentid": 0}]}
+    karpathy_to_tsv.main(write_karpathy(tmp_path, [image]) + ["--media-dir", str(media(tmp_path, "1000092795.jpg")),
+                                                              "--prefix", "flickr30k"])
+    assert read_rows(tmp_path / "out" / "flickr30k_caption_test.tsv") == [["5", "5", "Two men.", "", "1000092795.jpg"]]
+
+
+def test_bad_karpathy_records_are_located_and_nothing_is_written(tmp_path):
+    no_raw = karpathy_image(42, "val", ["Two dogs.", "x"])
+    del no_raw["sentences"][1]["raw"]
+    for images, message in [([KARPATHY[0], no_raw], r"image 2 \(id 42\), sentence 2: no 'raw' field"),
+                            ([KARPATHY[0], karpathy_image(42, "val", [" "])], r"image 2 \(id 42\), sentence 1: empty"),
+                            ([KARPATHY[0]], r"image 1 \(id 9\): media file not found: .*COCO_train2014_000000000009")]:
+        with pytest.raises(SystemExit, match=r"dataset_coco.json: " + message):
+            karpathy_to_tsv.main(write_karpathy(tmp_path, images) + ["--media-dir", str(tmp_path / "none")]
+                                 + ["--allow-missing"] * ("media" not in message))
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+def test_karpathy_references_reach_the_caption_task_as_written(tmp_path, vocab_dir):
+    image = karpathy_image(73, "test", ["A turkey's head.", "Dinner"])
+    image["filepath"], image["filename"] = "", sorted(os.listdir(COCO_PHOTOS))[0]
+    karpathy_to_tsv.main(write_karpathy(tmp_path, [image]) + ["--media-dir", COCO_PHOTOS])
+    task = build_task("caption", str(tmp_path / "out" / "coco_caption_test.tsv"), vocab_dir, media_dir=COCO_PHOTOS)
+    task.load_dataset("valid")
+    assert task.dataset("valid")[0]["meta"] == {"uniq_id": "73", "references": ["A turkey's head.", "Dinner"]}
 
 
 # ---- OVEN ----------------------------------------------------------------------------------------------
