@@ -5,11 +5,32 @@ set -eu
 cd "$(dirname "$0")/../.."
 . run_scripts/interpreter.sh
 
-# train_task TASK DEFAULT_DATA DEFAULT_UPDATES DEFAULT_LR BEST_METRIC MAX_OUTPUT_TOKENS [fairseq options...]
+# train_task --task TASK --data DEFAULT_DATA --updates DEFAULT_UPDATES --lr DEFAULT_LR
+#            --best-metric METRIC --max-output-tokens TOKENS [-- fairseq options...]
+# A task's recipe: its data, update count and learning rate (the defaults DATA, MAX_UPDATE and LR
+# override), the validation metric that picks checkpoint_best.pt, and the longest output validation
+# generates.
 train_task() {
-    task=$1 updates=${MAX_UPDATE:-$3} metric=$5 max_len=$6
-    data=${DATA:-$2} lr=${LR:-$4} every=${VALID_EVERY:-1000}
-    shift 6
+    task='' data=${DATA:-} updates=${MAX_UPDATE:-} lr=${LR:-} metric='' max_len=''
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        [ $# -ge 2 ] || { echo "train_task: $1 needs a value" >&2; return 2; }
+        case $1 in
+            --task) task=$2 ;;
+            --data) data=${DATA:-$2} ;;
+            --updates) updates=${MAX_UPDATE:-$2} ;;
+            --lr) lr=${LR:-$2} ;;
+            --best-metric) metric=$2 ;;
+            --max-output-tokens) max_len=$2 ;;
+            *) echo "train_task: unknown option $1" >&2; return 2 ;;
+        esac
+        shift 2
+    done
+    [ $# -eq 0 ] || shift  # the --
+    if [ -z "$task" ] || [ -z "$data" ] || [ -z "$updates" ] || [ -z "$lr" ] || [ -z "$metric" ] || [ -z "$max_len" ]; then
+        echo "train_task needs --task, --data, --updates, --lr, --best-metric and --max-output-tokens" >&2
+        return 2
+    fi
+    every=${VALID_EVERY:-1000}
     "$PYTHON" train.py "$data" \
         --task "$task" --vocab-dir "${VOCAB:-dataset/demo/vocab}" --arch "${ARCH:-unify_tiny}" \
         --patch-image-size "${PATCH:-64}" --criterion constrained_label_smoothed_cross_entropy \

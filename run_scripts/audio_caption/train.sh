@@ -5,5 +5,6 @@
 #   DATA=audiocaps_train.tsv,audiocaps_val.tsv VOCAB=vocab ARCH=unify_base AUDIO_SECONDS=10 \
 #   LR=1e-4 MAX_UPDATE=50000 sh run_scripts/audio_caption/train.sh --media-dir audio --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
-train_task audio_caption dataset/demo/audio_caption_train.tsv,dataset/demo/audio_caption_valid.tsv 600 2e-3 cider 24 \
+train_task --task audio_caption --data dataset/demo/audio_caption_train.tsv,dataset/demo/audio_caption_valid.tsv \
+    --updates 600 --lr 2e-3 --best-metric cider --max-output-tokens 24 -- \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"

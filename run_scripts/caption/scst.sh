@@ -12,7 +12,8 @@
 MAX_UPDATE=${MAX_UPDATE:-3000}
 LR=${LR:-1e-5} BATCH=${BATCH:-2} WARMUP=${WARMUP:-$((MAX_UPDATE * 6 / 100))} SAVE_DIR=${SAVE_DIR:-checkpoints/caption_scst}
 generation=${SCST_ARGS:-'{"beam": 5, "max_len_b": 16, "no_repeat_ngram_size": 3}'}
-train_task caption dataset/demo/caption_train.tsv,dataset/demo/caption_valid.tsv "$MAX_UPDATE" "$LR" cider 16 \
+train_task --task caption --data dataset/demo/caption_train.tsv,dataset/demo/caption_valid.tsv \
+    --updates "$MAX_UPDATE" --lr "$LR" --best-metric cider --max-output-tokens 16 -- \
     --criterion self_critical --scst-args "$generation" --eval-args "$generation" \
     --finetune-from-model "${CKPT:-checkpoints/caption/checkpoint_best.pt}" \
     --update-freq "${UPDATE_FREQ:-4}" --end-learning-rate 2e-7 --fixed-validation-seed 7 "$@"

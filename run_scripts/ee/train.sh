@@ -9,6 +9,7 @@
 # SCHEMA (the schema.json a converter writes beside its TSVs) is offered to rows without their own.
 . "$(dirname "$0")/../train_common.sh"
 set -- ${SCHEMA:+--schema-file "$SCHEMA"} "$@"
-train_task ee dataset/demo/ee_train.tsv,dataset/demo/ee_valid.tsv 3000 1e-3 argument/grounded_f1 96 \
+train_task --task ee --data dataset/demo/ee_train.tsv,dataset/demo/ee_valid.tsv \
+    --updates 3000 --lr 1e-3 --best-metric argument/grounded_f1 --max-output-tokens 96 -- \
     --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-32}" \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"

@@ -7,5 +7,6 @@
 #   CATALOGUE=wiki_entities.jsonl MAX_UPDATE=100000 sh run_scripts/entity_recognition/train.sh --bf16-autocast
 # The validation metric reports seen/unseen accuracy and their harmonic mean when rows say "seen".
 . "$(dirname "$0")/../train_common.sh"
-train_task entity_recognition dataset/demo/entity_train.tsv,dataset/demo/entity_valid.tsv 1000 1e-3 accuracy 24 \
+train_task --task entity_recognition --data dataset/demo/entity_train.tsv,dataset/demo/entity_valid.tsv \
+    --updates 1000 --lr 1e-3 --best-metric accuracy --max-output-tokens 24 -- \
     --catalogue "${CATALOGUE:-dataset/demo/entities.tsv}" "$@"

@@ -6,5 +6,7 @@
 #   VOCAB=vocab ARCH=unify_base PATCH=384 sh run_scripts/multitask/train.sh --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
 demo=dataset/demo
-train_task multitask "caption=$demo/caption_train.tsv,$demo/caption_valid.tsv;refcoco=$demo/refcoco_train.tsv,$demo/refcoco_valid.tsv" \
-    2000 1e-3 score "${MAX_LEN:-24}" --tasks "${TASKS:-caption:0.3,refcoco:0.7}" "$@"
+train_task --task multitask \
+    --data "caption=$demo/caption_train.tsv,$demo/caption_valid.tsv;refcoco=$demo/refcoco_train.tsv,$demo/refcoco_valid.tsv" \
+    --updates 2000 --lr 1e-3 --best-metric score --max-output-tokens "${MAX_LEN:-24}" -- \
+    --tasks "${TASKS:-caption:0.3,refcoco:0.7}" "$@"

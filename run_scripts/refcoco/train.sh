@@ -5,4 +5,5 @@
 #   DATA=refcoco_train.tsv,refcoco_val.tsv VOCAB=vocab ARCH=unify_base PATCH=512 BATCH=16 LR=5e-5 \
 #   MAX_UPDATE=50000 sh run_scripts/refcoco/train.sh --update-freq 4 --bf16-autocast --crop-prob 0.5
 . "$(dirname "$0")/../train_common.sh"
-train_task refcoco dataset/demo/refcoco_train.tsv,dataset/demo/refcoco_valid.tsv 2000 1e-3 acc@0.5 6 "$@"
+train_task --task refcoco --data dataset/demo/refcoco_train.tsv,dataset/demo/refcoco_valid.tsv \
+    --updates 2000 --lr 1e-3 --best-metric acc@0.5 --max-output-tokens 6 -- "$@"

@@ -7,4 +7,5 @@
 #   MAX_UPDATE=50000 sh run_scripts/refseg/train.sh --update-freq 4 --bf16-autocast --crop-prob 0.5
 # Outputs: every part of the mask (--max-tgt-length is sized to the longest target); validation generates up to 200 tokens.
 . "$(dirname "$0")/../train_common.sh"
-train_task refseg dataset/demo/refseg_train.tsv,dataset/demo/refseg_valid.tsv 3000 1e-3 mIoU 200 "$@"
+train_task --task refseg --data dataset/demo/refseg_train.tsv,dataset/demo/refseg_valid.tsv \
+    --updates 3000 --lr 1e-3 --best-metric mIoU --max-output-tokens 200 -- "$@"

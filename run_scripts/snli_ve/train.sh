@@ -6,4 +6,5 @@
 #   DATA=snli_ve_train.tsv,snli_ve_dev.tsv VOCAB=vocab ARCH=unify_base PATCH=480 BATCH=16 LR=5e-5 \
 #   MAX_UPDATE=50000 sh run_scripts/snli_ve/train.sh --bf16-autocast --add-premise
 . "$(dirname "$0")/../train_common.sh"
-train_task snli_ve dataset/demo/snli_ve_train.tsv,dataset/demo/snli_ve_valid.tsv 600 1e-3 accuracy 4 "$@"
+train_task --task snli_ve --data dataset/demo/snli_ve_train.tsv,dataset/demo/snli_ve_valid.tsv \
+    --updates 600 --lr 1e-3 --best-metric accuracy --max-output-tokens 4 -- "$@"

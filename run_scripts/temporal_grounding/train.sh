@@ -6,6 +6,7 @@
 #   DATA=charades_train.tsv,charades_val.tsv VOCAB=vocab ARCH=unify_base FRAMES=32 FRAME_SIZE=224 \
 #   LR=1e-4 MAX_UPDATE=30000 sh run_scripts/temporal_grounding/train.sh --media-dir videos --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
-train_task temporal_grounding dataset/demo/temporal_train.tsv,dataset/demo/temporal_valid.tsv 1500 1e-3 r1@0.5 2 \
+train_task --task temporal_grounding --data dataset/demo/temporal_train.tsv,dataset/demo/temporal_valid.tsv \
+    --updates 1500 --lr 1e-3 --best-metric r1@0.5 --max-output-tokens 2 -- \
     --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-64}" \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"

@@ -8,4 +8,5 @@
 #   DATA=vqa_train.tsv,vqa_val.tsv VOCAB=vocab ARCH=unify_base PATCH=480 BATCH=16 LR=5e-5 \
 #   MAX_UPDATE=100000 sh run_scripts/vqa/train.sh --answers-file trainval_answers.txt --bf16-autocast
 . "$(dirname "$0")/../train_common.sh"
-train_task vqa dataset/demo/vqa_train.tsv,dataset/demo/vqa_valid.tsv 1000 1e-3 vqa_score 8 "$@"
+train_task --task vqa --data dataset/demo/vqa_train.tsv,dataset/demo/vqa_valid.tsv \
+    --updates 1000 --lr 1e-3 --best-metric vqa_score --max-output-tokens 8 -- "$@"
