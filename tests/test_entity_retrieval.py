@@ -7,9 +7,12 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import retrieval.index
-from helpers import build_criterion, build_model, build_task
+from data.catalogue import read_catalogue
+from helpers import build_criterion, build_model, build_task, free_port
 from preprocess.make_demo_data import CATALOGUE_FILE
 from retrieval.candidates import SampleTries
 from retrieval.embedding import entity_text, info_nce, pooled
@@ -133,6 +136,33 @@ def test_index_build_shards_across_ranks_and_resumes_from_their_chunks(tmp_path)
     assert not os.path.exists(parts)
 
 
+def build_on_rank(rank, port, folder):
+    """One of two gloo ranks: the index built in memory and on disk, and which entities this rank embedded."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    rows, embedded = unit_rows(11), []
+
+    def embed(positions):
+        embedded.extend(positions)
+        return rows[positions]
+    in_memory = build_index(embed, 11, FINGERPRINT, 4)
+    on_disk = build_index(embed, 11, FINGERPRINT, 4, os.path.join(folder, "entities.npz"))
+    torch.save({"embedded": embedded, "memory": in_memory.embeddings, "disk": on_disk.embeddings},
+               os.path.join(folder, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes that import the test module (and fairseq)
+def test_two_ranks_share_the_build_and_get_the_whole_index(tmp_path):
+    mp.spawn(build_on_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    # chunks 0 and 2 on rank 0, chunk 1 on rank 1; once in memory, once into the parts folder
+    assert results[0]["embedded"] == [0, 1, 2, 3, 8, 9, 10] * 2 and results[1]["embedded"] == [4, 5, 6, 7] * 2
+    for result in results:
+        assert torch.equal(result["memory"], unit_rows(11)) and torch.equal(result["disk"], unit_rows(11))
+    assert torch.equal(load_index(str(tmp_path / "entities.npz"), FINGERPRINT).embeddings, unit_rows(11))
+    assert sorted(os.listdir(tmp_path)) == ["entities.npz", "rank0.pt", "rank1.pt"]
+
+
 def test_exact_search_over_blocks_finds_the_top_k(monkeypatch):
     monkeypatch.setattr(retrieval.index, "SEARCH_BLOCK", 7)
     rows, queries = unit_rows(50), unit_rows(5, seed=1)
@@ -253,3 +283,10 @@ def test_bad_retrieval_options_are_refused(demo_dir, vocab_dir, options, message
 def test_recall_at_k_by_hand():
     assert recall_at_k([1, 3, None, 2], [1, 2, 5]) == {"recall@1": 0.25, "recall@2": 0.5, "recall@5": 0.75}
     assert recall_at_k([], [1]) == {"recall@1": 0.0}
+
+
+def test_demo_entities_describe_their_colour_and_distractors_say_they_are_not_drawn(demo_dir):
+    catalogue = read_catalogue(demo_dir / CATALOGUE_FILE)
+    for entity in (catalogue[i] for i in range(len(catalogue))):
+        assert entity.id.split("-")[1] in entity.description, entity
+        assert ("never drawn" in entity.description) == (not entity.id.startswith("landmark-")), entity
