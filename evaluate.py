@@ -396,12 +396,12 @@ def evaluate_checkpoint(args, use_cuda):
     models, task = load_checkpoint(args.path[0], task_overrides(args), args.bpe_dir, args.trust_pickle, args.use_ema,
                                    "cuda" if use_cuda else "cpu")
     task = select_task(task, args)
-    task.checkpoint_path = args.path[0]
     check_result_format(args, task)
     check_result_paths(args)
     if args.lambdas is not None:
         result = interpolation_curve(args, models, task)
     else:
+        task.checkpoint_path = args.path[0]  # the weights evaluated are that file's
         result = evaluate(args, models, task, args.results_dir, args.report)
     if ranks()[0] == 0:
         print(json.dumps(result, indent=2))

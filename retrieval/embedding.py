@@ -20,6 +20,8 @@ def encoder_inputs(net_input):
 
 def pooled(encoder_out):
     """B x C unit vectors: the mean of the encoder states each sample attends to."""
+    if "attend_mask" not in encoder_out:
+        raise ValueError("retrieval pools the unify encoder's output; this model's encoder (OFA's) has another layout")
     states = encoder_out["encoder_out"]
     keep = encoder_out["attend_mask"].reshape(states.size(0), states.size(1)).to(states.dtype)
     mean = (states * keep.unsqueeze(2)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
