@@ -1,7 +1,10 @@
 """Retrieval-augmented entity recognition: the contrastive loss, the entity index, decoding over each
 sample's retrieved candidates, and recall@k."""
+import json
 import math
 import os
+import subprocess
+import sys
 from argparse import Namespace
 
 import numpy as np
@@ -12,7 +15,8 @@ import torch.multiprocessing as mp
 
 import retrieval.index
 from data.catalogue import read_catalogue
-from helpers import build_criterion, build_model, build_task, free_port
+from conftest import model_flags
+from helpers import ROOT, build_criterion, build_model, build_task, free_port
 from preprocess.make_demo_data import CATALOGUE_FILE
 from retrieval.candidates import SampleTries
 from retrieval.embedding import entity_text, info_nce, pooled
@@ -290,3 +294,31 @@ def test_demo_entities_describe_their_colour_and_distractors_say_they_are_not_dr
     for entity in (catalogue[i] for i in range(len(catalogue))):
         assert entity.id.split("-")[1] in entity.description, entity
         assert ("never drawn" in entity.description) == (not entity.id.startswith("landmark-")), entity
+
+
+@pytest.mark.slow
+def test_train_with_the_retrieval_loss_then_evaluate_with_retrieval(demo_dir, vocab_dir, tmp_path):
+    """The options through train.py and evaluate.py: the loss is logged, the index is kept beside the
+    checkpoint and reused, and recall@k is scored."""
+    catalogue = f"{demo_dir}/{CATALOGUE_FILE}"
+    train = subprocess.run(
+        [sys.executable, "train.py", f"{demo_dir}/entity_train.tsv,{demo_dir}/entity_valid.tsv",
+         "--task", "entity_recognition", "--catalogue", catalogue, "--vocab-dir", str(vocab_dir), *model_flags(),
+         "--patch-image-size", "64", "--criterion", "retrieval_cross_entropy", "--retrieval-weight", "0.5",
+         "--hard-negatives", "2", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", "2",
+         "--disable-validation", "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+         "--save-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, (train.stdout + train.stderr)[-3000:]
+    assert "retrieval_loss" in train.stdout + train.stderr
+    checkpoint = tmp_path / "run" / "checkpoint_last.pt"
+    command = [sys.executable, "evaluate.py", "--path", str(checkpoint), "--data", f"{demo_dir}/entity_valid.tsv",
+               "--beam", "3", "--batch-size", "8", "--cpu", "--task-option", "retrieval=on",
+               "--task-option", "retrieval_k=3"]
+    for attempt in range(2):
+        result = subprocess.run(command + ["--results-dir", str(tmp_path / f"results{attempt}")], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert ("entity index (rank 0 of 1)" in result.stderr) == (attempt == 0)  # built once, then loaded
+        metrics = json.loads((tmp_path / f"results{attempt}" / "metrics.json").read_text())
+        assert {"accuracy", "recall@1", "recall@3", "harmonic_mean"} <= set(metrics), metrics
+    assert (tmp_path / "run" / "checkpoint_last.pt.entities.npz").exists()
