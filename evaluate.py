@@ -412,6 +412,7 @@ def evaluate_checkpoint(args, use_cuda):
     if args.lambdas is not None:
         result = interpolation_curve(args, models, task)
     else:
+        task.checkpoint_path = args.path[0]  # the weights evaluated are that file's
         result = evaluate(args, models, task, args.results_dir, args.report)
     if ranks()[0] == 0:
         print(json.dumps(result, indent=2))

@@ -67,14 +67,15 @@ class DecoderPrompted(Constraint):
     """``inner`` after each sample's decoder prompt (OFA's prompt_type=prev_output: the decoder reads the
     source before its output). Inside its prompt, whose tokens the generator forces, a hypothesis may
     take any token; after it, ``inner`` sees only the tokens that follow the prompt. The prompt lengths
-    come with the batch, in each sample's meta (``decoder_prompt_length``). ``inner`` is a rule that is
-    the same for every sample (a candidate trie)."""
+    come with the batch, in each sample's meta (``decoder_prompt_length``); ``inner`` is bound to the
+    batch too (per-sample candidates)."""
 
     def __init__(self, inner, lengths=None):
         self.inner, self.lengths = inner, lengths
 
     def for_batch(self, contexts):
-        return DecoderPrompted(self.inner, torch.tensor([context["decoder_prompt_length"] for context in contexts]))
+        return DecoderPrompted(self.inner.for_batch(contexts),
+                               torch.tensor([context["decoder_prompt_length"] for context in contexts]))
 
     def with_max_length(self, max_length):
         return DecoderPrompted(self.inner.with_max_length(max_length), self.lengths)

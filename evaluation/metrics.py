@@ -211,3 +211,9 @@ def seen_unseen_accuracy(correct, seen=None):
         a, b = scores["seen_accuracy"], scores["unseen_accuracy"]
         scores["harmonic_mean"] = 2 * a * b / (a + b) if a + b > 0 else 0.0
     return scores
+
+
+def recall_at_k(ranks, ks):
+    """Retrieval recall@k for each k of ``ks``: the share of samples whose gold entity's 1-based ``ranks``
+    (None: not retrieved) is at most k."""
+    return {f"recall@{k}": float(np.mean([r is not None and r <= k for r in ranks])) if ranks else 0.0 for k in ks}

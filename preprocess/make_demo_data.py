@@ -230,17 +230,20 @@ def landmark_id(colour, kind):
 
 def catalogue_entries():
     """(id, name, description, aliases) of the demo catalogue: one landmark per (colour, shape) pair, each
-    with two aliases, then distractors whose names extend or share a landmark's first words."""
+    with two aliases, then distractors whose names extend or share a landmark's first words. The
+    descriptions say what each looks like, which retrieval's entity embeddings read."""
     entries = []
     for colour, word in LANDMARK_COLOURS.items():
         for kind, shape_word in LANDMARK_SHAPES.items():
-            entries.append((landmark_id(colour, kind), f"{word} {shape_word}", f"a {colour} {kind}",
+            entries.append((landmark_id(colour, kind), f"{word} {shape_word}",
+                            f"a {colour} {kind} drawn on a plain background",
                             (f"{colour} {kind} landmark", f"the {shape_word} of {word}")))
     for colour, word in LANDMARK_COLOURS.items():
         for kind, shape_word in LANDMARK_SHAPES.items():
             entries.append((f"tower-{colour}-{kind}", f"{word} {shape_word} tower",
-                            "a distractor: a landmark's name and one more word", (f"{word} tower of {kind}s",)))
-        entries.append((f"dunes-{colour}", f"{word} dunes", "a distractor sharing a colour word", ()))
+                            f"a tall {colour} tower beside a {kind}, never drawn in the images",
+                            (f"{word} tower of {kind}s",)))
+        entries.append((f"dunes-{colour}", f"{word} dunes", f"{colour} sand dunes, never drawn in the images", ()))
     return entries
 
 

@@ -130,6 +130,7 @@ class UniGroundTask(FairseqTask):
     optional_media = False  # generic layout: any media cell may be empty
     uniground_tokens = False  # needs time bins, <poly> or IE tokens, which OFA's vocabulary gets appended
     generation_defaults = {}  # beam search settings evaluate.py starts from (an OFA checkpoint's: OFA's)
+    checkpoint_path = None  # the evaluated checkpoint (evaluate.py), beside which a task may keep derived files
 
     def __init__(self, cfg, vocab):
         super().__init__(cfg)

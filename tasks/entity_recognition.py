@@ -8,20 +8,32 @@ trained to write the canonical name; decoding is constrained to the trie of ever
 and alias, and the generated text maps back to its entity (a text two entities share goes
 to the entity whose canonical name it is, else to the first in catalogue order). Metrics:
 accuracy, and when rows say ``seen``, seen and unseen accuracy and their harmonic mean.
+
+With ``--retrieval on`` (AutoVER's inference), beam search is constrained per sample to the names and
+aliases of the ``--retrieval-k`` entities nearest the sample's query embedding (``retrieval/``), and
+the scores add the retrieval recall@k; train with ``--criterion retrieval_cross_entropy`` so that the
+embeddings learn to retrieve.
 """
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from fairseq.tasks import register_task
 
 from data.catalogue import read_catalogue
-from evaluation.metrics import seen_unseen_accuracy
-from evaluation.report import SampleView
+from retrieval.candidates import RetrievedCandidates
+from retrieval.embedding import TEXT_FORMAT, EntityTexts, embed_queries
+from retrieval.index import build_index, fingerprint, load_index
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
+from decoding.constraints import DecoderPrompted
+from evaluation.metrics import recall_at_k, seen_unseen_accuracy
+from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
+RETRIEVAL_MODES = ("off", "on")
 
 
 @dataclass
@@ -29,6 +41,19 @@ class EntityRecognitionConfig(ClosedSetConfig):
     catalogue: str = field(default="", metadata={
         "help": "entity catalogue: TSV (id, name, description, alias&&alias) or JSONL (id, name, description, "
                 "aliases)"})
+    retrieval: str = field(default="off", metadata={
+        "help": "'on': beam search over the names of each sample's --retrieval-k retrieved entities only; "
+                "'off': over the trie of every name"})
+    retrieval_k: int = field(default=10, metadata={"help": "entities retrieved per sample"})
+    retrieval_index: str = field(default="", metadata={
+        "help": "file of the catalogue's entity embeddings: loaded when it exists (refused if built from another "
+                "catalogue or other weights), else built and saved there; unset: <checkpoint>.entities.npz "
+                "under evaluate.py, in memory otherwise (training's validation rebuilds it as the weights change)"})
+    retrieval_text_tokens: int = field(default=64, metadata={
+        "help": "tokens of an entity's text (name; aliases; description) its embedding reads, EOS included"})
+    retrieval_chunk_size: int = field(default=4096, metadata={
+        "help": "entities per chunk of the index build (the unit of sharding across ranks and of resuming)"})
+    retrieval_batch_size: int = field(default=256, metadata={"help": "entities per encoder pass of the index build"})
 
 
 @register_task("entity_recognition", dataclass=EntityRecognitionConfig)
@@ -39,18 +64,31 @@ class EntityRecognitionTask(ClosedSetTask):
     default_cols = "0,1,2,3,4,5"
     optional_media = True
 
+    def __init__(self, cfg, vocab):
+        if cfg.retrieval not in RETRIEVAL_MODES:
+            raise ValueError(f"--retrieval must be one of {', '.join(RETRIEVAL_MODES)}, got {cfg.retrieval!r}")
+        if cfg.retrieval == "on" and cfg.eval_mode != "beam":
+            raise ValueError("--retrieval on constrains beam search: it needs --eval-mode beam")
+        if cfg.retrieval_k < 1:
+            raise ValueError(f"--retrieval-k must be at least 1, got {cfg.retrieval_k}")
+        self.index_cache = None  # (encoder weight versions, EntityIndex)
+        super().__init__(cfg, vocab)
+
     def choice_texts(self):
         """Every canonical name (in catalogue order, so choice i < len(catalogue) is entity i's name),
         then every alias that differs from its entity's name and earlier aliases."""
         if not self.cfg.catalogue:
             raise ValueError("entity_recognition needs --catalogue (TSV or JSONL of id, name, description, aliases)")
         self.catalogue = read_catalogue(self.cfg.catalogue)
+        self.entity_texts = EntityTexts(self.catalogue, self.vocab, self.cfg.retrieval_text_tokens)
         texts, owners = list(self.catalogue.names), list(range(len(self.catalogue)))
+        self.entity_choices = [[position] for position in range(len(self.catalogue))]
         for position, (name, aliases) in enumerate(zip(self.catalogue.names, self.catalogue.aliases)):
             kept = {name}
             for alias in aliases:
                 if alias not in kept:
                     kept.add(alias)
+                    self.entity_choices[position].append(len(texts))
                     texts.append(alias)
                     owners.append(position)
         self.choice_entity = np.array(owners, dtype=np.int64)
@@ -102,14 +140,111 @@ class EntityRecognitionTask(ClosedSetTask):
         if choice is None:
             entity_id, name = None, self.vocab.decode_text(tokens)
         else:
-            position = int(self.choice_entity[choice])
+            position = self.entity_of(tokens, meta.get("candidates"), int(self.choice_entity[choice]))
             entity_id, name = self.catalogue.ids[position], self.choices[choice]
-        return {"uniq_id": meta["uniq_id"], "entity_id": entity_id, "name": name,
-                "reference": meta["entity_id"], "seen": meta["seen"]}
+        prediction = {"uniq_id": meta["uniq_id"], "entity_id": entity_id, "name": name,
+                      "reference": meta["entity_id"], "seen": meta["seen"]}
+        if "candidates" in meta:
+            prediction["retrieval_rank"] = meta["retrieval_rank"]
+        return prediction
+
+    def entity_of(self, tokens, candidates, anywhere):
+        """The entity a name names: among retrieved ``candidates`` (in rank order) the one whose canonical
+        name it is, else the first whose alias it is; without candidates, ``anywhere``."""
+        if candidates is None:
+            return anywhere
+        tokens = list(tokens)
+        owners = [p for p in candidates if any(self.choice_tokens[c][:-1] == tokens for c in self.entity_choices[p])]
+        named = [p for p in owners if self.choice_tokens[p][:-1] == tokens]
+        return (named or owners)[0]
 
     def score(self, predictions, full=False):
-        return seen_unseen_accuracy([p["entity_id"] == p["reference"] for p in predictions],
-                                    [p["seen"] for p in predictions])
+        scores = seen_unseen_accuracy([p["entity_id"] == p["reference"] for p in predictions],
+                                      [p["seen"] for p in predictions])
+        if predictions and all("retrieval_rank" in p for p in predictions):
+            ks = sorted({k for k in (1, 5, 10) if k < self.cfg.retrieval_k} | {self.cfg.retrieval_k})
+            scores.update(recall_at_k([p["retrieval_rank"] for p in predictions], ks))
+        return scores
+
+    # ---- retrieval ------------------------------------------------------------------------------
+
+    def output_constraint(self):
+        """Under retrieval, the name trie bound to each batch's retrieved candidates."""
+        if self.cfg.retrieval == "off" or self.constraint is None:
+            return super().output_constraint()
+        constraint = RetrievedCandidates(self.trie, self.choice_tokens, self.entity_choices)
+        return DecoderPrompted(constraint) if self.cfg.decoder_prompt else constraint
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
+                        prefix_allowed_tokens_fn=None):
+        if self.cfg.retrieval == "on" and getattr(args, "beam", 5) > self.cfg.retrieval_k:
+            logger.warning("beam %d is more than --retrieval-k %d: using beam %d", args.beam, self.cfg.retrieval_k,
+                           self.cfg.retrieval_k)
+            args.beam = self.cfg.retrieval_k
+        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def predict(self, generator, models, sample):
+        if self.cfg.retrieval == "on" and not self.cfg.unconstrained:
+            sample = self.with_candidates(models[0], sample, generator.beam_size)
+        return super().predict(generator, models, sample)
+
+    def with_candidates(self, model, sample, beam):
+        """The batch with each sample's retrieved ``candidates`` (catalogue positions, best first) and the
+        1-based ``retrieval_rank`` of its gold entity among the first --retrieval-k (None: not among them)."""
+        k = self.cfg.retrieval_k
+        _, ranked = self.entity_index(model).search(embed_queries(model, sample), 2 * k)
+        metas = []
+        for meta, positions in zip(sample["meta"], ranked.tolist()):
+            gold = self.catalogue.position.get(meta["entity_id"])
+            rank = positions[:k].index(gold) + 1 if gold in positions[:k] else None
+            metas.append(dict(meta, candidates=self.candidates(positions, beam, meta), retrieval_rank=rank))
+        return dict(sample, meta=metas)
+
+    def candidates(self, ranked, beam, meta):
+        """The first --retrieval-k of ``ranked``, and more (up to twice as many) while their names are fewer
+        than the beam, which constrained beam search needs (``fit_generation_to_trie``)."""
+        chosen, names = [], set()
+        for position in ranked:
+            if len(chosen) >= self.cfg.retrieval_k and len(names) >= beam:
+                break
+            chosen.append(position)
+            names.update(tuple(self.choice_tokens[c]) for c in self.entity_choices[position])
+        if len(names) < beam:
+            raise RuntimeError(f"sample {meta['uniq_id']!r}: its {len(chosen)} retrieved entities have {len(names)} "
+                               f"distinct names, fewer than beam {beam}; raise --retrieval-k or lower the beam")
+        return chosen
+
+    def entity_index(self, model):
+        """The catalogue index for ``model``'s encoder weights: reused while they stay as they are."""
+        encoder = model.encoder
+        weights = tuple((p.data_ptr(), p._version) for p in encoder.parameters())
+        if self.index_cache is not None and self.index_cache[0] == weights:
+            return self.index_cache[1]
+        expected = fingerprint(self.catalogue.path, encoder,
+                               {"format": TEXT_FORMAT, "max_tokens": self.cfg.retrieval_text_tokens})
+        path = self.index_path()
+        if path and os.path.exists(path):
+            index = load_index(path, expected)
+        else:
+            index = build_index(lambda positions: self.embed_entities(model, positions), len(self.catalogue),
+                                expected, self.cfg.retrieval_chunk_size, path or None)
+        self.index_cache = (weights, index)
+        return index
+
+    def index_path(self):
+        """Where the index is kept: --retrieval-index, else beside the evaluated checkpoint; None (in memory)
+        for training's validation, whose weights change."""
+        if self.cfg.eval_metrics:
+            return None
+        if self.cfg.retrieval_index:
+            return self.cfg.retrieval_index
+        return f"{self.checkpoint_path}.entities.npz" if self.checkpoint_path else None
+
+    def embed_entities(self, model, positions):
+        with torch.no_grad():
+            step = self.cfg.retrieval_batch_size
+            return torch.cat([self.entity_texts.embed(model, positions[i:i + step])
+                              for i in range(0, len(positions), step)])
 
     def report_view(self, prediction, row):
         reference = prediction["reference"]
