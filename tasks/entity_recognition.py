@@ -14,18 +14,17 @@ aliases of the ``--retrieval-k`` entities nearest the sample's query embedding (
 the scores add the retrieval recall@k; train with ``--criterion retrieval_cross_entropy`` so that the
 embeddings learn to retrieve.
 """
+import functools
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from fairseq.tasks import register_task
 
 from data.catalogue import read_catalogue
 from retrieval.candidates import RetrievedCandidates
-from retrieval.embedding import TEXT_FORMAT, EntityTexts, embed_queries
-from retrieval.index import build_index, fingerprint, load_index
+from retrieval.embedding import EntityTexts
+from retrieval.retriever import Retriever
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import Answer
 from decoding.constraints import DecoderPrompted
@@ -71,7 +70,6 @@ class EntityRecognitionTask(ClosedSetTask):
             raise ValueError("--retrieval on constrains beam search: it needs --eval-mode beam")
         if cfg.retrieval_k < 1:
             raise ValueError(f"--retrieval-k must be at least 1, got {cfg.retrieval_k}")
-        self.index_cache = None  # (encoder weight versions, EntityIndex)
         super().__init__(cfg, vocab)
 
     def choice_texts(self):
@@ -140,23 +138,13 @@ class EntityRecognitionTask(ClosedSetTask):
         if choice is None:
             entity_id, name = None, self.vocab.decode_text(tokens)
         else:
-            position = self.entity_of(tokens, meta.get("candidates"), int(self.choice_entity[choice]))
+            position = self.retriever.entity_of(tokens, meta.get("candidates"), int(self.choice_entity[choice]))
             entity_id, name = self.catalogue.ids[position], self.choices[choice]
         prediction = {"uniq_id": meta["uniq_id"], "entity_id": entity_id, "name": name,
                       "reference": meta["entity_id"], "seen": meta["seen"]}
         if "candidates" in meta:
             prediction["retrieval_rank"] = meta["retrieval_rank"]
         return prediction
-
-    def entity_of(self, tokens, candidates, anywhere):
-        """The entity a name names: among retrieved ``candidates`` (in rank order) the one whose canonical
-        name it is, else the first whose alias it is; without candidates, ``anywhere``."""
-        if candidates is None:
-            return anywhere
-        tokens = list(tokens)
-        owners = [p for p in candidates if any(self.choice_tokens[c][:-1] == tokens for c in self.entity_choices[p])]
-        named = [p for p in owners if self.choice_tokens[p][:-1] == tokens]
-        return (named or owners)[0]
 
     def score(self, predictions, full=False):
         scores = seen_unseen_accuracy([p["entity_id"] == p["reference"] for p in predictions],
@@ -167,6 +155,19 @@ class EntityRecognitionTask(ClosedSetTask):
         return scores
 
     # ---- retrieval ------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def retriever(self):
+        return Retriever(self.catalogue, self.entity_texts, self.choice_tokens, self.entity_choices, self.cfg)
+
+    def index_path(self):
+        """Where the index is kept: --retrieval-index, else beside the evaluated checkpoint; None (in memory)
+        for training's validation, whose weights change."""
+        if self.cfg.eval_metrics:
+            return None
+        if self.cfg.retrieval_index:
+            return self.cfg.retrieval_index
+        return f"{self.checkpoint_path}.entities.npz" if self.checkpoint_path else None
 
     def output_constraint(self):
         """Under retrieval, the name trie bound to each batch's retrieved candidates."""
@@ -185,66 +186,8 @@ class EntityRecognitionTask(ClosedSetTask):
 
     def predict(self, generator, models, sample):
         if self.cfg.retrieval == "on" and not self.cfg.unconstrained:
-            sample = self.with_candidates(models[0], sample, generator.beam_size)
+            sample = self.retriever.with_candidates(models[0], sample, generator.beam_size, self.index_path())
         return super().predict(generator, models, sample)
-
-    def with_candidates(self, model, sample, beam):
-        """The batch with each sample's retrieved ``candidates`` (catalogue positions, best first) and the
-        1-based ``retrieval_rank`` of its gold entity among the first --retrieval-k (None: not among them)."""
-        k = self.cfg.retrieval_k
-        _, ranked = self.entity_index(model).search(embed_queries(model, sample), 2 * k)
-        metas = []
-        for meta, positions in zip(sample["meta"], ranked.tolist()):
-            gold = self.catalogue.position.get(meta["entity_id"])
-            rank = positions[:k].index(gold) + 1 if gold in positions[:k] else None
-            metas.append(dict(meta, candidates=self.candidates(positions, beam, meta), retrieval_rank=rank))
-        return dict(sample, meta=metas)
-
-    def candidates(self, ranked, beam, meta):
-        """The first --retrieval-k of ``ranked``, and more (up to twice as many) while their names are fewer
-        than the beam, which constrained beam search needs (``fit_generation_to_trie``)."""
-        chosen, names = [], set()
-        for position in ranked:
-            if len(chosen) >= self.cfg.retrieval_k and len(names) >= beam:
-                break
-            chosen.append(position)
-            names.update(tuple(self.choice_tokens[c]) for c in self.entity_choices[position])
-        if len(names) < beam:
-            raise RuntimeError(f"sample {meta['uniq_id']!r}: its {len(chosen)} retrieved entities have {len(names)} "
-                               f"distinct names, fewer than beam {beam}; raise --retrieval-k or lower the beam")
-        return chosen
-
-    def entity_index(self, model):
-        """The catalogue index for ``model``'s encoder weights: reused while they stay as they are."""
-        encoder = model.encoder
-        weights = tuple((p.data_ptr(), p._version) for p in encoder.parameters())
-        if self.index_cache is not None and self.index_cache[0] == weights:
-            return self.index_cache[1]
-        expected = fingerprint(self.catalogue.path, encoder,
-                               {"format": TEXT_FORMAT, "max_tokens": self.cfg.retrieval_text_tokens})
-        path = self.index_path()
-        if path and os.path.exists(path):
-            index = load_index(path, expected)
-        else:
-            index = build_index(lambda positions: self.embed_entities(model, positions), len(self.catalogue),
-                                expected, self.cfg.retrieval_chunk_size, path or None)
-        self.index_cache = (weights, index)
-        return index
-
-    def index_path(self):
-        """Where the index is kept: --retrieval-index, else beside the evaluated checkpoint; None (in memory)
-        for training's validation, whose weights change."""
-        if self.cfg.eval_metrics:
-            return None
-        if self.cfg.retrieval_index:
-            return self.cfg.retrieval_index
-        return f"{self.checkpoint_path}.entities.npz" if self.checkpoint_path else None
-
-    def embed_entities(self, model, positions):
-        with torch.no_grad():
-            step = self.cfg.retrieval_batch_size
-            return torch.cat([self.entity_texts.embed(model, positions[i:i + step])
-                              for i in range(0, len(positions), step)])
 
     def report_view(self, prediction, row):
         reference = prediction["reference"]

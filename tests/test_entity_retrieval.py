@@ -182,16 +182,16 @@ def test_task_index_is_saved_and_refused_once_the_weights_change(demo_dir, vocab
     task = demo_task(demo_dir, vocab_dir, retrieval="on", retrieval_index=path, retrieval_chunk_size=16)
     torch.manual_seed(0)
     model = build_model(task).eval()
-    index = task.entity_index(model)
+    index = task.retriever.entity_index(model, task.index_path())
     assert len(index) == len(task.catalogue) and os.path.exists(path)
-    assert task.entity_index(model) is index  # unchanged weights: reused
-    assert torch.allclose(index.embeddings[:3], task.embed_entities(model, [0, 1, 2]), atol=1e-6)
+    assert task.retriever.entity_index(model, task.index_path()) is index  # unchanged weights: reused
+    assert torch.allclose(index.embeddings[:3], task.retriever.embed_entities(model, [0, 1, 2]), atol=1e-6)
     fresh = demo_task(demo_dir, vocab_dir, retrieval="on", retrieval_index=path)
-    assert torch.equal(fresh.entity_index(model).embeddings, index.embeddings)  # loaded from the file
+    assert torch.equal(fresh.retriever.entity_index(model, fresh.index_path()).embeddings, index.embeddings)  # loaded from the file
     with torch.no_grad():
         model.encoder.final_norm.bias.add_(0.1)
     with pytest.raises(IndexMismatchError, match="another weights"):
-        task.entity_index(model)
+        task.retriever.entity_index(model, task.index_path())
 
 
 # ---- decoding over each sample's candidates -------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_retrieval_mode_retrieves_ranks_and_scores(demo_dir, vocab_dir):
     generator = task.build_generator([model], Namespace(beam=6, max_len_b=8, min_len=1))
     assert generator.beam_size == 4  # capped at --retrieval-k
     queries = pooled(model.encoder(**{k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}))
-    ranked = (queries @ task.entity_index(model).embeddings.t()).argsort(1, descending=True)[:, :4].tolist()
+    ranked = (queries @ task.retriever.entity_index(model, task.index_path()).embeddings.t()).argsort(1, descending=True)[:, :4].tolist()
     predictions = task.predict(generator, [model], batch)
     for prediction, top in zip(predictions, ranked):
         gold = task.catalogue.position[prediction["reference"]]
