@@ -1,6 +1,7 @@
 """Random access to the rows of TSV files far larger than memory, through a cached byte-offset index."""
 
 import hashlib
+import json
 import logging
 import mmap
 import os
@@ -304,3 +305,9 @@ def format_row(cells):
         if any(c in cell for c in "\t\r\n"):
             raise ValueError(f"column {k + 1} holds a tab or line break: {cell[:80]!r}")
     return "\t".join(cells) + "\n"
+
+
+def settings_digest(settings):
+    """A short digest of JSON-ready ``settings``, naming the cache (``TsvFile.cached_array``) of what they
+    determine."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

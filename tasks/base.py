@@ -6,7 +6,6 @@ become a prediction, and its metric. Everything else lives here: the
 vocabulary, TSV datasets and collation, bad-row accounting, constrained
 generation and validation scoring for best-checkpoint selection.
 """
-import hashlib
 import json
 import logging
 from argparse import Namespace
@@ -29,7 +28,7 @@ from data.media import MAX_MEDIA_BYTES
 from data.mixture import MixtureDataset
 from data.ofa_vocab import OFAVocabulary
 from data.row_media import RowMedia, collate_media
-from data.tsv import TsvFile
+from data.tsv import TsvFile, settings_digest
 from data.vocab import Vocabulary
 from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
 from geometry.codec import LocationCodec
@@ -635,11 +634,6 @@ class UniGroundTask(FairseqTask):
             count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(name, total / count, weight=count, round=4)
-
-
-def settings_digest(settings):
-    """A short digest of JSON-ready ``settings``, naming the cache of what they determine."""
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sibling_task(name, cfg, vocab, **options):

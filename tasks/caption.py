@@ -1,36 +1,19 @@
 """Image captioning on UnIVAL/OFA caption TSVs: uniq-id, image-id, caption, objects, image."""
 import functools
-import json
-import logging
 import string
-from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 from fairseq.tasks import register_task
 
-from data.dataset import Row
+from criterions.cider_reward import CiderReward
 from data.errors import BadInputError
 from data.ofa_text import caption_without_punctuation
-from evaluation.metrics import CiderD, caption_sample_cider, caption_scores, document_frequencies, ptb_words
+from evaluation.metrics import caption_sample_cider, caption_scores
 from evaluation.report import SampleView
-from tasks.base import UniGroundConfig, UniGroundTask, settings_digest
+from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Caption
-from utils.progress import track
 
-logger = logging.getLogger(__name__)
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
-# Appended to every caption the training reward scores, as OFA's and self-critical.pytorch's CIDEr-D do:
-# n-grams that end a caption count, so a caption cut short earns less. No caption holds it: the PTB tokenizer
-# lower-cases every token.
-REWARD_END = "<EOS>"
-
-
-def reward_tokens(groups):
-    """Each group of captions as token lists, tokenised as the evaluation scores them (``ptb_words``, one
-    Java run for all), each followed by ``REWARD_END``."""
-    words = iter(ptb_words([caption for group in groups for caption in group]))
-    return [[next(words) + [REWARD_END] for _ in group] for group in groups]
 
 
 def normalise_caption(text):
@@ -100,47 +83,21 @@ class CaptionTask(UniGroundTask):
 
     def sequence_rewards(self, predictions):
         """Self-critical training's reward of each prediction: CIDEr-D of its caption against its row's
-        references, with the document frequencies of the training references (``reward_scorer``)."""
-        tokens = reward_tokens([[p["caption"]] for p in predictions] + [p["references"] for p in predictions])
-        return self.reward_scorer.scores([caption for caption, in tokens[:len(predictions)]], tokens[len(predictions):])
+        references, with the document frequencies of the training references."""
+        return self.cider_reward.scores([p["caption"] for p in predictions], [p["references"] for p in predictions])
 
     @functools.cached_property
-    def reward_scorer(self):
-        """CIDEr-D with the document frequencies of every training file's references."""
+    def cider_reward(self):
         paths = self.data_paths()
-        frequencies, documents = Counter(), 0
-        for path in paths[:-1] or paths:
-            file_frequencies, file_documents = self.reference_frequencies(self.tsv_file(path))
-            frequencies.update(file_frequencies)
-            documents += file_documents
-        return CiderD(frequencies, documents)
+        return CiderReward([self.tsv_file(path) for path in paths[:-1] or paths], self.columns, self.usable_row)
 
-    def reference_frequencies(self, tsv):
-        """(n-gram -> rows whose references use it, rows) of a file, a row's references being one
-        document; cached beside the file as ``<file>.cider-df-<digest>.index`` and counted again when the
-        file (its stamp, ``TsvFile.cached_array``) or the reference columns change. Bad rows count for none."""
-        def count():
-            captions = []
-            for i in track(range(len(tsv)), f"read the references of {tsv.path}", unit="rows", log=logger):
-                row = Row(tsv, i, dict(zip(self.columns, tsv.fields(i))))
-                try:
-                    self.references(row)  # a row the task refuses counts for none
-                except BadInputError:
-                    continue
-                captions.append(raw_references(row))
-            references = reward_tokens(captions)
-            frequencies, documents = document_frequencies(references)
-            stored = {"documents": documents, "references": sum(map(len, references)),
-                      "ngrams": [[" ".join(gram), n] for gram, n in frequencies.items()]}
-            return np.frombuffer(json.dumps(stored).encode(), dtype=np.uint8)
-
-        digest = settings_digest({"columns": tsv.selected_cols, "end": REWARD_END, "tokens": "ptb"})
-        stored = json.loads(tsv.cached_array(f"cider-df-{digest}", count).tobytes())
-        if stored["references"] == stored["documents"]:
-            logger.warning("%s: every row holds one reference; the CIDEr-D reward scores each sample against its "
-                           "row's references only, so rows should hold all of an image's captions joined by && "
-                           "(one row per image, as validation files)", tsv.path)
-        return {tuple(gram.split()): n for gram, n in stored["ngrams"]}, stored["documents"]
+    def usable_row(self, row):
+        """The row's captions as written, or None for a row the task refuses (it counts for no document)."""
+        try:
+            self.references(row)
+        except BadInputError:
+            return None
+        return raw_references(row)
 
     def report_view(self, prediction, row):
         return SampleView(prediction["caption"], " | ".join(prediction["references"]))

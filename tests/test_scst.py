@@ -18,7 +18,8 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from conftest import ROOT, SHARED_DATA, model_flags
 from criterions.self_critical import baseline_advantages, reduces_in_forward, unwrapped
 from helpers import build_criterion, build_model, build_task, read_lines, write_tsv
-from tasks.caption import REWARD_END, normalise_caption
+from criterions.cider_reward import REWARD_END
+from tasks.caption import normalise_caption
 from evaluation.metrics import CiderD, document_frequencies, ptb_words
 
 
@@ -104,25 +105,25 @@ def test_document_frequencies_are_cached_beside_the_tsv_and_counted_again_when_i
                                                                                            tmp_path, caplog):
     train = images_tsv(demo_dir, tmp_path / "train.tsv")
     task = build_task("caption", f"{train},{demo_dir}/caption_valid.tsv", vocab_dir)
-    frequencies, documents = task.reference_frequencies(task.tsv_file(train))
+    frequencies, documents = task.cider_reward.reference_frequencies(task.tsv_file(train))
     cache, = tmp_path.glob("train.tsv.cider-df-*.index")
     captions = [line.split("\t")[2].split("&&") for line in read_lines(train)]
     words = iter(ptb_words([c for row in captions for c in row]))
     expected = document_frequencies([[next(words) + [REWARD_END] for _ in row] for row in captions])
     assert (frequencies, documents) == (dict(expected[0]), expected[1]) and documents == 48
     written = cache.stat().st_mtime_ns
-    assert task.reference_frequencies(task.tsv_file(train)) == (frequencies, documents)  # read back
+    assert task.cider_reward.reference_frequencies(task.tsv_file(train)) == (frequencies, documents)  # read back
     assert cache.stat().st_mtime_ns == written
     # Same size and times, other words: the file's stamp changes, the frequencies are counted again.
     lines = read_lines(train)
     stat = os.stat(train)
     write_tsv(tmp_path / "train.tsv", [lines[0].replace("a ", "e ", 1)] + lines[1:])
     os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    changed, _ = task.reference_frequencies(task.tsv_file(train))
+    changed, _ = task.cider_reward.reference_frequencies(task.tsv_file(train))
     assert changed != frequencies and changed[("e",)] == 1
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     # Rows of one caption each (the cross-entropy stage's layout): counted, with a warning naming the file.
-    task.reference_frequencies(task.tsv_file(demo_dir / "caption_train.tsv"))
+    task.cider_reward.reference_frequencies(task.tsv_file(demo_dir / "caption_train.tsv"))
     assert any("every row holds one reference" in r.getMessage() and "caption_train.tsv" in r.getMessage()
                for r in caplog.records)
 
