@@ -27,13 +27,14 @@ from torch.nn.utils.rnn import pad_sequence
 from data.audio import SAMPLE_RATE, decode_audio, log_mel, unival_waveform
 from data.dataset import Row, TsvDataset
 from data.errors import BadInputError, location_of
-from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
+from data.interleave import check_markers, image_cells, split_markers
+from data.media import MAX_MEDIA_BYTES, bad_input, decode_image, image_size, read_media_bytes
 from data.mixture import MixtureDataset
 from data.transforms import ImageTransform
 from data.tsv import TsvFile
 from data.video import decode_video
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
-from utils.codec import LocationCodec
+from utils.codec import MAX_IMAGES, LocationCodec
 from utils.constraints import ConstrainedEnsemble, DecoderPrompted
 from utils.ofa_vocab import OFAVocabulary
 from utils.progress import track
@@ -51,7 +52,7 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
                       "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
                       "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
-                      "max_image_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
+                      "max_image_pixels", "max_images", "max_row_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
 
 
 @dataclass
@@ -86,6 +87,10 @@ class UniGroundConfig(FairseqDataclass):
                 "A row that does not fit is refused at load, with the count of such rows; none is cut"})
     patch_image_size: int = field(default=384, metadata={"help": "side of the square image fed to the model"})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "refuse images declaring more pixels"})
+    max_images: int = field(default=MAX_IMAGES, metadata={
+        "help": f"refuse a row whose image cell lists more images (at most {MAX_IMAGES})"})
+    max_row_pixels: int = field(default=4 * 89_478_485, metadata={
+        "help": "refuse a row whose images declare more pixels in all"})
     num_frames: int = field(default=8, metadata={"help": "video frames sampled per clip"})
     video_frame_size: int = field(default=224, metadata={"help": "side of the square video frames"})
     frame_sampling: str = field(default="random", metadata={
@@ -221,7 +226,21 @@ class UniGroundTask(FairseqTask):
     # ---- helpers for task files ---------------------------------------------------------------
 
     def encode_source(self, text, row, column):
-        return self.source_tensor(self.vocab.encode_text(text), row, column)
+        """The source of a prompt; ``<image_k>`` markers in it must name distinct images of the row."""
+        pieces = split_markers(text)
+        if any(isinstance(piece, int) for piece in pieces):
+            cell = row.cells.get("image")
+            count = len(image_cells(cell, row.where("image"), self.cfg.max_images)) if cell else 0
+            check_markers(pieces, count, row.where(column))
+        return self.source_tensor(self.source_ids(text), row, column)
+
+    def source_ids(self, text):
+        """Token ids of a prompt, each ``<image_k>`` marker one image token (the model puts image k there)."""
+        pieces = split_markers(text)
+        if not any(isinstance(piece, int) for piece in pieces):
+            return self.vocab.encode_text(text)
+        return [i for piece in pieces
+                for i in ([self.vocab.image_id(piece)] if isinstance(piece, int) else self.vocab.encode_text(piece))]
 
     def source_tensor(self, ids, row, column):
         """The vocabulary's source prefix (OFA's ``<s>``), the prompt ``ids`` and EOS; ``column`` is the
@@ -260,7 +279,7 @@ class UniGroundTask(FairseqTask):
                   if name in self.columns and (row[name] or not self.optional_media)]
         entries = {}
         if "image" in wanted:
-            entries["image"] = self.transform_image(self.read_image(row, "image"), train).pixels
+            entries["image"] = self.image_pixels(row, train)
         if "video" in wanted:
             entries.update(self.video_entries(self.read_bytes(row, "video"), row.where("video"), train))
         if "audio" in wanted:
@@ -273,7 +292,7 @@ class UniGroundTask(FairseqTask):
         clip's seconds, and the whole audio clip's samples with their rate."""
         media = {}
         if "image" in self.columns and row["image"]:
-            media["image"] = self.read_image(row, "image", draft=False).pil()
+            media["image"] = self.read_images(row, "image", draft=False)[0].pil()
         if "video" in self.columns and row["video"]:
             clip = decode_video(self.read_bytes(row, "video"), row.where("video"), self.cfg.num_frames, frame_size,
                                 max_seconds=self.cfg.max_video_seconds, max_pixels=self.cfg.max_image_pixels)
@@ -328,12 +347,46 @@ class UniGroundTask(FairseqTask):
         """The ``DecodedImage`` of a media cell. With ``draft``, a large JPEG may be decoded at a reduced
         scale that still covers the model input, unless a training crop could zoom into it or OFA's
         preprocessing resizes the whole image."""
+        return self.decode_image_bytes(self.read_bytes(row, column), row, column, draft)
+
+    def decode_image_bytes(self, data, row, column, draft):
         whole = self.cfg.crop_prob > 0 or self.cfg.ofa_preprocessing
         draft_size = self.cfg.patch_image_size if draft and not whole else None
-        image = decode_image(self.read_bytes(row, column), row.where(column), self.cfg.max_image_pixels, draft_size,
-                             self.cfg.exif_transpose)
-        row.exif_orientation = image.orientation
+        image = decode_image(data, row.where(column), self.cfg.max_image_pixels, draft_size, self.cfg.exif_transpose)
+        if image.orientation != 1:
+            row.exif_orientation = image.orientation
         return image
+
+    def read_images(self, row, column="image", draft=True):
+        """The ``DecodedImage`` of each image of a cell holding one or a JSON list (``data.interleave``),
+        refused when they declare more than --max-row-pixels in all; a bad image is named by its place."""
+        where = row.where(column)
+        cells = image_cells(row[column], where, self.cfg.max_images)
+        if len(cells) == 1:
+            return [self.decode_image_bytes(read_media_bytes(cells[0], self.cfg.media_dir, where,
+                                                             self.cfg.max_media_bytes), row, column, draft)]
+        images, total = [], 0
+        for k, cell in enumerate(cells):
+            try:
+                data = read_media_bytes(cell, self.cfg.media_dir, where, self.cfg.max_media_bytes)
+                width, height = image_size(data, where)
+                total += width * height
+                if total > self.cfg.max_row_pixels:
+                    raise bad_input(where, f"with it the images declare more than --max-row-pixels "
+                                           f"{self.cfg.max_row_pixels} pixels in all")
+                images.append(self.decode_image_bytes(data, row, column, draft))
+            except BadInputError as error:
+                raise row.error(column, f"image {k + 1} of {len(cells)}: {error.reason}") from None
+        return images
+
+    def image_pixels(self, row, train):
+        """The model-frame pixels of a row's images (each transformed on its own), as ``stacked_pixels``."""
+        return self.stacked_pixels(row, [self.transform_image(image, train).pixels for image in self.read_images(row)])
+
+    @staticmethod
+    def stacked_pixels(row, pixels):
+        """A sample's "image": 3 x S x S for a cell of one image, K x 3 x S x S for a list of K."""
+        return torch.stack(pixels) if row["image"].startswith("[") else pixels[0]
 
     def transform_image(self, image, train, boxes=None, polygons=None):
         """The ``DecodedImage`` in the model frame, its boxes and polygons (in the file's pixels) moved with it."""
@@ -787,11 +840,20 @@ def collate_media(samples):
         if name == "audio":
             media["audio"] = pad_sequence([s["audio"] for s in have], batch_first=True)
             media["audio_lengths"] = torch.tensor([len(s["audio"]) for s in have])
+        elif name == "image" and any(s["image"].dim() == 4 for s in have):  # rows of several images
+            media["image"] = torch.cat([s["image"].reshape(-1, *s["image"].shape[-3:]) for s in have])
+            media["image_counts"] = torch.tensor([image_count(s) for s in samples])
         else:
             media[name] = torch.stack([s[name] for s in have])
     if "video" in media:
         media["video_times"] = torch.stack([s["video_times"] for s in samples if s.get("video") is not None])
     return media
+
+
+def image_count(sample):
+    """How many images a sample holds: 0, 1, or K for its K x 3 x H x W stack."""
+    image = sample.get("image")
+    return 0 if image is None else 1 if image.dim() == 3 else len(image)
 
 
 def sibling_task(name, cfg, vocab, **options):
