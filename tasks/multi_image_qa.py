@@ -10,4 +10,4 @@ from tasks.vqa import VqaConfig, VqaTask
 
 @register_task("multi_image_qa", dataclass=VqaConfig)
 class MultiImageQaTask(VqaTask):
-    pass
+    uniground_tokens = True  # <image_k> tokens, which OFA's vocabulary gets appended

@@ -16,6 +16,7 @@ from utils.report import SampleView
 class MultiImageRefcocoTask(RefcocoTask):
     columns = ("uniq_id", "image", "text", "region", "image_index")
     default_cols = "0,4,2,3,5"
+    uniground_tokens = True  # <image_k> tokens, which OFA's vocabulary gets appended
 
     def build_constraint(self):
         return ImageIndexed(super().build_constraint(), [self.vocab.image_id(k) for k in range(MAX_IMAGES)])

@@ -19,6 +19,7 @@ class NlvrTask(ClosedSetTask):
     prompt = ' is the statement " {} " true?'
     primary_metric = "accuracy"
     default_cols = "0,4,2,3"
+    uniground_tokens = True  # <image_k> tokens, which OFA's vocabulary gets appended
 
     def choice_texts(self):
         return list(LABELS)
