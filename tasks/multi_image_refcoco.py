@@ -7,8 +7,10 @@ the right image.
 from fairseq.tasks import register_task
 
 from tasks.refcoco import RefcocoConfig, RefcocoTask, box_text
+from tasks.results import ImageBox
 from utils.codec import MAX_IMAGES
 from utils.constraints import ImageIndexed
+from utils.drawing import Mark
 from utils.report import SampleView
 
 
@@ -49,8 +51,19 @@ class MultiImageRefcocoTask(RefcocoTask):
     def scored_boxes(self, predictions):
         return [p["box"] if p["image"] == p["reference_image"] else None for p in predictions]
 
+    def report_media(self, row, frame_size):
+        """The image of the reference box (of a row without one, the first)."""
+        images = self.read_images(row, draft=False)
+        return {"image": images[self.chosen_image(row, len(images))].pil()}
+
     def report_view(self, prediction, row):
-        def text(image, box):
-            return f"image {image}: {box_text(box)}"
-        return SampleView(text(prediction["image"], prediction["box"]),
-                          text(prediction["reference_image"], prediction["reference"]))
+        """Both boxes as text with their images; drawn, the reference and a prediction on the same image."""
+        shown = prediction["reference_image"] or 1
+        boxes = {"prediction": (prediction["image"], prediction["box"]),
+                 "reference": (prediction["reference_image"], prediction["reference"])}
+        return SampleView(**{side: f"image {image}: {box_text(box)}" for side, (image, box) in boxes.items()},
+                          marks=[Mark(side, "box", box) for side, (image, box) in boxes.items()
+                                 if box is not None and image == shown])
+
+    def result(self, prediction):
+        return ImageBox(prediction["score"], prediction["box"], prediction["image"])
