@@ -52,7 +52,8 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
                       "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
                       "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
-                      "max_image_pixels", "max_images", "max_row_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
+                      "max_image_pixels", "max_images", "max_row_pixels", "max_video_seconds",
+                      "max_input_audio_seconds", "waveform_sample_rate"}
 
 
 @dataclass

@@ -37,7 +37,8 @@ class NlvrTask(ClosedSetTask):
         return sample
 
     def row_lengths(self, row):
-        return len(self.source_ids(self.prompt.format(self.statement(row)))), len(self.vocab.encode_output(self.label(row)))
+        prompt = self.prompt.format(self.statement(row))
+        return len(self.source_ids(prompt)), len(self.vocab.encode_output(self.label(row)))
 
     def statement(self, row):
         statement = " ".join(row["statement"].lower().split())

@@ -138,7 +138,8 @@ def test_marked_images_follow_their_markers_and_the_others_come_first(demo_dir, 
         tokens, _ = encoder.media_encoders["image"](images)
         tokens = tokens + encoder.embed_types.weight[1] + encoder.image_index(torch.tensor([0, 1, 0]))[:, None]
         text = encoder.embed_text(src)
-        front, front_keep, spliced, spliced_keep = encoder.embed_images(media, src, text, src.ne(vocab.dictionary.pad()))
+        keep = src.ne(vocab.dictionary.pad())
+        front, front_keep, spliced, spliced_keep = encoder.embed_images(media, src, text, keep)
     count = tokens.size(1)
     assert front.shape == (3, count, tokens.size(2))
     torch.testing.assert_close(front[0], tokens[0], rtol=0, atol=0)
