@@ -56,7 +56,7 @@ from evaluation.report import REPORT_FRAME_SIZE, render_media  # noqa: E402
 
 logger = logging.getLogger("predict")
 MEDIA = ("image", "video", "audio")
-TEXT_COLUMNS = ("text", "question", "hypothesis")  # the cell a task reads its input text from, by layout
+TEXT_COLUMNS = ("text", "question", "hypothesis", "statement")  # the cell a task reads its input text from, by layout
 EXTENSIONS = {
     "image": {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"},
     "video": {".mp4", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".m4v"},
@@ -67,7 +67,8 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 @dataclass
 class Input:
-    """One thing to predict on. Media: a path, bytes, a PIL image or an H x W x 3 uint8 array (images).
+    """One thing to predict on. Media: a path, bytes, a PIL image or an H x W x 3 uint8 array (images), or a
+    list of such images for a row of several (``<image_k>`` in ``text`` places image k).
     ``text``: the referring expression, question, hypothesis or query, as the task reads it;
     ``premise``: SNLI-VE's text premise (``add_premise``); ``schema``: an IE task's labels
     ({"entity": [...], ...}); ``place``: where the input came from, named by its errors."""
@@ -159,8 +160,12 @@ class Predictor:
                                 f"{unread[0]} (it reads {', '.join(fields_read(task))})", column_name=unread[0])
         for medium in (m for m in MEDIA if m in given):
             where = (item.place.path, item.place.line, item.place.column_number(task.columns.index(medium)), medium)
-            data = media_bytes(getattr(item, medium), medium, where, task.cfg.max_media_bytes)
-            cells[medium] = base64.b64encode(data).decode("ascii")
+            value = getattr(item, medium)
+            if medium == "image" and isinstance(value, (list, tuple)):
+                cells[medium] = json.dumps([base64_cell(media_bytes(v, medium, where, task.cfg.max_media_bytes))
+                                            for v in value])
+            else:
+                cells[medium] = base64_cell(media_bytes(value, medium, where, task.cfg.max_media_bytes))
         for column in TEXT_COLUMNS:
             if column in task.columns:
                 cells[column] = item.text
@@ -225,6 +230,10 @@ def fields_read(task):
 
 def registered_name(task):
     return next(name for name, cls in TASK_REGISTRY.items() if cls is type(task))
+
+
+def base64_cell(data):
+    return base64.b64encode(data).decode("ascii")
 
 
 def media_bytes(value, medium, where, max_bytes):

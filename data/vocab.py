@@ -12,7 +12,7 @@ import numpy as np
 import sentencepiece as spm
 from fairseq.data import Dictionary
 
-from geometry.codec import IE_TOKENS, POLY, bin_token, special_tokens, time_token
+from geometry.codec import IE_TOKENS, IMAGE_TOKENS, POLY, bin_token, special_tokens, time_token
 from utils.files import atomic_open
 
 SPM_FILE = "spm.model"
@@ -64,6 +64,21 @@ class SpecialTokens:
     def ie_ids(self):
         """{name: id} of every IE structure token ("ent", "rel", ..., "is")."""
         return {name: self.ie(name) for name in self._ie}
+
+    def image_id(self, k):
+        """The id of the token of image ``k`` (0-based) of a row, ``<image_{k + 1}>``: its marker in a prompt,
+        and the image-index token before a region on a chosen image."""
+        if not 0 <= k < len(IMAGE_TOKENS):
+            raise ValueError(f"image {k + 1}: a row holds at most {len(IMAGE_TOKENS)} images")
+        index = self.dictionary.index(IMAGE_TOKENS[k])
+        if index == self.dictionary.unk():
+            raise ValueError(f"dictionary has no {IMAGE_TOKENS[k]}: rebuild it with preprocess/build_vocab.py")
+        return index
+
+    def to_image_index(self, index):
+        """The 0-based image of an image token id, or None if it is not one."""
+        token = self.dictionary[index] if 0 <= index < len(self.dictionary) else None
+        return IMAGE_TOKENS.index(token) if token in IMAGE_TOKENS else None
 
     def time_ids(self, bins):
         return [self.first_time + int(b) for b in bins]

@@ -122,3 +122,29 @@ class ConstrainedEnsemble(EnsembleModel):
         # allowed token costs nothing, whatever mass the raw softmax put elsewhere.
         masked = lprobs.masked_fill(~allowed, float("-inf"))
         return masked - masked.logsumexp(dim=-1, keepdim=True), attn
+
+
+class ImageIndexed(Constraint):
+    """An image-index token naming one of the sample's images, then ``inner`` (a region on that image).
+    ``image_ids`` are the tokens of images 1, 2, ...; the image counts come with the batch, in each
+    sample's meta (``image_count``)."""
+
+    def __init__(self, inner, image_ids, counts=None):
+        self.inner, self.image_ids, self.counts = inner, torch.as_tensor(image_ids), counts
+
+    def for_batch(self, contexts):
+        return ImageIndexed(self.inner.for_batch(contexts), self.image_ids,
+                            torch.tensor([context["image_count"] for context in contexts]))
+
+    def with_max_length(self, max_length):
+        return ImageIndexed(self.inner.with_max_length(max_length - 1), self.image_ids, self.counts)
+
+    def allowed(self, prefix, rows):
+        if prefix.size(1):
+            return self.inner.allowed(prefix[:, 1:], rows)
+        if self.counts is None:
+            raise RuntimeError("ImageIndexed.allowed before for_batch: the samples' image counts are unknown")
+        mask = torch.zeros_like(self.inner.allowed(prefix, rows))
+        ids, counts = self.image_ids.to(prefix.device), self.counts.to(prefix.device)[rows]
+        mask[:, ids] = torch.arange(len(ids), device=prefix.device)[None, :] < counts[:, None]
+        return mask

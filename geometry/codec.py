@@ -16,6 +16,8 @@ class CodecError(ValueError):
 
 POLY = "<poly>"
 IE_TOKENS = ("<ent>", "<rel>", "<evt>", "<head>", "<tail>", "<trg>", "<arg>", "<is>")
+MAX_IMAGES = 8  # most images a row may hold: one marker and image-index token each
+IMAGE_TOKENS = tuple(f"<image_{k}>" for k in range(1, MAX_IMAGES + 1))  # image k of a row (1-based)
 MIN_VERTICES = 3  # fewest vertices of a polygon, in pixels, in bins and in tokens
 # How far an annotation may reach past its medium and still be rounding in a public dataset (beyond, it
 # is an error in the row); what lies within is clipped by the codec. The span tolerance is the same for
@@ -33,11 +35,11 @@ def time_token(i: int) -> str:
 
 
 def special_tokens(num_bins: int, num_time_bins: int) -> list[str]:
-    """Special tokens in dictionary order: location bins, time bins, <poly>, IE tokens."""
+    """Special tokens in dictionary order: location bins, time bins, <poly>, IE tokens, image tokens."""
     return (
         [bin_token(i) for i in range(num_bins)]
         + [time_token(i) for i in range(num_time_bins)]
-        + [POLY, *IE_TOKENS]
+        + [POLY, *IE_TOKENS, *IMAGE_TOKENS]
     )
 
 

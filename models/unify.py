@@ -2,8 +2,11 @@
 
 The encoder reads ``[media tokens ; text tokens]``; each modality has its own
 encoder in ``media_encoders`` and a type embedding, so adding a modality means
-adding one entry. The decoder is incremental for fairseq's SequenceGenerator.
-Token embeddings are shared by encoder input, decoder input and output.
+adding one entry. A row of several images has each one's tokens marked by an
+image-index embedding; images that an ``<image_k>`` marker in the text places
+come right after their marker, the others first. The decoder is incremental for
+fairseq's SequenceGenerator. Token embeddings are shared by encoder input,
+decoder input and output.
 """
 import contextlib
 import dataclasses
@@ -17,8 +20,10 @@ from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqI
                             register_model, register_model_architecture)
 from omegaconf import II, OmegaConf, open_dict
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.checkpoint import checkpoint
 
+from geometry.codec import IMAGE_TOKENS, MAX_IMAGES
 from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
 from models.positions import coordinate_codes
@@ -26,7 +31,7 @@ from models.transformer import DecoderLayer, EncoderLayer, reorder_layer_caches,
 from models.video_encoder import VideoEncoder
 
 MODALITY_TYPES = ("text", "image", "video", "audio")  # rows of the type embedding
-MEDIA_INPUTS = {  # net_input keys each media encoder reads, besides "<medium>_present"
+MEDIA_INPUTS = {  # net_input keys each media encoder reads, besides "<medium>_present" (and "image_counts")
     "image": ("image",),
     "video": ("video", "video_times"),
     "audio": ("audio", "audio_lengths"),
@@ -115,6 +120,8 @@ class UnifyEncoder(FairseqEncoder):
         self.embed_positions = nn.Embedding(cfg.max_source_positions, dim)
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
         self.embed_types = nn.Embedding(len(MODALITY_TYPES), dim)
+        self.image_index = image_index_embedding(dim)
+        self.marker_ids = [dictionary.index(token) for token in IMAGE_TOKENS]
         self.media_encoders = build_media_encoders(cfg)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -141,6 +148,60 @@ class UnifyEncoder(FairseqEncoder):
             block_keep[present] = keep
         return block, block_keep
 
+    def embed_images(self, media, src_tokens, text, text_keep):
+        """All images of the batch through the backbone at once (``image``: N x 3 x H x W, the rows' images in
+        order; ``image_counts``: B, by default ``image_present``). Returns the block of the images no marker
+        places (B x K*P x C, each row's in order, then padding), its mask, and the text with the other
+        images spliced in after their markers, and its mask."""
+        counts = media.get("image_counts")
+        counts = media["image_present"].long() if counts is None else counts
+        tokens, _ = self.media_encoders["image"](media["image"])
+        rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        firsts = counts.cumsum(0) - counts
+        index = torch.arange(len(rows), device=counts.device) - firsts[rows]
+        tokens = tokens + self.embed_types.weight[MODALITY_TYPES.index("image")] + self.image_index(index)[:, None]
+        placed = self.marker_places(src_tokens, counts)
+        unplaced = torch.ones(len(rows), dtype=torch.long, device=tokens.device)
+        for row, _, k in placed:
+            unplaced[firsts[row] + k] = 0
+        running = unplaced.cumsum(0)
+        slot = running - 1 - (running - unplaced)[firsts[rows]]  # among the row's unplaced images
+        front_counts = torch.zeros_like(counts).index_add_(0, rows, unplaced)
+        width = max(int(front_counts.max()), 1)
+        block = tokens.new_zeros(len(counts), width, *tokens.shape[1:])
+        front = unplaced.bool()
+        block[rows[front], slot[front]] = tokens[front]
+        keep = (torch.arange(width, device=counts.device)[None] < front_counts[:, None])
+        keep = keep[:, :, None].expand(-1, -1, tokens.size(1)).flatten(1)
+        if placed:
+            text, text_keep = self.splice(text, text_keep, tokens, firsts, placed)
+        return block.flatten(1, 2), keep, text, text_keep
+
+    def marker_places(self, src_tokens, counts):
+        """(row, position, image) of each ``<image_k>`` marker in the sources, in order."""
+        ids = torch.tensor(self.marker_ids, device=src_tokens.device)
+        places = [tuple(p) for p in (src_tokens[..., None] == ids).nonzero().tolist()]
+        for row, _, k in places:
+            if k >= counts[row]:
+                raise ValueError(f"sample {row}: <image_{k + 1}> in the text, but the sample has {int(counts[row])} "
+                                 "images")
+        return places
+
+    def splice(self, text, text_keep, tokens, firsts, placed):
+        """The text of each row with the tokens of the images its markers name right after the markers."""
+        pieces, masks = [], []
+        for row in range(text.size(0)):
+            parts, start = [], 0
+            for _, position, k in (p for p in placed if p[0] == row):
+                parts.extend([text[row, start:position + 1], tokens[firsts[row] + k]])
+                start = position + 1
+            parts.append(text[row, start:])
+            sequence = torch.cat(parts)
+            pieces.append(sequence)
+            length = int(text_keep[row].sum()) + len(sequence) - text.size(1)
+            masks.append(torch.arange(len(sequence), device=text.device) < length)
+        return pad_sequence(pieces, batch_first=True), pad_sequence(masks, batch_first=True)
+
     def forward(self, src_tokens, src_lengths=None, **media):
         """``media`` holds, per medium, the stacked inputs of the samples that have it (the keys
         of ``MEDIA_INPUTS``) and a B-long boolean ``<medium>_present``."""
@@ -149,13 +210,18 @@ class UnifyEncoder(FairseqEncoder):
 
     def encode(self, src_tokens, media):
         blocks, keeps = [], []
+        text, text_keep = self.embed_text(src_tokens), src_tokens.ne(self.dictionary.pad())
         for name in self.media_encoders:
-            if media.get(name) is not None:
+            if media.get(name) is None:
+                continue
+            if name == "image":
+                block, keep, text, text_keep = self.embed_images(media, src_tokens, text, text_keep)
+            else:
                 block, keep = self.embed_media(name, media)
-                blocks.append(block)
-                keeps.append(keep)
-        blocks.append(self.embed_text(src_tokens))
-        keeps.append(src_tokens.ne(self.dictionary.pad()))
+            blocks.append(block)
+            keeps.append(keep)
+        blocks.append(text)
+        keeps.append(text_keep)
         x = self.dropout(self.embed_norm(torch.cat(blocks, dim=1)))
         keep = torch.cat(keeps, dim=1)
         attend = keep[:, None, None, :]
@@ -166,6 +232,14 @@ class UnifyEncoder(FairseqEncoder):
             "attend_mask": attend,
             "sample_index": torch.arange(src_tokens.size(0), device=src_tokens.device),
         }
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """A checkpoint from before rows of several images lacks the image-index table: zeros, under which
+        its single images are encoded as they were."""
+        key = f"{name}.image_index.weight" if name else "image_index.weight"
+        if key not in state_dict:
+            state_dict[key] = torch.zeros_like(self.image_index.weight)
+        return state_dict
 
     def reorder_encoder_out(self, encoder_out, new_order):
         """The hypotheses of ``new_order`` (beam search: each sample's beams) share their sample's row of
@@ -185,6 +259,15 @@ class UnifyEncoder(FairseqEncoder):
 
     def max_positions(self):
         return self.max_source_positions
+
+
+def image_index_embedding(dim):
+    """The embedding of each image's place in its row. The first image gets none (a zero row that stays
+    zero), so one image per row is encoded as before there were several; the others start as normal
+    draws from a generator of their own, which leaves the initialisation of the rest of the model as it was."""
+    weight = torch.randn(MAX_IMAGES, dim, generator=torch.Generator().manual_seed(0)) * dim ** -0.5
+    weight[0] = 0.0
+    return nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=0)
 
 
 def build_media_encoders(cfg):

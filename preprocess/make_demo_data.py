@@ -1,4 +1,5 @@
-"""Generate a small synthetic world of coloured shapes as caption, refcoco and region TSVs.
+"""Generate a small synthetic world of coloured shapes as caption, refcoco and region TSVs (and, from pairs
+of its images, the multi-image nlvr, multi_image_qa and multi_image_refcoco TSVs).
 
 Each image holds 1 to 3 non-overlapping shapes on a grey-toned background. No (colour, shape)
 pair repeats within an image, so an expression such as "red circle" names exactly one object.
@@ -349,7 +350,8 @@ def caption_rows(split, media_id, captions, media_b64):
 
 
 def sample_rows(split, index, image_size, seed):
-    """TSV lines of one image for the caption, refcoco and regions files."""
+    """TSV lines of one image for the caption, refcoco and regions files, and the (scene, base64 JPEG)
+    drawn."""
     rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
     scene = sample_scene(rng, image_size)
     image_b64 = encode_jpeg_base64(render_image(rng, scene, image_size))
@@ -368,7 +370,7 @@ def sample_rows(split, index, image_size, seed):
                         {"regions": [{"polygons": [shape.polygon()]}]}, separators=(",", ":"))])
                     for k, (text, shape) in enumerate(zip(expressions, scene.shapes))]
     return {"caption": caption_lines, "refcoco": refcoco_lines, "regions": region_lines, "refseg": refseg_lines,
-            **closed_set_rows(rng, split, image_id, image_b64, scene, captions)}
+            **closed_set_rows(rng, split, image_id, image_b64, scene, captions)}, (scene, image_b64)
 
 
 def write_rows(out_dir, split, row_groups):
@@ -388,8 +390,20 @@ def write_rows(out_dir, split, row_groups):
 
 
 def write_split(out_dir, split, num_images, image_size, seed):
-    """Write the image world's TSVs of a split; returns {file name: row count}."""
-    return write_rows(out_dir, split, (sample_rows(split, index, image_size, seed) for index in range(num_images)))
+    """Write the image world's TSVs of a split; returns {file name: row count}. Images 2k and 2k + 1 also
+    make pair k of the multi-image files (preprocess/demo_pairs.py)."""
+    from preprocess import demo_pairs  # builds on this module's scenes
+
+    def groups():
+        previous = None
+        for index in range(num_images):
+            rows, drawn = sample_rows(split, index, image_size, seed)
+            if index % 2:
+                rows.update(demo_pairs.pair_rows(split, index // 2, previous, drawn, seed))
+            previous = drawn
+            yield rows
+
+    return write_rows(out_dir, split, groups())
 
 
 def write_clip_split(out_dir, split, num_videos, num_audio, video_size, video_fps, seed):

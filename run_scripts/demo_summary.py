@@ -8,7 +8,10 @@ Baselines, scored by the same metric code as the model:
 - caption, video_caption, audio_caption: the most frequent training caption, given for every sample;
 - vqa, video_qa: the most frequent best training answer, given for every question;
 - temporal_grounding: the whole clip, for every query;
-- ner: the most frequent training entity (type and mention, ungrounded), for every sample.
+- ner: the most frequent training entity (type and mention, ungrounded), for every sample;
+- nlvr: the most frequent training label, for every statement;
+- multi_image_qa: as vqa;
+- multi_image_refcoco: the most frequent training image, with the mean training box relative to its size.
 """
 import argparse
 import io
@@ -32,7 +35,7 @@ from data.dataset import Row  # noqa: E402
 from data.media import read_media_bytes  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from evaluation.metrics import (caption_scores, grounding_scores, mask_overlap, overlap_scores,  # noqa: E402
-                           temporal_grounding_scores, vqa_soft_accuracy)
+                                seen_unseen_accuracy, temporal_grounding_scores, vqa_soft_accuracy)
 from geometry.codec import LocationCodec  # noqa: E402
 from ie.records import Entity, Mention, parse_records  # noqa: E402
 from ie.scoring import IESample, annotation_records, ie_scores  # noqa: E402
@@ -40,9 +43,11 @@ from tasks.caption import normalise_caption  # noqa: E402
 from tasks.vqa import VqaTask  # noqa: E402
 
 
-def image_size(tsv, i, column):
+def image_size(tsv, i, column, k=None):
+    """(width, height) of the image in ``column`` of row ``i``: image ``k`` (0-based) of a JSON list if given."""
     where = (tsv.path, tsv.line_number(i), tsv.column_number(column), "image")
-    return Image.open(io.BytesIO(read_media_bytes(tsv.fields(i)[column], None, where))).size
+    cell = tsv.fields(i)[column]
+    return Image.open(io.BytesIO(read_media_bytes(cell if k is None else json.loads(cell)[k], None, where))).size
 
 
 def boxes_with_sizes(path):
@@ -63,6 +68,32 @@ def refcoco_baseline(demo_dir, predictions):
         refs.append(box)
         preds.append(list(mean_box * (w, h, w, h)))
     return grounding_scores(preds, refs)
+
+
+def chosen_boxes(path):
+    """(1-based image, box, (width, height) of that image) of every multi_image_refcoco row: columns region
+    (3), images (4) and image (5)."""
+    tsv = TsvFile(path, selected_cols=[3, 4, 5])
+    for i in range(len(tsv)):
+        region, _, image = tsv.fields(i)
+        yield int(image), [float(v) for v in region.split(",")], image_size(tsv, i, 1, int(image) - 1)
+
+
+def multi_image_refcoco_baseline(demo_dir, predictions):
+    train = list(chosen_boxes(f"{demo_dir}/multi_image_refcoco_train.tsv"))
+    commonest = Counter(image for image, _, _ in train).most_common(1)[0][0]
+    mean_box = mean_relative_box((box, size) for _, box, size in train)
+    refs, preds = [], []
+    for image, box, (w, h) in chosen_boxes(f"{demo_dir}/multi_image_refcoco_valid.tsv"):
+        refs.append(box)
+        preds.append(list(mean_box * (w, h, w, h)) if image == commonest else None)
+    return grounding_scores(preds, refs)
+
+
+def nlvr_baseline(demo_dir, predictions):
+    train = TsvFile(f"{demo_dir}/nlvr_train.tsv", selected_cols=[3])
+    commonest = Counter(train.fields(i)[0] for i in range(len(train))).most_common(1)[0][0]
+    return seen_unseen_accuracy([p["label"] == commonest for p in predictions])
 
 
 def polygons_with_sizes(path):
@@ -138,6 +169,9 @@ BASELINES = {
     "vqa": vqa_baseline("vqa"),
     "temporal_grounding": temporal_grounding_baseline,
     "ner": ner_baseline,
+    "nlvr": nlvr_baseline,
+    "multi_image_qa": vqa_baseline("multi_image_qa"),
+    "multi_image_refcoco": multi_image_refcoco_baseline,
 }
 
 

@@ -24,6 +24,7 @@ from omegaconf import II, OmegaConf
 from data.bad_rows import BadRows
 from data.dataset import Row, TsvDataset
 from data.errors import BadInputError
+from data.interleave import check_markers, image_cells, split_markers
 from data.media import MAX_MEDIA_BYTES
 from data.mixture import MixtureDataset
 from data.ofa_vocab import OFAVocabulary
@@ -31,7 +32,7 @@ from data.row_media import RowMedia, collate_media
 from data.tsv import TsvFile, settings_digest
 from data.vocab import Vocabulary
 from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
-from geometry.codec import LocationCodec
+from geometry.codec import MAX_IMAGES, LocationCodec
 from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 from utils.progress import track
@@ -47,7 +48,8 @@ MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
 NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
                       "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
                       "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
-                      "max_image_pixels", "max_video_seconds", "max_input_audio_seconds", "waveform_sample_rate"}
+                      "max_image_pixels", "max_images", "max_row_pixels", "max_video_seconds",
+                      "max_input_audio_seconds", "waveform_sample_rate"}
 
 
 @dataclass
@@ -82,6 +84,10 @@ class UniGroundConfig(FairseqDataclass):
                 "A row that does not fit is refused at load, with the count of such rows; none is cut"})
     patch_image_size: int = field(default=384, metadata={"help": "side of the square image fed to the model"})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "refuse images declaring more pixels"})
+    max_images: int = field(default=MAX_IMAGES, metadata={
+        "help": f"refuse a row whose image cell lists more images (at most {MAX_IMAGES})"})
+    max_row_pixels: int = field(default=4 * 89_478_485, metadata={
+        "help": "refuse a row whose images declare more pixels in all"})
     num_frames: int = field(default=8, metadata={"help": "video frames sampled per clip"})
     video_frame_size: int = field(default=224, metadata={"help": "side of the square video frames"})
     frame_sampling: str = field(default="random", metadata={
@@ -223,7 +229,21 @@ class UniGroundTask(FairseqTask):
     # ---- helpers for task files ---------------------------------------------------------------
 
     def encode_source(self, text, row, column):
-        return self.source_tensor(self.vocab.encode_text(text), row, column)
+        """The source of a prompt; ``<image_k>`` markers in it must name distinct images of the row."""
+        pieces = split_markers(text)
+        if any(isinstance(piece, int) for piece in pieces):
+            cell = row.cells.get("image")
+            count = len(image_cells(cell, row.where("image"), self.cfg.max_images)) if cell else 0
+            check_markers(pieces, count, row.where(column))
+        return self.source_tensor(self.source_ids(text), row, column)
+
+    def source_ids(self, text):
+        """Token ids of a prompt, each ``<image_k>`` marker one image token (the model puts image k there)."""
+        pieces = split_markers(text)
+        if not any(isinstance(piece, int) for piece in pieces):
+            return self.vocab.encode_text(text)
+        return [i for piece in pieces
+                for i in ([self.vocab.image_id(piece)] if isinstance(piece, int) else self.vocab.encode_text(piece))]
 
     def source_tensor(self, ids, row, column):
         """The vocabulary's source prefix (OFA's ``<s>``), the prompt ``ids`` and EOS; ``column`` is the

@@ -9,6 +9,7 @@ import numpy as np
 from fairseq.tasks import register_task
 
 from data.ofa_text import clean_text
+from data.row_media import stacked_pixels
 from decoding.constraints import FixedLengthRange
 from evaluation.drawing import Mark
 from evaluation.metrics import box_ious, grounding_scores
@@ -54,25 +55,40 @@ class RefcocoTask(UniGroundTask):
 
     def build_sample(self, row, train):
         text = self.expression(row)
-        original = self.media.image(row, "image")
-        width, height = original.size
+        originals = self.media.images(row)
+        chosen = self.chosen_image(row, len(originals))
+        width, height = originals[chosen].size
         box = parse_box(row, width, height) if row.labelled else None
-        image = self.media.transform(original, train, boxes=None if box is None else np.array([box]))
+        images = [self.media.transform(original, train, boxes=np.array([box]) if box and k == chosen else None)
+                  for k, original in enumerate(originals)]
         sample = {
             "source": self.encode_source(self.prompt.format(text), row, "text"),
-            "image": image.pixels,
-            "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height)},
+            "image": stacked_pixels(row, [image.pixels for image in images]),
+            "meta": {"uniq_id": row["uniq_id"], "text": text, "box": box, "size": (width, height),
+                     **self.images_meta(originals, chosen if row.labelled else None)},
         }
         if box is not None:
             try:
-                bins = self.codec.encode_box(image.boxes[0], *self.bin_frame(image.size))
+                bins = self.codec.encode_box(images[chosen].boxes[0], *self.bin_frame(images[chosen].size))
             except CodecError as error:
                 raise row.error("region", str(error)) from None
-            sample["target"] = self.encode_target(self.vocab.bin_ids(bins), row, "region")
+            sample["target"] = self.encode_target(self.image_prefix(chosen) + self.vocab.bin_ids(bins), row, "region")
         return sample
 
+    def chosen_image(self, row, count):
+        """The 0-based image of the row's region (a one-image task: its image)."""
+        return 0
+
+    def images_meta(self, originals, chosen):
+        """Meta entries a task of several images keeps of them."""
+        return {}
+
+    def image_prefix(self, chosen):
+        """The target's tokens before the box (a one-image task: none)."""
+        return []
+
     def row_lengths(self, row):
-        return len(self.vocab.encode_text(self.prompt.format(self.expression(row)))), 4
+        return len(self.source_ids(self.prompt.format(self.expression(row)))), 4
 
     def bin_frame(self, size):
         """(width, height) in which bins 0 and num_bins - 1 are the edges, for an image of ``size`` in the
@@ -94,11 +110,15 @@ class RefcocoTask(UniGroundTask):
         return {"uniq_id": meta["uniq_id"], "text": meta["text"], "box": box, "reference": meta["box"]}
 
     def score(self, predictions, full=False):
-        return grounding_scores([p["box"] for p in predictions], [p["reference"] for p in predictions])
+        return grounding_scores(self.scored_boxes(predictions), [p["reference"] for p in predictions])
 
     def sequence_rewards(self, predictions):
         """Self-critical training's reward of each prediction: the IoU of its box with the reference (0 for none)."""
-        return np.array(box_ious([p["box"] for p in predictions], [p["reference"] for p in predictions]))
+        return np.array(box_ious(self.scored_boxes(predictions), [p["reference"] for p in predictions]))
+
+    def scored_boxes(self, predictions):
+        """The predicted boxes scored against the references (None: no box)."""
+        return [p["box"] for p in predictions]
 
     def report_view(self, prediction, row):
         boxes = {"prediction": prediction["box"], "reference": prediction["reference"]}

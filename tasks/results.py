@@ -33,6 +33,11 @@ class Box(Result):
 
 
 @dataclass
+class ImageBox(Box):
+    image: Optional[int]  # of a row of several images, the 1-based one the box is in (None with --unconstrained)
+
+
+@dataclass
 class Mask(Result):
     polygons: list  # flat [x0, y0, x1, y1, ...] polygons whose union is the mask
     mask: np.ndarray  # H x W bool, the polygons rasterised

@@ -74,7 +74,7 @@ class VqaTask(ClosedSetTask):
     def row_lengths(self, row):
         """The prompt, and the row's best answer: a training row's target is its best candidate, which
         ``least_target_length`` covers."""
-        return (len(self.vocab.encode_text(self.prompt.format(self.question(row)))),
+        return (len(self.source_ids(self.prompt.format(self.question(row)))),
                 len(self.vocab.encode_output(best_answer(parse_answers(row)))))
 
     def question(self, row):

@@ -161,6 +161,10 @@ LANDED = {
     "ner": ("ner_valid.tsv", None, {}, (4, 5, 8)),
     "re": ("re_valid.tsv", None, {}, (4, 6, 9)),
     "ee": ("ee_valid.tsv", None, {}, (5, 7, 8)),
+    # rows of two images (tests/test_multi_image.py)
+    "nlvr": ("nlvr_valid.tsv", None, {}, FIRST),
+    "multi_image_qa": ("multi_image_qa_valid.tsv", "multi_image_qa_train.tsv", {}, FIRST),
+    "multi_image_refcoco": ("multi_image_refcoco_valid.tsv", None, {}, FIRST),
 }
 
 

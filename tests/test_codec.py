@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from geometry.codec import (
     IE_TOKENS,
+    IMAGE_TOKENS,
     MIN_VERTICES,
     POLY,
     CodecError,
@@ -54,12 +55,13 @@ def test_token_names():
 @pytest.mark.parametrize("b, t", [(1000, 100), (16, 4)])
 def test_special_tokens_order_and_count(b, t):
     tokens = special_tokens(b, t)
-    assert len(tokens) == b + t + 1 + 8
+    assert len(tokens) == b + t + 1 + 8 + 8
     assert len(set(tokens)) == len(tokens)
     assert tokens[:b] == [f"<bin_{i}>" for i in range(b)]
     assert tokens[b:b + t] == [f"<time_{i}>" for i in range(t)]
     assert tokens[b + t] == POLY == "<poly>"
-    assert tokens[b + t + 1:] == list(IE_TOKENS)
+    assert tokens[b + t + 1:b + t + 9] == list(IE_TOKENS)
+    assert tokens[b + t + 9:] == list(IMAGE_TOKENS) == [f"<image_{k}>" for k in range(1, 9)]
     assert IE_TOKENS == ("<ent>", "<rel>", "<evt>", "<head>", "<tail>", "<trg>", "<arg>", "<is>")
 
 

@@ -16,7 +16,10 @@ FILES += [f"refseg_{split}.tsv" for split in ("train", "valid")]  # tests/test_r
 COLUMNS["refseg"] = 6
 # closed-set worlds and the entity catalogue (tests/test_vqa.py, tests/test_entity_recognition.py check them)
 FILES += [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("vqa", "snli_ve", "entity")]
-COLUMNS.update({"vqa": 6, "snli": 6, "entity": 6})
+COLUMNS.update({"vqa": 6, "snli_ve": 6, "entity": 6})
+# pairs of consecutive images (tests/test_multi_image.py trains on them)
+FILES += [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("nlvr", "multi_image_qa", "multi_image_refcoco")]
+COLUMNS.update({"nlvr": 5, "multi_image_qa": 6, "multi_image_refcoco": 6})
 SEED_FREE_FILES = [make_demo_data.CATALOGUE_FILE]  # the same for every seed
 
 
@@ -67,7 +70,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(demo, tmp_path
 def test_files_have_the_expected_columns_and_row_counts(demo):
     for name in FILES:
         rows = read_rows(demo / name)
-        assert rows and all(len(row) == COLUMNS[name.split("_")[0]] for row in rows), name
+        assert rows and all(len(row) == COLUMNS[name.rsplit("_", 1)[0]] for row in rows), name
     assert len(read_rows(demo / "caption_train.tsv")) == 3 * TRAIN_IMAGES
     assert len(read_rows(demo / "caption_valid.tsv")) == VALID_IMAGES
     for split, images in (("train", TRAIN_IMAGES), ("valid", VALID_IMAGES)):
@@ -161,3 +164,20 @@ def test_image_size_flag(tmp_path):
     for row in read_rows(tmp_path / "refcoco_train.tsv"):
         assert decode_image(row[4]).shape == (64, 64, 3)
         assert max(map(float, row[3].split(","))) <= 64
+
+
+def test_pairs_are_consecutive_images_and_each_region_is_in_its_image_only(demo):
+    regions = read_rows(demo / "regions_train.tsv")
+    nlvr = read_rows(demo / "nlvr_train.tsv")
+    assert len(nlvr) == TRAIN_IMAGES // 2
+    for k, row in enumerate(nlvr):
+        assert json.loads(row[4]) == [regions[2 * k][1], regions[2 * k + 1][1]] and row[3] in ("true", "false")
+    rows = read_rows(demo / "multi_image_refcoco_train.tsv")
+    assert rows
+    for uniq_id, pair_id, text, box, images, image in rows:
+        pair = int(pair_id.rsplit("-", 1)[1])
+        shown = [[r["text"].split()[-2:] for r in json.loads(regions[2 * pair + k][5])["regions"]] for k in (0, 1)]
+        chosen = json.loads(regions[2 * pair + int(image) - 1][5])["regions"]
+        assert [float(v) for v in box.split(",")] in [r["box"] for r in chosen]
+        assert images == nlvr[pair][4]
+        assert text.split()[-2:] in shown[int(image) - 1] and text.split()[-2:] not in shown[2 - int(image)]

@@ -28,7 +28,7 @@ from data.answers import read_answer_file
 from test_ofa_vocab import write_bpe_files
 from utils import checkpoint
 from utils.checkpoint import CheckpointMismatchError, load_state
-from geometry.codec import IE_TOKENS
+from geometry.codec import IE_TOKENS, IMAGE_TOKENS
 
 ORACLE = os.path.join(SHARED_DATA, "ofa-oracle")
 CHECKPOINT = os.path.join(ORACLE, "ofa_tiny_random.pt")
@@ -278,7 +278,7 @@ def test_fine_tuning_from_an_ofa_checkpoint_appends_the_tokens_a_task_needs(demo
     dictionary, rows = task.vocab.dictionary, 9697  # the checkpoint's: dict.txt, <mask>, codes, bins
     assert dictionary[rows - 1] == "<bin_999>" and dictionary[rows] == "<time_0>" and task.vocab.first_time == rows
     assert task.vocab.poly == rows + 100 and [dictionary[task.vocab.ie(t)] for t in IE_TOKENS] == list(IE_TOKENS)
-    assert len(dictionary) == rows + 100 + 1 + len(IE_TOKENS)
+    assert len(dictionary) == rows + 100 + 1 + len(IE_TOKENS) + len(IMAGE_TOKENS)
     state = load_state(CHECKPOINT)
     model = OFAModel.from_args(checkpoint_options(state, CHECKPOINT), len(dictionary), dictionary.pad())
     model.load_state_dict(dict(state["model"]))  # as --finetune-from-model and --restore-file load it

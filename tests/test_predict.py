@@ -16,18 +16,19 @@ import predict
 from data.errors import BadInputError
 from data.media import read_media_bytes
 from helpers import LANDED, build_model, eval_args, landed_task, read_lines, write_tsv
-from tasks.results import Answer, Box, Caption, Mask, Records, Span
 from evaluation.drawing import COLOURS
+from tasks.results import Answer, Box, Caption, ImageBox, Mask, Records, Span
 
 RESULT_TYPES = {"caption": Caption, "video_caption": Caption, "audio_caption": Caption, "refcoco": Box,
                 "refseg": Mask, "vqa": Answer, "video_qa": Answer, "snli_ve": Answer, "entity_recognition": Answer,
-                "temporal_grounding": Span, "ner": Records, "re": Records, "ee": Records}
+                "temporal_grounding": Span, "ner": Records, "re": Records, "ee": Records, "nlvr": Answer,
+                "multi_image_qa": Answer, "multi_image_refcoco": ImageBox}
 PICTURE_OF = {"image": "image", "video": "frames", "audio": "audio"}
 
 
 def input_of(task, row):
     """The predictor's input for a TSV row: its media bytes, text and (IE) schema, no reference."""
-    media = {m: read_media_bytes(row[m], None, row.where(m)) for m in predict.MEDIA if row.cells.get(m)}
+    media = {m: media_of(row, m) for m in predict.MEDIA if row.cells.get(m)}
     column = next((c for c in predict.TEXT_COLUMNS if c in row.cells), None)
     schema = json.loads(row["annotation"]).get("schema") if isinstance(task, predict.IETask) else None
     return predict.Input(text=row[column] if column else "", schema=schema, **media)
@@ -52,6 +53,14 @@ def test_the_predictor_gives_evaluates_outputs_on_every_task(name, demo_dir, voc
         media = [PICTURE_OF[m] for m in predict.MEDIA if getattr(item, m) is not None]
         assert sorted(kind for kind, _, _ in result.pictures) == sorted(media)
         assert all(png.startswith(b"\x89PNG") for _, png, _ in result.pictures)
+
+
+def media_of(row, medium):
+    """The bytes of a media cell, a list of them for a cell of several images."""
+    cell = row[medium]
+    if cell.startswith("["):
+        return [read_media_bytes(c, None, row.where(medium)) for c in json.loads(cell)]
+    return read_media_bytes(cell, None, row.where(medium))
 
 
 def refcoco_setup(demo_dir, vocab_dir, tmp_path):

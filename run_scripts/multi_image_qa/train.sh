@@ -1,0 +1,8 @@
+#!/bin/sh
+# Questions about several images (multi_image_qa): the vqa task over a JSON list of images, the
+# question placing them by <image_k> markers; answers from the candidates (vqa's --answers-file, or
+# every training row's best answer). Defaults train unify_tiny on the demo pairs; extra arguments go
+# to fairseq.
+. "$(dirname "$0")/../train_common.sh"
+train_task --task multi_image_qa --data dataset/demo/multi_image_qa_train.tsv,dataset/demo/multi_image_qa_valid.tsv \
+    --updates 1000 --lr 1e-3 --best-metric vqa_score --max-output-tokens 8 -- "$@"

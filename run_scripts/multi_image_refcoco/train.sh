@@ -1,0 +1,8 @@
+#!/bin/sh
+# Grounding on a chosen image (multi_image_refcoco): text + several images -> the image-index token
+# of the image the region is in, then four bin tokens. Defaults train unify_tiny on the demo pairs;
+# extra arguments go to fairseq.
+. "$(dirname "$0")/../train_common.sh"
+train_task --task multi_image_refcoco \
+    --data dataset/demo/multi_image_refcoco_train.tsv,dataset/demo/multi_image_refcoco_valid.tsv \
+    --updates 2000 --lr 1e-3 --best-metric acc@0.5 --max-output-tokens 7 -- "$@"

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Statements about pairs of images (nlvr): images + statement -> true / false, constrained to the two
+# labels. The image cell is a JSON list; <image_k> markers in the statement place the images. Defaults
+# train unify_tiny on the demo pairs (run_scripts/train_common.sh lists the settings the environment
+# overrides); extra arguments go to fairseq.
+. "$(dirname "$0")/../train_common.sh"
+train_task --task nlvr --data dataset/demo/nlvr_train.tsv,dataset/demo/nlvr_valid.tsv \
+    --updates 1000 --lr 1e-3 --best-metric accuracy --max-output-tokens 4 -- "$@"
