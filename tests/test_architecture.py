@@ -19,8 +19,8 @@ def python_files(folder):
             yield f"{folder}/{name}"
 
 
-def imported_modules(path):
-    """Every first-party module ``path`` imports, at the top or inside functions."""
+def imported_modules(path, roots=tuple(LAYERS)):
+    """Every module under ``roots`` that ``path`` imports, at the top or inside functions."""
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
     names = []
@@ -29,19 +29,22 @@ def imported_modules(path):
             names.append(node.module)
         elif isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-    return {name for name in names if name.split(".")[0] in LAYERS}
+    names += [f"{node.module}.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+              and node.level == 0 and node.module for alias in node.names]  # `from package import module`
+    return {name for name in names if name.split(".")[0] in roots}
 
 
-def module_graph():
+def module_graph(packages=tuple(LAYERS) + ("preprocess/demo_world",)):
     graph = {}
-    for package in LAYERS:
+    for package in packages:
         for path in python_files(package):
-            graph[path[:-3].replace("/", ".")] = imported_modules(path)
+            graph[path[:-3].replace("/", ".")] = imported_modules(path, tuple(LAYERS) + ("preprocess",))
     return graph
 
 
 def test_packages_import_only_lower_layers():
-    upward = [f"{module} imports {target}" for module, targets in module_graph().items() for target in targets
+    upward = [f"{module} imports {target}" for module, targets in module_graph(tuple(LAYERS)).items()
+              for target in targets
               if LAYERS[target.split(".")[0]] > LAYERS[module.split(".")[0]]
               or (LAYERS[target.split(".")[0]] == LAYERS[module.split(".")[0]]
                   and target.split(".")[0] != module.split(".")[0])]

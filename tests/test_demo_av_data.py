@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from preprocess import make_demo_data
-from preprocess.demo_audio import SAMPLE_RATE, SOUND_BANDS
-from preprocess.make_demo_data import COLOURS, SHAPES
+from preprocess.demo_world.audio import SAMPLE_RATE, SOUND_BANDS
+from preprocess.demo_world.scenes import COLOURS, SHAPES
 
 TRAIN_CLIPS, VALID_CLIPS, VIDEO_SIZE, FPS = 6, 3, 64, 8
 SPLITS = ("train", "valid")

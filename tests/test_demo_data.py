@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from preprocess import make_demo_data
-from preprocess.make_demo_data import COLOURS, SHAPES, SIZE_RANGES
+from preprocess.demo_world.images import CATALOGUE_FILE
+from preprocess.demo_world.scenes import COLOURS, SHAPES, SIZE_RANGES
 
 TRAIN_IMAGES, VALID_IMAGES, IMAGE_SIZE = 20, 8, 128
 FILES = [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("caption", "refcoco", "regions")]
@@ -20,7 +21,7 @@ COLUMNS.update({"vqa": 6, "snli_ve": 6, "entity": 6})
 # pairs of consecutive images (tests/test_multi_image.py trains on them)
 FILES += [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("nlvr", "multi_image_qa", "multi_image_refcoco")]
 COLUMNS.update({"nlvr": 5, "multi_image_qa": 6, "multi_image_refcoco": 6})
-SEED_FREE_FILES = [make_demo_data.CATALOGUE_FILE]  # the same for every seed
+SEED_FREE_FILES = [CATALOGUE_FILE]  # the same for every seed
 
 
 def generate(out_dir, seed=1, *extra):

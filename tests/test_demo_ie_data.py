@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 
 from ie.records import SUBTASK_KEYS, in_order, mentions_of, parse_records, parse_schema
-from preprocess import demo_ie, make_demo_data
-from preprocess.demo_audio import SAMPLE_RATE, SOUND_BANDS
-from preprocess.demo_video import DIRECTIONS
-from preprocess.make_demo_data import COLOURS, SHAPES
+from preprocess import make_demo_data
+from preprocess.demo_world import ie as demo_ie
+from preprocess.demo_world.audio import SAMPLE_RATE, SOUND_BANDS
+from preprocess.demo_world.images import CATALOGUE_FILE
+from preprocess.demo_world.scenes import COLOURS, SHAPES
+from preprocess.demo_world.video import DIRECTIONS
 
 TRAIN, VALID, IMAGE_SIZE, VIDEO_SIZE, FPS = 20, 10, 64, 64, 8
 SPLITS = ("train", "valid")
@@ -109,7 +111,7 @@ def test_ie_rows_leave_the_other_demo_files_unchanged(tmp_path):
 
 
 def test_files_have_six_columns_the_expected_row_counts_and_ids(demo, capsys):
-    assert sorted(p.name for p in demo.iterdir()) == sorted(FILES + [make_demo_data.CATALOGUE_FILE])
+    assert sorted(p.name for p in demo.iterdir()) == sorted(FILES + [CATALOGUE_FILE])
     for split, count in (("train", TRAIN), ("valid", VALID)):
         for subtask in SUBTASKS:
             rows = read_rows(demo / f"{subtask}_{split}.tsv")

@@ -9,7 +9,7 @@ import torch
 from data.catalogue import read_catalogue
 from data.errors import BadInputError
 from helpers import build_model, build_task, set_cell
-from preprocess.make_demo_data import CATALOGUE_FILE, LANDMARK_COLOURS, LANDMARK_SHAPES, UNSEEN_LANDMARKS
+from preprocess.demo_world.images import CATALOGUE_FILE, LANDMARK_COLOURS, LANDMARK_SHAPES, UNSEEN_LANDMARKS
 from evaluation.metrics import seen_unseen_accuracy
 
 ANNOTATION_COLUMN = 6  # generic layout: uniq-id 1, image 2, video 3, audio 4, text 5, annotation 6

@@ -17,7 +17,7 @@ import retrieval.index
 from data.catalogue import read_catalogue
 from conftest import model_flags
 from helpers import ROOT, build_criterion, build_model, build_task, free_port
-from preprocess.make_demo_data import CATALOGUE_FILE
+from preprocess.demo_world.images import CATALOGUE_FILE
 from retrieval.candidates import SampleTries
 from retrieval.embedding import entity_text, info_nce, pooled
 from retrieval.index import (EntityIndex, IndexMismatchError, build_index, embed_chunks, load_index, parts_folder)

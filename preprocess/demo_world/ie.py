@@ -43,8 +43,9 @@ import numpy as np
 
 from data.tsv import format_row
 from ie.records import SUBTASK_KEYS, appearance_key, parse_records
-from preprocess import demo_audio, demo_video
-from preprocess.make_demo_data import (
+from preprocess.demo_world import audio as audio_world
+from preprocess.demo_world import video as video_world
+from preprocess.demo_world.scenes import (
     BOX_GAP, SPLIT_STREAMS, Scene, encode_jpeg_base64, join_with_and, render_image, sample_scene, write_rows)
 
 IE_STREAM = 3  # appended to the image world's stream key (video 1, audio 2), then the subtask's number
@@ -63,7 +64,7 @@ DISTRACTORS_PER_KIND = 2
 
 PEOPLE = ("alice", "bob", "carol", "dave", "erin", "frank")
 PLACES = ("paris", "rome", "oslo", "lima", "cairo", "tokyo")
-SOUND_VERBS = {"tone": "beeps", "chirp": "chirps", "noise": "hisses"}  # by demo_audio synthesis
+SOUND_VERBS = {"tone": "beeps", "chirp": "chirps", "noise": "hisses"}  # by the audio world's synthesis
 LABELS = {
     "entity": ("shape", "sound", "person", "place"),
     "relation": ("left of", "above", "before", "lives in"),
@@ -83,8 +84,8 @@ class World:
     """The media of one sample (None where the mix has no such medium) and the video's frame rate."""
 
     scene: Scene = None
-    clip: demo_video.Clip = None
-    audio: demo_audio.AudioClip = None
+    clip: video_world.Clip = None
+    audio: audio_world.AudioClip = None
     fps: int = 1
 
     def duration(self):
@@ -201,13 +202,13 @@ def sample_clips(rng, media, video_size, fps, cap):
     """(video clip or None, audio clip or None); an audio clip beside a video lasts as long as the video."""
     clip = audio = None
     if "V" in media:
-        clip = demo_video.sample_clip(rng, video_size, fps)
+        clip = video_world.sample_clip(rng, video_size, fps)
         clip = dataclasses.replace(clip, tracks=clip.tracks[:cap] if cap else clip.tracks)
     if "A" in media:
         limit = clip.num_frames / fps if clip is not None else None
-        audio = draw(lambda: demo_audio.sample_clip(rng), lambda a: limit is None or a.duration <= limit,
+        audio = draw(lambda: audio_world.sample_clip(rng), lambda a: limit is None or a.duration <= limit,
                      "audio clip short enough for its video")
-        audio = demo_audio.AudioClip(round(limit, 4) if limit is not None else audio.duration,
+        audio = audio_world.AudioClip(round(limit, 4) if limit is not None else audio.duration,
                                      audio.events[:cap] if cap else audio.events)
     return clip, audio
 
@@ -333,7 +334,7 @@ def ee_records(rng, world, mix, with_text, image_size):
                         f"the {shape_name(t)} appears and moves {t.direction}"))
     sounds = []
     for e in (world.audio.events if world.audio else []):
-        verb = SOUND_VERBS[demo_audio.SOUNDS[e.name][0]]
+        verb = SOUND_VERBS[audio_world.SOUNDS[e.name][0]]
         sounds.append(({"type": "sound", "trigger": mention(verb, span_ground(e.span())),
                         "arguments": [{"role": "source", **mention(e.name, span_ground(e.span()))}]},
                        f"the {e.name} {verb}"))
@@ -397,10 +398,10 @@ def sample_row(subtask, split, index, image_size, video_size, fps, seed):
     image = encode_jpeg_base64(render_image(rng, world.scene, image_size)) if world.scene else ""
     video = audio = ""
     if world.clip is not None:
-        frames = demo_video.render_frames(rng, world.clip, video_size)
-        video = base64.b64encode(demo_video.encode_mp4(frames, fps)).decode("ascii")
+        frames = video_world.render_frames(rng, world.clip, video_size)
+        video = base64.b64encode(video_world.encode_mp4(frames, fps)).decode("ascii")
     if world.audio is not None:
-        audio = base64.b64encode(demo_audio.encode_flac(demo_audio.render_waveform(rng, world.audio))).decode("ascii")
+        audio = base64.b64encode(audio_world.encode_flac(audio_world.render_waveform(rng, world.audio))).decode("ascii")
     return format_row([f"demo-{subtask}-{split}-{index:06d}", image, video, audio, text,
                        json.dumps(annotation, separators=(",", ":"))])
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from data.tsv import format_row
-from preprocess.make_demo_data import COLOURS, SHAPES, SPLIT_STREAMS, format_box, make_expression
+from preprocess.demo_world.scenes import COLOURS, SHAPES, SPLIT_STREAMS, format_box, make_expression
 
 PAIR_STREAM = 2  # third key of a pair's stream: the images' streams have two
 COLOURS_AND_SHAPES = [(colour, shape) for colour in COLOURS for shape in SHAPES]

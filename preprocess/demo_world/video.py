@@ -29,7 +29,7 @@ import numpy as np
 from av.bitstream import BitStreamFilterContext
 
 from data.tsv import format_row
-from preprocess.make_demo_data import (
+from preprocess.demo_world.scenes import (
     BACKGROUNDS, COLOUR_JITTER, COLOURS, NUMBER_WORDS, PLACEMENT_TRIES, SHAPES, SIZE_RANGES, SPLIT_STREAMS,
     Shape, boxes_clash, caption_rows, join_with_and, paint_shapes, render_background)
 

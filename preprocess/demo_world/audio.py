@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from data.tsv import format_row
-from preprocess.make_demo_data import NUMBER_WORDS, SPLIT_STREAMS, caption_rows, join_with_and
+from preprocess.demo_world.scenes import NUMBER_WORDS, SPLIT_STREAMS, caption_rows, join_with_and
 
 AUDIO_STREAM = 2  # appended to the image world's stream key (the video world uses 1)
 SAMPLE_RATE = 16000
