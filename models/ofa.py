@@ -195,6 +195,7 @@ class OFAEncoder(FairseqEncoder):
                       **media):
         """Images as OFA passes them (``patch_images`` for every sample, ``patch_masks``) or as UniGround's
         batches hold them (``image`` for the samples that have one, ``image_present``)."""
+        refuse_image_lists(media)
         if image is not None:
             patch_images, patch_masks = scatter_present(model_pixels(image), image_present), image_present
         for medium in ("video", "audio"):
@@ -263,6 +264,13 @@ class OFAEncoder(FairseqEncoder):
 
     def max_positions(self):
         return self.args.max_source_positions
+
+
+def refuse_image_lists(media):
+    """OFA and UnIVAL read one image a row: a batch of image lists (``image_counts``) is refused."""
+    if media.get("image_counts") is not None:
+        raise ValueError("OFA and UnIVAL models read one image a row; rows of several images (an image list "
+                         "in the cell) need a unify model")
 
 
 class OFADecoder(FairseqIncrementalDecoder):

@@ -27,7 +27,7 @@ from torch import nn
 from models.image_encoder import model_pixels
 from models.ofa import (OFAEncoder, OFAModel, Patches, UnsupportedOFAOption, COMMON_DEFAULTS, SIZE_DEFAULTS,
                         UNSUPPORTED_WHEN_SET, check_supported, image_position_ids, ofa_model_from_state,
-                        ofa_sizes, scatter_present)
+                        ofa_sizes, refuse_image_lists, scatter_present)
 from models.ofa_layers import layer_norm_if
 from models.ofa_resnet import FOURTH_STAGE_BLOCKS, OFAResNet, ResNeXt3D
 from models.pann import AUDIO_CFG, PANN
@@ -125,6 +125,7 @@ class UnIVALEncoder(OFAEncoder):
         ``patch_videos`` (B x C x T x H x W) / ``patch_audios`` (B x samples), ``patch_masks``) or as
         UniGround's batches hold them (``image`` / ``video`` (B' x T x C x H x W) / ``audio`` (B' x samples)
         for the samples that have the medium, ``<medium>_present``)."""
+        refuse_image_lists(uniground_media)
         given = {"image": patch_images, "video": patch_videos, "audio": patch_audios}
         if patch_types is not None:
             medium = one_medium({MEDIA[int(kind)] for kind in patch_types.unique()})

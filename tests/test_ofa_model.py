@@ -76,6 +76,14 @@ def test_video_or_audio_input_is_refused():
         model.encoder(torch.tensor([[4, 5, 2]]), None, video=torch.zeros(1, 2, 3, 8, 8))
 
 
+def test_a_batch_of_image_lists_is_refused():
+    """Rows of several images (collated with ``image_counts``) would be read as one image a row."""
+    model = small_model()
+    with pytest.raises(ValueError, match="one image a row; rows of several images"):
+        model.encoder(torch.tensor([[4, 5, 2]]), None, image=torch.zeros(2, 3, 32, 32),
+                      image_present=torch.tensor([True]), image_counts=torch.tensor([2]))
+
+
 def test_a_few_steps_on_a_uniground_batch_lower_the_loss(demo_dir, vocab_dir):
     """Training mode (dropout, stochastic depth in the layers and the ResNet) on the demo's refcoco rows."""
     task = build_task("refcoco", f"{demo_dir}/refcoco_train.tsv", vocab_dir)

@@ -202,6 +202,14 @@ def test_released_encoder_variants_give_univals_shapes():
     assert audio["encoder_out"][0].size(0) == 5 * 2 + 4  # 161 frames / 32, 64 mel bins / 32
 
 
+def test_a_batch_of_image_lists_is_refused():
+    model = UnIVALModel.from_args(released_shape_args(video_encoder_name="", audio_encoder_name="",
+                                                      image_encoder_name="resnet", resnet_type="resnet18"), 40, 1)
+    with pytest.raises(ValueError, match="one image a row; rows of several images"):
+        model.encoder(torch.tensor([[0, 5, 2]]), None, image=torch.zeros(2, 3, 32, 32),
+                      image_present=torch.tensor([True]), image_counts=torch.tensor([2]))
+
+
 def test_a_fresh_audio_front_end_is_the_analytic_log_mel():
     """Before a checkpoint's kernels are loaded, the front end computes the Hann-window STFT and Slaney mel."""
     model = UnIVALModel.from_args(released_shape_args(video_encoder_name="", audio_encoder_name="pann_cnn6",
