@@ -83,6 +83,6 @@ def test_results_are_written_as_a_pair(checkpoints, demo_dir, tmp_path):
 
 
 def test_a_result_format_of_another_task_is_refused_before_evaluating(checkpoints, demo_dir, tmp_path):
-    with pytest.raises(SystemExit, match=r"--result-format vqa is for the video_qa, vqa tasks, not RefcocoTask"):
+    with pytest.raises(SystemExit, match=r"--result-format vqa is for the multi_image_qa, video_qa, vqa tasks, not RefcocoTask"):
         run_evaluate(checkpoints[0], demo_dir / "refcoco_valid.tsv", tmp_path, "--result-format", "vqa")
     assert not list(tmp_path.iterdir())
