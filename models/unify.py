@@ -57,6 +57,10 @@ class UnifyConfig(FairseqDataclass):
         "help": "run the encoder and decoder under bf16 autocast, on GPU or CPU: weights, optimizer and loss stay "
                 "fp32 (fairseq's --bf16 instead casts the whole model)"})
     compile_layers: bool = field(default=False, metadata={"help": "torch.compile each encoder and decoder layer"})
+    layer_positions: bool = field(default=False, metadata={
+        "help": "add each token's position (image rows and columns, frame and clip times, text order) to the "
+                "queries and keys of every encoder layer and to the keys of the decoder's cross-attention, not "
+                "only to the input (as DETR does): the layers keep telling where a token is"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -122,24 +126,31 @@ class UnifyEncoder(FairseqEncoder):
         self.final_norm = nn.LayerNorm(dim)
         self.max_source_positions = cfg.max_source_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
+        self.layer_positions = cfg.layer_positions
 
     def embed_text(self, src_tokens):
-        positions = torch.arange(src_tokens.size(1), device=src_tokens.device)
+        """The B x T x C text tokens and their 1 x T x C positions."""
+        positions = self.embed_positions(torch.arange(src_tokens.size(1), device=src_tokens.device))[None]
         types = self.embed_types.weight[MODALITY_TYPES.index("text")]
-        return self.embed_tokens(src_tokens) + self.embed_positions(positions)[None] + types
+        return self.embed_tokens(src_tokens) + positions + types, positions
 
     def embed_media(self, name, media):
-        """Tokens of the samples that have this medium, scattered into a B x N x C block, and
-        the B x N mask of the tokens to attend."""
+        """Tokens of the samples that have this medium, scattered into a B x N x C block, the B x N
+        mask of the tokens to attend, and the tokens' positions in a B x N x C block (None unless
+        ``layer_positions``)."""
         present = media[f"{name}_present"]
-        tokens, keep = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
+        tokens, keep, positions = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
         tokens = tokens + self.embed_types.weight[MODALITY_TYPES.index(name)]
         block = tokens.new_zeros(present.size(0), tokens.size(1), tokens.size(2))
         block[present] = tokens
         block_keep = present[:, None].expand(-1, tokens.size(1)).clone()
         if keep is not None:
             block_keep[present] = keep
-        return block, block_keep
+        position_block = None
+        if self.layer_positions:
+            position_block = torch.zeros_like(block)
+            position_block[present] = positions.expand_as(tokens).to(block)
+        return block, block_keep, position_block
 
     def forward(self, src_tokens, src_lengths=None, **media):
         """``media`` holds, per medium, the stacked inputs of the samples that have it (the keys
@@ -148,24 +159,31 @@ class UnifyEncoder(FairseqEncoder):
             return self.encode(src_tokens, media)
 
     def encode(self, src_tokens, media):
-        blocks, keeps = [], []
+        blocks, keeps, positions = [], [], []
         for name in self.media_encoders:
             if media.get(name) is not None:
-                block, keep = self.embed_media(name, media)
+                block, keep, position_block = self.embed_media(name, media)
                 blocks.append(block)
                 keeps.append(keep)
-        blocks.append(self.embed_text(src_tokens))
+                positions.append(position_block)
+        text, text_positions = self.embed_text(src_tokens)
+        blocks.append(text)
         keeps.append(src_tokens.ne(self.dictionary.pad()))
+        positions.append(text_positions.expand_as(text))
         x = self.dropout(self.embed_norm(torch.cat(blocks, dim=1)))
         keep = torch.cat(keeps, dim=1)
         attend = keep[:, None, None, :]
+        layer_positions = torch.cat(positions, dim=1) if self.layer_positions else None
         for layer in self.layers:
-            x = run_layer(layer, self.checkpoint_activations, x, attend)
-        return {
+            x = run_layer(layer, self.checkpoint_activations, x, attend, layer_positions)
+        out = {
             "encoder_out": self.final_norm(x),
             "attend_mask": attend,
             "sample_index": torch.arange(src_tokens.size(0), device=src_tokens.device),
         }
+        if layer_positions is not None:
+            out["positions"] = layer_positions
+        return out
 
     def reorder_encoder_out(self, encoder_out, new_order):
         """The hypotheses of ``new_order`` (beam search: each sample's beams) share their sample's row of
@@ -178,7 +196,7 @@ class UnifyEncoder(FairseqEncoder):
         rows, index = reorder_memory(index, new_order, memory.size(0))
         return {
             **{key: encoder_out[key] if rows is None else encoder_out[key].index_select(0, rows)
-               for key in ("encoder_out", "attend_mask")},
+               for key in ("encoder_out", "attend_mask", "positions") if key in encoder_out},
             "sample_index": encoder_out["sample_index"].index_select(0, new_order),
             "memory_index": index,
         }
@@ -230,10 +248,10 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         x = self.embed_tokens(prev_output_tokens) + self.embed_positions(positions)[None]
         x = self.dropout(self.embed_norm(x))
         memory, memory_mask = encoder_out["encoder_out"], encoder_out["attend_mask"]
-        memory_index = encoder_out.get("memory_index")
+        memory_index, memory_positions = encoder_out.get("memory_index"), encoder_out.get("positions")
         for i, layer in enumerate(self.layers):
             x = run_layer(layer, self.checkpoint_activations, x, memory, memory_mask,
-                          None if caches is None else caches[i], memory_index)
+                          None if caches is None else caches[i], memory_index, memory_positions)
         if caches is not None:
             self.set_incremental_state(incremental_state, "layers", caches)
             if memory_index is not None:
