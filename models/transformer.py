@@ -59,7 +59,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, attend_mask, positions=None):
         """x: B x T x C; attend_mask: B x 1 x 1 x T, True where a key may be attended; positions
-        (B x T x C or None): added to the queries' and keys' inputs, not to the values."""
+        (B or 1 x T x C, or None): added to the queries' and keys' inputs, not to the values."""
         h = self.attn_norm(x)
         x = x + self.dropout(self.attn(h, *self.attn.keys_values(h, positions), mask=attend_mask,
                                        positions=positions))
@@ -78,7 +78,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x, memory, memory_mask, cache=None, memory_index=None, memory_positions=None):
         """x: N x T x C (T = 1 when decoding step by step with ``cache``); ``memory``: M x S x C and
         ``memory_mask`` M x 1 x 1 x S, the encoder output of the rows ``memory_index`` (N) gives each of
-        the N hypotheses (None: one row each, M = N); ``memory_positions`` (M x S x C or None): added to
+        the N hypotheses (None: one row each, M = N); ``memory_positions`` (M or 1 x S x C, or None): added to
         the cross-attention keys' input.
 
         ``cache`` is this layer's dict of tensors across decoding steps: the self-attention keys and

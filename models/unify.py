@@ -136,8 +136,9 @@ class UnifyEncoder(FairseqEncoder):
 
     def embed_media(self, name, media):
         """Tokens of the samples that have this medium, scattered into a B x N x C block, the B x N
-        mask of the tokens to attend, and the tokens' positions in a B x N x C block (None unless
-        ``layer_positions``)."""
+        mask of the tokens to attend, and the tokens' positions (None unless ``layer_positions``): a
+        B x N x C block, or 1 x N x C when every sample's are the same (images), which then also
+        stand at the masked tokens of the samples without the medium, where they change nothing."""
         present = media[f"{name}_present"]
         tokens, keep, positions = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
         tokens = tokens + self.embed_types.weight[MODALITY_TYPES.index(name)]
@@ -147,9 +148,11 @@ class UnifyEncoder(FairseqEncoder):
         if keep is not None:
             block_keep[present] = keep
         position_block = None
-        if self.layer_positions:
+        if self.layer_positions and positions.size(0) == 1:
+            position_block = positions.to(block)
+        elif self.layer_positions:
             position_block = torch.zeros_like(block)
-            position_block[present] = positions.expand_as(tokens).to(block)
+            position_block[present] = positions.to(block)
         return block, block_keep, position_block
 
     def forward(self, src_tokens, src_lengths=None, **media):
@@ -169,11 +172,11 @@ class UnifyEncoder(FairseqEncoder):
         text, text_positions = self.embed_text(src_tokens)
         blocks.append(text)
         keeps.append(src_tokens.ne(self.dictionary.pad()))
-        positions.append(text_positions.expand_as(text))
+        positions.append(text_positions)
         x = self.dropout(self.embed_norm(torch.cat(blocks, dim=1)))
         keep = torch.cat(keeps, dim=1)
         attend = keep[:, None, None, :]
-        layer_positions = torch.cat(positions, dim=1) if self.layer_positions else None
+        layer_positions = shared_positions(positions) if self.layer_positions else None
         for layer in self.layers:
             x = run_layer(layer, self.checkpoint_activations, x, attend, layer_positions)
         out = {
@@ -196,13 +199,29 @@ class UnifyEncoder(FairseqEncoder):
         rows, index = reorder_memory(index, new_order, memory.size(0))
         return {
             **{key: encoder_out[key] if rows is None else encoder_out[key].index_select(0, rows)
-               for key in ("encoder_out", "attend_mask", "positions") if key in encoder_out},
+               for key in ("encoder_out", "attend_mask")},
+            **reordered_positions(encoder_out, rows),
             "sample_index": encoder_out["sample_index"].index_select(0, new_order),
             "memory_index": index,
         }
 
     def max_positions(self):
         return self.max_source_positions
+
+
+def shared_positions(blocks):
+    """The blocks' positions side by side: 1 x T x C when every block is shared by the whole batch (its
+    projections in each layer are then computed once, not once per sample), else B x T x C."""
+    batch = max(block.size(0) for block in blocks)
+    return torch.cat([block.expand(batch, -1, -1) for block in blocks], dim=1)
+
+
+def reordered_positions(encoder_out, rows):
+    """The encoder output's ``positions`` entry for the memory ``rows`` (None: all); shared ones stay."""
+    positions = encoder_out.get("positions")
+    if positions is None:
+        return {}
+    return {"positions": positions if rows is None or positions.size(0) == 1 else positions.index_select(0, rows)}
 
 
 def build_media_encoders(cfg):
