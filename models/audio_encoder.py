@@ -9,7 +9,8 @@ STRIDES = (2, 2, 2)  # 10 ms mel frames -> 80 ms tokens
 
 
 class AudioEncoder(nn.Module):
-    """B x T x M log-mel features (padded) and B valid frame counts -> B x T/8 x dim tokens and their mask.
+    """B x T x M log-mel features (padded) and B valid frame counts -> B x T/8 x dim tokens, their mask and
+    the time codes the tokens include.
 
     Each clip is standardised over its own valid frames first, so loudness stays
     relative within the clip (a faint background and a loud burst remain apart)
@@ -36,7 +37,7 @@ class AudioEncoder(nn.Module):
         keep = valid_mask(lengths, tokens.size(1))
         times = ((torch.arange(tokens.size(1), device=x.device)[None, :] + 0.5) / lengths[:, None]).clamp(max=1.0)
         codes = coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens).view_as(tokens)
-        return tokens + codes, keep
+        return tokens + codes, keep, codes
 
 
 def valid_mask(lengths, size):

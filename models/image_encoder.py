@@ -70,12 +70,15 @@ class ImageEncoder(nn.Module):
         self.col = nn.Embedding.from_pretrained(cols, freeze=False)
 
     def forward(self, pixels):
-        """B x 3 x H x W pixels (uint8, or floats normalised by ``model_pixels``) -> the tokens and a
-        B x (h*w) mask of the ones to attend (all of them)."""
-        return self.grid_tokens(self.backbone(model_pixels(pixels))[-1]), None
+        """B x 3 x H x W pixels (uint8, or floats normalised by ``model_pixels``) -> the tokens, a
+        B x (h*w) mask of the ones to attend (None: all of them) and the 1 x (h*w) x dim positions
+        the tokens include."""
+        tokens, positions = self.grid_tokens(self.backbone(model_pixels(pixels))[-1])
+        return tokens, None, positions[None]
 
     def grid_tokens(self, features):
-        """B x C x h x w backbone features -> B x (h*w) x dim tokens with their grid positions."""
+        """B x C x h x w backbone features -> B x (h*w) x dim tokens with their grid positions, and
+        those (h*w) x dim positions."""
         h, w = features.shape[-2:]
         if h > self.max_grid or w > self.max_grid:
             raise ValueError(f"image feature grid {h}x{w} exceeds --max-image-grid {self.max_grid}")
@@ -83,4 +86,4 @@ class ImageEncoder(nn.Module):
         rows = torch.arange(h, device=features.device)
         cols = torch.arange(w, device=features.device)
         positions = (self.row(rows)[:, None, :] + self.col(cols)[None, :, :]).flatten(0, 1)
-        return tokens + positions
+        return tokens + positions, positions

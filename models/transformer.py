@@ -25,12 +25,19 @@ class Attention(nn.Module):
         b, t, c = x.shape
         return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
 
-    def keys_values(self, x):
+    def keys_values(self, x, positions=None):
+        """Keys and values of ``x``; ``positions`` (broadcastable to ``x``), when given, are added to
+        the keys' input only: ``W_k (x + positions)``."""
         k, v = self.kv(x).chunk(2, dim=-1)
+        if positions is not None:
+            k = k + F.linear(positions, self.kv.weight[:k.size(-1)])
         return self.split_heads(k), self.split_heads(v)
 
-    def forward(self, x, k, v, mask=None, is_causal=False):
-        q = self.split_heads(self.q(x))
+    def forward(self, x, k, v, mask=None, is_causal=False, positions=None):
+        q = self.q(x)
+        if positions is not None:
+            q = q + F.linear(positions, self.q.weight)
+        q = self.split_heads(q)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0)
@@ -50,10 +57,12 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, attend_mask):
-        """x: B x T x C; attend_mask: B x 1 x 1 x T, True where a key may be attended."""
+    def forward(self, x, attend_mask, positions=None):
+        """x: B x T x C; attend_mask: B x 1 x 1 x T, True where a key may be attended; positions
+        (B or 1 x T x C, or None): added to the queries' and keys' inputs, not to the values."""
         h = self.attn_norm(x)
-        x = x + self.dropout(self.attn(h, *self.attn.keys_values(h), mask=attend_mask))
+        x = x + self.dropout(self.attn(h, *self.attn.keys_values(h, positions), mask=attend_mask,
+                                       positions=positions))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -66,10 +75,11 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, memory, memory_mask, cache=None, memory_index=None):
+    def forward(self, x, memory, memory_mask, cache=None, memory_index=None, memory_positions=None):
         """x: N x T x C (T = 1 when decoding step by step with ``cache``); ``memory``: M x S x C and
         ``memory_mask`` M x 1 x 1 x S, the encoder output of the rows ``memory_index`` (N) gives each of
-        the N hypotheses (None: one row each, M = N).
+        the N hypotheses (None: one row each, M = N); ``memory_positions`` (M or 1 x S x C, or None): added to
+        the cross-attention keys' input.
 
         ``cache`` is this layer's dict of tensors across decoding steps: the self-attention keys and
         values so far (N rows) and the cross-attention keys and values, computed once from the memory
@@ -87,7 +97,7 @@ class DecoderLayer(nn.Module):
         if cache is not None and "cross_k" in cache:
             ck, cv = cache["cross_k"], cache["cross_v"]
         else:
-            ck, cv = self.cross_attn.keys_values(memory)
+            ck, cv = self.cross_attn.keys_values(memory, memory_positions)
             if cache is not None:
                 cache["cross_k"], cache["cross_v"] = ck, cv
         x = x + self.dropout(shared_rows_attention(self.cross_attn, self.cross_norm(x), ck, cv, memory_mask,

@@ -62,6 +62,10 @@ class UnifyConfig(FairseqDataclass):
         "help": "run the encoder and decoder under bf16 autocast, on GPU or CPU: weights, optimizer and loss stay "
                 "fp32 (fairseq's --bf16 instead casts the whole model)"})
     compile_layers: bool = field(default=False, metadata={"help": "torch.compile each encoder and decoder layer"})
+    layer_positions: bool = field(default=False, metadata={
+        "help": "add each token's position (image rows and columns, frame and clip times, text order) to the "
+                "queries and keys of every encoder layer and to the keys of the decoder's cross-attention, not "
+                "only to the input (as DETR does): the layers keep telling where a token is"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -129,33 +133,44 @@ class UnifyEncoder(FairseqEncoder):
         self.final_norm = nn.LayerNorm(dim)
         self.max_source_positions = cfg.max_source_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
+        self.layer_positions = cfg.layer_positions
 
     def embed_text(self, src_tokens):
-        positions = torch.arange(src_tokens.size(1), device=src_tokens.device)
+        """The B x T x C text tokens and their 1 x T x C positions."""
+        positions = self.embed_positions(torch.arange(src_tokens.size(1), device=src_tokens.device))[None]
         types = self.embed_types.weight[MODALITY_TYPES.index("text")]
-        return self.embed_tokens(src_tokens) + self.embed_positions(positions)[None] + types
+        return self.embed_tokens(src_tokens) + positions + types, positions
 
     def embed_media(self, name, media):
-        """Tokens of the samples that have this medium, scattered into a B x N x C block, and
-        the B x N mask of the tokens to attend."""
+        """Tokens of the samples that have this medium, scattered into a B x N x C block, the B x N
+        mask of the tokens to attend, and the tokens' positions (None unless ``layer_positions``): a
+        B x N x C block, or 1 x N x C when every sample's are the same (images), which then also
+        stand at the masked tokens of the samples without the medium, where they change nothing."""
         present = media[f"{name}_present"]
-        tokens, keep = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
+        tokens, keep, positions = self.media_encoders[name](*(media[key] for key in MEDIA_INPUTS[name]))
         tokens = tokens + self.embed_types.weight[MODALITY_TYPES.index(name)]
         block = tokens.new_zeros(present.size(0), tokens.size(1), tokens.size(2))
         block[present] = tokens
         block_keep = present[:, None].expand(-1, tokens.size(1)).clone()
         if keep is not None:
             block_keep[present] = keep
-        return block, block_keep
+        position_block = None
+        if self.layer_positions and positions.size(0) == 1:
+            position_block = positions.to(block)
+        elif self.layer_positions:
+            position_block = torch.zeros_like(block)
+            position_block[present] = positions.to(block)
+        return block, block_keep, position_block
 
-    def embed_images(self, media, src_tokens, text, text_keep):
+    def embed_images(self, media, src_tokens, text, text_keep, text_positions):
         """All images of the batch through the backbone at once (``image``: N x 3 x H x W, the rows' images in
         order; ``image_counts``: B, by default ``image_present``). Returns the block of the images no marker
-        places (B x K*P x C, each row's in order, then padding), its mask, and the text with the other
-        images spliced in after their markers, and its mask."""
+        places (B x K*P x C, each row's in order, then padding), its mask and its positions (as
+        ``embed_media``'s), and the text with the other images spliced in after their markers, its mask and
+        its positions (1 x T x C, B x T' x C once images are spliced in)."""
         counts = media.get("image_counts")
         counts = media["image_present"].long() if counts is None else counts
-        tokens, _ = self.media_encoders["image"](media["image"])
+        tokens, _, image_positions = self.media_encoders["image"](media["image"])
         rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
         firsts = counts.cumsum(0) - counts
         index = torch.arange(len(rows), device=counts.device) - firsts[rows]
@@ -173,9 +188,16 @@ class UnifyEncoder(FairseqEncoder):
         block[rows[front], slot[front]] = tokens[front]
         keep = (torch.arange(width, device=counts.device)[None] < front_counts[:, None])
         keep = keep[:, :, None].expand(-1, -1, tokens.size(1)).flatten(1)
+        block_positions = None
+        if self.layer_positions:  # every image has the same grid: the block's are shared by the batch
+            block_positions = image_positions.to(block).repeat(1, width, 1)
         if placed:
+            if self.layer_positions:
+                image_tokens = image_positions.to(tokens).expand(len(tokens), -1, -1)
+                text_positions, _ = self.splice(text_positions.expand(len(text), -1, -1), text_keep, image_tokens,
+                                                firsts, placed)
             text, text_keep = self.splice(text, text_keep, tokens, firsts, placed)
-        return block.flatten(1, 2), keep, text, text_keep
+        return block.flatten(1, 2), keep, block_positions, text, text_keep, text_positions
 
     def marker_places(self, src_tokens, counts):
         """(row, position, image) of each ``<image_k>`` marker in the sources, in order."""
@@ -209,29 +231,37 @@ class UnifyEncoder(FairseqEncoder):
             return self.encode(src_tokens, media)
 
     def encode(self, src_tokens, media):
-        blocks, keeps = [], []
-        text, text_keep = self.embed_text(src_tokens), src_tokens.ne(self.dictionary.pad())
+        blocks, keeps, positions = [], [], []
+        text, text_positions = self.embed_text(src_tokens)
+        text_keep = src_tokens.ne(self.dictionary.pad())
         for name in self.media_encoders:
             if media.get(name) is None:
                 continue
             if name == "image":
-                block, keep, text, text_keep = self.embed_images(media, src_tokens, text, text_keep)
+                block, keep, position_block, text, text_keep, text_positions = self.embed_images(
+                    media, src_tokens, text, text_keep, text_positions)
             else:
-                block, keep = self.embed_media(name, media)
+                block, keep, position_block = self.embed_media(name, media)
             blocks.append(block)
             keeps.append(keep)
+            positions.append(position_block)
         blocks.append(text)
         keeps.append(text_keep)
+        positions.append(text_positions)
         x = self.dropout(self.embed_norm(torch.cat(blocks, dim=1)))
         keep = torch.cat(keeps, dim=1)
         attend = keep[:, None, None, :]
+        layer_positions = shared_positions(positions) if self.layer_positions else None
         for layer in self.layers:
-            x = run_layer(layer, self.checkpoint_activations, x, attend)
-        return {
+            x = run_layer(layer, self.checkpoint_activations, x, attend, layer_positions)
+        out = {
             "encoder_out": self.final_norm(x),
             "attend_mask": attend,
             "sample_index": torch.arange(src_tokens.size(0), device=src_tokens.device),
         }
+        if layer_positions is not None:
+            out["positions"] = layer_positions
+        return out
 
     def upgrade_state_dict_named(self, state_dict, name):
         """A checkpoint from before rows of several images lacks the image-index table: zeros, under which
@@ -253,6 +283,7 @@ class UnifyEncoder(FairseqEncoder):
         return {
             **{key: encoder_out[key] if rows is None else encoder_out[key].index_select(0, rows)
                for key in ("encoder_out", "attend_mask")},
+            **reordered_positions(encoder_out, rows),
             "sample_index": encoder_out["sample_index"].index_select(0, new_order),
             "memory_index": index,
         }
@@ -268,6 +299,21 @@ def image_index_embedding(dim):
     weight = torch.randn(MAX_IMAGES, dim, generator=torch.Generator().manual_seed(0)) * dim ** -0.5
     weight[0] = 0.0
     return nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=0)
+
+
+def shared_positions(blocks):
+    """The blocks' positions side by side: 1 x T x C when every block is shared by the whole batch (its
+    projections in each layer are then computed once, not once per sample), else B x T x C."""
+    batch = max(block.size(0) for block in blocks)
+    return torch.cat([block.expand(batch, -1, -1) for block in blocks], dim=1)
+
+
+def reordered_positions(encoder_out, rows):
+    """The encoder output's ``positions`` entry for the memory ``rows`` (None: all); shared ones stay."""
+    positions = encoder_out.get("positions")
+    if positions is None:
+        return {}
+    return {"positions": positions if rows is None or positions.size(0) == 1 else positions.index_select(0, rows)}
 
 
 def build_media_encoders(cfg):
@@ -313,10 +359,10 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         x = self.embed_tokens(prev_output_tokens) + self.embed_positions(positions)[None]
         x = self.dropout(self.embed_norm(x))
         memory, memory_mask = encoder_out["encoder_out"], encoder_out["attend_mask"]
-        memory_index = encoder_out.get("memory_index")
+        memory_index, memory_positions = encoder_out.get("memory_index"), encoder_out.get("positions")
         for i, layer in enumerate(self.layers):
             x = run_layer(layer, self.checkpoint_activations, x, memory, memory_mask,
-                          None if caches is None else caches[i], memory_index)
+                          None if caches is None else caches[i], memory_index, memory_positions)
         if caches is not None:
             self.set_incremental_state(incremental_state, "layers", caches)
             if memory_index is not None:

@@ -7,7 +7,8 @@ from models.positions import coordinate_codes
 
 
 class VideoEncoder(nn.Module):
-    """B x F x 3 x S x S frames and B x F frame times (fractions of the clip) -> B x (F*g*g) tokens.
+    """B x F x 3 x S x S frames and B x F frame times (fractions of the clip) -> B x (F*g*g) tokens,
+    no mask (all attended) and the positions the tokens include.
 
     The frame encoder is the model's image encoder unless the video gets its own, so
     weights are shared by default. Each frame's feature map is average-pooled to
@@ -26,6 +27,7 @@ class VideoEncoder(nn.Module):
         b, f = frames.shape[:2]
         features = self.frames.backbone(model_pixels(frames.flatten(0, 1)))[-1]
         pooled = F.adaptive_avg_pool2d(features, self.grid)
-        tokens = self.frames.grid_tokens(pooled)  # (B*F) x g*g x dim
-        tokens = tokens + coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens)[:, None, :]
-        return tokens.view(b, f * tokens.size(1), -1), None
+        tokens, cells = self.frames.grid_tokens(pooled)  # (B*F) x g*g x dim, g*g x dim
+        time_codes = coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens)[:, None, :]
+        tokens, positions = tokens + time_codes, cells + time_codes
+        return tokens.view(b, f * tokens.size(1), -1), None, positions.view(b, f * tokens.size(1), -1)

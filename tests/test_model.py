@@ -187,10 +187,11 @@ def test_batch_mixing_image_video_audio_and_text_only_runs_forward_and_backward(
     model.eval()
 
 
-def test_samples_ignore_their_neighbours_media_and_audio_padding(refcoco):
+@pytest.mark.parametrize("fixture", ["refcoco", "refcoco_positions"])
+def test_samples_ignore_their_neighbours_media_and_audio_padding(fixture, request):
     """Each sample's output is what it is alone, whatever media its neighbours bring and however
-    far its audio is padded."""
-    task, model = refcoco
+    far its audio is padded (with positions in every layer too: video and audio ones differ by sample)."""
+    task, model = request.getfixturevalue(fixture)
     torch.manual_seed(2)
     short = random_media(task, "audio", audio_frames=40)
     samples = [short, random_media(task, "video"), random_media(task, "audio", audio_frames=90), {}]
@@ -216,16 +217,17 @@ def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
 
 def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
     task, model = refcoco
-    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone")
+    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions")
     old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
     rebuilt = UnifyModel.build_model(old, task)
-    assert [old[k] for k in newer] == [False, False, False]
+    assert [old[k] for k in newer] == [False, False, False, False]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 
 def copied_per_hypothesis(encoder_out, new_order):
     """The plain way to reorder an encoder output: every entry copied to each hypothesis."""
-    return {key: value.index_select(0, new_order) for key, value in encoder_out.items() if key != "memory_index"}
+    return {key: value if key == "positions" and value.size(0) == 1 else value.index_select(0, new_order)
+            for key, value in encoder_out.items() if key != "memory_index"}
 
 
 @pytest.mark.parametrize("name", ["caption", "refcoco"])
@@ -262,4 +264,69 @@ def test_decoder_rows_may_use_any_memory_rows(refcoco, which):
         encoder_out = model.encoder(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
         shared, _ = model.decoder(prev, encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
         plain, _ = model.decoder(prev, encoder_out=copied_per_hypothesis(encoder_out, which))
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def refcoco_positions(refcoco):
+    """The refcoco fixture's model with positions in every layer, built from the same weights."""
+    task, model = refcoco
+    positioned = build_model(task, layer_positions=True).eval()
+    positioned.load_state_dict(model.state_dict())
+    return task, positioned
+
+
+def test_encoder_layer_positions_go_into_queries_and_keys_not_values():
+    from models.transformer import EncoderLayer
+    torch.manual_seed(0)
+    layer = EncoderLayer(8, 2, 16).eval()
+    x, positions = torch.randn(2, 5, 8), torch.randn(1, 5, 8).expand(2, -1, -1)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    h = layer.attn_norm(x)
+    k, _ = layer.attn.keys_values(h + positions)
+    _, v = layer.attn.keys_values(h)
+    expected = x + layer.attn(h + positions, k, v, mask=mask)
+    expected = expected + layer.ffn(layer.ffn_norm(expected))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, mask, positions), expected)
+        torch.testing.assert_close(layer(x, mask, torch.zeros_like(x)), layer(x, mask))
+        assert not torch.allclose(layer(x, mask, positions), layer(x, mask))
+
+
+def test_layer_positions_off_adds_nothing_and_on_hands_each_token_its_position(refcoco, refcoco_positions):
+    task, model = refcoco
+    _, positioned = refcoco_positions
+    net_input = batch_of(task, [0, 1])["net_input"]
+    encoder_input = {k: v for k, v in net_input.items() if k != "prev_output_tokens"}
+    encoder_input["image_present"] = torch.tensor([True, False])
+    encoder_input["image"] = encoder_input["image"][:1]
+    assert model.state_dict().keys() == positioned.state_dict().keys()  # no new weights
+    with torch.no_grad():
+        plain, ours = model.encoder(**encoder_input), positioned.encoder(**encoder_input)
+    assert "positions" not in plain
+    image = positioned.encoder.media_encoders["image"]
+    grid = task.cfg.patch_image_size // image.backbone.feature_info.reduction()[-1]
+    cells = (image.row.weight[:grid, None] + image.col.weight[None, :grid]).flatten(0, 1)
+    text = positioned.encoder.embed_positions.weight[:net_input["src_tokens"].size(1)]
+    # the same for every sample (the text-only one's image slots are masked), so computed once
+    assert ours["positions"].shape == (1, *ours["encoder_out"].shape[1:])
+    torch.testing.assert_close(ours["positions"][0], torch.cat([cells, text]))
+    assert not torch.allclose(plain["encoder_out"], ours["encoder_out"])
+
+
+def test_layer_positions_decode_step_by_step_as_in_one_pass(refcoco_positions):
+    task, model = refcoco_positions
+    net_input = batch_of(task, [0, 1, 2])["net_input"]
+    prev = net_input["prev_output_tokens"]
+    which = torch.tensor([0, 0, 2, 1])
+    with torch.no_grad():
+        full, _ = model(**net_input)
+        encoder_out = model.encoder(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
+        state, steps = {}, []
+        for t in range(prev.size(1)):
+            logits, _ = model.decoder(prev[:, : t + 1], encoder_out=encoder_out, incremental_state=state)
+            steps.append(logits[:, -1])
+        shared, _ = model.decoder(prev[which], encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
+        plain, _ = model.decoder(prev[which], encoder_out=copied_per_hypothesis(encoder_out, which))
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)

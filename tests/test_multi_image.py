@@ -104,8 +104,8 @@ def test_one_image_per_row_encodes_as_before(demo_dir, vocab_dir, tmp_path):
     model = build_model(task).eval()
     encoder, src = model.encoder, plain["net_input"]["src_tokens"]
     with torch.no_grad():
-        image, _ = encoder.media_encoders["image"](plain["net_input"]["image"])
-        x = torch.cat([image + encoder.embed_types.weight[1], encoder.embed_text(src)], dim=1)
+        image, _, _ = encoder.media_encoders["image"](plain["net_input"]["image"])
+        x = torch.cat([image + encoder.embed_types.weight[1], encoder.embed_text(src)[0]], dim=1)
         keep = torch.cat([torch.ones(image.shape[:2], dtype=torch.bool), src.ne(task.vocab.dictionary.pad())], dim=1)
         x = encoder.embed_norm(x)
         for layer in encoder.layers:
@@ -135,11 +135,11 @@ def test_marked_images_follow_their_markers_and_the_others_come_first(demo_dir, 
     media = {"image": images, "image_present": torch.tensor([True, True, False]),
              "image_counts": torch.tensor([2, 1, 0])}
     with torch.no_grad():
-        tokens, _ = encoder.media_encoders["image"](images)
+        tokens, _, _ = encoder.media_encoders["image"](images)
         tokens = tokens + encoder.embed_types.weight[1] + encoder.image_index(torch.tensor([0, 1, 0]))[:, None]
-        text = encoder.embed_text(src)
+        text, text_positions = encoder.embed_text(src)
         keep = src.ne(vocab.dictionary.pad())
-        front, front_keep, spliced, spliced_keep = encoder.embed_images(media, src, text, keep)
+        front, front_keep, _, spliced, spliced_keep, _ = encoder.embed_images(media, src, text, keep, text_positions)
     count = tokens.size(1)
     assert front.shape == (3, count, tokens.size(2))
     torch.testing.assert_close(front[0], tokens[0], rtol=0, atol=0)
@@ -150,6 +150,33 @@ def test_marked_images_follow_their_markers_and_the_others_come_first(demo_dir, 
     torch.testing.assert_close(spliced[1, :src.size(1)], text[1], rtol=0, atol=0)
     assert spliced_keep[1].tolist() == [True] * (len(words) + 1) + [False] * (count + 1)
     assert not encoder.image_index.weight[0].any() and encoder.image_index.weight[1].abs().sum() > 0
+
+
+def test_positions_in_every_layer_follow_the_images_where_they_stand(demo_dir, vocab_dir, tmp_path):
+    """With --layer-positions, the front block's positions are each image's grid (shared by the batch) and
+    a placed image's grid positions stand after its marker in the text's positions."""
+    task = task_on("nlvr", demo_dir, vocab_dir, tmp_path)
+    torch.manual_seed(0)
+    encoder = build_model(task, layer_positions=True).eval().encoder
+    vocab = task.vocab
+    words = vocab.encode_text("red circle")
+    src = torch.tensor([[*words[:1], vocab.image_id(1), *words[1:], vocab.dictionary.eos()],
+                        [*words, vocab.dictionary.eos(), vocab.dictionary.pad()]])
+    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)
+    media = {"image": images, "image_present": torch.tensor([True, True]), "image_counts": torch.tensor([2, 1])}
+    with torch.no_grad():
+        _, _, grid = encoder.media_encoders["image"](images)
+        text, text_positions = encoder.embed_text(src)
+        _, _, front, _, spliced_keep, spliced = encoder.embed_images(media, src, text, src.ne(vocab.dictionary.pad()),
+                                                                       text_positions)
+    count = grid.size(1)
+    torch.testing.assert_close(front, grid, rtol=0, atol=0)  # one unplaced image a row at most
+    torch.testing.assert_close(spliced[0], torch.cat([text_positions[0, :2], grid[0], text_positions[0, 2:]]),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(spliced[1, :src.size(1)], text_positions[0], rtol=0, atol=0)
+    assert spliced.shape == (2, src.size(1) + count, grid.size(2)) and spliced_keep[0].all()
+    out = encoder(src, **media)
+    assert out["positions"].shape[:2] == (2, front.size(1) + spliced.size(1))
 
 
 def test_every_image_of_a_batch_goes_through_the_backbone_in_one_call(demo_dir, vocab_dir, tmp_path):
