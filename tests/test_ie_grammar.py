@@ -481,11 +481,13 @@ def test_beam_search_from_an_untrained_model_gives_only_targets_that_parse(vocab
                h[0]["tokens"][0] not in vocab.ie_ids().values() for h in unconstrained)
 
 
-def test_the_base_task_binds_each_batch_for_training_masks_and_generation(vocab, codec, caption_task, model):
+def test_the_base_task_binds_each_batch_for_training_masks_and_generation(vocab, codec, caption_task, model,
+                                                                          monkeypatch):
     """Any UniGround task whose constraint reads per-sample contexts: the caption task stands in for one."""
     task = caption_task
-    saved = task.constraint
-    task.constraint = IEGrammar(vocab, max_length=task.cfg.max_tgt_length - 1, max_vertices=MAX_VERTICES)
+    monkeypatch.setattr(task, "build_constraint",
+                        lambda: IEGrammar(vocab, max_length=task.cfg.max_tgt_length - 1, max_vertices=MAX_VERTICES))
+    task.forget_constraint()
     try:
         samples = ie_samples(vocab, codec)
         batch = task.collate(samples)
@@ -500,7 +502,8 @@ def test_the_base_task_binds_each_batch_for_training_masks_and_generation(vocab,
             hypotheses = task.inference_step(generator, [model], task.collate(subset))
             check_hypotheses(hypotheses, subset, vocab, codec, 5, task.cfg.max_tgt_length - 1)
     finally:
-        task.constraint = saved
+        monkeypatch.undo()
+        task.forget_constraint()  # the caption task's own again
 
 
 def test_for_batch_is_the_identity_for_other_constraints_and_ie_needs_contexts(vocab):
