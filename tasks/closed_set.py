@@ -15,7 +15,10 @@ import torch
 from fairseq.data import data_utils
 
 from decoding.trie import TokenTrie
+from evaluation.metrics import seen_unseen_accuracy
+from evaluation.report import SampleView
 from tasks.base import UniGroundConfig, UniGroundTask
+from tasks.results import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +187,17 @@ class ClosedSetTask(UniGroundTask):
             scores = scores.view(num_samples, num_choices)
             total = scores if total is None else total + scores
         return total / len(models)
+
+
+class LabelTask(ClosedSetTask):
+    """A closed-set task whose prediction is one label of a fixed set (``decode_prediction`` gives
+    "prediction" and the row's "label"), scored by accuracy."""
+
+    def score(self, predictions, full=False):
+        return seen_unseen_accuracy([p["prediction"] == p["label"] for p in predictions])
+
+    def report_view(self, prediction, row):
+        return SampleView(str(prediction["prediction"]), prediction["label"])
+
+    def result(self, prediction):
+        return Answer(prediction["score"], prediction["prediction"])

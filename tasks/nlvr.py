@@ -5,16 +5,13 @@ and images no marker names come first. Outputs are constrained to "true" and "fa
 """
 from fairseq.tasks import register_task
 
-from evaluation.metrics import seen_unseen_accuracy
-from evaluation.report import SampleView
-from tasks.closed_set import ClosedSetConfig, ClosedSetTask
-from tasks.results import Answer
+from tasks.closed_set import ClosedSetConfig, LabelTask
 
 LABELS = ("true", "false")
 
 
 @register_task("nlvr", dataclass=ClosedSetConfig)
-class NlvrTask(ClosedSetTask):
+class NlvrTask(LabelTask):
     columns = ("uniq_id", "image", "statement", "label")
     prompt = ' is the statement " {} " true?'
     primary_metric = "accuracy"
@@ -56,12 +53,3 @@ class NlvrTask(ClosedSetTask):
         choice = self.choice_of(tokens)
         return {"uniq_id": meta["uniq_id"], "statement": meta["statement"],
                 "prediction": None if choice is None else self.choices[choice], "label": meta["label"]}
-
-    def score(self, predictions, full=False):
-        return seen_unseen_accuracy([p["prediction"] == p["label"] for p in predictions])
-
-    def report_view(self, prediction, row):
-        return SampleView(str(prediction["prediction"]), prediction["label"])
-
-    def result(self, prediction):
-        return Answer(prediction["score"], prediction["prediction"])

@@ -10,10 +10,7 @@ from dataclasses import dataclass, field
 from fairseq.tasks import register_task
 
 from data.ofa_text import clean_text
-from evaluation.metrics import seen_unseen_accuracy
-from evaluation.report import SampleView
-from tasks.closed_set import ClosedSetConfig, ClosedSetTask
-from tasks.results import Answer
+from tasks.closed_set import ClosedSetConfig, LabelTask
 
 ANSWERS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
 LABELS = {answer: label for label, answer in ANSWERS.items()}
@@ -26,7 +23,7 @@ class SnliVeConfig(ClosedSetConfig):
 
 
 @register_task("snli_ve", dataclass=SnliVeConfig)
-class SnliVeTask(ClosedSetTask):
+class SnliVeTask(LabelTask):
     columns = ("uniq_id", "image", "hypothesis", "premise", "label")
     prompt = ' does the image describe " {} "?'
     premise_prompt = ' can image and text1 " {} " imply text2 " {} "?'
@@ -75,12 +72,3 @@ class SnliVeTask(ClosedSetTask):
         label = LABELS[self.choices[choice]] if choice is not None else None
         return {"uniq_id": meta["uniq_id"], "hypothesis": meta["hypothesis"], "prediction": label,
                 "label": meta["label"]}
-
-    def score(self, predictions, full=False):
-        return seen_unseen_accuracy([p["prediction"] == p["label"] for p in predictions])
-
-    def report_view(self, prediction, row):
-        return SampleView(str(prediction["prediction"]), prediction["label"])
-
-    def result(self, prediction):
-        return Answer(prediction["score"], prediction["prediction"])
