@@ -2,6 +2,7 @@
 import fractions
 import glob
 import io
+import os
 import struct
 import wave
 
@@ -14,8 +15,10 @@ import torchaudio
 from data.audio import SAMPLE_RATE, decode_audio, log_mel
 from data.errors import BadInputError
 
-SPEECH = sorted(glob.glob("/work/shared/data/speech/*.wav"))
-LONG_WAV = "/work/shared/data/speech/sense_and_sensibility_01_austen_64kb-0870.wav"  # 7.1 s
+from conftest import SHARED_DATA
+
+SPEECH = sorted(glob.glob(os.path.join(SHARED_DATA, "speech/*.wav")))
+LONG_WAV = os.path.join(SHARED_DATA, "speech/sense_and_sensibility_01_austen_64kb-0870.wav")  # 7.1 s
 WHERE = ("file.tsv", 7, 5, "audio")
 PREFIX = "file.tsv:7: column 5 (audio): "
 

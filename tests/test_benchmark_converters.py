@@ -10,7 +10,10 @@ from preprocess import (audiocaps_to_tsv, karpathy_to_tsv, msrvtt_to_tsv, oven_t
                         vqav2_to_tsv)
 from evaluation.metrics import vqa_soft_accuracy
 
-COCO_PHOTOS = "/work/shared/data/coco-mini/images"
+from conftest import SHARED_DATA
+
+COCO_PHOTOS = os.path.join(SHARED_DATA, "coco-mini/images")
+needs_coco = pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
 
 RLE = {"size": [4, 6], "counts": [2, 3, 19]}  # uncompressed, as COCO stores crowds
 
@@ -85,7 +88,7 @@ def test_refcoco_rows_per_expression_split_by_the_refs(tmp_path, capsys):
     assert "1 skipped: object without a segmentation (refseg rows)" in summary
 
 
-@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+@needs_coco
 def test_refcoco_rows_can_be_read_by_the_tasks(tmp_path, vocab_dir):
     photos = COCO_PHOTOS
     name = sorted(os.listdir(photos))[0]
@@ -236,7 +239,7 @@ def test_converters_explain_themselves(module, capsys):
     assert "--media-dir" in out and "--allow-missing" in out and "python preprocess/" in out
 
 
-@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+@needs_coco
 def test_snli_ve_rows_can_be_read_by_the_task(tmp_path, vocab_dir):
     photo = sorted(os.listdir(COCO_PHOTOS))[0]
     path = tmp_path / "snli_ve_train.jsonl"
@@ -373,7 +376,7 @@ def test_bad_karpathy_records_are_located_and_nothing_is_written(tmp_path):
         assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+@needs_coco
 def test_karpathy_references_reach_the_caption_task_as_written(tmp_path, vocab_dir):
     image = karpathy_image(73, "test", ["A turkey's head.", "Dinner"])
     image["filepath"], image["filename"] = "", sorted(os.listdir(COCO_PHOTOS))[0]
@@ -391,7 +394,7 @@ def oven_line(data_id, image_id, entity_id, entity_text, split, question="what i
                        "entity_text": entity_text, "data_split": split})
 
 
-@pytest.mark.skipif(not os.path.isdir(COCO_PHOTOS), reason="coco-mini is not available")
+@needs_coco
 def test_oven_rows_say_seen_and_the_task_reads_them(tmp_path, vocab_dir):
     photo = sorted(os.listdir(COCO_PHOTOS))[0].removesuffix(".jpg")
     path = tmp_path / "oven_entity_val.jsonl"

@@ -8,7 +8,9 @@ import pytest
 
 from preprocess import coco_to_tsv
 
-COCO_MINI = Path("/work/shared/data/coco-mini")
+from conftest import SHARED_DATA
+
+COCO_MINI = Path(SHARED_DATA, "coco-mini")
 pytestmark = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="coco-mini is not available")
 
 

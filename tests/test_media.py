@@ -16,7 +16,9 @@ from data.media import MAX_MEDIA_BYTES, decode_image, read_media_bytes
 from data.tsv import TsvFile
 from helpers import build_task, read_lines, set_cell, write_tsv
 
-COCO_IMAGES = "/work/shared/data/coco-mini/images"
+from conftest import SHARED_DATA
+
+COCO_IMAGES = os.path.join(SHARED_DATA, "coco-mini/images")
 COCO_JPEG = "000000000790.jpg"
 WHERE = ("file.tsv", 7, 5, "image")
 

@@ -17,10 +17,12 @@ from decoding.polygon import PolygonSyntax, canonical_polygon
 from geometry.masks import MaskError, decode_rle, encode_rle, mask_to_polygons
 from evaluation.metrics import overlap_scores, segmentation_scores
 
+from conftest import SHARED_DATA
+
 # pycocotools' decode trips a numpy 2 deprecation inside the library itself.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-COCO_MINI = Path("/work/shared/data/coco-mini")
+COCO_MINI = Path(SHARED_DATA, "coco-mini")
 needs_coco = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="coco-mini is not available")
 ANNOTATION, TEXT, IMAGE = 6, 5, 2  # 1-based TSV columns of the generic layout
 

@@ -12,7 +12,9 @@ from data.transforms import ImageTransform
 from models.image_encoder import model_pixels
 from helpers import build_task, write_tsv
 
-COCO = "/work/shared/data/coco-mini"
+from conftest import SHARED_DATA
+
+COCO = os.path.join(SHARED_DATA, "coco-mini")
 GRAY, RED = (128, 128, 128), (255, 0, 0)
 
 

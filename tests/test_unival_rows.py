@@ -10,7 +10,9 @@ from preprocess import build_vocab
 from tasks.caption import normalise_caption
 from geometry.codec import bin_token, special_tokens, time_token
 
-COCO = "/work/shared/data/coco-mini"
+from conftest import SHARED_DATA
+
+COCO = os.path.join(SHARED_DATA, "coco-mini")
 NUM_BINS = 1000
 CAPTION_IMAGE = "000000129648.jpg"  # "A boy in a white t-shirt performs a skateboarding trick." (640x427)
 # (photo, category, referring expression as RefCOCO writes them: free text, any case and punctuation)

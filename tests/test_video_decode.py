@@ -5,6 +5,7 @@ steps of 16), so a test can tell which frame came back from its pixels alone.
 """
 import fractions
 import io
+import os
 import wave
 
 import av
@@ -16,7 +17,9 @@ from data import video
 from data.errors import BadInputError
 from data.video import decode_video
 
-CITY = "/work/shared/data/video/cityCC0.mpg"
+from conftest import SHARED_DATA
+
+CITY = os.path.join(SHARED_DATA, "video/cityCC0.mpg")
 WHERE = ("file.tsv", 7, 5, "video")
 PREFIX = "file.tsv:7: column 5 (video): "
 CFR_MS = list(range(0, 800, 40))  # 20 frames at 25 fps: 0.8 s
