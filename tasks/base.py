@@ -4,7 +4,9 @@ A task file declares only what is special to it: its columns, how a row
 becomes a prompt and a target, its output constraint, how generated tokens
 become a prediction, and its metric. Everything else lives here: the
 vocabulary, TSV datasets and collation, bad-row accounting, constrained
-generation and validation scoring for best-checkpoint selection.
+generation and validation scoring for best-checkpoint selection; with the
+length limits (``tasks.lengths``) and the guards against steps that teach
+nothing (``tasks.guarded_training``) mixed in.
 """
 import json
 import logging
@@ -22,34 +24,21 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY, FairseqTask
 from omegaconf import II, OmegaConf
 
 from data.bad_rows import BadRows
-from data.dataset import Row, TsvDataset
-from data.errors import BadInputError
+from data.dataset import TsvDataset
 from data.interleave import check_markers, image_cells, split_markers
 from data.media import MAX_MEDIA_BYTES
-from data.mixture import MixtureDataset
 from data.ofa_vocab import OFAVocabulary
 from data.row_media import RowMedia, collate_media
-from data.tsv import TsvFile, settings_digest
+from data.tsv import TsvFile
 from data.vocab import Vocabulary
 from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
 from geometry.codec import MAX_IMAGES, LocationCodec
+from tasks.guarded_training import GuardedTraining
+from tasks.lengths import LENGTH_LIMITS, LengthLimits
 from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
-from utils.progress import track
 
 logger = logging.getLogger(__name__)
-# The length limits, what they bound, and the model option that caps each.
-LENGTH_LIMITS = (("max_src_length", "source", "--max-source-positions"),
-                 ("max_tgt_length", "target", "--max-target-positions"))
-MEASURED_MAX = np.iinfo(np.uint16).max  # token counts are cached as uint16
-# Task options that cannot change a row's token counts: the cache of measured lengths ignores them.
-# Options that leave every row's token counts as they are: changing one reuses the cached counts.
-# (The vocabulary's own fingerprint stands for vocab_dir and bpe_dir.)
-NOT_LENGTH_OPTIONS = {"_name", "data", "max_src_length", "max_tgt_length", "seed", "eval_metrics", "eval_args",
-                      "skip_bad_rows", "bad_rows_file", "max_nonfinite_steps", "unconstrained", "decoder_prompt",
-                      "media_dir", "vocab_dir", "bpe_dir", "max_media_bytes", "exif_transpose", "loader_timeout",
-                      "max_image_pixels", "max_images", "max_row_pixels", "max_video_seconds",
-                      "max_input_audio_seconds", "waveform_sample_rate"}
 
 
 @dataclass
@@ -124,7 +113,7 @@ class UniGroundConfig(FairseqDataclass):
     seed: int = II("common.seed")
 
 
-class UniGroundTask(FairseqTask):
+class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
     columns = ()          # names of the selected columns, in the order of --selected-cols
     prompt = ""           # UnIVAL's instruction for the task; "{}" marks where the row's text goes
     unival_prompt = None  # UnIVAL's own, where UniGround's differs: used with --unival-inputs
@@ -147,8 +136,6 @@ class UniGroundTask(FairseqTask):
         self.fit_lengths()
         self._constraint = None  # built at first use (``constraint``)
         self.bad_rows = BadRows(cfg.skip_bad_rows, cfg.bad_rows_file)
-        self.nonfinite_in_a_row = 0
-        self.update_learns = {}  # update number -> whether one of its batches had a usable loss
         self.sequence_generator = None
         self.layout = None  # the training TSV's first_row_layout, recorded in checkpoints
         self.expected_layout = None  # a loaded checkpoint's, which evaluated data must have
@@ -260,17 +247,6 @@ class UniGroundTask(FairseqTask):
         """The target ``ids`` and EOS; ``column`` is the cell they come from, named if they do not fit."""
         return self.within_limit(ids, 1, row, column)
 
-    def within_limit(self, ids, k, row, column):
-        """``ids`` and EOS as a tensor, or a bad row if they exceed limit ``k`` of ``LENGTH_LIMITS`` (never a
-        cut). Rows of the loaded files were measured to fit; this guards any other."""
-        ids = list(ids) + [self.vocab.dictionary.eos()]
-        option, part, _ = LENGTH_LIMITS[k]
-        limit = getattr(self.cfg, option)
-        if len(ids) > limit:
-            flag = "--" + option.replace("_", "-")
-            raise row.error(column, f"the {part} takes {len(ids)} tokens, more than {flag} {limit}; raise {flag}")
-        return torch.tensor(ids, dtype=torch.long)
-
     # ---- data ---------------------------------------------------------------------------------
 
     def data_paths(self):
@@ -308,79 +284,6 @@ class UniGroundTask(FairseqTask):
             sizes=np.maximum(lengths.sum(1, dtype=np.int32), 1))
         logger.info("%s: %d rows from %s", split, len(tsv), tsv.path)
         self.constraint  # noqa: B018  built now, before DataLoader workers start, not once in each
-
-    # ---- lengths ------------------------------------------------------------------------------
-
-    def fit_lengths(self):
-        """Set each unset length limit to the longest source or target among the rows of every --data
-        file (the task's least target length at least), so no row is cut or refused; explicit limits
-        stay, and ``load_dataset`` refuses rows that exceed them."""
-        unset = [option for option, _, _ in LENGTH_LIMITS if getattr(self.cfg, option) is None]
-        if not unset or not self.reads_rows:
-            return
-        if not self.cfg.data:
-            raise ValueError(f"{', '.join('--' + o.replace('_', '-') for o in unset)} unset and no --data to size "
-                             "them from")
-        longest = np.array([2, self.least_target_length()])
-        for path in self.data_paths():
-            lengths = self.measured_lengths(self.tsv_file(path))
-            if len(lengths):
-                longest = np.maximum(longest, lengths.max(0))
-        for k, (option, part, _) in enumerate(LENGTH_LIMITS):
-            if option in unset:
-                setattr(self.cfg, option, int(longest[k]))
-                logger.info("--%s %d: the longest %s among the rows of %s", option.replace("_", "-"),
-                            longest[k], part, self.cfg.data)
-
-    def check_lengths(self, path, lengths):
-        """Refuse a file some of whose rows need more tokens than a limit, naming their count and the option."""
-        for k, (option, part, _) in enumerate(LENGTH_LIMITS):
-            limit = getattr(self.cfg, option)
-            over = int((lengths[:, k] > limit).sum())
-            if over:
-                flag = "--" + option.replace("_", "-")
-                raise ValueError(f"{path}: {over} of {len(lengths)} rows need more than {flag} {limit} {part} tokens "
-                                 f"(the longest needs {int(lengths[:, k].max())}); raise {flag}, or leave it unset "
-                                 f"to size it to the data. No row is cut.")
-
-    def measured_lengths(self, tsv):
-        """Per row of ``tsv``, its (source, target) token counts with EOS (and the source prefix), from one pass over the rows
-        (``row_lengths``, no media decoded), cached beside the file's index as
-        ``<file>.tokens-<digest of length_settings>.index`` (4 bytes a row) and rebuilt when the file
-        changes. A row that ``row_lengths`` refuses counts 0: the dataset reports it when its turn comes."""
-        digest = settings_digest(self.length_settings())
-
-        ends = (len(self.vocab.source_prefix) + 1, 1)  # the source prefix and EOS; the target's EOS
-
-        def measure():
-            lengths = np.zeros((len(tsv), 2), dtype=np.uint16)
-            for i in track(range(len(tsv)), f"measured the token lengths of {tsv.path}", unit="rows", log=logger):
-                try:
-                    counts = self.row_lengths(Row(tsv, i, dict(zip(self.columns, tsv.fields(i)))))
-                except BadInputError:
-                    continue
-                lengths[i] = np.minimum(np.add(counts, ends), MEASURED_MAX)
-            return lengths.ravel()
-
-        return tsv.cached_array(f"tokens-{digest}", measure).reshape(-1, 2)
-
-    def length_settings(self):
-        """Everything besides the file that ``row_lengths`` may depend on: the task, its prompt, the
-        vocabulary and the task options; each value has its own cache."""
-        return {"task": type(self).__name__, "prompt": self.prompt, "vocab": self.vocab.fingerprint,
-                "options": {k: v for k, v in OmegaConf.to_container(self.cfg).items() if k not in NOT_LENGTH_OPTIONS}}
-
-    def check_positions(self, model):
-        """The length limits must fit the model's position embeddings; the refusal counts the rows that
-        need more."""
-        for k, ((option, part, model_option), positions) in enumerate(zip(LENGTH_LIMITS, model.max_positions())):
-            limit = getattr(self.cfg, option)
-            if limit > positions:
-                over = [f"{int((self.measured_lengths(self.tsv_file(path))[:, k] > positions).sum())} rows of {path}"
-                        for path in self.data_paths()]
-                raise ValueError(f"--{option.replace('_', '-')} {limit} (the longest {part} of the data unless set) "
-                                 f"is more than the model's {model_option} {positions}; {', '.join(over)} need more "
-                                 f"{part} tokens than that: raise {model_option}, or shorten or leave out those rows")
 
     def get_batch_iterator(self, dataset, **kwargs):
         """fairseq's batch iterator, except that:
@@ -498,73 +401,6 @@ class UniGroundTask(FairseqTask):
         if self.constraint is None or not self.cfg.decoder_prompt:
             return self.constraint
         return DecoderPrompted(self.constraint)
-
-    # ---- training steps that can teach nothing ------------------------------------------------
-
-    def empty_step(self, model, bad):
-        """A step whose rows were all bad: zero loss that still touches every parameter."""
-        loss = sum(p.sum() for p in model.parameters()) * 0.0
-        return loss, 0, {"bad_rows": bad, "ntokens": 0, "nsentences": 0, "sample_size": 0}
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """fairseq's forward and backward, except for a batch that can teach nothing: one whose rows
-        were all bad, or whose loss is NaN or Inf. That one backpropagates ``empty_step``'s zero, so
-        every parameter still gets a gradient (ranks all-reduce the same set), and an update none of
-        whose batches taught anything makes no optimizer step (``optimizer_step``)."""
-        self.update_learns = {update_num: self.update_learns.get(update_num, False)}
-        bad = self.bad_rows.count(sample, listed=True)
-        if "net_input" not in sample:
-            loss, size, log = self.empty_step(model, bad)
-            optimizer.backward(loss)
-            return loss, size, log
-
-        def finite_criterion(model, sample):
-            loss, size, log = criterion(model, sample)
-            if torch.isfinite(loss):
-                self.nonfinite_in_a_row = 0
-                self.update_learns[update_num] = True
-                return loss, size, log
-            self.skip_nonfinite(loss, sample, update_num)
-            loss, size, log = self.empty_step(model, bad)
-            return loss, size, dict(log, nonfinite=1)
-
-        loss, size, log = super().train_step(sample, model, finite_criterion, optimizer, update_num, ignore_grad)
-        log["bad_rows"] = bad
-        log["exif_rotated"] = self.bad_rows.count_exif_rotated(sample)
-        return loss, size, log
-
-    def skip_nonfinite(self, loss, sample, update_num):
-        """Log a batch whose loss is NaN or Inf; stop once more than --max-nonfinite-steps come in a row."""
-        self.nonfinite_in_a_row += 1
-        where = self.rows_of(sample)
-        if self.nonfinite_in_a_row > self.cfg.max_nonfinite_steps:
-            raise FloatingPointError(
-                f"update {update_num + 1}: loss {loss.item()} on {where}; that is {self.nonfinite_in_a_row} "
-                f"batches in a row with a NaN or Inf loss, more than --max-nonfinite-steps "
-                f"{self.cfg.max_nonfinite_steps}. Lower the learning rate, clip gradients, or check these rows.")
-        logger.warning("update %d: loss %s on %s; batch skipped (%d in a row, --max-nonfinite-steps %d)",
-                       update_num + 1, loss.item(), where, self.nonfinite_in_a_row, self.cfg.max_nonfinite_steps)
-
-    def rows_of(self, sample):
-        """Where a training batch's rows are: the 1-based lines of its TSV file."""
-        dataset = self.datasets.get("train")
-        if isinstance(dataset, MixtureDataset) and "task" in sample:
-            dataset = dataset.datasets[dataset.names.index(sample["task"])]
-        tsv = getattr(dataset, "tsv", None)
-        if tsv is None:
-            return f"the batch of rows {sample['id'].tolist()}"
-        return f"the batch of lines {[tsv.line_number(i) for i in sample['id'].tolist()]} of {tsv.path}"
-
-    def optimizer_step(self, optimizer, model, update_num):
-        """The optimizer step, skipped when no batch of this update taught anything and no other rank's
-        did either (every gradient is zero after the all-reduce): Adam would move the weights on its
-        momentum alone and count a step that never happened."""
-        if not self.update_learns.get(update_num, True) and not any(
-                p.grad is not None and p.grad.any() for p in model.parameters()):
-            logger.warning("update %d: no batch had a usable loss; weights and optimizer state left as they were",
-                           update_num + 1)
-            return
-        super().optimizer_step(optimizer, model, update_num)
 
     # ---- generation and validation ------------------------------------------------------------
 

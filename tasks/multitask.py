@@ -14,7 +14,8 @@ from fairseq import metrics
 from fairseq.tasks import register_task
 
 from data.mixture import MixtureDataset
-from tasks.base import LENGTH_LIMITS, UniGroundConfig, UniGroundTask, sibling_task
+from tasks.base import UniGroundConfig, UniGroundTask, sibling_task
+from tasks.lengths import LENGTH_LIMITS
 from utils.checkpoint import IDENTITY, CheckpointMismatchError
 
 
