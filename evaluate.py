@@ -165,6 +165,7 @@ def generate(args, models, task):
     epoch = task.get_batch_iterator(dataset=task.dataset("valid"), max_sentences=args.batch_size,
                                     num_workers=args.num_workers, num_shards=world_size, shard_id=rank)
     generator = task.build_generator(models, generation_args(args, task))
+    task.prepare_generation(models)
     use_cuda = torch.cuda.is_available() and not args.cpu
     outputs = []
     for sample in track(epoch.next_epoch_itr(shuffle=False), "evaluated", unit="rows", log=logger,

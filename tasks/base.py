@@ -418,6 +418,16 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
                 task.sequence_generator = task.build_generator([model], args)
         return model
 
+    def prepare_generation(self, models):
+        """Work before generating that every rank does at the same moment (its collectives would wait
+        for a rank with no rows to generate): none by default."""
+
+    def begin_valid_epoch(self, epoch, model):
+        super().begin_valid_epoch(epoch, model)
+        for task in self.scored_tasks():
+            if task.sequence_generator is not None:
+                task.prepare_generation([model])
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
         if getattr(args, "max_len_a", 0) == 0 and 0 < getattr(args, "max_len_b", 0) < self.cfg.max_tgt_length - 1:

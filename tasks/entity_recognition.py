@@ -184,8 +184,16 @@ class EntityRecognitionTask(ClosedSetTask):
             args.beam = self.cfg.retrieval_k
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
 
+    def retrieves(self):
+        return self.cfg.retrieval == "on" and not self.cfg.unconstrained
+
+    def prepare_generation(self, models):
+        """The index, built (its ranks share the work) or loaded before any rank needs it."""
+        if self.retrieves():
+            self.retriever.entity_index(models[0], self.index_path())
+
     def predict(self, generator, models, sample):
-        if self.cfg.retrieval == "on" and not self.cfg.unconstrained:
+        if self.retrieves():
             sample = self.retriever.with_candidates(models[0], sample, generator.beam_size, self.index_path())
         return super().predict(generator, models, sample)
 

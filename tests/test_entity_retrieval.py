@@ -13,10 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import evaluate
 import retrieval.index
 from data.catalogue import read_catalogue
 from conftest import model_flags
-from helpers import ROOT, build_criterion, build_model, build_task, free_port
+from helpers import ROOT, build_criterion, build_model, build_task, free_port, read_lines, set_cell, write_tsv
 from preprocess.demo_world.images import CATALOGUE_FILE
 from retrieval.candidates import SampleTries
 from retrieval.embedding import entity_text, info_nce, pooled
@@ -192,6 +193,21 @@ def test_task_index_is_saved_and_refused_once_the_weights_change(demo_dir, vocab
         model.encoder.final_norm.bias.add_(0.1)
     with pytest.raises(IndexMismatchError, match="another weights"):
         task.retriever.entity_index(model, task.index_path())
+
+
+def test_a_rank_without_rows_to_generate_still_builds_the_index(demo_dir, vocab_dir, tmp_path):
+    """The index build is collective across ranks, so each builds it before generating, not at its first
+    batch: a rank whose share of the rows is all bad (or empty) would otherwise leave the others waiting."""
+    rows = read_lines(demo_dir / "entity_valid.tsv", 2)
+    data = write_tsv(tmp_path / "bad.tsv", [set_cell(row, 2, "@@@") for row in rows])
+    path = tmp_path / "entities.npz"
+    task = build_task("entity_recognition", str(data), vocab_dir, catalogue=f"{demo_dir}/{CATALOGUE_FILE}",
+                      retrieval="on", retrieval_index=str(path), skip_bad_rows=2)
+    model = build_model(task).eval()
+    args = Namespace(**{**dict.fromkeys(evaluate.GENERATION_OPTIONS), "beam": 2}, batch_size=2, num_workers=0, cpu=True)
+    predictions, _, _ = evaluate.generate(args, [model], task)
+    assert predictions == [] and len(task.bad_rows.seen) == 2
+    assert path.exists() and len(task.retriever.index_cache[1]) == len(task.catalogue)
 
 
 # ---- decoding over each sample's candidates -------------------------------------------------------------------
