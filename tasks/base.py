@@ -142,12 +142,17 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
+        return cls(cfg, cls.task_vocabulary(cfg))
+
+    @classmethod
+    def task_vocabulary(cls, cfg):
+        """OFA's vocabulary with --bpe-dir, else UniGround's from --vocab-dir."""
         if getattr(cfg, "bpe_dir", None):
-            return cls(cfg, OFAVocabulary(cfg.bpe_dir, cfg.num_bins,
-                                          num_time_bins=cfg.num_time_bins if cls.uniground_tokens else None))
+            return OFAVocabulary(cfg.bpe_dir, cfg.num_bins,
+                                 num_time_bins=cfg.num_time_bins if cls.uniground_tokens else None)
         if not cfg.vocab_dir:
             raise ValueError("--vocab-dir is required (build one with preprocess/build_vocab.py)")
-        return cls(cfg, Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins))
+        return Vocabulary(cfg.vocab_dir, cfg.num_bins, cfg.num_time_bins)
 
     @property
     def source_dictionary(self):

@@ -48,10 +48,13 @@ class MultitaskTask(UniGroundTask):
     reads_rows = False
     uniground_tokens = True
 
-    def __init__(self, cfg, vocab):
+    def __init__(self, cfg, vocab, from_checkpoint=False):
         super().__init__(cfg, vocab)
         self.ratios = parse_ratios(cfg.tasks)
         data = parse_named(cfg.data, "DATA")
+        if from_checkpoint:  # what the sub-tasks took from their training rows (VQA's answers) is in the
+            # checkpoint's task state, which is loaded next: they read none, so none need exist here
+            data = {name: paths.split(",")[-1] for name, paths in data.items()}
         cols = parse_named(cfg.selected_cols, "--selected-cols") if cfg.selected_cols else {}
         unknown = set(self.ratios) - set(data)
         if unknown:
@@ -60,6 +63,10 @@ class MultitaskTask(UniGroundTask):
         for option, _, _ in LENGTH_LIMITS:
             if getattr(cfg, option) is None:  # checkpoints keep the limits: a sub-task evaluated later need not measure
                 setattr(cfg, option, max(getattr(task.cfg, option) for task in self.subtasks.values()))
+
+    @classmethod
+    def setup_task(cls, cfg, from_checkpoint=False, **kwargs):
+        return cls(cfg, cls.task_vocabulary(cfg), from_checkpoint)
 
     def build_subtask(self, name, data, selected_cols):
         task = sibling_task(name, self.cfg, self.vocab, data=data, selected_cols=selected_cols)

@@ -26,15 +26,16 @@ def tiny_model_args(**overrides):
     return args
 
 
-def build_task(name, data, vocab_dir, **task_options):
-    """A registered task set up from its dataclass config, the way fairseq-train does it."""
+def build_task(name, data, vocab_dir, from_checkpoint=False, **task_options):
+    """A registered task set up from its dataclass config, the way fairseq-train does it (and with
+    ``from_checkpoint``, the way fairseq sets up a checkpoint's task)."""
     cfg = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
     options = {"data": str(data), "vocab_dir": str(vocab_dir), "patch_image_size": 64, "video_frame_size": 32,
                "num_frames": 4, "seed": 1}
     options.update(task_options)
     for key, value in options.items():
         cfg[key] = value
-    return TASK_REGISTRY[name].setup_task(cfg)
+    return TASK_REGISTRY[name].setup_task(cfg, from_checkpoint=from_checkpoint)
 
 
 def model_config(task, **overrides):
