@@ -435,10 +435,7 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
-        if getattr(args, "max_len_a", 0) == 0 and 0 < getattr(args, "max_len_b", 0) < self.cfg.max_tgt_length - 1:
-            logger.warning("generation stops after max_len_b %d tokens, fewer than the longest target's %d "
-                           "(--max-tgt-length %d): longer outputs end early", args.max_len_b,
-                           self.cfg.max_tgt_length - 1, self.cfg.max_tgt_length)
+        self.warn_of_short_generation(args)
         if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
             constraint = self.output_constraint()
             if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):
@@ -446,6 +443,18 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
                 constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
             models = ConstrainedEnsemble(models, constraint)
         return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def warn_of_short_generation(self, args):
+        """Warn when the generator's length limit is below the longest target of the generated file."""
+        if getattr(args, "max_len_a", 0) != 0 or not getattr(args, "max_len_b", 0) or not self.reads_rows:
+            return
+        paths = self.data_paths()
+        if not paths:
+            return
+        longest = int(self.measured_lengths(self.tsv_file(paths[-1]))[:, 1].max(initial=1)) - 1  # less EOS
+        if args.max_len_b < longest:
+            logger.warning("generation stops after max_len_b %d tokens, fewer than the %d of the longest target "
+                           "in %s: longer outputs end early", args.max_len_b, longest, paths[-1])
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """fairseq's, with the output constraint bound to this batch's samples first, starting from the

@@ -135,3 +135,20 @@ def test_checkpointed_state_brings_back_each_sub_tasks_own(demo_dir, vocab_dir):
     alone = select_task(loaded, args)
     alone.load_dataset("valid")
     assert alone.cfg.eval_mode == "candidates" and alone.choices == answers
+
+
+def test_a_short_generation_limit_is_weighed_against_the_generated_files_targets(demo_dir, vocab_dir, caplog):
+    """A sub-task's --max-tgt-length is the mixture's (NER's long targets here); whether max_len_b cuts
+    outputs short depends on the targets of the file it generates for, caption's."""
+    data = (f"caption={demo_dir}/caption_train.tsv,{demo_dir}/caption_valid.tsv;"
+            f"ner={demo_dir}/ner_train.tsv,{demo_dir}/ner_valid.tsv")
+    caption = build_task("multitask", data, vocab_dir, tasks="caption:0.5,ner:0.5").subtasks["caption"]
+    longest = int(caption.measured_lengths(caption.tsv_file(f"{demo_dir}/caption_valid.tsv"))[:, 1].max()) - 1
+    assert caption.cfg.max_tgt_length - 1 > longest
+    model = build_model(caption)
+    with caplog.at_level("WARNING"):
+        caption.build_generator([model], Namespace(beam=1, max_len_b=longest))
+        assert "generation stops" not in caplog.text
+        caption.build_generator([model], Namespace(beam=1, max_len_b=longest - 1))
+    assert (f"generation stops after max_len_b {longest - 1} tokens, fewer than the {longest} of the longest target "
+            f"in {demo_dir}/caption_valid.tsv") in caplog.text
