@@ -5,4 +5,4 @@
 #   CKPT=checkpoints/ner/checkpoint_best.pt DATA=gmner_test.tsv sh run_scripts/ner/eval.sh
 . "$(dirname "$0")/../eval_common.sh"
 set -- ${SCHEMA:+--task-option "schema_file=$SCHEMA"} "$@"  # SCHEMA: the dataset's schema.json
-eval_task ner dataset/demo/ner_valid.tsv 96 "$@"
+eval_task ner dataset/demo/ner_valid.tsv 128 "$@"
