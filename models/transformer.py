@@ -108,9 +108,10 @@ class DecoderLayer(nn.Module):
 def shared_rows_attention(attention, x, k, v, mask, memory_index):
     """``attention(x, k, v, mask)`` of the N rows of ``x`` over the rows ``memory_index`` of the M-row keys
     ``k``, values ``v`` and ``mask`` (M x 1 x 1 x S "may attend", or an M x H x T x S additive bias, or
-    broadcastable to those). When each memory row serves the same number g of consecutive rows of ``x`` (beam search: a sample's beams) and the
-    mask is the same for every query, those are taken as one row of g times the queries: the keys and values
-    are read once per sample, never copied per beam. Otherwise they are gathered."""
+    broadcastable to those). When each memory row serves the same number g of consecutive rows of ``x``
+    (beam search: a sample's beams) and the mask is the same for every query, those are taken as one row
+    of g times the queries: the keys and values are read once per sample, never copied per beam.
+    Otherwise they are gathered."""
     if memory_index is None:
         return attention(x, k, v, mask)
     n, m = x.size(0), k.size(0)
