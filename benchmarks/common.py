@@ -58,10 +58,12 @@ def best_time(call, repeats, clock=time.perf_counter, sync=None, setup=None):
     return min(times)
 
 
-def best_times(call, repeats, sync=None):
+def best_times(call, repeats, sync=None, warm_up=True):
     """(wall seconds, process CPU seconds): the fastest of ``repeats`` timed calls by each clock, after one
-    warm-up call. CPU time is what other work on a shared machine disturbs least (one torch thread)."""
-    call()
+    warm-up call (``warm_up``: the caller may have made it). CPU time is what other work on a shared
+    machine disturbs least (one torch thread)."""
+    if warm_up:
+        call()
     wall, cpu = [], []
     for _ in range(repeats):
         if sync:

@@ -56,7 +56,9 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, dim, backbone, out_index, image_size, max_grid=64, weights_path=None):
         super().__init__()
-        self.backbone = build_backbone(backbone, out_index, weights_path)
+        # channels-last (NHWC) activations and weights: the layout CPU (oneDNN) and GPU (cuDNN) convolutions
+        # run on, which NCHW tensors are converted to and from at every layer
+        self.backbone = build_backbone(backbone, out_index, weights_path).to(memory_format=torch.channels_last)
         info = self.backbone.feature_info
         self.project = nn.Sequential(nn.Linear(info.channels()[-1], dim), nn.LayerNorm(dim))
         self.max_grid = max_grid
@@ -73,8 +75,12 @@ class ImageEncoder(nn.Module):
         """B x 3 x H x W pixels (uint8, or floats normalised by ``model_pixels``) -> the tokens, a
         B x (h*w) mask of the ones to attend (None: all of them) and the 1 x (h*w) x dim positions
         the tokens include."""
-        tokens, positions = self.grid_tokens(self.backbone(model_pixels(pixels))[-1])
+        tokens, positions = self.grid_tokens(self.features(pixels))
         return tokens, None, positions[None]
+
+    def features(self, pixels):
+        """N x 3 x H x W pixels -> the backbone's N x C x h x w feature map (channels-last in memory)."""
+        return self.backbone(model_pixels(pixels).contiguous(memory_format=torch.channels_last))[-1]
 
     def grid_tokens(self, features):
         """B x C x h x w backbone features -> B x (h*w) x dim tokens with their grid positions, and
@@ -82,7 +88,7 @@ class ImageEncoder(nn.Module):
         h, w = features.shape[-2:]
         if h > self.max_grid or w > self.max_grid:
             raise ValueError(f"image feature grid {h}x{w} exceeds --max-image-grid {self.max_grid}")
-        tokens = self.project(features.flatten(2).transpose(1, 2))
+        tokens = self.project(features.permute(0, 2, 3, 1).flatten(1, 2))  # a view of channels-last features
         rows = torch.arange(h, device=features.device)
         cols = torch.arange(w, device=features.device)
         positions = (self.row(rows)[:, None, :] + self.col(cols)[None, :, :]).flatten(0, 1)

@@ -31,7 +31,7 @@ from torch import nn
 from models.image_encoder import model_pixels
 from models.ofa_layers import OFADecoderLayer, OFAEncoderLayer
 from models.ofa_resnet import STAGE_BLOCKS, OFAResNet
-from models.transformer import reorder_layer_caches
+from models.transformer import reorder_decoder_caches, reorder_memory
 from models.unify import bf16_autocast, set_sizes
 from utils.checkpoint import load_state
 
@@ -104,11 +104,20 @@ def code_position_ids(code_image_size, grid):
     return torch.cat([torch.tensor([0]), image_position_ids(side, side, grid), torch.full((769,), 1024)])
 
 
+def position_heads(linear, positions, heads):
+    """B x T x C position embeddings projected by ``linear`` and split into B x H x T x C/H heads."""
+    x = linear(positions)
+    return x.view(x.size(0), x.size(1), heads, -1).transpose(1, 2)
+
+
 def position_bias(q_linear, k_linear, queries, keys, heads, scaling):
     """B x H x T x S attention bias of position embeddings, scaled like the attention scores."""
-    def split(x):
-        return x.view(x.size(0), x.size(1), heads, -1).transpose(1, 2)
-    return torch.matmul(split(q_linear(queries)) * scaling, split(k_linear(keys)).transpose(2, 3))
+    return position_scores(position_heads(q_linear, queries, heads), position_heads(k_linear, keys, heads), scaling)
+
+
+def position_scores(query_heads, key_heads, scaling):
+    """The bias of queries' and keys' ``position_heads``."""
+    return torch.matmul(query_heads * scaling, key_heads.transpose(2, 3))
 
 
 def masked(bias, mask):
@@ -255,11 +264,19 @@ class OFAEncoder(FairseqEncoder):
         return bias
 
     def reorder_encoder_out(self, encoder_out, new_order):
+        """The hypotheses of ``new_order`` share their sample's row of the encoder output, as in unify's
+        encoder: ``memory_index`` maps each to its row; rows no hypothesis uses any more are dropped."""
+        memory = encoder_out["encoder_out"][0]  # T x B x C
+        rows, index = reorder_memory(encoder_out.get("memory_index"), new_order, memory.size(1))
+
+        def kept(value, dim=0):
+            return [value if rows is None else value.index_select(dim, rows)]
         return {
-            "encoder_out": [encoder_out["encoder_out"][0].index_select(1, new_order)],
-            "encoder_padding_mask": [encoder_out["encoder_padding_mask"][0].index_select(0, new_order)],
-            "position_embeddings": [encoder_out["position_embeddings"][0].index_select(0, new_order)],
+            "encoder_out": kept(memory, 1),
+            "encoder_padding_mask": kept(encoder_out["encoder_padding_mask"][0]),
+            "position_embeddings": kept(encoder_out["position_embeddings"][0]),
             "sample_index": encoder_out["sample_index"].index_select(0, new_order),
+            "memory_index": index,
         }
 
     def max_positions(self):
@@ -314,10 +331,11 @@ class OFADecoder(FairseqIncrementalDecoder):
         return x.float(), {"attn": [None]}  # the loss and beam scores in fp32 whatever the autocast
 
     def extract_features(self, prev_output_tokens, encoder_out, incremental_state=None, **unused):
-        caches, length = None, prev_output_tokens.size(1)
+        caches, position_cache, length = None, None, prev_output_tokens.size(1)
         new = slice(0, length)
         if incremental_state is not None:
             caches = self.get_incremental_state(incremental_state, "layers") or [{} for _ in self.layers]
+            position_cache = self.get_incremental_state(incremental_state, "positions") or {}
             new = slice(length - 1, length)
         device = prev_output_tokens.device
         positions = self.pos_ln(self.embed_positions(torch.arange(length, device=device)))[None]
@@ -325,9 +343,10 @@ class OFADecoder(FairseqIncrementalDecoder):
         self_bias = position_bias(self.self_pos_q_linear, self.self_pos_k_linear, query_positions, positions,
                                   self.heads, self.pos_scaling)
         cross_bias = masked(
-            position_bias(self.cross_pos_q_linear, self.cross_pos_k_linear, query_positions,
-                          encoder_out["position_embeddings"][0], self.heads, self.pos_scaling),
+            position_scores(position_heads(self.cross_pos_q_linear, query_positions, self.heads),
+                            self.cross_position_keys(encoder_out, position_cache), self.pos_scaling),
             encoder_out["encoder_padding_mask"][0][:, None, None, :])
+        memory_index = encoder_out.get("memory_index")
         keys_masked = prev_output_tokens.eq(self.padding_idx)[:, None, None, :]
         if incremental_state is None:
             keys_masked = keys_masked | torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
@@ -341,10 +360,23 @@ class OFADecoder(FairseqIncrementalDecoder):
         buckets = self.token_rp_bucket[new, :length]
         for index, layer in enumerate(self.layers):
             bias = masked(self_bias + relative_bias(self.token_rel_pos_table_list[index], buckets), keys_masked)
-            x = layer(x, memory, bias, cross_bias, None if caches is None else caches[index])
+            x = layer(x, memory, bias, cross_bias, None if caches is None else caches[index], memory_index)
         if caches is not None:
             self.set_incremental_state(incremental_state, "layers", caches)
+            self.set_incremental_state(incremental_state, "positions", position_cache)
+            if memory_index is not None:
+                self.set_incremental_state(incremental_state, "memory_index", memory_index)
         return x if self.layer_norm is None else self.layer_norm(x)
+
+    def cross_position_keys(self, encoder_out, cache):
+        """The heads of the encoder positions' cross-attention keys, one row per memory row: computed once
+        when decoding step by step (``cache``), as the cross-attention keys are, not at every step."""
+        if cache is not None and "cross_position_k" in cache:
+            return cache["cross_position_k"]
+        keys = position_heads(self.cross_pos_k_linear, encoder_out["position_embeddings"][0], self.heads)
+        if cache is not None:
+            cache["cross_position_k"] = keys
+        return keys
 
     def output_layer(self, features):
         return self.output_projection(features)
@@ -352,7 +384,8 @@ class OFADecoder(FairseqIncrementalDecoder):
     def reorder_incremental_state(self, incremental_state, new_order):
         caches = self.get_incremental_state(incremental_state, "layers")
         if caches is not None:
-            reorder_layer_caches(caches, new_order)
+            reorder_decoder_caches(self, incremental_state, new_order,
+                                   caches + [self.get_incremental_state(incremental_state, "positions")])
 
     def max_positions(self):
         return self.args.max_target_positions

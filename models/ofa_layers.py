@@ -7,12 +7,15 @@ positions, which never enter the residual stream); NormFormer's optional parts
 the feed-forward, ``w_resid`` residual gains); stochastic depth per sample.
 Tensors are B x T x C; keys and values B x H x S x head_dim.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from fairseq import utils as fairseq_utils
 from torch import nn
 
 from models.ofa_resnet import drop_path
+from models.transformer import shared_rows_attention
 
 
 def plain_attention(q, k, v, bias, scale, dropout_p=0.0):
@@ -135,8 +138,10 @@ class OFADecoderLayer(OFALayer):
         self.cross_attn_ln = layer_norm_if(args.scale_attn, dim)
         self.encoder_attn_layer_norm = nn.LayerNorm(dim)
 
-    def forward(self, x, memory, self_bias, cross_bias, cache=None):
-        """``cache``: this layer's keys and values across decoding steps (x then holds the newest step)."""
+    def forward(self, x, memory, self_bias, cross_bias, cache=None, memory_index=None):
+        """``cache``: this layer's keys and values across decoding steps (x then holds the newest step);
+        ``memory`` (M rows) and ``cross_bias`` are those of the rows ``memory_index`` gives each row of ``x``
+        (None: a row each), as in ``models.transformer.DecoderLayer``."""
         def attend_self(h):
             k, v = self.self_attn.keys_values(h)
             if cache is not None and "self_k" in cache:
@@ -152,7 +157,8 @@ class OFADecoderLayer(OFALayer):
                 k, v = self.encoder_attn.keys_values(memory)
                 if cache is not None:
                     cache["cross_k"], cache["cross_v"] = k, v
-            return self.attention_output(self.encoder_attn, self.cross_attn_ln, h, k, v, cross_bias)
+            return self.attention_output(functools.partial(shared_rows_attention, self.encoder_attn),
+                                         self.cross_attn_ln, h, k, v, cross_bias, memory_index)
 
         x = self.residual(x, self.self_attn_layer_norm, attend_self)
         x = self.residual(x, self.encoder_attn_layer_norm, attend_memory)

@@ -106,21 +106,28 @@ class DecoderLayer(nn.Module):
 
 
 def shared_rows_attention(attention, x, k, v, mask, memory_index):
-    """``attention`` of the N rows of ``x`` over the rows ``memory_index`` of the M-row keys ``k``, values
-    ``v`` and ``mask``. When each memory row serves the same number g of consecutive rows of ``x`` (beam
-    search: a sample's beams), those are taken as one row of g times the queries: the keys and values
-    are read once per sample, never copied per beam. Otherwise they are gathered."""
+    """``attention(x, k, v, mask)`` of the N rows of ``x`` over the rows ``memory_index`` of the M-row keys
+    ``k``, values ``v`` and ``mask`` (M x 1 x 1 x S "may attend", or an M x H x T x S additive bias, or
+    broadcastable to those). When each memory row serves the same number g of consecutive rows of ``x``
+    (beam search: a sample's beams) and the mask is the same for every query, those are taken as one row
+    of g times the queries: the keys and values are read once per sample, never copied per beam.
+    Otherwise they are gathered."""
     if memory_index is None:
-        return attention(x, k, v, mask=mask)
+        return attention(x, k, v, mask)
     n, m = x.size(0), k.size(0)
-    if n % m == 0 and torch.equal(memory_index, torch.arange(m, device=x.device).repeat_interleave(n // m)):
-        return attention(x.reshape(m, -1, x.size(-1)), k, v, mask=mask).view_as(x)
-    return attention(x, k[memory_index], v[memory_index], mask=None if mask is None else mask[memory_index])
+    same_for_all_queries = mask is None or mask.size(-2) == 1
+    if n % m == 0 and same_for_all_queries and torch.equal(
+            memory_index, torch.arange(m, device=x.device).repeat_interleave(n // m)):
+        return attention(x.reshape(m, -1, x.size(-1)), k, v, mask).view_as(x)
+    return attention(x, k[memory_index], v[memory_index], None if mask is None else mask[memory_index])
 
 
 def reorder_memory(memory_index, new_order, memory_size):
     """For the hypotheses of ``new_order``, the rows of a ``memory_size``-row memory they still use:
-    (those rows, in order, or None when all are; the hypotheses' index into them)."""
+    (those rows, in order, or None when all are; the hypotheses' index into them). ``memory_index``: each
+    hypothesis' row so far (None: the encoder's own output, a row per sample)."""
+    if memory_index is None:
+        memory_index = torch.arange(memory_size, device=new_order.device)
     rows, index = torch.unique(memory_index.index_select(0, new_order), sorted=True, return_inverse=True)
     return (None if rows.numel() == memory_size else rows), index
 
@@ -142,3 +149,17 @@ def reorder_layer_caches(caches, new_order, memory_rows=None, shared_memory=Fals
                     cache[key] = value.index_select(0, memory_rows)
             elif value.size(0) != new_order.size(0):
                 cache[key] = value.index_select(0, new_order)
+
+
+def reorder_decoder_caches(decoder, incremental_state, new_order, caches):
+    """An incremental decoder's ``caches`` (``reorder_layer_caches``'s dicts) moved to the hypotheses of
+    ``new_order``. When the decoder ran on a shared memory, it keeps the hypotheses' ``memory_index`` in
+    ``incremental_state`` and the cross-attention entries follow the memory rows (the first dict's
+    ``cross_k`` has one each)."""
+    index = decoder.get_incremental_state(incremental_state, "memory_index")
+    if index is None:  # the cross-attention caches hold a row per hypothesis
+        reorder_layer_caches(caches, new_order)
+        return
+    rows, index = reorder_memory(index, new_order, caches[0]["cross_k"].size(0))
+    reorder_layer_caches(caches, new_order, rows, shared_memory=True)
+    decoder.set_incremental_state(incremental_state, "memory_index", index)

@@ -27,7 +27,7 @@ from geometry.codec import IMAGE_TOKENS, MAX_IMAGES
 from models.audio_encoder import AudioEncoder
 from models.image_encoder import ImageEncoder
 from models.positions import coordinate_codes
-from models.transformer import DecoderLayer, EncoderLayer, reorder_layer_caches, reorder_memory
+from models.transformer import DecoderLayer, EncoderLayer, reorder_decoder_caches, reorder_memory
 from models.video_encoder import VideoEncoder
 
 MODALITY_TYPES = ("text", "image", "video", "audio")  # rows of the type embedding
@@ -275,11 +275,7 @@ class UnifyEncoder(FairseqEncoder):
         """The hypotheses of ``new_order`` (beam search: each sample's beams) share their sample's row of
         the encoder output: ``memory_index`` maps each to its row, and rows no hypothesis uses any more
         are dropped (``models.transformer.shared_rows_attention``)."""
-        memory = encoder_out["encoder_out"]
-        index = encoder_out.get("memory_index")
-        if index is None:  # the encoder's own output: a row per sample
-            index = torch.arange(memory.size(0), device=memory.device)
-        rows, index = reorder_memory(index, new_order, memory.size(0))
+        rows, index = reorder_memory(encoder_out.get("memory_index"), new_order, encoder_out["encoder_out"].size(0))
         return {
             **{key: encoder_out[key] if rows is None else encoder_out[key].index_select(0, rows)
                for key in ("encoder_out", "attend_mask")},
@@ -375,15 +371,8 @@ class UnifyDecoder(FairseqIncrementalDecoder):
 
     def reorder_incremental_state(self, incremental_state, new_order):
         caches = self.get_incremental_state(incremental_state, "layers")
-        if caches is None:
-            return
-        index = self.get_incremental_state(incremental_state, "memory_index")
-        if index is None:  # the cross-attention caches hold a row per hypothesis
-            reorder_layer_caches(caches, new_order)
-            return
-        rows, index = reorder_memory(index, new_order, caches[0]["cross_k"].size(0))
-        reorder_layer_caches(caches, new_order, rows, shared_memory=True)
-        self.set_incremental_state(incremental_state, "memory_index", index)
+        if caches is not None:
+            reorder_decoder_caches(self, incremental_state, new_order, caches)
 
     def max_positions(self):
         return self.max_target_positions

@@ -2,7 +2,6 @@
 import torch.nn.functional as F
 from torch import nn
 
-from models.image_encoder import model_pixels
 from models.positions import coordinate_codes
 
 
@@ -25,7 +24,7 @@ class VideoEncoder(nn.Module):
 
     def forward(self, frames, times):
         b, f = frames.shape[:2]
-        features = self.frames.backbone(model_pixels(frames.flatten(0, 1)))[-1]
+        features = self.frames.features(frames.flatten(0, 1))
         pooled = F.adaptive_avg_pool2d(features, self.grid)
         tokens, cells = self.frames.grid_tokens(pooled)  # (B*F) x g*g x dim, g*g x dim
         time_codes = coordinate_codes(times.flatten(), tokens.size(-1)).to(tokens)[:, None, :]

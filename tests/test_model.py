@@ -145,6 +145,24 @@ def test_backbone_weights_that_match_nothing_are_refused(tmp_path):
         build_backbone("test_resnet", 2, weights_path=path)
 
 
+def test_image_backbone_runs_channels_last_with_the_outputs_of_the_plain_layout():
+    import copy
+
+    from models.image_encoder import ImageEncoder, model_pixels
+
+    torch.manual_seed(0)
+    encoder = ImageEncoder(32, "test_resnet", 2, 64).eval()
+    convolution = next(p for p in encoder.backbone.parameters() if p.dim() == 4)
+    assert convolution.is_contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(encoder.backbone).to(memory_format=torch.contiguous_format)
+    pixels = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        tokens, _, positions = encoder(pixels)
+        features = plain(model_pixels(pixels))[-1]
+        expected = encoder.project(features.flatten(2).transpose(1, 2)) + positions[0]
+    torch.testing.assert_close(tokens, expected, atol=1e-6, rtol=1e-5)
+
+
 def media_batch(task, media_samples):
     """A batch of the first len(media_samples) valid rows' text, each sample given the media entries
     of ``media_samples`` instead of its own image."""

@@ -194,6 +194,53 @@ def test_beam_search_over_the_batch_equals_each_sample_alone(model, inputs, expe
             assert abs(float(alone[0][0]["score"]) - float(together[i][0]["score"])) <= 1e-5
 
 
+def copied_per_hypothesis(encoder_out, new_order):
+    """The plain way to reorder OFA's encoder output (as OFA does): every entry copied to each hypothesis."""
+    return {"encoder_out": [encoder_out["encoder_out"][0].index_select(1, new_order)],
+            **{key: [encoder_out[key][0].index_select(0, new_order)]
+               for key in ("encoder_padding_mask", "position_embeddings")},
+            "sample_index": encoder_out["sample_index"].index_select(0, new_order)}
+
+
+@pytest.fixture
+def three_samples(inputs):
+    """The fixture's two samples and the second again without its image (padded patches)."""
+    keys = ("src_tokens", "src_lengths", "patch_images", "patch_masks")
+    batch = {key: inputs[key][[0, 1, 1]] for key in keys}
+    batch["patch_masks"] = torch.tensor([True, True, False])
+    return batch
+
+
+def test_beam_search_sharing_each_samples_memory_equals_copying_it_per_beam(model, expected, three_samples,
+                                                                             monkeypatch):
+    dictionary = Dictionary()
+    for i in range(expected["decoder_logits"].size(-1) - dictionary.nspecial):
+        dictionary.add_symbol(f"w{i}")
+    generator = SequenceGenerator([model], dictionary, beam_size=4, max_len_b=8)
+    with torch.no_grad():
+        beams = model.encoder.reorder_encoder_out(model.encoder(**three_samples), torch.arange(3).repeat_interleave(4))
+        shared = generator.generate([model], {"net_input": three_samples}, bos_token=0)
+        monkeypatch.setattr(model.encoder, "reorder_encoder_out", copied_per_hypothesis)
+        copied = generator.generate([model], {"net_input": three_samples}, bos_token=0)
+    assert beams["encoder_out"][0].size(1) == beams["position_embeddings"][0].size(0) == 3  # a row per sample
+    assert beams["memory_index"].tolist() == torch.arange(3).repeat_interleave(4).tolist()
+    for ours, plain in zip(shared, copied):
+        assert [h["tokens"].tolist() for h in ours] == [h["tokens"].tolist() for h in plain]
+        torch.testing.assert_close(torch.stack([h["score"] for h in ours]), torch.stack([h["score"] for h in plain]))
+
+
+@pytest.mark.parametrize("which", [[0, 0, 2, 1, 2, 2], [2, 2, 0, 0], [1]])
+def test_decoder_rows_may_use_any_memory_rows(model, inputs, three_samples, which):
+    """Candidate scoring pairs each sample with several candidates, not always in equal groups."""
+    which = torch.tensor(which)
+    prev = inputs["prev_output_tokens"][[0, 1, 1]][which]
+    with torch.no_grad():
+        encoder_out = model.encoder(**three_samples)
+        shared, _ = model.decoder(prev, encoder_out=model.encoder.reorder_encoder_out(encoder_out, which))
+        plain, _ = model.decoder(prev, encoder_out=copied_per_hypothesis(encoder_out, which))
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_uniground_batch_layout_gives_the_same_encoding(model, inputs):
     """UniGround's collate stacks only the samples that have an image, with an ``image_present`` mask."""
     present = torch.tensor([False, True])
