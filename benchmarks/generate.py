@@ -119,7 +119,7 @@ def run(args, world):
                                   m["tokens"] / m["cpu"], rate / first, search, search / first_search,
                                   rate / rates.get((batch_size, "bmm"), (rate,))[0], m["peak"], m["encoder peak"]])
                     print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
-            for attention in implementations:
+            for attention in implementations if len(batches) > 1 else ():
                 ratio = rates[batches[-1], attention][0] / rates[batches[0], attention][0]
                 verdicts.append(f"{arch}@{size} {name} ({attention}): batch {batches[-1]} is {ratio:.2f}x batch "
                                 f"{batches[0]}; the {TARGET:g}x target is {'met' if ratio >= TARGET else 'NOT met'}")

@@ -224,7 +224,7 @@ class OFAEncoder(FairseqEncoder):
         positions = self.embed_positions(torch.arange(length, device=src_tokens.device))[None]
         x = self.embed(self.embed_tokens(src_tokens), self.layernorm_embedding, 0, positions)
         padding = src_tokens.eq(self.padding_idx)
-        position_embeddings = self.pos_ln(positions).expand(batch, -1, -1)
+        position_embeddings = self.pos_ln(positions)  # 1 x T x C: one row serves the batch while it can
         image_ids = None
         if patches is not None:
             image_ids = patches.ids
@@ -234,27 +234,29 @@ class OFAEncoder(FairseqEncoder):
             if patch_masks is not None:
                 image_padding[~patch_masks] = True
             padding = torch.cat([image_padding, padding], dim=1)
-            position_embeddings = torch.cat([self.image_pos_ln(patches.positions).expand(batch, -1, -1),
-                                             position_embeddings], dim=1)
+            image_positions = self.image_pos_ln(patches.positions)  # 1 or B rows
+            position_embeddings = torch.cat([image_positions,
+                                             position_embeddings.expand(image_positions.size(0), -1, -1)], dim=1)
         if padding.any():
             x = x * (1 - padding[..., None].type_as(x))
         bias = position_bias(self.pos_q_linear, self.pos_k_linear, position_embeddings, position_embeddings,
                              self.heads, self.pos_scaling)
         for index, layer in enumerate(self.layers):
-            x = layer(x, masked(self.layer_bias(bias, index, length, image_ids), padding[:, None, None, :]))
+            x = layer(x, self.layer_bias(bias, index, length, image_ids, padding))
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return {
             "encoder_out": [x.transpose(0, 1)],  # T x B x C, as fairseq's encoders
             "encoder_padding_mask": [padding],
-            "position_embeddings": [position_embeddings],
+            "position_embeddings": [position_embeddings.expand(batch, -1, -1)],
             # which sample each row stands for after beam search reorders them (UniGround's constraints read it)
             "sample_index": torch.arange(batch, device=src_tokens.device),
         }
 
-    def layer_bias(self, bias, index, text_length, image_ids):
-        """The shared absolute bias plus this layer's relative biases on the text and image blocks."""
-        bias = bias.clone()
+    def layer_bias(self, bias, index, text_length, image_ids, padding):
+        """The absolute bias (1 or B rows) plus this layer's relative biases on the text and image blocks,
+        -inf at the padded keys: built as one B x H x T x S tensor, the only one of that size."""
+        bias = torch.where(padding[:, None, None, :], float("-inf"), bias)
         text = self.token_rp_bucket[:text_length, :text_length]
         bias[:, :, -text_length:, -text_length:] += relative_bias(self.token_rel_pos_table_list[index], text)
         if image_ids is not None:  # N ids, or B x N when each sample keeps its own patches
