@@ -51,6 +51,10 @@ class UnifyConfig(FairseqDataclass):
     image_backbone_out_index: int = field(default=2, metadata={"help": "which timm feature level to use"})
     image_backbone_weights: Optional[str] = field(
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
+    image_backbone_norm: str = field(default="batch", metadata={
+        "help": "the backbone's normalisation: batch (BatchNorm, as pretrained weights expect) or group (GroupNorm, "
+                "8 groups: no running statistics, so a backbone trained from scratch on images and video frames "
+                "normalises each the same way in training and evaluation)"})
     max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
     video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
     separate_video_backbone: bool = field(default=False, metadata={
@@ -320,7 +324,7 @@ def build_media_encoders(cfg):
     """One encoder per medium; video frames share the image encoder unless told otherwise."""
     def image_encoder():
         return ImageEncoder(cfg.embed_dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
-                            cfg.max_image_grid, cfg.image_backbone_weights)
+                            cfg.max_image_grid, cfg.image_backbone_weights, cfg.image_backbone_norm)
     image = image_encoder()
     frames = image_encoder() if cfg.separate_video_backbone else image
     return nn.ModuleDict({

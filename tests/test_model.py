@@ -214,13 +214,39 @@ def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
     assert not image_params & {id(p) for p in encoders["video"].parameters()}
 
 
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_training_on_video_frames_changes_how_images_are_encoded_only_under_batch_norm(refcoco, norm):
+    """Frames of another size and content pass through the shared backbone in training; under BatchNorm
+    they move its running statistics and so the images' evaluation encoding, under GroupNorm nothing
+    does."""
+    task, _ = refcoco
+    torch.manual_seed(0)
+    encoder = build_model(task, image_backbone_norm=norm).encoder.media_encoders["image"].eval()
+    images = batch_of(task, [0, 1])["net_input"]["image"]
+    with torch.no_grad():
+        before, _, _ = encoder(images)
+        encoder.train()
+        encoder.backbone(torch.rand(16, 3, 32, 32) * 4 - 2)
+        encoder.eval()
+        after, _, _ = encoder(images)
+    assert torch.allclose(before, after) == (norm == "group")
+    has_batch_norm = any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    assert has_batch_norm == (norm == "batch")
+
+
+def test_an_unknown_backbone_norm_is_refused(refcoco):
+    task, _ = refcoco
+    with pytest.raises(ValueError, match="unknown backbone norm 'layer' .*batch, group"):
+        build_model(task, image_backbone_norm="layer")
+
 
 def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
     task, model = refcoco
-    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions")
+    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions",
+             "image_backbone_norm")
     old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
     rebuilt = UnifyModel.build_model(old, task)
-    assert [old[k] for k in newer] == [False, False, False, False]
+    assert [old[k] for k in newer] == [False, False, False, False, "batch"]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 
