@@ -70,6 +70,10 @@ class UnifyConfig(FairseqDataclass):
         "help": "add each token's position (image rows and columns, frame and clip times, text order) to the "
                 "queries and keys of every encoder layer and to the keys of the decoder's cross-attention, not "
                 "only to the input (as DETR does): the layers keep telling where a token is"})
+    position_values: bool = field(default=False, metadata={
+        "help": "with --layer-positions, add the positions to the values of the decoder's cross-attention too: "
+                "what the decoder reads from an image token then carries the token's cell, the code a location "
+                "token starts from"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -94,9 +98,9 @@ def build_embedding(vocab, dim):
     return embed
 
 
-def build_layers(cfg, layer_class, count):
+def build_layers(cfg, layer_class, count, **options):
     layers = nn.ModuleList(
-        layer_class(cfg.embed_dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
+        layer_class(cfg.embed_dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout, **options)
         for _ in range(count))
     if cfg.compile_layers:
         for layer in layers:
@@ -343,7 +347,9 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers)
+        if cfg.position_values and not cfg.layer_positions:
+            raise ValueError("--position-values needs --layer-positions (the positions it adds to the values)")
+        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers, position_values=cfg.position_values)
         self.final_norm = nn.LayerNorm(dim)
         self.max_target_positions = cfg.max_target_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
