@@ -1,4 +1,5 @@
 """Images -> tokens: a timm backbone's feature map, projected, with 2-D positions."""
+import functools
 import logging
 
 import timm
@@ -21,9 +22,19 @@ def model_pixels(pixels):
     return pixels.float().mul_(1.0 / (255.0 * PIXEL_STD)).add_(-PIXEL_MEAN / PIXEL_STD)
 
 
-def build_backbone(name, out_index, weights_path=None):
-    """A timm feature extractor; weights come only from a local file, never from a hub."""
-    backbone = timm.create_model(name, pretrained=False, features_only=True, out_indices=(out_index,))
+# The backbone's normalisation layers. GroupNorm keeps no running statistics: a backbone that images and
+# video frames share (different sizes, different content) normalises each batch the same way in training
+# and evaluation, where BatchNorm's running averages would mix the two media.
+BACKBONE_NORMS = {"batch": None, "group": functools.partial(timm.layers.GroupNorm, num_groups=8)}
+
+
+def build_backbone(name, out_index, weights_path=None, norm="batch"):
+    """A timm feature extractor with ``norm`` layers (a key of ``BACKBONE_NORMS``); weights come only from
+    a local file, never from a hub."""
+    if norm not in BACKBONE_NORMS:
+        raise ValueError(f"unknown backbone norm {norm!r} (supported: {', '.join(BACKBONE_NORMS)})")
+    norm_layer = {} if BACKBONE_NORMS[norm] is None else {"norm_layer": BACKBONE_NORMS[norm]}
+    backbone = timm.create_model(name, pretrained=False, features_only=True, out_indices=(out_index,), **norm_layer)
     if weights_path:
         load_backbone_weights(backbone, weights_path)
     return backbone
@@ -54,11 +65,11 @@ class ImageEncoder(nn.Module):
     them), which is what emitting a box's bin tokens needs.
     """
 
-    def __init__(self, dim, backbone, out_index, image_size, max_grid=64, weights_path=None):
+    def __init__(self, dim, backbone, out_index, image_size, max_grid=64, weights_path=None, norm="batch"):
         super().__init__()
         # channels-last (NHWC) activations and weights: the layout CPU (oneDNN) and GPU (cuDNN) convolutions
         # run on, which NCHW tensors are converted to and from at every layer
-        self.backbone = build_backbone(backbone, out_index, weights_path).to(memory_format=torch.channels_last)
+        self.backbone = build_backbone(backbone, out_index, weights_path, norm).to(memory_format=torch.channels_last)
         info = self.backbone.feature_info
         self.project = nn.Sequential(nn.Linear(info.channels()[-1], dim), nn.LayerNorm(dim))
         self.max_grid = max_grid

@@ -25,11 +25,14 @@ class Attention(nn.Module):
         b, t, c = x.shape
         return x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
 
-    def keys_values(self, x, positions=None):
+    def keys_values(self, x, positions=None, position_values=False):
         """Keys and values of ``x``; ``positions`` (broadcastable to ``x``), when given, are added to
-        the keys' input only: ``W_k (x + positions)``."""
+        the keys' input, ``W_k (x + positions)``, and with ``position_values`` to the values' too."""
         k, v = self.kv(x).chunk(2, dim=-1)
-        if positions is not None:
+        if positions is not None and position_values:
+            k_positions, v_positions = F.linear(positions, self.kv.weight).chunk(2, dim=-1)
+            k, v = k + k_positions, v + v_positions
+        elif positions is not None:
             k = k + F.linear(positions, self.kv.weight[:k.size(-1)])
         return self.split_heads(k), self.split_heads(v)
 
@@ -67,8 +70,9 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0):
+    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0, position_values=False):
         super().__init__()
+        self.position_values = position_values
         self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.self_attn = Attention(dim, heads, attention_dropout)
         self.cross_attn = Attention(dim, heads, attention_dropout)
@@ -79,7 +83,7 @@ class DecoderLayer(nn.Module):
         """x: N x T x C (T = 1 when decoding step by step with ``cache``); ``memory``: M x S x C and
         ``memory_mask`` M x 1 x 1 x S, the encoder output of the rows ``memory_index`` (N) gives each of
         the N hypotheses (None: one row each, M = N); ``memory_positions`` (M or 1 x S x C, or None): added to
-        the cross-attention keys' input.
+        the cross-attention keys' input, and to the values' too when the layer has ``position_values``.
 
         ``cache`` is this layer's dict of tensors across decoding steps: the self-attention keys and
         values so far (N rows) and the cross-attention keys and values, computed once from the memory
@@ -97,7 +101,7 @@ class DecoderLayer(nn.Module):
         if cache is not None and "cross_k" in cache:
             ck, cv = cache["cross_k"], cache["cross_v"]
         else:
-            ck, cv = self.cross_attn.keys_values(memory, memory_positions)
+            ck, cv = self.cross_attn.keys_values(memory, memory_positions, self.position_values)
             if cache is not None:
                 cache["cross_k"], cache["cross_v"] = ck, cv
         x = x + self.dropout(shared_rows_attention(self.cross_attn, self.cross_norm(x), ck, cv, memory_mask,

@@ -51,6 +51,10 @@ class UnifyConfig(FairseqDataclass):
     image_backbone_out_index: int = field(default=2, metadata={"help": "which timm feature level to use"})
     image_backbone_weights: Optional[str] = field(
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
+    image_backbone_norm: str = field(default="batch", metadata={
+        "help": "the backbone's normalisation: batch (BatchNorm, as pretrained weights expect) or group (GroupNorm, "
+                "8 groups: no running statistics, so a backbone trained from scratch on images and video frames "
+                "normalises each the same way in training and evaluation)"})
     max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
     video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
     separate_video_backbone: bool = field(default=False, metadata={
@@ -66,6 +70,10 @@ class UnifyConfig(FairseqDataclass):
         "help": "add each token's position (image rows and columns, frame and clip times, text order) to the "
                 "queries and keys of every encoder layer and to the keys of the decoder's cross-attention, not "
                 "only to the input (as DETR does): the layers keep telling where a token is"})
+    position_values: bool = field(default=False, metadata={
+        "help": "with --layer-positions, add the positions to the values of the decoder's cross-attention too: "
+                "what the decoder reads from an image token then carries the token's cell, the code a location "
+                "token starts from"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -90,9 +98,9 @@ def build_embedding(vocab, dim):
     return embed
 
 
-def build_layers(cfg, layer_class, count):
+def build_layers(cfg, layer_class, count, **options):
     layers = nn.ModuleList(
-        layer_class(cfg.embed_dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout)
+        layer_class(cfg.embed_dim, cfg.attention_heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout, **options)
         for _ in range(count))
     if cfg.compile_layers:
         for layer in layers:
@@ -316,7 +324,7 @@ def build_media_encoders(cfg):
     """One encoder per medium; video frames share the image encoder unless told otherwise."""
     def image_encoder():
         return ImageEncoder(cfg.embed_dim, cfg.image_backbone, cfg.image_backbone_out_index, cfg.patch_image_size,
-                            cfg.max_image_grid, cfg.image_backbone_weights)
+                            cfg.max_image_grid, cfg.image_backbone_weights, cfg.image_backbone_norm)
     image = image_encoder()
     frames = image_encoder() if cfg.separate_video_backbone else image
     return nn.ModuleDict({
@@ -335,7 +343,9 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers)
+        if cfg.position_values and not cfg.layer_positions:
+            raise ValueError("--position-values needs --layer-positions (the positions it adds to the values)")
+        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers, position_values=cfg.position_values)
         self.final_norm = nn.LayerNorm(dim)
         self.max_target_positions = cfg.max_target_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast

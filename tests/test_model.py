@@ -232,13 +232,39 @@ def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
     assert not image_params & {id(p) for p in encoders["video"].parameters()}
 
 
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_training_on_video_frames_changes_how_images_are_encoded_only_under_batch_norm(refcoco, norm):
+    """Frames of another size and content pass through the shared backbone in training; under BatchNorm
+    they move its running statistics and so the images' evaluation encoding, under GroupNorm nothing
+    does."""
+    task, _ = refcoco
+    torch.manual_seed(0)
+    encoder = build_model(task, image_backbone_norm=norm).encoder.media_encoders["image"].eval()
+    images = batch_of(task, [0, 1])["net_input"]["image"]
+    with torch.no_grad():
+        before, _, _ = encoder(images)
+        encoder.train()
+        encoder.backbone(torch.rand(16, 3, 32, 32) * 4 - 2)
+        encoder.eval()
+        after, _, _ = encoder(images)
+    assert torch.allclose(before, after) == (norm == "group")
+    has_batch_norm = any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    assert has_batch_norm == (norm == "batch")
+
+
+def test_an_unknown_backbone_norm_is_refused(refcoco):
+    task, _ = refcoco
+    with pytest.raises(ValueError, match="unknown backbone norm 'layer' .*batch, group"):
+        build_model(task, image_backbone_norm="layer")
+
 
 def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
     task, model = refcoco
-    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions")
+    newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions",
+             "image_backbone_norm", "position_values")
     old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
     rebuilt = UnifyModel.build_model(old, task)
-    assert [old[k] for k in newer] == [False, False, False, False]
+    assert [old[k] for k in newer] == [False, False, False, False, "batch", False]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 
@@ -311,6 +337,30 @@ def test_encoder_layer_positions_go_into_queries_and_keys_not_values():
         assert not torch.allclose(layer(x, mask, positions), layer(x, mask))
 
 
+def test_position_values_put_the_memory_positions_into_the_cross_attention_values_too():
+    from models.transformer import DecoderLayer
+    torch.manual_seed(0)
+    plain, valued = DecoderLayer(8, 2, 16).eval(), DecoderLayer(8, 2, 16, position_values=True).eval()
+    valued.load_state_dict(plain.state_dict())
+    x, memory, positions = torch.randn(2, 3, 8), torch.randn(2, 5, 8), torch.randn(1, 5, 8)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    attention = valued.cross_attn
+    k, v = attention.keys_values(memory, positions, position_values=True)
+    expected_k, expected_v = attention.keys_values(memory + positions)
+    with torch.no_grad():
+        torch.testing.assert_close((k, v), (expected_k, expected_v))
+        torch.testing.assert_close(attention.keys_values(memory, positions)[1], attention.keys_values(memory)[1])
+        assert not torch.allclose(valued(x, memory, mask, memory_positions=positions),
+                                  plain(x, memory, mask, memory_positions=positions))
+        torch.testing.assert_close(valued(x, memory, mask), plain(x, memory, mask))
+
+
+def test_position_values_without_layer_positions_are_refused(refcoco):
+    task, _ = refcoco
+    with pytest.raises(ValueError, match="--position-values needs --layer-positions"):
+        build_model(task, position_values=True)
+
+
 def test_layer_positions_off_adds_nothing_and_on_hands_each_token_its_position(refcoco, refcoco_positions):
     task, model = refcoco
     _, positioned = refcoco_positions
@@ -332,8 +382,11 @@ def test_layer_positions_off_adds_nothing_and_on_hands_each_token_its_position(r
     assert not torch.allclose(plain["encoder_out"], ours["encoder_out"])
 
 
-def test_layer_positions_decode_step_by_step_as_in_one_pass(refcoco_positions):
-    task, model = refcoco_positions
+@pytest.mark.parametrize("position_values", [False, True])
+def test_layer_positions_decode_step_by_step_as_in_one_pass(refcoco, position_values):
+    task, plain = refcoco
+    model = build_model(task, layer_positions=True, position_values=position_values).eval()
+    model.load_state_dict(plain.state_dict())
     net_input = batch_of(task, [0, 1, 2])["net_input"]
     prev = net_input["prev_output_tokens"]
     which = torch.tensor([0, 0, 2, 1])
