@@ -221,6 +221,25 @@ def test_grounding_targets_name_the_image_and_generation_stays_within_the_row(de
     assert all(p["image"] in (1, 2) and p["box"] is not None for p in predictions)
 
 
+def test_with_a_decoder_prompt_the_image_token_follows_the_prompt(demo_dir, vocab_dir, tmp_path):
+    """--decoder-prompt: the decoder reads the prompt (its <image_k> markers included), then the image token,
+    learnt and generated within the row's images, then the box."""
+    task = task_on("multi_image_refcoco", demo_dir, vocab_dir, tmp_path, decoder_prompt=True)
+    dataset = task.dataset("valid")
+    samples = [dataset[i] for i in range(len(dataset))]
+    batch = dataset.collater(samples)
+    image_ids = [task.vocab.image_id(k) for k in range(2)]
+    for meta, target, masks in zip(batch["meta"], batch["target"], batch["constraint_masks"]):
+        start = meta["decoder_prompt_length"]
+        assert start > 0 and target[:start].eq(task.vocab.dictionary.pad()).all()
+        assert target[start] == image_ids[meta["image"] - 1] and masks[start].nonzero().squeeze(1).tolist() == image_ids
+    torch.manual_seed(0)
+    model = build_model(task).eval()
+    generator = task.build_generator([model], Namespace(beam=3, max_len_b=8 + batch["decoder_prompts"].size(1)))
+    predictions = task.predict(generator, [model], batch)
+    assert all(p["image"] in (1, 2) and p["box"] is not None for p in predictions)
+
+
 def test_a_box_counts_only_on_the_right_image(demo_dir, vocab_dir, tmp_path):
     task = task_on("multi_image_refcoco", demo_dir, vocab_dir, tmp_path)
     box = [1.0, 2.0, 30.0, 40.0]
