@@ -271,7 +271,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", required=True, help="checkpoint file")
     parser.add_argument("--task", help="the task to run (default: the checkpoint's; one of a multitask checkpoint's)")
-    for medium in MEDIA:
+    parser.add_argument("--image", nargs="+",
+                        help="image file, or several for a row of several images (<image_k> in --text places image k)")
+    for medium in ("video", "audio"):
         parser.add_argument(f"--{medium}", help=f"{medium} file")
     parser.add_argument("--text", default="", help="the referring expression, question, hypothesis or query")
     parser.add_argument("--premise", default="", help="snli_ve with add_premise: the text premise")
@@ -322,9 +324,14 @@ def read_schema(text):
         raise SystemExit(f"--schema: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}")
 
 
+def one_or_list(paths):
+    """An image given as one path stays one; several are a list (a row of several images)."""
+    return paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
+
+
 def command_line_input(args):
     return Input(text=args.text, premise=args.premise, schema=read_schema(args.schema), id="input",
-                 place=InputPlace("command line"), **{m: getattr(args, m) for m in MEDIA})
+                 place=InputPlace("command line"), **{m: one_or_list(getattr(args, m)) for m in MEDIA})
 
 
 def jsonl_inputs(path):
@@ -342,10 +349,20 @@ def jsonl_inputs(path):
             if unknown is None or unknown:
                 raise BadInputError(path, line, 1, "expected an object with image, video, audio, text, premise, "
                                                    f"schema and id{f'; unknown: {sorted(unknown)}' if unknown else ''}")
-            media = {m: os.path.join(folder, item[m]) for m in MEDIA if item.get(m)}
+            media = {m: media_paths(folder, item[m], path, line, m) for m in MEDIA if item.get(m)}
             inputs.append(Input(text=item.get("text", ""), premise=item.get("premise", ""), schema=item.get("schema"),
                                 id=str(item.get("id", line)), place=InputPlace(path, line), **media))
     return inputs
+
+
+def media_paths(folder, value, path, line, medium):
+    """A JSONL line's media: a path relative to ``folder``, or for images a list of such paths."""
+    if medium == "image" and isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return [os.path.join(folder, v) for v in value]
+    if not isinstance(value, str):
+        expected = "a path or a list of paths" if medium == "image" else "a path"
+        raise BadInputError(path, line, 1, f"{medium}: expected {expected}, got {json.dumps(value)[:60]}")
+    return os.path.join(folder, value)
 
 
 def folder_inputs(folder, args):
@@ -383,8 +400,8 @@ def write_drawing(target, pictures):
 
 
 def result_line(item, result=None, error=None, drawn=None):
-    line = {"id": item.id, "input": next((str(getattr(item, m)) for m in MEDIA if isinstance(getattr(item, m), str)),
-                                         None)}
+    given = (getattr(item, m) for m in MEDIA)
+    line = {"id": item.id, "input": next((value for value in given if isinstance(value, (str, list))), None)}
     if error is not None:
         return {**line, "error": error}
     return {**line, "result": result.json(), **({"drawn": drawn} if drawn else {})}

@@ -5,7 +5,8 @@
 ``GET /`` is a page where a person picks a task, uploads a photo, a clip or a recording, types the text,
 and sees the prediction drawn on it (as the evaluation report draws it) beside its JSON.
 ``POST /api/predict`` takes a multipart form (fields ``task``, ``text``, ``premise``, ``schema``, ``draw``
-and one file in ``image``, ``video`` or ``audio``) or a JSON object (the same fields, media as base64)
+and one file in ``image``, ``video`` or ``audio``, or several in ``image`` for a row of several images) or a
+JSON object (the same fields, media as base64; ``image`` may be a list)
 and answers ``{"task", "result", "pictures": [{"kind", "description", "png": base64}]}``;
 ``GET /api/tasks`` lists the tasks. The model is loaded once and runs in one thread: requests wait in
 a queue of ``--queue`` and those waiting together are decoded as one batch (of ``--batch-size``).
@@ -203,19 +204,27 @@ class Batcher:
 
 
 def media_from_json(body):
-    """The media of a JSON request: base64 strings, decoded here (never a path)."""
+    """The media of a JSON request: base64 strings, decoded here (never a path); ``image`` may be a list of
+    them (a row of several images)."""
     media = {}
     for medium in MEDIA:
         value = body.get(medium)
         if value is None:
             continue
-        if not isinstance(value, str):
-            raise RequestError(f"{medium}: expected the file's bytes as a base64 string")
-        try:
-            media[medium] = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise RequestError(f"{medium}: invalid base64: {error}") from None
+        if medium == "image" and isinstance(value, list) and value:
+            media[medium] = [decoded(v, f"image {k} of {len(value)}") for k, v in enumerate(value, start=1)]
+        else:
+            media[medium] = decoded(value, medium)
     return media
+
+
+def decoded(value, name):
+    if not isinstance(value, str):
+        raise RequestError(f"{name}: expected the file's bytes as a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise RequestError(f"{name}: invalid base64: {error}") from None
 
 
 async def read_request(request):
@@ -236,10 +245,10 @@ async def read_request(request):
         if name in MEDIA:
             if not isinstance(value, web.FileField):
                 raise RequestError(f"{name}: expected an uploaded file")
-            media[name] = value.file.read()
+            media.setdefault(name, []).append(value.file.read())
         else:
             fields[name] = value if isinstance(value, str) else None
-    return fields, media
+    return fields, {name: files[0] if len(files) == 1 else files for name, files in media.items()}
 
 
 def request_input(fields, media, limits):

@@ -298,9 +298,11 @@ class UnifyEncoder(FairseqEncoder):
 
 def image_index_embedding(dim):
     """The embedding of each image's place in its row. The first image gets none (a zero row that stays
-    zero), so one image per row is encoded as before there were several; the others start as normal
-    draws from a generator of their own, which leaves the initialisation of the rest of the model as it was."""
-    weight = torch.randn(MAX_IMAGES, dim, generator=torch.Generator().manual_seed(0)) * dim ** -0.5
+    zero), so one image per row is encoded as before there were several; the others start as standard
+    normal draws, as large as an image token's type embedding and its 2-D positions (a smaller code is
+    lost beside them, and images are then hard to tell apart), from a generator of their own, which leaves
+    the initialisation of the rest of the model as it was."""
+    weight = torch.randn(MAX_IMAGES, dim, generator=torch.Generator().manual_seed(0))
     weight[0] = 0.0
     return nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=0)
 

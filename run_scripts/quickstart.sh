@@ -5,6 +5,7 @@
 # trivial baselines. About ten minutes on two idle cores.
 #   sh run_scripts/quickstart.sh
 #   FULL=1 sh run_scripts/quickstart.sh    # the longer run: a larger world, 4000 updates, validation
+#   MULTI_IMAGE=1 sh run_scripts/quickstart.sh    # then fine-tune on the multi-image tasks (on with FULL=1)
 # MAX_UPDATE trades time for quality; the other run_scripts/train_common.sh settings apply too.
 set -eu
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ for task in $tasks; do
     [ "$task" = temporal_grounding ] && file=temporal
     data="$data$task=$demo/${file}_train.tsv,$demo/${file}_valid.tsv;"
 done
-rm -rf checkpoints/demo results
+rm -rf checkpoints/demo checkpoints/demo_multi_image results
 stage "training (progress lines every few seconds)" env DATA="$data" SAVE_DIR=checkpoints/demo \
     MAX_UPDATE="$updates" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=96 LR="${LR:-2e-3}" WARMUP="${WARMUP:-100}" \
     TASKS=caption:0.1,refcoco:0.2,refseg:0.15,video_caption:0.08,audio_caption:0.08,video_qa:0.08,temporal_grounding:0.21,ner:0.1 \
@@ -55,5 +56,21 @@ for task in $tasks; do
     stage "evaluating $task" env CKPT=checkpoints/demo/$checkpoint RESULTS="results/$task" \
         sh "run_scripts/$task/eval.sh" --task "$task"
 done
+# MULTI_IMAGE=1 (the default with FULL=1): the model above fine-tuned on the tasks over pairs of scenes
+if [ "${MULTI_IMAGE:-${FULL:-0}}" = 1 ]; then
+    multi_tasks="nlvr multi_image_qa multi_image_refcoco" data=""
+    for task in $multi_tasks; do
+        data="$data$task=$demo/${task}_train.tsv,$demo/${task}_valid.tsv;"
+    done
+    stage "training the multi-image tasks from it" env DATA="$data" SAVE_DIR=checkpoints/demo_multi_image \
+        MAX_UPDATE="${MULTI_IMAGE_UPDATES:-300}" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=7 LR=5e-4 WARMUP=20 \
+        TASKS=nlvr:0.3,multi_image_qa:0.3,multi_image_refcoco:0.4 \
+        sh run_scripts/multitask/train.sh --num-bins $bins --bin-smoothing 0.02 --layer-positions $validation \
+        --finetune-from-model "checkpoints/demo/$checkpoint"
+    for task in $multi_tasks; do
+        stage "evaluating $task" env CKPT=checkpoints/demo_multi_image/$checkpoint RESULTS="results/$task" \
+            sh "run_scripts/$task/eval.sh" --task "$task"
+    done
+fi
 stage "summary" "$PYTHON" run_scripts/demo_summary.py --demo-dir "$demo" --results-dir results
 echo "quickstart finished in $(( $(date +%s) - start )) s"

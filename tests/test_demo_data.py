@@ -8,7 +8,8 @@ from PIL import Image
 
 from preprocess import make_demo_data
 from preprocess.demo_world.images import CATALOGUE_FILE
-from preprocess.demo_world.scenes import COLOURS, SHAPES, SIZE_RANGES
+from preprocess.demo_world.pairs import NLVR_STATEMENTS, nlvr_statements
+from preprocess.demo_world.scenes import COLOURS, SHAPES, SIZE_RANGES, sample_scene
 
 TRAIN_IMAGES, VALID_IMAGES, IMAGE_SIZE = 20, 8, 128
 FILES = [f"{kind}_{split}.tsv" for split in ("train", "valid") for kind in ("caption", "refcoco", "regions")]
@@ -169,7 +170,7 @@ def test_image_size_flag(tmp_path):
 
 def test_pairs_are_consecutive_images_and_each_region_is_in_its_image_only(demo):
     regions = read_rows(demo / "regions_train.tsv")
-    nlvr = read_rows(demo / "nlvr_train.tsv")
+    nlvr = read_rows(demo / "nlvr_train.tsv")[::len(NLVR_STATEMENTS)]
     assert len(nlvr) == TRAIN_IMAGES // 2
     for k, row in enumerate(nlvr):
         assert json.loads(row[4]) == [regions[2 * k][1], regions[2 * k + 1][1]] and row[3] in ("true", "false")
@@ -182,3 +183,41 @@ def test_pairs_are_consecutive_images_and_each_region_is_in_its_image_only(demo)
         assert [float(v) for v in box.split(",")] in [r["box"] for r in chosen]
         assert images == nlvr[pair][4]
         assert text.split()[-2:] in shown[int(image) - 1] and text.split()[-2:] not in shown[2 - int(image)]
+
+
+def statement_holds(statement, shown):
+    """Whether an nlvr statement holds for the two images' (colour, shape) lists, read from its words."""
+    words = statement.split()
+    if words[:3] == ["both", "images", "show"]:
+        return all(any(words[4] in kind for kind in kinds) for kinds in shown)
+    counts = [len(kinds) for kinds in shown]
+    if "as many" in statement:
+        return counts[0] == counts[1]
+    if words[2] in ("more", "fewer"):
+        return (counts[0] > counts[1]) if words[2] == "more" else (counts[0] < counts[1])
+    return words[-2:] in shown[int(words[0][len("<image_"):-1]) - 1]
+
+
+def test_nlvr_labels_are_what_the_two_images_show(demo):
+    regions = read_rows(demo / "regions_train.tsv")
+    rows = read_rows(demo / "nlvr_train.tsv")
+    assert len(rows) == len(NLVR_STATEMENTS) * TRAIN_IMAGES // 2
+    for uniq_id, pair_id, statement, label, _ in rows:
+        pair = int(pair_id.rsplit("-", 1)[1])
+        shown = [[r["text"].split()[-2:] for r in json.loads(regions[2 * pair + k][5])["regions"]] for k in (0, 1)]
+        assert label == str(statement_holds(statement, shown)).lower(), uniq_id
+
+
+def test_the_words_of_an_nlvr_statement_alone_do_not_tell_its_label():
+    """Over many pairs of scenes, each form of statement (its colours and shapes left out) is true about
+    as often as false, so a model must look at the images to beat the majority label."""
+    rng = np.random.default_rng(0)
+    truths = {}
+    for _ in range(600):
+        scenes = [sample_scene(rng, IMAGE_SIZE) for _ in range(2)]
+        for statement, true in nlvr_statements(rng, scenes):
+            form = " ".join("X" if word in COLOURS or word in SHAPES else word for word in statement.split())
+            truths.setdefault(form, []).append(true)
+    assert len(truths) == 7
+    for form, values in truths.items():
+        assert 0.25 < np.mean(values) < 0.75, form

@@ -152,6 +152,24 @@ def test_marked_images_follow_their_markers_and_the_others_come_first(demo_dir, 
     assert not encoder.image_index.weight[0].any() and encoder.image_index.weight[1].abs().sum() > 0
 
 
+def test_an_image_s_place_in_its_row_marks_its_tokens_as_its_grid_positions_do(demo_dir, vocab_dir, tmp_path):
+    """The same image first and second in a row: its tokens differ by the image-index embedding, which at
+    initialisation is as large as the tokens' 2-D positions (a code much smaller is lost beside them)."""
+    task = task_on("nlvr", demo_dir, vocab_dir, tmp_path)
+    torch.manual_seed(0)
+    encoder = build_model(task).eval().encoder
+    image = torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8)
+    src = torch.tensor([task.vocab.encode_text("red circle") + [task.vocab.dictionary.eos()]])
+    media = {"image": image.repeat(2, 1, 1, 1), "image_present": torch.tensor([True]),
+             "image_counts": torch.tensor([2])}
+    with torch.no_grad():
+        _, _, grid = encoder.media_encoders["image"](image)
+        text, text_positions = encoder.embed_text(src)
+        front = encoder.embed_images(media, src, text, src.ne(task.vocab.dictionary.pad()), text_positions)[0]
+    first, second = front[0].chunk(2)
+    assert (second - first).norm(dim=-1).mean() > 0.5 * grid[0].norm(dim=-1).mean()
+
+
 def test_positions_in_every_layer_follow_the_images_where_they_stand(demo_dir, vocab_dir, tmp_path):
     """With --layer-positions, the front block's positions are each image's grid (shared by the batch) and
     a placed image's grid positions stand after its marker in the text's positions."""
@@ -218,6 +236,25 @@ def test_grounding_targets_name_the_image_and_generation_stays_within_the_row(de
     model = build_model(task).eval()
     generator = task.build_generator([model], Namespace(beam=3, max_len_b=8))
     predictions = task.predict(generator, [model], dataset.collater(samples))
+    assert all(p["image"] in (1, 2) and p["box"] is not None for p in predictions)
+
+
+def test_with_a_decoder_prompt_the_image_token_follows_the_prompt(demo_dir, vocab_dir, tmp_path):
+    """--decoder-prompt: the decoder reads the prompt (its <image_k> markers included), then the image token,
+    learnt and generated within the row's images, then the box."""
+    task = task_on("multi_image_refcoco", demo_dir, vocab_dir, tmp_path, decoder_prompt=True)
+    dataset = task.dataset("valid")
+    samples = [dataset[i] for i in range(len(dataset))]
+    batch = dataset.collater(samples)
+    image_ids = [task.vocab.image_id(k) for k in range(2)]
+    for meta, target, masks in zip(batch["meta"], batch["target"], batch["constraint_masks"]):
+        start = meta["decoder_prompt_length"]
+        assert start > 0 and target[:start].eq(task.vocab.dictionary.pad()).all()
+        assert target[start] == image_ids[meta["image"] - 1] and masks[start].nonzero().squeeze(1).tolist() == image_ids
+    torch.manual_seed(0)
+    model = build_model(task).eval()
+    generator = task.build_generator([model], Namespace(beam=3, max_len_b=8 + batch["decoder_prompts"].size(1)))
+    predictions = task.predict(generator, [model], batch)
     assert all(p["image"] in (1, 2) and p["box"] is not None for p in predictions)
 
 

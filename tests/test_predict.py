@@ -117,6 +117,31 @@ def test_an_unknown_task_or_text_for_a_task_without_text_is_refused(demo_dir, vo
     assert isinstance(caption, Caption)
 
 
+def test_several_images_come_as_a_list_from_the_command_line_and_a_jsonl_file(demo_dir, vocab_dir, tmp_path):
+    task, _ = landed_task("nlvr", demo_dir, vocab_dir, tmp_path)
+    _, predictor = tiny_predictor(task)
+    cells = read_lines(demo_dir / "nlvr_valid.tsv", 1)[0].split("\t")
+    images = [base64.b64decode(cell) for cell in json.loads(cells[4])]
+    paths = [str(tmp_path / f"{k}.jpg") for k in range(len(images))]
+    for path, image in zip(paths, images):
+        with open(path, "wb") as f:
+            f.write(image)
+    def command_line(*flags):
+        return predict.command_line_input(predict.parse_args(["--path", "model.pt", *flags]))
+
+    assert command_line("--image", paths[0]).image == paths[0]
+    from_line = command_line("--image", *paths, "--text", cells[2])
+    assert from_line.image == paths
+    lines = tmp_path / "inputs.jsonl"
+    lines.write_text(json.dumps({"image": ["0.jpg", "1.jpg"], "text": cells[2]}) + "\n")
+    [from_file] = predict.jsonl_inputs(lines)
+    results = predictor.predict([from_line, from_file, predict.Input(cells[2], image=images)])
+    assert results[0].json() == results[1].json() == results[2].json()
+    lines.write_text(json.dumps({"image": "0.jpg", "text": "x"}) + "\n" + json.dumps({"image": ["0.jpg", 3]}) + "\n")
+    with pytest.raises(BadInputError, match=r"inputs.jsonl:2: .*image: expected a path or a list of paths, got \["):
+        predict.jsonl_inputs(lines)
+
+
 # ---- the command line, on a trained checkpoint --------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import serve
 from browser import problems, running_browser
 from conftest import ROOT
 from helpers import build_model, landed_task, read_lines
-from predict import Predictor
+from predict import Input, Predictor
 from evaluation.drawing import COLOURS
 
 pytestmark = pytest.mark.slow
@@ -187,3 +187,30 @@ def test_requests_beyond_the_queue_get_503_and_the_server_goes_on(demo_dir, voca
     assert statuses[0] == 200 and statuses[-1] == 503, statuses
     assert all("the server is busy" in body["error"] for status, body in together if status == 503)
     assert after[0] == 200 and len(after[1]["result"]["box"]) == 4
+
+
+def test_several_images_come_as_several_uploads_or_a_json_list(demo_dir, vocab_dir, tmp_path):
+    """In process, on a tiny nlvr model: a row of two images as two uploads of ``image`` and as a JSON list of
+    base64 strings gets what the predictor gives; a bad item of the list is a 400 naming it."""
+    task, _ = landed_task("nlvr", demo_dir, vocab_dir, tmp_path)
+    predictor = Predictor([build_model(task).eval()], task, beam=2)
+    app = serve.make_app(predictor, serve.limits_of(serve.parse_args(["--path", "unused"])))
+    cells = read_lines(demo_dir / "nlvr_valid.tsv", 1)[0].split("\t")
+    images = [base64.b64decode(cell) for cell in json.loads(cells[4])]
+    uploads = form(images[0], cells[2])
+    uploads.add_field("image", images[1], filename="second")
+    requests = [dict(data=uploads), dict(json={"text": cells[2], "image": json.loads(cells[4])}),
+                dict(json={"text": cells[2], "image": [json.loads(cells[4])[0], "not base64!"]})]
+
+    async def scenario():
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            answers = []
+            for request in requests:
+                async with client.post("/api/predict", **request) as response:
+                    answers.append((response.status, await response.json()))
+            return answers
+
+    (uploaded, by_upload), (listed, by_list), (bad, error) = asyncio.run(scenario())
+    [expected] = predictor.predict([Input(cells[2], image=images)])
+    assert uploaded == listed == 200 and by_upload["result"] == by_list["result"] == expected.json()
+    assert bad == 400 and "image 2 of 2: invalid base64" in error["error"]

@@ -3,6 +3,10 @@
 # question placing them by <image_k> markers; answers from the candidates (vqa's --answers-file, or
 # every training row's best answer). Defaults train unify_tiny on the demo pairs; extra arguments go
 # to fairseq.
+# A few hundred updates, from scratch or from the quickstart's model, learn at most the words' priors;
+# to start from the quickstart's model (its vocabulary has 100 bins a side):
+#   sh run_scripts/multi_image_qa/train.sh --num-bins 100 --layer-positions \
+#       --finetune-from-model checkpoints/demo/checkpoint_last.pt
 . "$(dirname "$0")/../train_common.sh"
 train_task --task multi_image_qa --data dataset/demo/multi_image_qa_train.tsv,dataset/demo/multi_image_qa_valid.tsv \
     --updates 1000 --lr 1e-3 --best-metric vqa_score --max-output-tokens 8 -- "$@"

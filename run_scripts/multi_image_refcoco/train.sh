@@ -2,6 +2,10 @@
 # Grounding on a chosen image (multi_image_refcoco): text + several images -> the image-index token
 # of the image the region is in, then four bin tokens. Defaults train unify_tiny on the demo pairs;
 # extra arguments go to fairseq.
+# A few hundred updates, from scratch or from the quickstart's model, learn at most the words' priors;
+# to start from the quickstart's model (its vocabulary has 100 bins a side):
+#   sh run_scripts/multi_image_refcoco/train.sh --num-bins 100 --layer-positions \
+#       --finetune-from-model checkpoints/demo/checkpoint_last.pt
 . "$(dirname "$0")/../train_common.sh"
 train_task --task multi_image_refcoco \
     --data dataset/demo/multi_image_refcoco_train.tsv,dataset/demo/multi_image_refcoco_valid.tsv \

@@ -3,6 +3,10 @@
 # labels. The image cell is a JSON list; <image_k> markers in the statement place the images. Defaults
 # train unify_tiny on the demo pairs (run_scripts/train_common.sh lists the settings the environment
 # overrides); extra arguments go to fairseq.
+# A few hundred updates, from scratch or from the quickstart's model, learn at most the words' priors;
+# to start from the quickstart's model (its vocabulary has 100 bins a side):
+#   sh run_scripts/nlvr/train.sh --num-bins 100 --layer-positions \
+#       --finetune-from-model checkpoints/demo/checkpoint_last.pt
 . "$(dirname "$0")/../train_common.sh"
 train_task --task nlvr --data dataset/demo/nlvr_train.tsv,dataset/demo/nlvr_valid.tsv \
     --updates 1000 --lr 1e-3 --best-metric accuracy --max-output-tokens 4 -- "$@"
