@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from fairseq import checkpoint_utils
 from fairseq.data import data_utils
+from fairseq.distributed import LegacyDistributedDataParallel
 from fairseq.file_io import PathManager
 from fairseq.models.ema import EMA
 
@@ -51,6 +52,20 @@ def apply():
     # and says nothing between 'begin validation' and its result
     trainer.get_valid_iterator = remembering_valid_batches(trainer.get_valid_iterator)
     trainer.valid_step = reporting_validation_progress(trainer.valid_step)
+    # fairseq's legacy DDP (CPU ranks) flattens each gradient with .view(-1), which a channels-last
+    # convolution's gradient (models/image_encoder.py) refuses
+    legacy = LegacyDistributedDataParallel
+    legacy.all_reduce_grads = with_contiguous_grads(legacy.all_reduce_grads)
+
+
+def with_contiguous_grads(all_reduce_grads):
+    @functools.wraps(all_reduce_grads)
+    def wrapper(self):
+        for param in self.module.parameters():
+            if param.grad is not None and not param.grad.is_contiguous():
+                param.grad = param.grad.contiguous()
+        return all_reduce_grads(self)
+    return wrapper
 
 
 def keeping_every_row(batch_by_size):
