@@ -46,6 +46,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from data.errors import DataFileError  # noqa: E402
 from data.ofa_vocab import MissingBPEFilesError  # noqa: E402
+from data.vocab import MissingVocabularyError  # noqa: E402
 from evaluation.report import DEFAULT_LIMIT, REPORT_FRAME_SIZE, SampleCard, write_report  # noqa: E402
 from tasks.caption import CaptionTask  # noqa: E402
 from tasks.multitask import checkpoint_subtask  # noqa: E402
@@ -70,7 +71,7 @@ BatchOutput = namedtuple("BatchOutput", "rows prompts predictions bad_rows exif_
 GENERATION_OPTIONS = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen")
 # failures of the user's files or options: reported in a line, without a traceback
 USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
-               OutputError, UntrustedCheckpointError)
+               MissingVocabularyError, OutputError, UntrustedCheckpointError)
 
 
 def parse_args(argv=None):

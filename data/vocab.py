@@ -19,6 +19,10 @@ SPM_FILE = "spm.model"
 DICT_FILE = "dict.txt"
 
 
+class MissingVocabularyError(FileNotFoundError):
+    """A vocabulary folder without the files preprocess/build_vocab.py writes."""
+
+
 class SpecialTokens:
     """Locations and structure as dictionary ids: ``num_bins`` box coordinates from ``first_bin``,
     ``num_time_bins`` time bins from ``first_time``, ``poly`` and the IE tokens; and how sequences
@@ -90,6 +94,11 @@ class SpecialTokens:
 
 class Vocabulary(SpecialTokens):
     def __init__(self, vocab_dir, num_bins=1000, num_time_bins=100):
+        missing = [name for name in (SPM_FILE, DICT_FILE) if not os.path.isfile(os.path.join(vocab_dir, name))]
+        if missing:
+            raise MissingVocabularyError(
+                f"vocabulary folder {vocab_dir} (from {os.getcwd()}) has no {' or '.join(missing)}: point --vocab-dir "
+                "(predict.py: --task-option vocab_dir=...) at the folder preprocess/build_vocab.py wrote")
         self.sp = spm.SentencePieceProcessor(model_file=os.path.join(vocab_dir, SPM_FILE))
         self.fingerprint = fingerprint(vocab_dir)
         self.dictionary = Dictionary.load(os.path.join(vocab_dir, DICT_FILE))

@@ -1,6 +1,7 @@
 """build_vocab.py's own checks."""
 import pytest
 
+from data.vocab import MissingVocabularyError, Vocabulary
 from helpers import write_tsv
 from preprocess import build_vocab
 
@@ -15,3 +16,9 @@ def test_too_small_vocab_size_names_the_minimum_in_one_line(tmp_path, capsys):
     assert "error: --vocab-size 100 is too small" in error and needed > 256 + 20
     build_vocab.main(["--input", f"{rows}:1", "--out-dir", str(tmp_path / "vocab"), "--vocab-size", str(needed)])
     assert (tmp_path / "vocab" / "dict.txt").exists()
+
+
+def test_a_folder_without_the_vocabulary_files_is_named_with_the_option_to_give(tmp_path, vocab_dir):
+    (tmp_path / "dict.txt").write_text((vocab_dir / "dict.txt").read_text())
+    with pytest.raises(MissingVocabularyError, match=f"vocabulary folder {tmp_path} .* has no spm.model: point --vocab-dir"):
+        Vocabulary(str(tmp_path), num_bins=100)
