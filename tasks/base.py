@@ -8,6 +8,7 @@ generation and validation scoring for best-checkpoint selection; with the
 length limits (``tasks.lengths``) and the guards against steps that teach
 nothing (``tasks.guarded_training``) mixed in.
 """
+import copy
 import json
 import logging
 from argparse import Namespace
@@ -442,7 +443,19 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
                 # outputs must end within the generator's limit too (fairseq asserts at it)
                 constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
             models = ConstrainedEnsemble(models, constraint)
-        return super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+        return super().build_generator(models, self.limit_after_decoder_prompt(args), seq_gen_cls,
+                                       extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def limit_after_decoder_prompt(self, args):
+        """``args`` for fairseq's generator, whose length limit counts the forced decoder prompt too: a fixed
+        ``max_len_b`` counts output tokens, so with a decoder prompt the generator gets it plus the longest
+        prompt (without, a limit below the prompt's length ended every hypothesis inside its prompt, with
+        no output at all). The caller's ``args`` stay as they are."""
+        if not self.cfg.decoder_prompt or getattr(args, "max_len_a", 0) != 0 or not getattr(args, "max_len_b", None):
+            return args
+        args = copy.copy(args)
+        args.max_len_b = int(args.max_len_b) + self.cfg.max_src_length
+        return args
 
     def warn_of_short_generation(self, args):
         """Warn when the generator's length limit is below the longest target of the generated file."""

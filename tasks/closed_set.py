@@ -113,14 +113,13 @@ class ClosedSetTask(UniGroundTask):
         pushed off the trie (score -inf) never finishes: with more beams than candidates the search
         would run into the length limit and fail, so the beam is at most the candidate count. And
         a hypothesis cut by the length limit inside a candidate has no token left (fairseq forces
-        EOS there, which the trie forbids), so the longest candidate must fit, after the longest decoder
-        prompt if there is one.
+        EOS there, which the trie forbids), so the longest candidate must fit.
         """
         if getattr(args, "beam", 5) > self.trie.num_distinct:
             logger.warning("beam %d is more than the %d candidates: using beam %d", args.beam,
                            self.trie.num_distinct, self.trie.num_distinct)
             args.beam = self.trie.num_distinct
-        longest = self.trie.max_length - 1 + (self.cfg.max_src_length if self.cfg.decoder_prompt else 0)
+        longest = self.trie.max_length - 1  # output tokens: the generator's limit adds any decoder prompt
         if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", 200) < longest:
             logger.warning("raising the generation limit max_len_b from %d to %d tokens, the longest candidate",
                            args.max_len_b, longest)

@@ -253,9 +253,13 @@ def test_with_a_decoder_prompt_the_image_token_follows_the_prompt(demo_dir, voca
         assert target[start] == image_ids[meta["image"] - 1] and masks[start].nonzero().squeeze(1).tolist() == image_ids
     torch.manual_seed(0)
     model = build_model(task).eval()
-    generator = task.build_generator([model], Namespace(beam=3, max_len_b=8 + batch["decoder_prompts"].size(1)))
+    # max_len_b counts the outputs (an image token, four bins), not the prompt: a limit below the prompt's
+    # length once ended every hypothesis inside it, with no box
+    args = Namespace(beam=3, max_len_b=5)
+    generator = task.build_generator([model], args)
     predictions = task.predict(generator, [model], batch)
     assert all(p["image"] in (1, 2) and p["box"] is not None for p in predictions)
+    assert args.max_len_b == 5 and batch["decoder_prompts"].size(1) > 5
 
 
 def test_a_box_counts_only_on_the_right_image(demo_dir, vocab_dir, tmp_path):
