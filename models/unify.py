@@ -132,6 +132,10 @@ class UnifyEncoder(FairseqEncoder):
         self.embed_positions = nn.Embedding(cfg.max_source_positions, dim)
         nn.init.normal_(self.embed_positions.weight, std=dim ** -0.5)
         self.embed_types = nn.Embedding(len(MODALITY_TYPES), dim)
+        # as small as the token embeddings: at nn.Embedding's N(0, 1) the text type was ten times a word's
+        # embedding, so after embed_norm the words were a tenth of each text token and barely told apart
+        # (the demo mixture's refcoco gave one box whatever the expression)
+        nn.init.normal_(self.embed_types.weight, std=dim ** -0.5)
         self.image_index = image_index_embedding(dim)
         self.marker_ids = [dictionary.index(token) for token in IMAGE_TOKENS]
         self.media_encoders = build_media_encoders(cfg)
@@ -299,8 +303,8 @@ class UnifyEncoder(FairseqEncoder):
 def image_index_embedding(dim):
     """The embedding of each image's place in its row. The first image gets none (a zero row that stays
     zero), so one image per row is encoded as before there were several; the others start as standard
-    normal draws, as large as an image token's type embedding and its 2-D positions (a smaller code is
-    lost beside them, and images are then hard to tell apart), from a generator of their own, which leaves
+    normal draws, as large as an image token's projected content and its 2-D positions (a smaller code
+    is lost beside them, and images are then hard to tell apart), from a generator of their own, which leaves
     the initialisation of the rest of the model as it was."""
     weight = torch.randn(MAX_IMAGES, dim, generator=torch.Generator().manual_seed(0))
     weight[0] = 0.0
