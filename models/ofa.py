@@ -153,7 +153,9 @@ class OFAEncoder(FairseqEncoder):
         self.embed_scale = 1.0 if args.no_scale_embedding else math.sqrt(dim)
         self.layernorm_embedding = nn.LayerNorm(dim) if args.layernorm_embedding else None
         self.type_embedding = nn.Embedding(2, dim) if args.add_type_embedding else None
-        self.embed_images = self.image_backbone(args)
+        # channels-last, as UniGround's own image encoder (models/image_encoder.py): the layout oneDNN and cuDNN
+        # convolutions run in
+        self.embed_images = self.image_backbone(args).to(memory_format=torch.channels_last)
         self.image_proj = nn.Linear(self.embed_images.out_channels, dim)
         self.patch_layernorm_embedding = nn.LayerNorm(dim) if args.patch_layernorm_embedding else None
         self.embed_positions = nn.Embedding(args.max_source_positions + 2, dim)
@@ -214,9 +216,9 @@ class OFAEncoder(FairseqEncoder):
         return self.encode(src_tokens, patches, patch_masks)
 
     def image_patches(self, patch_images):
-        features = self.embed_images(patch_images)
+        features = self.embed_images(patch_images.contiguous(memory_format=torch.channels_last))
         ids, positions = self.image_positions(*features.shape[-2:], patch_images.device)
-        return Patches(self.image_proj(features.flatten(2).transpose(1, 2)), ids, positions, 1)
+        return Patches(self.image_proj(features.permute(0, 2, 3, 1).flatten(1, 2)), ids, positions, 1)
 
     def encode(self, src_tokens, patches=None, patch_masks=None):
         """The encoder over ``[patches ; text]``; ``patch_masks`` (B) False marks a sample whose patches are padding."""
