@@ -48,7 +48,7 @@ for task in $tasks; do
 done
 rm -rf checkpoints/demo checkpoints/demo_multi_image results
 stage "training (progress lines every few seconds)" env DATA="$data" SAVE_DIR=checkpoints/demo \
-    MAX_UPDATE="$updates" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=96 LR="${LR:-2e-3}" WARMUP="${WARMUP:-100}" \
+    MAX_UPDATE="$updates" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=128 LR="${LR:-2e-3}" WARMUP="${WARMUP:-100}" \
     TASKS=caption:0.1,refcoco:0.2,refseg:0.15,video_caption:0.08,audio_caption:0.08,video_qa:0.08,temporal_grounding:0.21,ner:0.1 \
     sh run_scripts/multitask/train.sh --num-frames 8 --video-frame-size 32 --num-bins $bins --bin-smoothing 0.02 \
     --layer-positions $validation

@@ -5,4 +5,4 @@
 #   CKPT=checkpoints/ee/checkpoint_best.pt DATA=m2e2_test.tsv sh run_scripts/ee/eval.sh
 . "$(dirname "$0")/../eval_common.sh"
 set -- ${SCHEMA:+--task-option "schema_file=$SCHEMA"} "$@"  # SCHEMA: the dataset's schema.json
-eval_task ee dataset/demo/ee_valid.tsv 96 "$@"
+eval_task ee dataset/demo/ee_valid.tsv 192 "$@"

@@ -10,6 +10,6 @@
 . "$(dirname "$0")/../train_common.sh"
 set -- ${SCHEMA:+--schema-file "$SCHEMA"} "$@"
 train_task --task ner --data dataset/demo/ner_train.tsv,dataset/demo/ner_valid.tsv \
-    --updates 3000 --lr 1e-3 --best-metric entity/grounded_f1 --max-output-tokens 96 -- \
+    --updates 3000 --lr 1e-3 --best-metric entity/grounded_f1 --max-output-tokens 128 -- \
     --num-frames "${FRAMES:-8}" --video-frame-size "${FRAME_SIZE:-32}" \
     --max-audio-seconds "${AUDIO_SECONDS:-10}" "$@"

@@ -5,4 +5,4 @@
 #   CKPT=checkpoints/re/checkpoint_best.pt DATA=mnre_test.tsv sh run_scripts/re/eval.sh
 . "$(dirname "$0")/../eval_common.sh"
 set -- ${SCHEMA:+--task-option "schema_file=$SCHEMA"} "$@"  # SCHEMA: the dataset's schema.json
-eval_task re dataset/demo/re_valid.tsv 96 "$@"
+eval_task re dataset/demo/re_valid.tsv 128 "$@"
