@@ -26,7 +26,7 @@ from retrieval.candidates import RetrievedCandidates
 from retrieval.embedding import EntityTexts
 from retrieval.retriever import Retriever
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
-from tasks.results import Answer
+from tasks.results import EntityAnswer
 from decoding.constraints import DecoderPrompted
 from evaluation.metrics import recall_at_k, seen_unseen_accuracy
 from evaluation.report import SampleView
@@ -203,4 +203,4 @@ class EntityRecognitionTask(ClosedSetTask):
         return SampleView(f"{prediction['name']} ({prediction['entity_id']})", f"{name} ({reference})")
 
     def result(self, prediction):
-        return Answer(prediction["score"], prediction["name"], prediction["entity_id"])
+        return EntityAnswer(prediction["score"], prediction["name"], prediction["entity_id"])

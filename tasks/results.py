@@ -56,7 +56,11 @@ class Span(Result):
 @dataclass
 class Answer(Result):
     answer: Optional[str]  # None when the output is none of the candidates (only with --unconstrained)
-    entity_id: Optional[str] = None  # entity recognition: the catalogue entity the answer names
+
+
+@dataclass
+class EntityAnswer(Answer):
+    entity_id: Optional[str]  # entity recognition: the catalogue entity the answer names
 
 
 @dataclass

@@ -17,10 +17,10 @@ from data.errors import BadInputError
 from data.media import read_media_bytes
 from helpers import LANDED, build_model, eval_args, landed_task, read_lines, write_tsv
 from evaluation.drawing import COLOURS
-from tasks.results import Answer, Box, Caption, ImageBox, Mask, Records, Span
+from tasks.results import Answer, Box, Caption, EntityAnswer, ImageBox, Mask, Records, Span
 
 RESULT_TYPES = {"caption": Caption, "video_caption": Caption, "audio_caption": Caption, "refcoco": Box,
-                "refseg": Mask, "vqa": Answer, "video_qa": Answer, "snli_ve": Answer, "entity_recognition": Answer,
+                "refseg": Mask, "vqa": Answer, "video_qa": Answer, "snli_ve": Answer, "entity_recognition": EntityAnswer,
                 "temporal_grounding": Span, "ner": Records, "re": Records, "ee": Records, "nlvr": Answer,
                 "multi_image_qa": Answer, "multi_image_refcoco": ImageBox}
 PICTURE_OF = {"image": "image", "video": "frames", "audio": "audio"}
@@ -137,6 +137,7 @@ def test_several_images_come_as_a_list_from_the_command_line_and_a_jsonl_file(de
     [from_file] = predict.jsonl_inputs(lines)
     results = predictor.predict([from_line, from_file, predict.Input(cells[2], image=images)])
     assert results[0].json() == results[1].json() == results[2].json()
+    assert set(results[0].json()) == {"kind", "score", "answer"}  # no entity field on a true/false label
     lines.write_text(json.dumps({"image": "0.jpg", "text": "x"}) + "\n" + json.dumps({"image": ["0.jpg", 3]}) + "\n")
     with pytest.raises(BadInputError, match=r"inputs.jsonl:2: .*image: expected a path or a list of paths, got \["):
         predict.jsonl_inputs(lines)
