@@ -12,11 +12,15 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, heads, dropout=0.0):
+    def __init__(self, dim, heads, dropout=0.0, position_heads=0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"model width {dim} is not divisible by {heads} heads")
+        if not 0 <= position_heads <= heads:
+            raise ValueError(f"{position_heads} position heads, but the attention has {heads} heads")
         self.heads, self.dropout = heads, dropout
+        # the channels that positions reach: the first position_heads heads' (0: every head's)
+        self.position_width = dim // heads * (position_heads or heads)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
@@ -27,19 +31,27 @@ class Attention(nn.Module):
 
     def keys_values(self, x, positions=None, position_values=False):
         """Keys and values of ``x``; ``positions`` (broadcastable to ``x``), when given, are added to
-        the keys' input, ``W_k (x + positions)``, and with ``position_values`` to the values' too."""
+        the keys' input, ``W_k (x + positions)``, and with ``position_values`` to the values' too (in the
+        position heads only)."""
         k, v = self.kv(x).chunk(2, dim=-1)
+        if positions is not None:
+            k = self.add_positions(k, positions, self.kv.weight[:k.size(-1)])
         if positions is not None and position_values:
-            k_positions, v_positions = F.linear(positions, self.kv.weight).chunk(2, dim=-1)
-            k, v = k + k_positions, v + v_positions
-        elif positions is not None:
-            k = k + F.linear(positions, self.kv.weight[:k.size(-1)])
+            v = self.add_positions(v, positions, self.kv.weight[k.size(-1):])
         return self.split_heads(k), self.split_heads(v)
+
+    def add_positions(self, projected, positions, weight):
+        """``projected`` with ``weight @ positions`` added in the position heads' channels."""
+        width = self.position_width
+        if width == projected.size(-1):
+            return projected + F.linear(positions, weight)
+        moved = projected[..., :width] + F.linear(positions, weight[:width])
+        return torch.cat([moved, projected[..., width:].expand(*moved.shape[:-1], -1)], dim=-1)
 
     def forward(self, x, k, v, mask=None, is_causal=False, positions=None):
         q = self.q(x)
         if positions is not None:
-            q = q + F.linear(positions, self.q.weight)
+            q = self.add_positions(q, positions, self.q.weight)
         q = self.split_heads(q)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
@@ -53,10 +65,10 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0):
+    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0, position_heads=0):
         super().__init__()
         self.attn_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, attention_dropout)
+        self.attn = Attention(dim, heads, attention_dropout, position_heads)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 
@@ -70,12 +82,13 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0, position_values=False):
+    def __init__(self, dim, heads, ffn_dim, dropout=0.0, attention_dropout=0.0, position_values=False,
+                 position_heads=0):
         super().__init__()
         self.position_values = position_values
         self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.self_attn = Attention(dim, heads, attention_dropout)
-        self.cross_attn = Attention(dim, heads, attention_dropout)
+        self.cross_attn = Attention(dim, heads, attention_dropout, position_heads)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 

@@ -74,6 +74,10 @@ class UnifyConfig(FairseqDataclass):
         "help": "with --layer-positions, add the positions to the values of the decoder's cross-attention too: "
                 "what the decoder reads from an image token then carries the token's cell, the code a location "
                 "token starts from"})
+    position_heads: int = field(default=0, metadata={
+        "help": "with --layer-positions, add the positions in only this many of each attention's heads (0: in "
+                "all): the others match tokens by content alone, where large image positions would otherwise "
+                "outweigh what the text says"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -141,7 +145,7 @@ class UnifyEncoder(FairseqEncoder):
         self.media_encoders = build_media_encoders(cfg)
         self.embed_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = build_layers(cfg, EncoderLayer, cfg.encoder_layers)
+        self.layers = build_layers(cfg, EncoderLayer, cfg.encoder_layers, position_heads=cfg.position_heads)
         self.final_norm = nn.LayerNorm(dim)
         self.max_source_positions = cfg.max_source_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
@@ -351,7 +355,8 @@ class UnifyDecoder(FairseqIncrementalDecoder):
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.position_values and not cfg.layer_positions:
             raise ValueError("--position-values needs --layer-positions (the positions it adds to the values)")
-        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers, position_values=cfg.position_values)
+        self.layers = build_layers(cfg, DecoderLayer, cfg.decoder_layers, position_values=cfg.position_values,
+                                   position_heads=cfg.position_heads)
         self.final_norm = nn.LayerNorm(dim)
         self.max_target_positions = cfg.max_target_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast

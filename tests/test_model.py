@@ -261,10 +261,10 @@ def test_an_unknown_backbone_norm_is_refused(refcoco):
 def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
     task, model = refcoco
     newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions",
-             "image_backbone_norm", "position_values")
+             "image_backbone_norm", "position_values", "position_heads")
     old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
     rebuilt = UnifyModel.build_model(old, task)
-    assert [old[k] for k in newer] == [False, False, False, False, "batch", False]
+    assert [old[k] for k in newer] == [False, False, False, False, "batch", False, 0]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 
@@ -355,6 +355,32 @@ def test_position_values_put_the_memory_positions_into_the_cross_attention_value
         torch.testing.assert_close(valued(x, memory, mask), plain(x, memory, mask))
 
 
+@pytest.mark.parametrize("position_values", [False, True])
+def test_position_heads_alone_see_the_positions(position_values):
+    """With one position head of two, the first head's queries, keys (and values) get the positions and the
+    second head's are those without them."""
+    from models.transformer import Attention
+    torch.manual_seed(0)
+    attention = Attention(8, 2, position_heads=1)
+    x, positions = torch.randn(2, 5, 8), torch.randn(1, 5, 8)
+    with torch.no_grad():
+        k, v = attention.keys_values(x, positions, position_values)
+        moved_k, moved_v = attention.keys_values(x + positions)
+        plain_k, plain_v = attention.keys_values(x)
+        torch.testing.assert_close(k, torch.cat([moved_k[:, :1], plain_k[:, 1:]], dim=1))
+        expected_v = torch.cat([moved_v[:, :1], plain_v[:, 1:]], dim=1) if position_values else plain_v
+        torch.testing.assert_close(v, expected_v)
+        q = attention.split_heads(attention.add_positions(attention.q(x), positions, attention.q.weight))
+        moved_q, plain_q = (attention.split_heads(attention.q(y)) for y in (x + positions, x))
+        torch.testing.assert_close(q, torch.cat([moved_q[:, :1], plain_q[:, 1:]], dim=1))
+
+
+def test_more_position_heads_than_heads_are_refused():
+    from models.transformer import Attention
+    with pytest.raises(ValueError, match="3 position heads, but the attention has 2 heads"):
+        Attention(8, 2, position_heads=3)
+
+
 def test_position_values_without_layer_positions_are_refused(refcoco):
     task, _ = refcoco
     with pytest.raises(ValueError, match="--position-values needs --layer-positions"):
@@ -382,10 +408,11 @@ def test_layer_positions_off_adds_nothing_and_on_hands_each_token_its_position(r
     assert not torch.allclose(plain["encoder_out"], ours["encoder_out"])
 
 
-@pytest.mark.parametrize("position_values", [False, True])
-def test_layer_positions_decode_step_by_step_as_in_one_pass(refcoco, position_values):
+@pytest.mark.parametrize("position_values,position_heads", [(False, 0), (True, 0), (True, 1)])
+def test_layer_positions_decode_step_by_step_as_in_one_pass(refcoco, position_values, position_heads):
     task, plain = refcoco
-    model = build_model(task, layer_positions=True, position_values=position_values).eval()
+    model = build_model(task, layer_positions=True, position_values=position_values,
+                        position_heads=position_heads).eval()
     model.load_state_dict(plain.state_dict())
     net_input = batch_of(task, [0, 1, 2])["net_input"]
     prev = net_input["prev_output_tokens"]
