@@ -20,6 +20,15 @@ class TransformedImage:
     size: tuple[int, int]  # (width, height)
     flipped: bool
 
+    def region(self):
+        """The first object's box (or its polygons' box) as x0, y0, x1, y1 fractions of the frame."""
+        if self.boxes is not None:
+            corners = self.boxes[0].reshape(2, 2)
+        else:
+            vertices = np.concatenate(self.polygons[0])
+            corners = np.stack([vertices.min(0), vertices.max(0)])
+        return (corners / np.array(self.size, np.float32)).clip(0, 1).astype(np.float32).ravel()
+
 
 class ImageTransform:
     """Resize to ``size`` x ``size``; in training, first a random crop keeping every object, then a random flip.

@@ -78,6 +78,9 @@ class UnifyConfig(FairseqDataclass):
         "help": "with --layer-positions, add the positions in only this many of each attention's heads (0: in "
                 "all): the others match tokens by content alone, where large image positions would otherwise "
                 "outweigh what the text says"})
+    region_head: bool = field(default=False, metadata={
+        "help": "score every image cell of the encoder's output for lying in the region the text refers to "
+                "(encoder_out['region_logits']), for the criterion's --region-loss-weight to train"})
     max_source_positions: int = field(default=1024, metadata={"help": "longest text input"})
     max_target_positions: int = field(default=1024, metadata={"help": "longest output"})
     patch_image_size: int = II("task.patch_image_size")
@@ -147,6 +150,7 @@ class UnifyEncoder(FairseqEncoder):
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = build_layers(cfg, EncoderLayer, cfg.encoder_layers, position_heads=cfg.position_heads)
         self.final_norm = nn.LayerNorm(dim)
+        self.region_head = nn.Linear(dim, 1) if cfg.region_head else None
         self.max_source_positions = cfg.max_source_positions
         self.checkpoint_activations, self.bf16_autocast = cfg.checkpoint_activations, cfg.bf16_autocast
         self.layer_positions = cfg.layer_positions
@@ -277,6 +281,9 @@ class UnifyEncoder(FairseqEncoder):
         }
         if layer_positions is not None:
             out["positions"] = layer_positions
+        if self.region_head is not None and media.get("image") is not None:
+            # the image block comes first; a row of one image has its cells there, in grid order
+            out["region_logits"] = self.region_head(out["encoder_out"][:, :blocks[0].size(1)]).squeeze(-1)
         return out
 
     def upgrade_state_dict_named(self, state_dict, name):

@@ -374,6 +374,9 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
         net_input.update(collate_media(samples))
         batch = {"id": torch.tensor([s["id"] for s in samples]), "nsentences": len(samples), "net_input": net_input,
                  "meta": metas}
+        if any("region" in s for s in samples):  # NaN: no region (criterions.constrained_cross_entropy)
+            batch["regions"] = torch.from_numpy(np.stack([s.get("region", np.full(4, np.nan, np.float32))
+                                                          for s in samples]))
         if prompts is not None:
             batch["decoder_prompts"] = data_utils.collate_tokens(prompts, pad)
         if any("target" not in s for s in samples):

@@ -73,6 +73,8 @@ class RefcocoTask(UniGroundTask):
             except CodecError as error:
                 raise row.error("region", str(error)) from None
             sample["target"] = self.encode_target(self.image_prefix(chosen) + self.vocab.bin_ids(bins), row, "region")
+            if len(images) == 1:
+                sample["region"] = images[0].region()
         return sample
 
     def chosen_image(self, row, count):

@@ -85,6 +85,7 @@ class RefsegTask(UniGroundTask):
             "source": self.encode_source(self.prompt.format(text), row, "text"),
             "target": self.encode_target(polygon_tokens(bins, self.vocab), row, "annotation"),
             "image": image.pixels,
+            "region": image.region(),
             "meta": meta,
         }
 
