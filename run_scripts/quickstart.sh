@@ -31,6 +31,9 @@ else  # no validation while training: the evaluation below scores the last check
     # 950, not 1000: --layer-positions makes a mixture step about 5% dearer, and the run stays as long
     world="" updates=${MAX_UPDATE:-950} checkpoint=checkpoint_last.pt validation=--disable-validation
 fi
+# positions in every layer but in only 2 of the 4 heads, so the other 2 read the text; a head that scores
+# each image cell for lying in the region the text refers to, which the region loss trains (README, "Grounding")
+model="--layer-positions --position-heads 2 --region-head"
 # shellcheck disable=SC2086  # $world is a list of options
 stage "demo data" "$PYTHON" preprocess/make_demo_data.py --out "$demo" $world
 # 100 bins a side are plenty for 128-pixel images, and fewer classes to tell apart than the default 1000
@@ -49,9 +52,9 @@ done
 rm -rf checkpoints/demo checkpoints/demo_multi_image results
 stage "training (progress lines every few seconds)" env DATA="$data" SAVE_DIR=checkpoints/demo \
     MAX_UPDATE="$updates" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=128 LR="${LR:-2e-3}" WARMUP="${WARMUP:-100}" \
-    TASKS=caption:0.1,refcoco:0.2,refseg:0.15,video_caption:0.08,audio_caption:0.08,video_qa:0.08,temporal_grounding:0.21,ner:0.1 \
+    TASKS=caption:0.07,refcoco:0.32,refseg:0.18,video_caption:0.06,audio_caption:0.06,video_qa:0.07,temporal_grounding:0.16,ner:0.08 \
     sh run_scripts/multitask/train.sh --num-frames 8 --video-frame-size 32 --num-bins $bins --bin-smoothing 0.02 \
-    --layer-positions $validation
+    $model --region-loss-weight 10 $validation
 for task in $tasks; do
     stage "evaluating $task" env CKPT=checkpoints/demo/$checkpoint RESULTS="results/$task" \
         sh "run_scripts/$task/eval.sh" --task "$task"
@@ -65,7 +68,7 @@ if [ "${MULTI_IMAGE:-${FULL:-0}}" = 1 ]; then
     stage "training the multi-image tasks from it" env DATA="$data" SAVE_DIR=checkpoints/demo_multi_image \
         MAX_UPDATE="${MULTI_IMAGE_UPDATES:-300}" VALID_EVERY="${VALID_EVERY:-2000}" MAX_LEN=7 LR=5e-4 WARMUP=20 \
         TASKS=nlvr:0.3,multi_image_qa:0.3,multi_image_refcoco:0.4 \
-        sh run_scripts/multitask/train.sh --num-bins $bins --bin-smoothing 0.02 --layer-positions $validation \
+        sh run_scripts/multitask/train.sh --num-bins $bins --bin-smoothing 0.02 $model $validation \
         --finetune-from-model "checkpoints/demo/$checkpoint"
     for task in $multi_tasks; do
         stage "evaluating $task" env CKPT=checkpoints/demo_multi_image/$checkpoint RESULTS="results/$task" \

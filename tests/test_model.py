@@ -261,10 +261,10 @@ def test_an_unknown_backbone_norm_is_refused(refcoco):
 def test_a_checkpoint_config_without_newer_options_builds_with_their_defaults(refcoco):
     task, model = refcoco
     newer = ("checkpoint_activations", "bf16_autocast", "separate_video_backbone", "layer_positions",
-             "image_backbone_norm", "position_values", "position_heads")
+             "image_backbone_norm", "position_values", "position_heads", "region_head")
     old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(model_config(task)).items() if k not in newer})
     rebuilt = UnifyModel.build_model(old, task)
-    assert [old[k] for k in newer] == [False, False, False, False, "batch", False, 0]
+    assert [old[k] for k in newer] == [False, False, False, False, "batch", False, 0, False]
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 

@@ -5,7 +5,7 @@
 # to fairseq.
 # A few hundred updates, from scratch or from the quickstart's model, learn at most the words' priors;
 # to start from the quickstart's model (its vocabulary has 100 bins a side):
-#   sh run_scripts/multi_image_qa/train.sh --num-bins 100 --layer-positions \
+#   sh run_scripts/multi_image_qa/train.sh --num-bins 100 --layer-positions --position-heads 2 --region-head \
 #       --finetune-from-model checkpoints/demo/checkpoint_last.pt
 . "$(dirname "$0")/../train_common.sh"
 train_task --task multi_image_qa --data dataset/demo/multi_image_qa_train.tsv,dataset/demo/multi_image_qa_valid.tsv \

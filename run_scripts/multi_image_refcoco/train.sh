@@ -4,7 +4,7 @@
 # extra arguments go to fairseq.
 # A few hundred updates, from scratch or from the quickstart's model, learn at most the words' priors;
 # to start from the quickstart's model (its vocabulary has 100 bins a side):
-#   sh run_scripts/multi_image_refcoco/train.sh --num-bins 100 --layer-positions \
+#   sh run_scripts/multi_image_refcoco/train.sh --num-bins 100 --layer-positions --position-heads 2 --region-head \
 #       --finetune-from-model checkpoints/demo/checkpoint_last.pt
 . "$(dirname "$0")/../train_common.sh"
 train_task --task multi_image_refcoco \
