@@ -20,8 +20,8 @@ which image cells lie in it: a binary cross entropy on each cell's
 summed over rows and added with weight W. A box target rewards only the
 right region in the end; this tells every cell, from the first update,
 whether it belongs to what the text describes, which makes the encoder bind
-words to image content (the demo's refcoco, alone, 600 updates: acc@0.5
-0.42 -> 0.82).
+words to image content (the demo's refcoco alone, 2 position heads: acc@0.5
+0.42 after 600 updates without it, 0.78 after 450 with weight 3).
 """
 import math
 from dataclasses import dataclass, field
@@ -66,9 +66,9 @@ class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
             loss, sample_size, log = super().forward(model, sample, reduce)
         finally:
             hook.remove()
-        region = region_loss(captured[0], sample["regions"])
+        region, rows = region_loss(captured[0], sample["regions"])
         loss = loss + self.region_loss_weight * region
-        log.update(loss=loss.data, region_loss=region.data, region_rows=int(sample["regions"][:, 0].isfinite().sum()))
+        log.update(loss=loss.data, region_loss=region.data, region_rows=rows)
         return loss, sample_size, log
 
     def get_lprobs_and_target(self, model, net_output, sample):
@@ -130,22 +130,26 @@ class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
 
 
 def region_loss(encoder_out, regions):
-    """Summed over the rows with a region (``regions``: B x 4 x0, y0, x1, y1 fractions of the image, NaN
-    where a row has none): the mean binary cross entropy of the row's image cells' ``region_logits``
-    against whether each lies in the region. A cell does when its centre lies in the box, and so does
-    the cell of the box's centre, which a box smaller than a cell would otherwise leave out."""
+    """(the sum, the number of rows) over the rows with a region (``regions``: B x 4 x0, y0, x1, y1 fractions
+    of the image, NaN where a row has none) whose image comes before the text (an ``<image_k>`` marker
+    splices it into the text instead): the mean binary cross entropy of the row's image cells'
+    ``region_logits`` against whether each lies in the region. A cell does when its centre lies in the box,
+    and so does the cell of the box's centre, which a box smaller than a cell would otherwise leave out."""
     if "region_logits" not in encoder_out:
         raise ValueError("--region-loss-weight needs a model with --region-head (its region_logits)")
-    rows = regions[:, 0].isfinite().nonzero().squeeze(1)
-    cells = int(encoder_out["attend_mask"][rows[0], 0, 0, :encoder_out["region_logits"].size(1)].sum())
-    side = math.isqrt(cells)
-    if side * side != cells:
-        raise ValueError(f"the region loss needs a square image grid, got {cells} cells")
-    logits = encoder_out["region_logits"][rows, :cells].float()
+    logits = encoder_out["region_logits"]
+    cells = encoder_out["attend_mask"][:, 0, 0, :logits.size(1)].sum(1)
+    rows = (regions[:, 0].isfinite() & cells.gt(0).to(regions.device)).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return logits.new_zeros(()), 0
+    side = math.isqrt(int(cells[rows[0]]))
+    if side * side != int(cells[rows[0]]):
+        raise ValueError(f"the region loss needs a square image grid, got {int(cells[rows[0]])} cells")
+    logits = logits[rows.to(logits.device), :side * side].float()
     x0, y0, x1, y1 = regions[rows].to(logits.device).unbind(1)
     inside_x, inside_y = (cells_inside(low, high, side) for low, high in ((x0, x1), (y0, y1)))
     labels = (inside_y[:, :, None] & inside_x[:, None, :]).flatten(1).to(logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum()
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum(), len(rows)
 
 
 def cells_inside(low, high, side):

@@ -70,7 +70,13 @@ def test_rows_without_a_region_are_left_out(refcoco_batch):
     regions[1:3] = float("nan")
     kept = {**encoder_out, "region_logits": encoder_out["region_logits"][[0, 3]],
             "attend_mask": encoder_out["attend_mask"][[0, 3]]}
-    torch.testing.assert_close(region_loss(encoder_out, regions), region_loss(kept, batch["regions"][[0, 3]]))
+    loss, rows = region_loss(encoder_out, regions)
+    assert rows == 2
+    torch.testing.assert_close(loss, region_loss(kept, batch["regions"][[0, 3]])[0])
+    # a row whose image is spliced into the text has no cells in the image block
+    hidden = {**encoder_out, "attend_mask": encoder_out["attend_mask"].clone()}
+    hidden["attend_mask"][0] = False
+    assert region_loss(hidden, regions)[1] == 1
 
 
 def test_a_region_loss_without_a_region_head_is_refused(refcoco_batch):
