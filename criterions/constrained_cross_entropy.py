@@ -60,16 +60,21 @@ class ConstrainedLabelSmoothedCrossEntropy(LabelSmoothedCrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         if not self.region_loss_weight or "regions" not in sample:
             return super().forward(model, sample, reduce)
-        captured = []
-        hook = model.encoder.register_forward_hook(lambda module, inputs, output: captured.append(output))
-        try:
-            loss, sample_size, log = super().forward(model, sample, reduce)
-        finally:
-            hook.remove()
-        region, rows = region_loss(captured[0], sample["regions"])
+        loss, sample_size, log, encoder_out = self.forward_seeing_encoder_out(model, sample, reduce)
+        region, rows = region_loss(encoder_out, sample["regions"])
         loss = loss + self.region_loss_weight * region
         log.update(loss=loss.data, region_loss=region.data, region_rows=rows)
         return loss, sample_size, log
+
+    def forward_seeing_encoder_out(self, model, sample, reduce=True):
+        """The token loss's (loss, sample_size, log), and the encoder output it was computed from, for a
+        loss of its own."""
+        captured = []
+        hook = model.encoder.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            return (*super().forward(model, sample, reduce), captured[0])
+        finally:
+            hook.remove()
 
     def get_lprobs_and_target(self, model, net_output, sample):
         logits, extra = net_output

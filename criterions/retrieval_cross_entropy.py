@@ -41,13 +41,8 @@ class RetrievalCrossEntropy(ConstrainedLabelSmoothedCrossEntropy):
                                                                          hard_negatives)
 
     def forward(self, model, sample, reduce=True):
-        captured = []
-        hook = model.encoder.register_forward_hook(lambda module, inputs, output: captured.append(output))
-        try:
-            loss, sample_size, log = super().forward(model, sample, reduce)
-        finally:
-            hook.remove()
-        contrastive = self.retrieval_loss(model, captured[0], sample)
+        loss, sample_size, log, encoder_out = self.forward_seeing_encoder_out(model, sample, reduce)
+        contrastive = self.retrieval_loss(model, encoder_out, sample)
         loss = loss + self.retrieval_weight * contrastive
         log.update(loss=loss.data, retrieval_loss=contrastive.data)
         return loss, sample_size, log
