@@ -22,6 +22,7 @@ from utils.logs import MESSAGE_ONLY, add_verbose_flag, set_up_logging  # noqa: E
 if __name__ == "__main__":
     set_up_logging(fmt=MESSAGE_ONLY)  # before fairseq is imported (utils/logs.py says why)
 
+from data.errors import BadInputError, DataFileError  # noqa: E402
 from data.tsv import TsvFile  # noqa: E402
 from data.vocab import DICT_FILE, SPM_FILE, write_dictionary  # noqa: E402
 from tasks.base import UniGroundTask  # noqa: E402
@@ -66,16 +67,29 @@ class VocabSizeError(ValueError):
                    f"pieces and <unk> need at least {found[2]}")
 
 
+def recording_errors(lines, errors):
+    """``lines``, appending to ``errors`` what stops them: SentencePiece reports an exception raised
+    by its sentence iterator only as text inside its own RuntimeError."""
+    try:
+        yield from lines
+    except Exception as error:
+        errors.append(error)
+        raise
+
+
 def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
     os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()  # not model_prefix: that would record the output path inside the model
+    reading_errors = []
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=text_lines(inputs), model_writer=model, vocab_size=vocab_size,
-            model_type="unigram", character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
-            unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, shuffle_input_sentence=False,
-            minloglevel=2)
+            sentence_iterator=recording_errors(text_lines(inputs), reading_errors), model_writer=model,
+            vocab_size=vocab_size, model_type="unigram", character_coverage=1.0, byte_fallback=True,
+            hard_vocab_limit=False, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1,
+            shuffle_input_sentence=False, minloglevel=2)
     except RuntimeError as error:
+        if reading_errors:
+            raise reading_errors[0] from None
         raise VocabSizeError.from_sentencepiece(error) from None
     with atomic_open(os.path.join(out_dir, SPM_FILE), "wb") as f:
         f.write(model.getvalue())
@@ -100,6 +114,8 @@ def main(argv=None):
         n = build(args.input, args.out_dir, args.vocab_size, args.num_bins, args.num_time_bins)
     except VocabSizeError as error:
         parser.error(str(error))
+    except (BadInputError, DataFileError, OSError) as error:
+        sys.exit(f"error: {error}")
     print(f"wrote {args.out_dir}/{SPM_FILE} and {DICT_FILE}: {n} text pieces + location tokens")
 
 
