@@ -510,9 +510,14 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
             predictions = self.predict(self.sequence_generator, [model], sample)
             group = self.metric_prefix
             log[f"_eval_count:{group}"] = len(predictions)
-            for name, value in self.score(predictions).items():
+            for name, value in self.validation_scores(predictions).items():
                 log[f"_eval:{group}{name}"] = value * len(predictions)
         return loss, size, log
+
+    def validation_scores(self, predictions):
+        """A validation batch's metrics, each a mean over its predictions that ``reduce_metrics`` weighs by
+        their count; a task whose corpus metric is not such a mean of batch figures overrides it."""
+        return self.score(predictions)
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)

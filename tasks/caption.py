@@ -74,6 +74,19 @@ class CaptionTask(UniGroundTask):
         references = {p["uniq_id"]: p["references"] for p in predictions}
         return caption_scores(hypotheses, references, full=full)
 
+    def validation_scores(self, predictions):
+        """CIDEr with the document frequencies of the whole validation file, which pycocoevalcap takes from
+        the scored references: the count-weighted mean of the batches' figures is then the CIDEr that
+        evaluate.py reports for the file, where each batch's own frequencies would weigh n-grams by
+        the batch."""
+        scores = self.validation_cider.scores([p["caption"] for p in predictions],
+                                              [p["references"] for p in predictions])
+        return {"cider": float(scores.mean())}
+
+    @functools.cached_property
+    def validation_cider(self):
+        return CiderReward([self.tsv_file(self.data_paths()[-1])], self.columns, self.usable_row, end=None)
+
     def sample_scores(self, predictions, full=False):
         """Each caption's CIDEr with the whole set's document frequencies (their mean is ``score``'s)."""
         cider = caption_sample_cider({p["uniq_id"]: p["caption"] for p in predictions},

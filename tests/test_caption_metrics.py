@@ -66,6 +66,19 @@ def test_validation_cider_equals_pycocoevalcap_on_the_raw_references(leave_one_o
     assert abs(caption_scores(hypotheses, normalised, full=False)["cider"] - expected) > 1e-4
 
 
+def test_validation_batches_add_up_to_the_files_cider(leave_one_out):
+    """Validation batches scored one at a time and weighed by their size, as reduce_metrics does, give the
+    file's CIDEr: each caption is scored with the whole file's document frequencies, not its batch's."""
+    task, predictions, _ = leave_one_out
+    expected = task.score(predictions)["cider"]
+    batches = [predictions[i:i + 16] for i in range(0, len(predictions), 16)]
+    validation = sum(task.validation_scores(batch)["cider"] * len(batch) for batch in batches) / len(predictions)
+    assert validation == pytest.approx(expected, abs=1e-9)
+    # Each batch with its own frequencies (what validation reported before) is another figure.
+    batch_means = sum(task.score(batch)["cider"] * len(batch) for batch in batches) / len(predictions)
+    assert abs(batch_means - expected) > 0.01
+
+
 @pytest.mark.slow  # METEOR loads its paraphrase tables in Java: 20 s a run
 def test_evaluation_metrics_equal_pycocoevalcap_on_the_raw_references(leave_one_out):
     task, predictions, references = leave_one_out
