@@ -40,6 +40,7 @@ from geometry.codec import LocationCodec, box_iou, span_iou
 from ie.records import SUBTASK_KEYS, Entity, Event, Relation, parse_records
 
 KINDS = ("entity", "relation", "trigger", "argument")
+COUNTED = ("pred", "gold", "tp", "grounded_tp")  # the unit counts of each kind that add up over samples
 MODALITIES = ("T", "I", "V", "A")  # the order mixes are written in
 MUIE_MIXES = ("I", "V", "A", "T", "T+I", "T+V", "T+A", "I+A", "T+I+A", "V+A")
 IOU_THRESHOLD = 0.5
@@ -219,6 +220,20 @@ def _rates(counts, prefix):
     return scores
 
 
+def summed_counts(scores):
+    """The counts of ``ie_scores``'s result that add up over disjoint sets of samples: per kind
+    ``<kind>/pred``, ``/gold``, ``/tp``, ``/grounded_tp``, and ``malformed``."""
+    counts = {f"{kind}/{name}": scores[f"{kind}/{name}"] for kind in KINDS for name in COUNTED}
+    counts["malformed"] = scores["malformed"]
+    return counts
+
+
+def rates_of_counts(counts):
+    """P/R/F1 and their grounded forms per kind, named as ``ie_scores`` names them, from counts
+    (``summed_counts``) added up over sets of samples."""
+    return _rates({kind: Counts(**{name: counts[f"{kind}/{name}"] for name in COUNTED}) for kind in KINDS}, "")
+
+
 def annotation_records(annotation):
     """Every record of an annotation object (the generic layout's JSON cell, or a prediction written
     like one): its entities, relations and events, each parsed by ie.records.parse_records (an
@@ -265,7 +280,7 @@ def ie_scores(samples):
             malformed[group] += sample.malformed
     scores = {"samples": sample_count[""], "malformed": malformed[""]}
     for kind in KINDS:
-        for name in ("pred", "gold", "tp", "grounded_tp"):
+        for name in COUNTED:
             scores[f"{kind}/{name}"] = getattr(counts[""][kind], name)
     scores.update(_rates(counts[""], ""))
     for group in sorted((g for g in counts if g), key=_group_order):

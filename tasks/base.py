@@ -37,6 +37,7 @@ from geometry.codec import MAX_IMAGES, LocationCodec
 from tasks.guarded_training import GuardedTraining
 from tasks.lengths import LENGTH_LIMITS, LengthLimits
 from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
+from tasks.validation_metrics import ROWS, log_validation_metrics, logged_counts
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 
 logger = logging.getLogger(__name__)
@@ -508,16 +509,25 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
         log["exif_rotated"] = self.bad_rows.count_exif_rotated(sample)
         if self.sequence_generator is not None:
             predictions = self.predict(self.sequence_generator, [model], sample)
-            group = self.metric_prefix
-            log[f"_eval_count:{group}"] = len(predictions)
-            for name, value in self.validation_scores(predictions).items():
-                log[f"_eval:{group}{name}"] = value * len(predictions)
+            log.update(logged_counts(self.metric_prefix, self.validation_counts(predictions)))
         return loss, size, log
 
-    def validation_scores(self, predictions):
-        """A validation batch's metrics, each a mean over its predictions that ``reduce_metrics`` weighs by
-        their count; a task whose corpus metric is not such a mean of batch figures overrides it."""
-        return self.score(predictions)
+    def validation_counts(self, predictions):
+        """Additive counts of a validation batch, summed over batches and ranks into the whole set's, from
+        which ``validation_metrics`` computes the metrics (tasks/validation_metrics.py). By default each
+        score times the batch's rows, and the rows: right where ``score`` gives means over rows."""
+        counts = {name: value * len(predictions) for name, value in self.score(predictions).items()}
+        counts[ROWS] = len(predictions)
+        return counts
+
+    def validation_metrics(self, counts):
+        """The validation metrics from ``validation_counts`` summed over the set: by default their means."""
+        rows = counts.get(ROWS, 0)
+        return {name: value / rows for name, value in counts.items() if name != ROWS} if rows else {}
+
+    def task_of_metric_group(self, group):
+        """The task whose ``validation_metrics`` reads the counts logged under metric prefix ``group``."""
+        return self
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
@@ -525,16 +535,7 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
             count = sum(log.get(name, 0) for log in logging_outputs)
             if count:
                 metrics.log_scalar_sum(name, count)
-        keys = {k for log in logging_outputs for k in log if k.startswith("_eval:")}
-        groups = {k[len("_eval_count:"):] for log in logging_outputs for k in log if k.startswith("_eval_count:")}
-        for key in sorted(keys):
-            name = key[len("_eval:"):]
-            # Metric names may hold '/' themselves (IE's entity/f1), so the group is the longest
-            # metric prefix that was counted, not the text before the first '/'.
-            group = max((g for g in groups if name.startswith(g)), key=len)
-            count = sum(log.get(f"_eval_count:{group}", 0) for log in logging_outputs)
-            total = sum(log.get(key, 0) for log in logging_outputs)
-            metrics.log_scalar(name, total / count, weight=count, round=4)
+        log_validation_metrics(logging_outputs, self.task_of_metric_group)
 
 
 def sibling_task(name, cfg, vocab, **options):

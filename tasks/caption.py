@@ -12,6 +12,7 @@ from evaluation.metrics import caption_sample_cider, caption_scores
 from evaluation.report import SampleView
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Caption
+from tasks.validation_metrics import ROWS
 
 _NO_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation})
 
@@ -74,14 +75,13 @@ class CaptionTask(UniGroundTask):
         references = {p["uniq_id"]: p["references"] for p in predictions}
         return caption_scores(hypotheses, references, full=full)
 
-    def validation_scores(self, predictions):
-        """CIDEr with the document frequencies of the whole validation file, which pycocoevalcap takes from
-        the scored references: the count-weighted mean of the batches' figures is then the CIDEr that
-        evaluate.py reports for the file, where each batch's own frequencies would weigh n-grams by
-        the batch."""
+    def validation_counts(self, predictions):
+        """The sum of the captions' CIDEr with the document frequencies of the whole validation file, as
+        pycocoevalcap takes them from the scored references: its mean over the file is then the CIDEr
+        evaluate.py reports, where a batch's own frequencies would weigh n-grams by the batch."""
         scores = self.validation_cider.scores([p["caption"] for p in predictions],
                                               [p["references"] for p in predictions])
-        return {"cider": float(scores.mean())}
+        return {"cider": float(scores.sum()), ROWS: len(predictions)}
 
     @functools.cached_property
     def validation_cider(self):

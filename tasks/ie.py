@@ -23,7 +23,7 @@ from ie.records import (AnnotationError, Ground, ground_outside_image, in_order,
                         moved_grounds, parse_records, parse_schema, read_schema_file, record_labels, schema_json,
                         to_annotation)
 from ie.report import records_view
-from ie.scoring import IESample, annotation_records, ie_scores, modality_mix
+from ie.scoring import IESample, annotation_records, ie_scores, modality_mix, rates_of_counts, summed_counts
 from ie.tokens import Frame, IETargetError, parse, serialise, target_length
 from tasks.base import UniGroundConfig, UniGroundTask
 from tasks.results import Records
@@ -190,14 +190,26 @@ class IETask(UniGroundTask):
     def score(self, predictions, full=False):
         """MUIE's P/R/F1 (and grounded F1, mean IoU, malformed count); ``full`` adds the breakdowns per
         modality mix and per source dataset, and the counts behind every rate."""
-        scores = ie_scores([IESample(annotation_records(p["prediction"]), annotation_records(p["reference"]),
-                                     p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"],
-                                     p["dataset"])
-                            for p in predictions])
+        scores = self.muie_scores(predictions)
         if full:
             return scores
         return {k: v for k, v in scores.items()
                 if k == "malformed" or k.endswith("f1") and not k.startswith(("mix/", "dataset/"))}
+
+    def muie_scores(self, predictions):
+        return ie_scores([IESample(annotation_records(p["prediction"]), annotation_records(p["reference"]),
+                                   p["mix"], tuple(p["size"]) if p["size"] else None, p["malformed"], p["dataset"])
+                          for p in predictions])
+
+    def validation_counts(self, predictions):
+        """Units predicted, gold and matched per kind, and malformed outputs: the F1s of their sums are the
+        set's (a mean of batch F1s is not)."""
+        return summed_counts(self.muie_scores(predictions))
+
+    def validation_metrics(self, counts):
+        """``score``'s quick metrics (the F1s and the malformed count) of the whole validation set."""
+        f1s = {name: value for name, value in rates_of_counts(counts).items() if name.endswith("f1")}
+        return {**f1s, "malformed": counts["malformed"]}
 
     def report_view(self, prediction, row):
         return records_view(prediction)

@@ -16,6 +16,7 @@ from fairseq.tasks import register_task
 from data.mixture import MixtureDataset
 from tasks.base import UniGroundConfig, UniGroundTask, sibling_task
 from tasks.lengths import LENGTH_LIMITS
+from tasks.validation_metrics import has_counts
 from utils.checkpoint import IDENTITY, CheckpointMismatchError
 
 
@@ -104,13 +105,16 @@ class MultitaskTask(UniGroundTask):
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        if any(k.startswith("_eval_count:") for log in logging_outputs for k in log):
+        if has_counts(logging_outputs):
             metrics.log_derived("score", self.combined_score)
+
+    def task_of_metric_group(self, group):
+        return self.subtasks[group.removesuffix("/")] if group else self
 
     def combined_score(self, meters):
         """Ratio-weighted mean of the sub-tasks' primary metrics seen in this validation."""
-        seen = {name: meters[f"{name}/{task.primary_metric}"].avg for name, task in self.subtasks.items()
-                if f"{name}/{task.primary_metric}" in meters}
+        seen = {name: meters.get_smoothed_value(f"{name}/{task.primary_metric}")
+                for name, task in self.subtasks.items() if f"{name}/{task.primary_metric}" in meters}
         if not seen:
             return 0.0
         total = sum(self.ratios[name] for name in seen)

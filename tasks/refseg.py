@@ -130,6 +130,19 @@ class RefsegTask(UniGroundTask):
             scores["malformed"] = malformed
         return scores
 
+    def validation_counts(self, predictions):
+        """Means over rows as by default, and for cIoU the pixels of the intersections and unions."""
+        counts = super().validation_counts(predictions)
+        del counts["cIoU"]
+        counts["intersection"] = sum(p["intersection"] for p in predictions)
+        counts["union"] = sum(p["union"] for p in predictions)
+        return counts
+
+    def validation_metrics(self, counts):
+        pixels = ("intersection", "union")
+        scores = super().validation_metrics({name: value for name, value in counts.items() if name not in pixels})
+        return {"cIoU": counts["intersection"] / counts["union"] if counts["union"] else 0.0, **scores}
+
     def sample_scores(self, predictions, full=False):
         """Each sample's IoU (under mIoU, the mean of them) and acc@0.5; cIoU exists only over a set."""
         return [{"mIoU": p["iou"], "acc@0.5": float(p["iou"] >= 0.5), "malformed": int(p["malformed"])}

@@ -6,13 +6,15 @@ import sys
 from argparse import Namespace
 
 import torch
-from fairseq import options, tasks
+from fairseq import metrics, options, tasks
 from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from fairseq.trainer import Trainer
 from omegaconf import OmegaConf
+
+from tasks.validation_metrics import logged_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -190,3 +192,15 @@ def landed_task(name, demo_dir, vocab_dir, out):
         data = f"{demo_dir}/{train},{data}"
     options = {k: str(demo_dir / v) if k == "catalogue" else v for k, v in options.items()}
     return build_task(name, data, vocab_dir, **options), data
+
+
+def validated(task, predictions, batch_size):
+    """The metrics validation reports for ``predictions`` scored in batches: each batch's counts logged
+    (as valid_step logs them) and reduced, as fairseq reduces a validation's batches."""
+    with metrics.aggregate(new_root=True) as aggregated:
+        for start in range(0, len(predictions), batch_size):
+            batch = predictions[start:start + batch_size]
+            log = {"ntokens": len(batch), "nsentences": len(batch),
+                   **logged_counts(task.metric_prefix, task.validation_counts(batch))}
+            task.reduce_metrics([log], build_criterion(task))
+        return aggregated.get_smoothed_values()

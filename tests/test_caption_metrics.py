@@ -72,8 +72,9 @@ def test_validation_batches_add_up_to_the_files_cider(leave_one_out):
     task, predictions, _ = leave_one_out
     expected = task.score(predictions)["cider"]
     batches = [predictions[i:i + 16] for i in range(0, len(predictions), 16)]
-    validation = sum(task.validation_scores(batch)["cider"] * len(batch) for batch in batches) / len(predictions)
-    assert validation == pytest.approx(expected, abs=1e-9)
+    counts = [task.validation_counts(batch) for batch in batches]
+    summed = {name: sum(c[name] for c in counts) for name in counts[0]}
+    assert task.validation_metrics(summed)["cider"] == pytest.approx(expected, abs=1e-9)
     # Each batch with its own frequencies (what validation reported before) is another figure.
     batch_means = sum(task.score(batch)["cider"] * len(batch) for batch in batches) / len(predictions)
     assert abs(batch_means - expected) > 0.01

@@ -8,25 +8,29 @@ import sys
 
 import pytest
 import torch
-from fairseq import metrics
 
-from helpers import build_criterion, build_task, read_lines, tiny_model_args, write_tsv
+from helpers import build_task, read_lines, tiny_model_args, validated, write_tsv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_single_ie_task_validation_reduces_slash_named_metrics_over_its_own_count(demo_dir, vocab_dir):
-    """ner alone logs ``_eval:entity/f1`` with ``_eval_count:`` (no task prefix): each value is the
-    count-weighted mean over the logging outputs, not a division by a count looked up under 'entity/'."""
+def test_ie_validation_reports_the_f1_of_the_whole_set_not_a_mean_of_batches(demo_dir, vocab_dir):
+    """Validation in batches of 4 gives the F1s (and malformed count) that scoring all the predictions at
+    once gives, as evaluate.py does; a mean of the batches' F1s differs."""
     task = build_task("ner", f"{demo_dir}/ner_valid.tsv", vocab_dir)
-    logs = [{"_eval_count:": 3, "_eval:entity/f1": 3 * 0.5, "_eval:entity/grounded_f1": 3 * 0.25, "_eval:malformed": 3},
-            {"_eval_count:": 1, "_eval:entity/f1": 1 * 1.0, "_eval:entity/grounded_f1": 0.0, "_eval:malformed": 0}]
-    with metrics.aggregate() as aggregated:
-        task.reduce_metrics(logs, build_criterion(task))
-    values = aggregated.get_smoothed_values()
-    assert values["entity/f1"] == pytest.approx((1.5 + 1.0) / 4, abs=1e-4)
-    assert values["entity/grounded_f1"] == pytest.approx(0.75 / 4, abs=1e-4)
-    assert values["malformed"] == pytest.approx(0.75, abs=1e-4)
+    task.load_dataset("valid")
+    metas = [task.dataset("valid")[i]["meta"] for i in range(24)]
+    predictions = [{"mix": m["mix"], "dataset": m["dataset"], "size": list(m["size"]) if m["size"] else None,
+                    "malformed": int(i % 3 == 0), "reference": m["reference"],
+                    "prediction": m["reference"] if i % 4 else metas[(i + 1) % len(metas)]["reference"]}
+                   for i, m in enumerate(metas)]
+    expected = task.score(predictions)
+    values = validated(task, predictions, batch_size=4)
+    assert {"entity/f1", "entity/grounded_f1", "malformed"} <= set(values)
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(value, abs=1e-4), name
+    batch_means = sum(task.score(predictions[s:s + 4])["entity/f1"] for s in range(0, 24, 4)) / 6
+    assert abs(batch_means - expected["entity/f1"]) > 1e-3
 
 
 def run_script(script, env):

@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import ROOT, model_flags
 from helpers import build_criterion, build_model, build_task, child_processes, read_lines, set_cell, write_tsv
+from tasks.validation_metrics import COUNT_KEY, ROWS
 from test_media import png_bytes
 
 FAIRSEQ_BATCH_MULTIPLE = 8  # fairseq's --required-batch-size-multiple default, which train.py keeps
@@ -89,7 +90,7 @@ def test_validation_scores_every_row_whatever_the_batch_multiple(tmp_path, demo_
     with torch.no_grad():
         for batch in batches(task, "valid", batch_size=32, num_workers=0):
             ids += batch["id"].tolist()
-            scored += task.valid_step(batch, model, criterion)[2]["_eval_count:"]
+            scored += task.valid_step(batch, model, criterion)[2][f"{COUNT_KEY}|{ROWS}"]
     assert sorted(ids) == list(range(count)) and scored == count
 
 

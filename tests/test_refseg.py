@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from data.errors import BadInputError
-from helpers import build_model, build_task, losses_over_steps, read_lines, set_cell, write_tsv
+from helpers import build_model, build_task, losses_over_steps, read_lines, set_cell, validated, write_tsv
 from preprocess import coco_to_tsv
 from geometry.codec import LocationCodec
 from decoding.polygon import PolygonSyntax, canonical_polygon
@@ -450,3 +450,19 @@ def test_coco_refseg_rows_load_and_their_targets_redraw_the_instances(tmp_path, 
     print(f"coco-mini refseg gold targets: mean IoU {np.mean(ious):.4f} over {len(ious)} rows, "
           f"--max-tgt-length sized to {task.cfg.max_tgt_length}")
     assert len(ious) == 115 and np.mean(ious) >= 0.85
+
+
+def test_validation_reports_the_cIoU_of_the_whole_set_not_a_mean_of_batches(demo_dir, vocab_dir):
+    """cIoU sums the pixels of all intersections over all unions; in batches of 3, validation gives what
+    scoring every prediction at once gives (large masks weigh more), and mIoU, acc@0.5, malformed_rate too."""
+    task = build_task("refseg", f"{demo_dir}/refseg_valid.tsv", vocab_dir)
+    unions = [100, 10_000, 400, 2_500, 50, 900, 30_000, 64, 1_000]
+    ious = [1, 0, 1, 0.25, 1, 0.5, 0, 1, 0.75]  # the largest masks missed
+    predictions = [{"intersection": int(union * iou), "union": union, "iou": iou, "malformed": k % 5 == 0}
+                   for k, (union, iou) in enumerate(zip(unions, ious))]
+    expected = task.score(predictions)
+    values = validated(task, predictions, batch_size=3)
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(value, abs=1e-4), name
+    batch_means = np.mean([task.score(predictions[s:s + 3])["cIoU"] for s in range(0, 9, 3)])
+    assert abs(batch_means - expected["cIoU"]) > 0.01
