@@ -195,22 +195,37 @@ def _confidence_of(answer, references, normalise):
     return max((float(c) for r, c in references.items() if normalise_answer(r) == answer), default=0.0)
 
 
-def seen_unseen_accuracy(correct, seen=None):
-    """Accuracy of per-sample booleans; with ``seen`` (True/False per sample, None where unknown) also
-    the accuracy on seen and on unseen samples and their harmonic mean (0 if either is 0), each
-    reported only when its samples exist."""
-    correct = np.asarray(correct, dtype=float)
-    scores = {"accuracy": float(correct.mean()) if len(correct) else 0.0}
-    if seen is None or all(s is None for s in seen):
-        return scores
-    for name, flag in (("seen", True), ("unseen", False)):
-        picked = [c for c, s in zip(correct, seen) if s is flag]
-        if picked:
-            scores[f"{name}_accuracy"] = float(np.mean(picked))
+def seen_unseen_counts(correct, seen=None):
+    """Correct answers and samples (``accuracy_correct``, ``accuracy_rows``), and with ``seen`` (True/False
+    per sample, None where unknown) the same among seen and among unseen samples (``seen_accuracy_...``,
+    ``unseen_accuracy_...``): counts that add up over sets of samples."""
+    counts = {"accuracy_correct": int(sum(map(bool, correct))), "accuracy_rows": len(correct)}
+    if seen is not None and any(s is not None for s in seen):
+        for name, flag in (("seen", True), ("unseen", False)):
+            picked = [bool(c) for c, s in zip(correct, seen) if s is flag]
+            counts[f"{name}_accuracy_correct"], counts[f"{name}_accuracy_rows"] = sum(picked), len(picked)
+    return counts
+
+
+def accuracies_of_counts(counts):
+    """Accuracy, and from the counts of seen and unseen samples (``seen_unseen_counts``) their accuracies
+    and harmonic mean (0 if either is 0), each reported only when its samples exist."""
+    scores = {}
+    for name in ("accuracy", "seen_accuracy", "unseen_accuracy"):
+        if counts.get(f"{name}_rows"):
+            scores[name] = counts[f"{name}_correct"] / counts[f"{name}_rows"]
+    scores.setdefault("accuracy", 0.0)
     if "seen_accuracy" in scores and "unseen_accuracy" in scores:
         a, b = scores["seen_accuracy"], scores["unseen_accuracy"]
         scores["harmonic_mean"] = 2 * a * b / (a + b) if a + b > 0 else 0.0
     return scores
+
+
+def seen_unseen_accuracy(correct, seen=None):
+    """Accuracy of per-sample booleans; with ``seen`` (True/False per sample, None where unknown) also
+    the accuracy on seen and on unseen samples and their harmonic mean (0 if either is 0), each
+    reported only when its samples exist."""
+    return accuracies_of_counts(seen_unseen_counts(correct, seen))
 
 
 def recall_at_k(ranks, ks):

@@ -27,8 +27,9 @@ from retrieval.embedding import EntityTexts
 from retrieval.retriever import Retriever
 from tasks.closed_set import ClosedSetConfig, ClosedSetTask
 from tasks.results import EntityAnswer
+from tasks.validation_metrics import ROWS
 from decoding.constraints import DecoderPrompted
-from evaluation.metrics import recall_at_k, seen_unseen_accuracy
+from evaluation.metrics import accuracies_of_counts, recall_at_k, seen_unseen_accuracy, seen_unseen_counts
 from evaluation.report import SampleView
 
 logger = logging.getLogger(__name__)
@@ -147,12 +148,29 @@ class EntityRecognitionTask(ClosedSetTask):
         return prediction
 
     def score(self, predictions, full=False):
-        scores = seen_unseen_accuracy([p["entity_id"] == p["reference"] for p in predictions],
-                                      [p["seen"] for p in predictions])
-        if predictions and all("retrieval_rank" in p for p in predictions):
-            ks = sorted({k for k in (1, 5, 10) if k < self.cfg.retrieval_k} | {self.cfg.retrieval_k})
-            scores.update(recall_at_k([p["retrieval_rank"] for p in predictions], ks))
-        return scores
+        return {**seen_unseen_accuracy(*self.correct_and_seen(predictions)), **self.retrieval_recalls(predictions)}
+
+    def correct_and_seen(self, predictions):
+        return [p["entity_id"] == p["reference"] for p in predictions], [p["seen"] for p in predictions]
+
+    def retrieval_recalls(self, predictions):
+        """recall@k of the gold entity among the retrieved candidates, when every prediction was retrieved."""
+        if not predictions or not all("retrieval_rank" in p for p in predictions):
+            return {}
+        ks = sorted({k for k in (1, 5, 10) if k < self.cfg.retrieval_k} | {self.cfg.retrieval_k})
+        return recall_at_k([p["retrieval_rank"] for p in predictions], ks)
+
+    def validation_counts(self, predictions):
+        """Correct answers and rows, overall and among seen and among unseen rows (each accuracy is a mean
+        over its own rows), and the recall@k hits."""
+        counts = {name: value * len(predictions) for name, value in self.retrieval_recalls(predictions).items()}
+        counts[ROWS] = len(predictions)
+        return {**counts, **seen_unseen_counts(*self.correct_and_seen(predictions))}
+
+    def validation_metrics(self, counts):
+        accuracy = {name: value for name, value in counts.items() if "accuracy" in name}
+        recalls = super().validation_metrics({name: value for name, value in counts.items() if name not in accuracy})
+        return {**accuracies_of_counts(accuracy), **recalls}
 
     # ---- retrieval ------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import torch
 
 from data.catalogue import read_catalogue
 from data.errors import BadInputError
-from helpers import build_model, build_task, set_cell
+from helpers import build_model, build_task, set_cell, validated
 from preprocess.demo_world.images import CATALOGUE_FILE, LANDMARK_COLOURS, LANDMARK_SHAPES, UNSEEN_LANDMARKS
 from evaluation.metrics import seen_unseen_accuracy
 
@@ -173,6 +173,22 @@ def test_seen_unseen_accuracy_and_harmonic_mean_by_hand():
     assert seen_unseen_accuracy(correct, seen)["harmonic_mean"] == pytest.approx(0.6)
     assert seen_unseen_accuracy([True, False], [None, None]) == {"accuracy": 0.5}
     assert seen_unseen_accuracy([True, False], [True, True]) == {"accuracy": 0.5, "seen_accuracy": 0.5}
+
+
+def test_validation_reports_seen_and_unseen_accuracy_over_their_own_rows(demo_dir, vocab_dir):
+    """In batches of 4, validation's seen and unseen accuracy and harmonic mean are those of all the rows at
+    once (each over its own rows), not row-weighted means of the batches' figures."""
+    task = demo_task(demo_dir, vocab_dir)
+    seen = [True, True, True, False, True, True, False, True, False, False, False, True]
+    correct = [True, True, False, False, True, False, True, True, True, False, True, True]
+    predictions = [{"entity_id": "Q1" if c else "Q2", "reference": "Q1", "seen": s} for c, s in zip(correct, seen)]
+    expected = task.score(predictions)
+    assert set(expected) == {"accuracy", "seen_accuracy", "unseen_accuracy", "harmonic_mean"}
+    values = validated(task, predictions, batch_size=4)
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(value, abs=1e-4), name
+    batches = [task.score(predictions[s:s + 4]) for s in range(0, 12, 4)]
+    assert abs(sum(b["unseen_accuracy"] for b in batches) / 3 - expected["unseen_accuracy"]) > 0.01
 
 
 # ---- the demo world -------------------------------------------------------------------------------------------
