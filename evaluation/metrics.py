@@ -1,7 +1,10 @@
 """Corpus metrics shared by the tasks and evaluate.py."""
 import logging
 import math
+import os
 import shutil
+import subprocess
+import tempfile
 from collections import Counter
 
 import numpy as np
@@ -9,13 +12,14 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+from pycocoevalcap.tokenizer import ptbtokenizer
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
 from evaluation.vqa_accuracy import normalise_answer
 from geometry.codec import box_iou, span_iou
-from utils.logs import child_stderr_to_debug
 
 logger = logging.getLogger(__name__)
+PTB_JAR = os.path.join(os.path.dirname(ptbtokenizer.__file__), ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
 
 
 def box_ious(predicted_boxes, reference_boxes):
@@ -31,12 +35,33 @@ def grounding_scores(predicted_boxes, reference_boxes):
 
 def ptb_tokenize(texts_by_id):
     """{id: [text, ...]} -> {id: [tokenised text, ...]} with the COCO evaluation's tokenizer (Java):
-    PTB tokens, lower-cased, punctuation tokens dropped (``turkey's.`` -> ``turkey 's``)."""
+    PTB tokens, lower-cased, punctuation tokens dropped (``turkey's.`` -> ``turkey 's``).
+
+    pycocoevalcap's ``PTBTokenizer`` run (its jar, options and punctuation list) with three differences:
+    the texts go through a file in the system's temporary folder, not in the installed package (read-only
+    in many cluster installs and containers); a failed Java run is an error with its message; and every
+    line break a text holds becomes a space, so that one text is one line and no caption is lost or
+    shifted onto another id (pycocoevalcap only replaces ``\\n``)."""
     if shutil.which("java") is None:
         raise RuntimeError("caption scoring needs Java for pycocoevalcap's PTB tokenizer (and METEOR): "
                            "install a JRE (Debian: apt-get install default-jre-headless)")
-    with child_stderr_to_debug("pycocoevalcap"):
-        return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts_by_id.items()})
+    ids = [k for k, texts in texts_by_id.items() for _ in texts]
+    lines = [" ".join(text.splitlines()) for texts in texts_by_id.values() for text in texts]
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as sentences:
+        sentences.write("\n".join(lines))
+        sentences.flush()
+        run = subprocess.run(["java", "-cp", PTB_JAR, "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+                              "-lowerCase", sentences.name], capture_output=True)
+    for line in run.stderr.decode(errors="replace").splitlines():
+        logger.debug("%s", line)
+    tokenised = run.stdout.decode().split("\n")
+    if run.returncode != 0 or len(tokenised) < len(lines):
+        raise RuntimeError(f"pycocoevalcap's PTB tokenizer failed (exit {run.returncode}, {len(tokenised)} lines "
+                           f"for {len(lines)} texts): {run.stderr.decode(errors='replace')[-1000:]}")
+    out = {k: [] for k in texts_by_id}
+    for k, line in zip(ids, tokenised):
+        out[k].append(" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS))
+    return out
 
 
 def ptb_words(texts):

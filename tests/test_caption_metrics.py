@@ -13,7 +13,8 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from conftest import SHARED_DATA
 from helpers import build_task, write_tsv
 from tasks.caption import normalise_caption
-from evaluation.metrics import caption_inputs, caption_scores
+from evaluation import metrics
+from evaluation.metrics import caption_inputs, caption_scores, ptb_tokenize
 
 COCO = os.path.join(SHARED_DATA, "coco-mini")
 
@@ -99,3 +100,18 @@ def test_references_reach_the_scorers_as_the_ptb_tokenizer_splits_them():
     # -lrb-/-rrb- that pycocoevalcap's punctuation list (upper case) misses
     assert gts == {"1": ["a turkey 's head -lrb- roasted -rrb-", "two big dogs"]} and res == {"1": ["a turkey s head"]}
     assert caption_scores({"1": "a turkey s head"}, {"1": ["A turkey's head."]}, full=False)["cider"] == 0.0
+
+
+def test_a_line_break_inside_a_caption_keeps_every_caption_on_its_own_id():
+    """pycocoevalcap's PTBTokenizer replaces only "\\n": a caption holding "\\r" or U+2028 became two lines
+    for Java and every later caption moved to the id before it. Ours tokenises them as spaces."""
+    texts = {"a": ["A red\rsquare."], "b": ["", "Two\u2028dogs"], "c": ["Café au lait, naïve."]}
+    assert ptb_tokenize(texts) == {"a": ["a red square"], "b": ["", "two dogs"], "c": ["café au lait naïve"]}
+    shifted = PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
+    assert shifted["c"] != ["café au lait naïve"]  # pycocoevalcap's own run moves it
+
+
+def test_a_failed_tokenizer_run_is_an_error_not_missing_captions(monkeypatch, tmp_path):
+    monkeypatch.setattr(metrics, "PTB_JAR", str(tmp_path / "absent.jar"))
+    with pytest.raises(RuntimeError, match=r"PTB tokenizer failed \(exit 1, 1 lines for 2 texts\)"):
+        ptb_tokenize({"a": ["A red square.", "A blue circle."]})

@@ -107,7 +107,7 @@ def test_validation_logs_its_progress_from_the_first_batch(demo_dir, vocab_dir, 
 
 
 def test_the_java_tokenizers_stderr_becomes_debug_lines(capfd, caplog):
-    with caplog.at_level(logging.DEBUG, logger="pycocoevalcap"):
+    with caplog.at_level(logging.DEBUG, logger="evaluation.metrics"):
         tokens = ptb_tokenize({"a": ["A red Square."]})
     assert tokens == {"a": ["a red square"]}
     assert capfd.readouterr().err == ""

@@ -7,11 +7,8 @@ matplotlib's font scan through) unless it is configured already, and text_to_spe
 tensorboardX notice. ``main`` calls it again with the parsed ``--verbose``. Only the standard library
 is imported here, so this module can come first.
 """
-import contextlib
 import logging
-import os
 import sys
-import tempfile
 import warnings
 
 FAIRSEQ_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
@@ -46,21 +43,3 @@ def set_up_logging(verbose=None, fmt=FAIRSEQ_FORMAT, stream=None):
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     for message in IDLE_SETTING_WARNINGS + LIBRARY_DEPRECATIONS:
         warnings.filterwarnings("default" if verbose else "ignore", message=message)
-
-
-@contextlib.contextmanager
-def child_stderr_to_debug(name):
-    """Log what programs started inside write to stderr (the statistics and warnings of pycocoevalcap's
-    Java tokenizer) as DEBUG lines of logger ``name``, rather than letting them through."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                logging.getLogger(name).debug("%s", line)
