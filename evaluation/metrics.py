@@ -1,4 +1,5 @@
 """Corpus metrics shared by the tasks and evaluate.py."""
+import functools
 import logging
 import math
 import os
@@ -78,6 +79,12 @@ def caption_inputs(hypotheses, references):
     return {k: tokenised["ref", k] for k in hypotheses}, {k: tokenised["hyp", k] for k in hypotheses}
 
 
+@functools.cache
+def meteor():
+    """One METEOR scorer for the process: each is a Java process that loads its paraphrase tables (seconds)."""
+    return Meteor()
+
+
 def caption_scores(hypotheses, references, full=True):
     """hypotheses {id: str}, references {id: [raw str, ...]} -> metrics through pycocoevalcap, on
     PTB-tokenised text as the COCO caption evaluation computes them (``caption_inputs``).
@@ -91,7 +98,7 @@ def caption_scores(hypotheses, references, full=True):
     bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
     return {
         "BLEU-4": float(bleu[3]),
-        "METEOR": float(Meteor().compute_score(gts, res)[0]),
+        "METEOR": float(meteor().compute_score(gts, res)[0]),
         "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
         "CIDEr": float(Cider().compute_score(gts, res)[0]),
     }
