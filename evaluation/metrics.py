@@ -56,7 +56,7 @@ def ptb_tokenize(texts_by_id):
     for line in run.stderr.decode(errors="replace").splitlines():
         logger.debug("%s", line)
     tokenised = run.stdout.decode().split("\n")
-    if run.returncode != 0 or len(tokenised) < len(lines):
+    if run.returncode != 0 or len(tokenised) != max(len(lines), 1):  # Java writes a line per line read
         raise RuntimeError(f"pycocoevalcap's PTB tokenizer failed (exit {run.returncode}, {len(tokenised)} lines "
                            f"for {len(lines)} texts): {run.stderr.decode(errors='replace')[-1000:]}")
     out = {k: [] for k in texts_by_id}
