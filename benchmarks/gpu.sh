@@ -1,7 +1,7 @@
 #!/bin/sh
 # The GPU figures of benchmarks/RESULTS.md in one run, each benchmark's output in OUT_DIR/<n>-<name>.txt:
 # training MFU of unify_base and ofa_base (bf16 autocast, the largest power-of-two batch that fits; where
-# the device time goes; unify_base with compiled layers),
+# the device time goes; with the backbone's BatchNorm frozen; unify_base with compiled layers),
 # beam-search generation at batch 1 and 32, and the image pipeline.
 #   sh benchmarks/gpu.sh OUT_DIR
 # PYTHON chooses the interpreter (default .venv's, else python3), ARCHS the models (default unify_base,ofa_base).
@@ -28,7 +28,7 @@ bench() {
     echo "== $name: $(( $(date +%s) - start )) s"
 }
 
-bench train_step --device cuda --archs "$archs" --precisions bf16 --batch base=auto --profile 12 --world "$world"
+bench train_step --device cuda --archs "$archs" --precisions bf16 --batch base=auto --profile 12 --frozen-norm --world "$world"
 bench generate --device cuda --archs "$archs" --precision bf16 --batches 1,32 --world "$world"
 bench image_pipeline --device cuda
 # torch.compile'd layers at the batch the plain run picks on an H200

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_step.py                       # CPU: fp32 and bf16 autocast
     .venv/bin/python benchmarks/train_step.py --device cuda         # GPU: bf16, unify_base batch filling the card
     .venv/bin/python benchmarks/train_step.py --compile             # also with --compile-layers
+    .venv/bin/python benchmarks/train_step.py --frozen-norm         # also with the backbone's BatchNorm frozen
     .venv/bin/python benchmarks/train_step.py --scst                # also the self-critical step
     .venv/bin/python benchmarks/train_step.py --archs ofa_tiny      # OFA: fused attention and plain bmm
 
@@ -42,6 +43,7 @@ from criterions.self_critical import OFA_STAGE2_ARGS  # noqa: E402  (common puts
 from models.ofa_layers import use_fused_attention  # noqa: E402
 
 PATCH = 384
+FROZEN_NORM = {"image_backbone_norm": "frozen", "freeze_resnet": True}  # unify's option and OFA's
 # FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
 CPU_ATTENTION_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
@@ -141,7 +143,8 @@ def measure(task, arch, batch_size, device, precision, steps, options, criterion
         print_profile(step, device, profile)
     parameters = sum(p.numel() for p in step.model.parameters())
     name = arch + (" +compile-layers" if options.get("compile_layers") else "") + (
-        " +checkpoint-activations" if options.get("checkpoint_activations") else "") + (" SCST" if criterion else "")
+        " +checkpoint-activations" if options.get("checkpoint_activations") else "") + (
+        " +frozen-norm" if options.get("freeze_resnet") else "") + (" SCST" if criterion else "")
     return [name, attention, f"{parameters / 1e6:.1f}M", precision, batch_size, seconds, batch_size / seconds,
             flops / 1e9, flops / seconds / 1e12, peak / 1e12, 100 * flops / seconds / peak, first, load, cpu]
 
@@ -168,6 +171,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also measure with --compile-layers")
     parser.add_argument("--checkpoint-activations", action="store_true", help="also measure with it")
+    parser.add_argument("--frozen-norm", action="store_true",
+                        help="also measure with the backbone's BatchNorm frozen (fine-tuning: unify's "
+                             "--image-backbone-norm frozen, OFA's --freeze-resnet)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after each row, the N operators that took the most device time in one step")
     parser.add_argument("--scst", action="store_true", help="also measure the self-critical step of each row")
@@ -192,6 +198,7 @@ def run(args, world):
     variants = [{}]
     variants += [{"compile_layers": True}] if args.compile else []
     variants += [{"checkpoint_activations": True}] if args.checkpoint_activations else []
+    variants += [FROZEN_NORM] if args.frozen_norm else []
     table = []
     for arch in args.archs.split(","):
         for precision in precisions:

@@ -4,7 +4,9 @@ import logging
 
 import timm
 import torch
+import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 from models.positions import sinusoid
 
@@ -22,10 +24,26 @@ def model_pixels(pixels):
     return pixels.float().mul_(1.0 / (255.0 * PIXEL_STD)).add_(-PIXEL_MEAN / PIXEL_STD)
 
 
+class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
+    """BatchNorm with its statistics and affine fixed, as buffers (torchvision's: BatchNorm2d weights load
+    into it), computed by ``batch_norm`` in inference mode: one kernel that keeps the input's dtype, where
+    torchvision's ``x * scale + bias`` turns bf16 activations under autocast into fp32 ones."""
+
+    def __init__(self, num_features, eps=1e-5, device=None, dtype=None):  # timm passes device and dtype
+        super().__init__(num_features, eps)
+        self.to(device=device, dtype=dtype)
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 # The backbone's normalisation layers. GroupNorm keeps no running statistics: a backbone that images and
 # video frames share (different sizes, different content) normalises each batch the same way in training
-# and evaluation, where BatchNorm's running averages would mix the two media.
-BACKBONE_NORMS = {"batch": None, "group": functools.partial(timm.layers.GroupNorm, num_groups=8)}
+# and evaluation, where BatchNorm's running averages would mix the two media. Frozen BatchNorm is for
+# fine-tuning a trained backbone (OFA's --freeze-resnet): no statistics to compute or update, and its backward
+# is one multiplication.
+BACKBONE_NORMS = {"batch": None, "group": functools.partial(timm.layers.GroupNorm, num_groups=8),
+                  "frozen": FrozenBatchNorm2d}
 
 
 def build_backbone(name, out_index, weights_path=None, norm="batch"):

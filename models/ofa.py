@@ -175,8 +175,7 @@ class OFAEncoder(FairseqEncoder):
 
     @staticmethod
     def image_backbone(args, stages=3):
-        return OFAResNet(args.resnet_type, args.resnet_drop_path_rate, batch_norm_eps=1e-3 if args.sync_bn else 1e-5,
-                         stages=stages)
+        return OFAResNet(args.resnet_type, args.resnet_drop_path_rate, stages=stages, **backbone_norm(args))
 
     def image_positions(self, rows, cols, device):
         """Position ids and embeddings of a rows x cols patch grid (interpolated beyond the trained grid when
@@ -468,7 +467,17 @@ class OFAModel(FairseqEncoderDecoderModel):
                 raise OFACheckpointError(f"{prefix + key} differs from the one its options give "
                                          f"({tuple(theirs.shape)} vs {tuple(ours[key].shape)})")
         self.append_new_token_rows(state_dict, prefix)
+        self.drop_frozen_norm_counters(state_dict, prefix)
         super().upgrade_state_dict_named(state_dict, name)
+
+    def drop_frozen_norm_counters(self, state_dict, prefix):
+        """A checkpoint whose ResNet trained its BatchNorm (``num_batches_tracked``, a counter that computes
+        nothing) loads into one built with ``freeze_resnet``, which keeps no counter."""
+        ours = self.state_dict()
+        for key in [key for key in state_dict if key.endswith(".num_batches_tracked")]:
+            module = key[len(prefix):-len("num_batches_tracked")]
+            if module + "running_mean" in ours and key[len(prefix):] not in ours:
+                del state_dict[key]
 
     def append_new_token_rows(self, state_dict, prefix):
         """Rows for tokens the dictionary adds after the checkpoint's (fine-tuning on new tasks) start as this
@@ -498,9 +507,16 @@ class OFAModel(FairseqEncoderDecoderModel):
         return super().load_state_dict(state_dict, strict, model_cfg, args)
 
 
+def backbone_norm(args):
+    """The ResNet's BatchNorm as OFA builds it: synchronised, with eps 1e-3, under ``sync_bn`` (one process's
+    statistics here), else frozen under ``freeze_resnet``."""
+    return {"batch_norm_eps": 1e-3 if args.sync_bn else 1e-5,
+            "frozen_norm": args.freeze_resnet and not args.sync_bn}
+
+
 UNSUPPORTED_WHEN_SET = ("encoder_prompt", "decoder_prompt", "adapter", "quant_noise_pq", "cross_self_attention",
                         "no_cross_attention", "adaptive_softmax_cutoff", "adaptive_input", "tie_adaptive_weights",
-                        "freeze_resnet", "base_layers", "encoder_layerdrop", "decoder_layerdrop",
+                        "base_layers", "encoder_layerdrop", "decoder_layerdrop",
                         "encoder_layers_to_keep", "decoder_layers_to_keep", "encoder_embed_path",
                         "decoder_embed_path")
 
@@ -532,6 +548,7 @@ COMMON_DEFAULTS = dict(
     encoder_drop_path_rate=0.0, decoder_drop_path_rate=0.0, token_bucket_size=256, image_bucket_size=42,
     add_type_embedding=True, attn_scale_factor=2, code_image_size=128, patch_layernorm_embedding=True,
     code_layernorm_embedding=True, entangle_position_embedding=False, disable_entangle=False, sync_bn=False,
+    freeze_resnet=False,
     scale_attn=False, scale_fc=False, scale_heads=False, scale_resids=False, orig_patch_image_size=256,
     interpolate_position=False)
 

@@ -12,6 +12,8 @@ sample in training (stochastic depth, rising linearly within each stage, OFA's R
 import torch
 from torch import nn
 
+from models.image_encoder import FrozenBatchNorm2d
+
 STAGE_BLOCKS = {  # OFA builds every type from bottleneck blocks, resnet18 and resnet34 included
     "resnet18": (2, 2, 2),
     "resnet34": (3, 4, 6),
@@ -91,10 +93,12 @@ class ResidualBackbone(nn.Module):
 
 
 class OFAResNet(ResidualBackbone):
-    def __init__(self, resnet_type, drop_path_rate=0.0, batch_norm_eps=1e-5, stages=3):
+    """``frozen_norm``: BatchNorm with fixed statistics and affine (OFA's and UnIVAL's --freeze-resnet)."""
+
+    def __init__(self, resnet_type, drop_path_rate=0.0, batch_norm_eps=1e-5, stages=3, frozen_norm=False):
         blocks = STAGE_BLOCKS[resnet_type] + (FOURTH_STAGE_BLOCKS,) * (stages - 3)
         def norm(channels):
-            return nn.BatchNorm2d(channels, eps=batch_norm_eps)
+            return (FrozenBatchNorm2d if frozen_norm else nn.BatchNorm2d)(channels, eps=batch_norm_eps)
         super().__init__(blocks, (64, 128, 256, 512)[:stages], 4, nn.Conv2d, norm, 2, drop_path_rate=drop_path_rate)
         if stages == 4:  # timm's classifier: in UnIVAL's checkpoints, never used
             self.fc = nn.Linear(self.out_channels, IMAGENET_CLASSES)

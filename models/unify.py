@@ -52,9 +52,10 @@ class UnifyConfig(FairseqDataclass):
     image_backbone_weights: Optional[str] = field(
         default=None, metadata={"help": "local .pth/.safetensors file with backbone weights (never downloaded)"})
     image_backbone_norm: str = field(default="batch", metadata={
-        "help": "the backbone's normalisation: batch (BatchNorm, as pretrained weights expect) or group (GroupNorm, "
+        "help": "the backbone's normalisation: batch (BatchNorm, as pretrained weights expect), group (GroupNorm, "
                 "8 groups: no running statistics, so a backbone trained from scratch on images and video frames "
-                "normalises each the same way in training and evaluation)"})
+                "normalises each the same way in training and evaluation) or frozen (BatchNorm's statistics and "
+                "affine kept as loaded, OFA's --freeze-resnet: for fine-tuning a trained backbone, a cheaper step)"})
     max_image_grid: int = field(default=64, metadata={"help": "largest feature grid side"})
     video_frame_grid: int = field(default=3, metadata={"help": "each video frame is pooled to this many cells a side"})
     separate_video_backbone: bool = field(default=False, metadata={

@@ -26,7 +26,7 @@ from torch import nn
 
 from models.image_encoder import model_pixels
 from models.ofa import (OFAEncoder, OFAModel, Patches, UnsupportedOFAOption, COMMON_DEFAULTS, SIZE_DEFAULTS,
-                        UNSUPPORTED_WHEN_SET, check_supported, image_position_ids, ofa_model_from_state,
+                        UNSUPPORTED_WHEN_SET, backbone_norm, check_supported, image_position_ids, ofa_model_from_state,
                         ofa_sizes, refuse_image_lists, scatter_present)
 from models.ofa_layers import layer_norm_if
 from models.ofa_resnet import FOURTH_STAGE_BLOCKS, OFAResNet, ResNeXt3D
@@ -113,7 +113,7 @@ class UnIVALEncoder(OFAEncoder):
             if args.resnet_type not in TIMM_RESNET_TYPES:
                 raise UnsupportedOFAOption(f"UnIVAL option resnet_type={args.resnet_type!r} is not supported with "
                                            f"timm_resnet (supported: {', '.join(TIMM_RESNET_TYPES)})")
-            return OFAResNet(args.resnet_type, 0.0, batch_norm_eps=1e-3 if args.sync_bn else 1e-5, stages=4)
+            return OFAResNet(args.resnet_type, 0.0, stages=4, **backbone_norm(args))
         if name != "resnet":
             raise UnsupportedOFAOption(f"UnIVAL option image_encoder_name={name!r} is not supported "
                                        f"(supported: resnet, timm_resnet)")

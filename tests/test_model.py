@@ -232,11 +232,11 @@ def test_video_frames_get_a_backbone_of_their_own_on_request(refcoco):
     assert not image_params & {id(p) for p in encoders["video"].parameters()}
 
 
-@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("norm", ["batch", "group", "frozen"])
 def test_training_on_video_frames_changes_how_images_are_encoded_only_under_batch_norm(refcoco, norm):
     """Frames of another size and content pass through the shared backbone in training; under BatchNorm
-    they move its running statistics and so the images' evaluation encoding, under GroupNorm nothing
-    does."""
+    they move its running statistics and so the images' evaluation encoding, under GroupNorm or frozen
+    BatchNorm nothing does."""
     task, _ = refcoco
     torch.manual_seed(0)
     encoder = build_model(task, image_backbone_norm=norm).encoder.media_encoders["image"].eval()
@@ -247,9 +247,45 @@ def test_training_on_video_frames_changes_how_images_are_encoded_only_under_batc
         encoder.backbone(torch.rand(16, 3, 32, 32) * 4 - 2)
         encoder.eval()
         after, _, _ = encoder(images)
-    assert torch.allclose(before, after) == (norm == "group")
+    assert torch.allclose(before, after) == (norm != "batch")
     has_batch_norm = any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
     assert has_batch_norm == (norm == "batch")
+
+
+def test_a_model_trained_with_batch_norm_fine_tunes_with_it_frozen(refcoco):
+    """Its weights load into a frozen-norm model (``num_batches_tracked`` dropped), which encodes as it did in
+    evaluation, in training mode too; the norms' affine no longer trains, the convolutions still do."""
+    from models.image_encoder import FrozenBatchNorm2d
+
+    task, _ = refcoco
+    torch.manual_seed(0)
+    trained = build_model(task, image_backbone_norm="batch").encoder.media_encoders["image"]
+    trained.backbone(torch.rand(8, 3, 32, 32) * 4 - 2)  # running statistics away from their start
+    trained.eval()
+    frozen = build_model(task, image_backbone_norm="frozen").encoder.media_encoders["image"]
+    frozen.load_state_dict(trained.state_dict())
+    norms = [m for m in frozen.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert norms and not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    assert not any("bn" in name or "norm" in name for name, _ in frozen.backbone.named_parameters())
+    images = batch_of(task, [0, 1])["net_input"]["image"]
+    with torch.no_grad():
+        expected, _, _ = trained(images)
+    tokens, _, _ = frozen.train()(images)
+    torch.testing.assert_close(tokens, expected, atol=1e-5, rtol=1e-5)
+    tokens.sum().backward()
+    convolution = next(p for p in frozen.backbone.parameters() if p.dim() == 4)
+    assert convolution.grad is not None and convolution.grad.abs().sum() > 0
+
+
+def test_frozen_batch_norm_keeps_bf16_activations_in_bf16():
+    from models.image_encoder import FrozenBatchNorm2d
+
+    norm = FrozenBatchNorm2d(4)
+    norm.running_mean.uniform_()
+    x = torch.randn(2, 4, 3, 3)
+    expected = torch.nn.functional.batch_norm(x, norm.running_mean, norm.running_var, eps=norm.eps)
+    assert norm(x.bfloat16()).dtype == torch.bfloat16
+    torch.testing.assert_close(norm(x), expected)
 
 
 def test_an_unknown_backbone_norm_is_refused(refcoco):

@@ -39,6 +39,23 @@ def small_model(vocab_size=60, **options):
     return model
 
 
+def test_a_frozen_resnet_trains_its_convolutions_and_nothing_of_its_norms():
+    model = small_model(freeze_resnet=True, resnet_drop_path_rate=0.0)
+    resnet = model.encoder.embed_images
+    norms = {key: value.clone() for key, value in resnet.state_dict().items() if "bn" in key}
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        evaluated = resnet(pixels)
+    trained = resnet.train()(pixels)
+    torch.testing.assert_close(trained, evaluated)  # no batch statistics
+    trained.square().mean().backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    for key, value in resnet.state_dict().items():
+        assert torch.equal(value, norms[key]) if key in norms else True, key
+    assert not torch.equal(resnet.conv1.weight, small_model().encoder.embed_images.conv1.weight)
+    assert not any("bn" in name for name, _ in resnet.named_parameters())
+
+
 @pytest.mark.parametrize("options", [{}, {"disable_entangle": False, "encoder_normalize_before": False,
                                           "decoder_normalize_before": False, "no_scale_embedding": False,
                                           "share_all_embeddings": False, "share_decoder_input_output_embed": False}])

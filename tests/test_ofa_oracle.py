@@ -115,6 +115,27 @@ def test_checkpoint_with_the_index_buffers_loads_alike(tmp_path, model, inputs, 
     assert (logits - expected["decoder_logits"]).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("counters", ["kept", "dropped"])
+def test_checkpoint_with_a_frozen_resnet_loads_and_computes_alike(tmp_path, inputs, expected, counters):
+    """``freeze_resnet``: OFA's own frozen checkpoints keep no ``num_batches_tracked``; one fine-tuned from a
+    checkpoint that trained its BatchNorm may carry them. Either way the evaluation outputs are OFA's."""
+    from models.image_encoder import FrozenBatchNorm2d
+
+    def freeze(state):
+        state["cfg"]["model"].freeze_resnet = True
+        if counters == "dropped":
+            for key in [key for key in state["model"] if key.endswith("num_batches_tracked")]:
+                del state["model"][key]
+    frozen = load_ofa_model(save_variant(tmp_path, freeze))
+    resnet = frozen.encoder.embed_images
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in resnet.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in resnet.modules())
+    with torch.no_grad():
+        logits = frozen(inputs["src_tokens"], inputs["src_lengths"], inputs["prev_output_tokens"],
+                        patch_images=inputs["patch_images"], patch_masks=inputs["patch_masks"])[0]
+    assert (logits - expected["decoder_logits"]).abs().max() <= 1e-5
+
+
 def test_index_buffer_that_differs_is_an_error(tmp_path, model):
     def tamper(state):
         buffers = index_buffers(model)

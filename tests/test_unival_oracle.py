@@ -98,6 +98,16 @@ def test_checkpoint_with_the_index_buffers_loads_alike(tmp_path, model, inputs, 
     assert (logits - expected["video16"]["logits"]).abs().max() <= 2e-3
 
 
+def test_checkpoint_with_a_frozen_resnet_computes_alike(oracle, tmp_path, inputs, expected):
+    from models.image_encoder import FrozenBatchNorm2d
+
+    frozen = load_unival_model(save_variant(tmp_path, lambda state: setattr(state["cfg"]["model"], "freeze_resnet",
+                                                                            True)))
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.encoder.embed_images.modules())
+    actual = oracle.compute_unival(frozen, inputs["image"], expected["image"]["greedy_tokens"].size(1) - 1)
+    assert (actual["logits"] - expected["image"]["logits"]).abs().max() <= oracle.UNIVAL_TOLERANCES["logits"]
+
+
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
     def change(state):
         del state["model"]["encoder.embed_audios.logmel_extractor.melW"]
