@@ -69,6 +69,9 @@ def main(argv):
     add_verbose_flag(parser)
     args = options.parse_args_and_arch(parser, defaults + launcher_flags(os.environ) + argv)
     set_up_logging(args.verbose, stream=sys.stdout)
+    for name in ("vocab_dir", "bpe_dir"):  # recorded in checkpoints: absolute, so found from any folder
+        if getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     if getattr(args, "bad_rows_file", "") is None:  # a UniGround task lists skipped rows beside its checkpoints
         args.bad_rows_file = os.path.join(args.save_dir, "bad_rows.jsonl")
     if os.environ.get("RANK", "0") == "0":  # one process of a job holds the lock; its ranks share the folder

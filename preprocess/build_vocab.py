@@ -78,7 +78,6 @@ def recording_errors(lines, errors):
 
 
 def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
-    os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()  # not model_prefix: that would record the output path inside the model
     reading_errors = []
     try:
@@ -91,6 +90,7 @@ def build(inputs, out_dir, vocab_size, num_bins, num_time_bins):
         if reading_errors:
             raise reading_errors[0] from None
         raise VocabSizeError.from_sentencepiece(error) from None
+    os.makedirs(out_dir, exist_ok=True)  # only now: a failed run leaves no empty folder behind
     with atomic_open(os.path.join(out_dir, SPM_FILE), "wb") as f:
         f.write(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())

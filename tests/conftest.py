@@ -41,12 +41,13 @@ def model_flags():
 
 @pytest.fixture(scope="session")
 def checkpoints(demo_dir, vocab_dir, tmp_path_factory):
-    """Three different checkpoints of one run, after 2, 4 and 6 updates, with EMA weights."""
+    """Three different checkpoints of one run, after 2, 4 and 6 updates, with EMA weights; the vocabulary
+    given by a relative path, as the run scripts give it."""
     save_dir = tmp_path_factory.mktemp("averaging")
     result = subprocess.run(
         [sys.executable, "train.py",
          f"{demo_dir}/refcoco_train.tsv,{demo_dir}/refcoco_valid.tsv", "--task", "refcoco", "--vocab-dir",
-         str(vocab_dir), *model_flags(), "--patch-image-size", "64",
+         os.path.relpath(vocab_dir, ROOT), *model_flags(), "--patch-image-size", "64",
          "--criterion", "constrained_label_smoothed_cross_entropy", "--optimizer", "adam", "--lr", "1e-2",
          "--batch-size", "8", "--max-update", "6", "--save-interval-updates", "2", "--keep-interval-updates", "3",
          "--no-epoch-checkpoints", "--disable-validation", "--store-ema", "--ema-decay", "0.9",

@@ -50,6 +50,14 @@ def test_checkpoint_records_vocabulary_bins_and_layout(checkpoints, vocab_dir, d
     assert identity["layout"] == ["-", "-", "-", "box", "-"]  # refcoco: uniq-id, image-id, text, box, image
 
 
+def test_checkpoint_finds_its_vocabulary_from_any_folder(checkpoints, vocab_dir, demo_dir, tmp_path, monkeypatch):
+    """Trained with a relative --vocab-dir, the checkpoint records the folder's absolute path."""
+    assert load_state(checkpoints[0])["cfg"]["task"]["vocab_dir"] == str(vocab_dir)
+    monkeypatch.chdir(tmp_path)
+    run_evaluate(checkpoints[0], demo_dir / "refcoco_valid.tsv", tmp_path)
+    assert (tmp_path / "metrics.json").exists()
+
+
 def test_evaluating_with_another_vocabulary_of_the_same_size_is_refused(checkpoints, other_vocab, vocab_dir,
                                                                         demo_dir, tmp_path):
     with pytest.raises(SystemExit, match="CheckpointMismatchError: ") as info:
