@@ -63,6 +63,26 @@ class FixedLengthRange(Constraint):
         return mask
 
 
+class LengthLimit(Constraint):
+    """Any token, then only EOS once ``max_length`` tokens are out: the generator's length limit for free
+    outputs after a decoder prompt (inside ``DecoderPrompted``), where fairseq's own limit has to leave room
+    for the batch's longest prompt and so lets a sample with a shorter one run on."""
+
+    def __init__(self, eos, vocab_size, max_length=None):
+        self.eos, self.vocab_size, self.max_length = eos, vocab_size, max_length
+
+    def with_max_length(self, max_length):
+        shorter = max_length if self.max_length is None else min(self.max_length, max_length)
+        return LengthLimit(self.eos, self.vocab_size, shorter)
+
+    def allowed(self, prefix, rows):
+        if self.max_length is None or prefix.size(1) < self.max_length:
+            return torch.ones(prefix.size(0), self.vocab_size, dtype=torch.bool, device=prefix.device)
+        mask = torch.zeros(prefix.size(0), self.vocab_size, dtype=torch.bool, device=prefix.device)
+        mask[:, self.eos] = True
+        return mask
+
+
 class DecoderPrompted(Constraint):
     """``inner`` after each sample's decoder prompt (OFA's prompt_type=prev_output: the decoder reads the
     source before its output). Inside its prompt, whose tokens the generator forces, a hypothesis may

@@ -32,7 +32,7 @@ from data.ofa_vocab import OFAVocabulary
 from data.row_media import RowMedia, collate_media
 from data.tsv import TsvFile
 from data.vocab import Vocabulary
-from decoding.constraints import ConstrainedEnsemble, DecoderPrompted
+from decoding.constraints import ConstrainedEnsemble, DecoderPrompted, LengthLimit
 from geometry.codec import MAX_IMAGES, LocationCodec
 from tasks.guarded_training import GuardedTraining
 from tasks.lengths import LENGTH_LIMITS, LengthLimits
@@ -441,14 +441,24 @@ class UniGroundTask(GuardedTraining, LengthLimits, FairseqTask):
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
         self.warn_of_short_generation(args)
-        if self.constraint is not None and not self.cfg.unconstrained and not isinstance(models, EnsembleModel):
-            constraint = self.output_constraint()
-            if getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None):
-                # outputs must end within the generator's limit too (fairseq asserts at it)
-                constraint = constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
+        constraint = self.generation_constraint(args)
+        if constraint is not None and not isinstance(models, EnsembleModel):
             models = ConstrainedEnsemble(models, constraint)
         return super().build_generator(models, self.limit_after_decoder_prompt(args), seq_gen_cls,
                                        extra_gen_cls_kwargs, prefix_allowed_tokens_fn)
+
+    def generation_constraint(self, args):
+        """The output constraint (none under --unconstrained), ending outputs within a fixed ``max_len_b``
+        (fairseq asserts at its limit). With a decoder prompt, free outputs get that limit alone, counted
+        after each sample's own prompt (``limit_after_decoder_prompt`` says why fairseq's cannot)."""
+        fixed_limit = getattr(args, "max_len_a", 0) == 0 and getattr(args, "max_len_b", None)
+        constraint = None if self.cfg.unconstrained else self.output_constraint()
+        if constraint is None and self.cfg.decoder_prompt and fixed_limit:
+            dictionary = self.vocab.dictionary
+            constraint = DecoderPrompted(LengthLimit(dictionary.eos(), len(dictionary)))
+        if constraint is None or not fixed_limit:
+            return constraint
+        return constraint.with_max_length(min(int(args.max_len_b), self.cfg.max_tgt_length - 1))
 
     def limit_after_decoder_prompt(self, args):
         """``args`` for fairseq's generator, whose length limit counts the forced decoder prompt too: a fixed

@@ -270,6 +270,30 @@ def test_decoder_prompt_candidates_and_beam_search_score_the_answer_after_the_qu
 
 
 @needs_oracle
+@pytest.mark.parametrize("max_len_b", [1, 3])
+def test_free_outputs_after_decoder_prompts_of_different_lengths_keep_max_len_b(oracle, prompted_vqa, max_len_b):
+    """fairseq's limit has to count the longest prompt of the batch; a sample with a shorter one still stops
+    after max_len_b output tokens (and EOS)."""
+    model = oracle[0]
+    task, batch = prompted_vqa
+    lengths = [meta["decoder_prompt_length"] for meta in batch["meta"]]
+    assert len(set(lengths)) == 2
+    task.cfg.unconstrained = True
+    try:
+        generator = task.build_generator([model], generation(task, "--beam", "2", "--max-len-b", str(max_len_b)))
+        hypotheses = task.inference_step(generator, [model], batch)
+    finally:
+        task.cfg.unconstrained = False
+    eos = task.vocab.dictionary.eos()
+    for hyps, length in zip(hypotheses, lengths):
+        for hyp in hyps:
+            output = hyp["tokens"][length:].tolist()
+            assert len(output) <= max_len_b + 1 and output[-1] == eos and eos not in output[:-1], output
+    longest = max(len(hyp["tokens"]) - length for hyps, length in zip(hypotheses, lengths) for hyp in hyps)
+    assert longest == max_len_b + 1  # untrained weights run to the limit
+
+
+@needs_oracle
 def test_fine_tuning_from_an_ofa_checkpoint_appends_the_tokens_a_task_needs(demo_dir, bpe_dir, tmp_path):
     """refseg needs <poly>: UniGround's tokens follow OFA's with fresh embeddings, OFA's rows kept, and a few
     updates on refseg rows lower the loss."""
