@@ -7,6 +7,7 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 # Benchmarks run as scripts (python benchmarks/x.py) and import this module first: the one place
 # they reach the repository's packages from.
@@ -75,6 +76,35 @@ def best_times(call, repeats, sync=None, warm_up=True):
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return min(wall), min(cpu)
+
+
+# FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda query, key, value, *args, **kwargs: sdpa_flop_count(query, key, value),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, query, key, value, *args, **kwargs: sdpa_backward_flop_count(grad, query, key, value),
+}
+
+
+def counted_flops(call):
+    """The matrix-multiply, convolution and attention FLOPs of one ``call`` (element-wise work is not counted,
+    as usual for MFU)."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        call()
+    return counter.get_total_flops()
+
+
+def device_sync(device):
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+
+
+def matmul_peak(device, dtype, repeats=5):
+    """FLOP/s of the best of ``repeats`` square matrix multiplies, as large as the device makes sensible."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    seconds = best_time(lambda: a @ b, repeats, sync=device_sync(device))
+    return 2 * n ** 3 / seconds
 
 
 def _status_kb(field):

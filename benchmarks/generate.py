@@ -20,6 +20,12 @@ was in use before (CPU: peak resident set; GPU: the allocator's peak), "encoder 
 encoder alone: where the first is not much above the second, the encoder sets the peak, not the beam
 search.
 
+"GFLOP/token" is one generation's matrix-multiply, convolution and attention FLOPs (``FlopCounterMode``)
+per output token, "% of peak" their rate (same clock as "x batch 1") over the best rate of a large square
+matrix product in the same precision, measured at the start. A batch's throughput cannot exceed that peak
+over its FLOPs per token, so each verdict line also gives the ratio the largest batch would have at the
+peak: where batch 1 already runs near it, no batching reaches the target.
+
 OFA architectures run each batch on both attention implementations of ``--attention``: ``fused``
 (SDPA's kernels with OFA's additive float bias) and ``bmm`` (explicit matrix products and softmax,
 as OFA's own code); "x bmm" is the fused row's throughput over the bmm row's.
@@ -31,7 +37,8 @@ from argparse import Namespace
 
 import torch
 
-from common import best_times, build_model, build_task, machine_line, peak_memory, print_table, run_on_coco_world
+from common import (best_times, build_model, build_task, counted_flops, device_sync, machine_line, matmul_peak,
+                    peak_memory, print_table, run_on_coco_world)
 
 from models.ofa_layers import use_fused_attention  # noqa: E402  (common puts the repository on the path)
 
@@ -48,9 +55,9 @@ def batch_of(task, size, device):
 
 
 def measure(task, model, batch_size, beam, device, repeats):
-    """{wall s, cpu s, encoder s, tokens, peak MB, encoder peak MB} of generating a batch of ``batch_size``;
-    "encoder s" and "encoder peak" are those of the encoder alone on the batch (CPU time on the CPU, wall
-    time on a GPU)."""
+    """{wall s, cpu s, encoder s, tokens, peak MB, encoder peak MB, flops} of generating a batch of
+    ``batch_size``; "encoder s" and "encoder peak" are those of the encoder alone on the batch (CPU time on
+    the CPU, wall time on a GPU)."""
     batch = batch_of(task, batch_size, device)
     generator = task.build_generator([model], Namespace(beam=beam, max_len_b=32))
     encoder_input = {k: v for k, v in batch["net_input"].items() if k != "prev_output_tokens"}
@@ -64,12 +71,12 @@ def measure(task, model, batch_size, beam, device, repeats):
         with torch.no_grad():
             model.encoder(**encoder_input)
 
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    sync = device_sync(device)
     peak = peak_memory(run, device) / 2 ** 20  # also the warm-up
     seconds, cpu = best_times(run, repeats, sync=sync, warm_up=False)
     encoder = best_times(encode, repeats, sync=sync, warm_up=False)[1 if device.type == "cpu" else 0]
     return {"wall": seconds, "cpu": cpu, "encoder": encoder, "tokens": sum(outputs), "peak": peak,
-            "encoder peak": peak_memory(encode, device) / 2 ** 20}
+            "encoder peak": peak_memory(encode, device) / 2 ** 20, "flops": counted_flops(run)}
 
 
 def main(argv=None):
@@ -91,6 +98,7 @@ def run(args, world):
     device = torch.device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     print(machine_line(device))
+    peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     table, verdicts = [], []
     batches = list(map(int, args.batches.split(",")))
     for model_name in args.archs.split(","):
@@ -105,7 +113,7 @@ def run(args, world):
             task.load_dataset("valid")
             torch.manual_seed(0)
             model = build_model(task, arch, dropout=0.0, bf16_autocast=precision == "bf16").to(device).eval()
-            rates = {}
+            rates, flops_per_token = {}, {}
             for batch_size in batches:
                 for attention in implementations:
                     use_fused_attention(model, attention == "fused")
@@ -113,24 +121,29 @@ def run(args, world):
                     seconds = m["cpu"] if device.type == "cpu" else m["wall"]
                     rate, search = m["tokens"] / seconds, m["tokens"] / (seconds - m["encoder"])
                     rates[batch_size, attention] = rate, search
+                    flops_per_token[batch_size, attention] = m["flops"] / m["tokens"]
                     first, first_search = rates[batches[0], attention]
                     table.append([f"{arch}@{size} {name}", attention, precision, args.beam, batch_size, m["wall"],
                                   m["cpu"], m["encoder"], m["tokens"] / batch_size, m["tokens"] / m["wall"],
                                   m["tokens"] / m["cpu"], rate / first, search, search / first_search,
-                                  rate / rates.get((batch_size, "bmm"), (rate,))[0], m["peak"], m["encoder peak"]])
+                                  rate / rates.get((batch_size, "bmm"), (rate,))[0], m["peak"], m["encoder peak"],
+                                  m["flops"] / m["tokens"] / 1e9, 100 * m["flops"] / seconds / peak])
                     print_table(HEADER, table[-1:])  # progress, in case a later row is cut off
             for attention in implementations if len(batches) > 1 else ():
-                ratio = rates[batches[-1], attention][0] / rates[batches[0], attention][0]
-                verdicts.append(f"{arch}@{size} {name} ({attention}): batch {batches[-1]} is {ratio:.2f}x batch "
-                                f"{batches[0]}; the {TARGET:g}x target is {'met' if ratio >= TARGET else 'NOT met'}")
-    print("COCO-mini photos at each model's image size, untrained weights, max_len_b 32")
+                first, last = rates[batches[0], attention][0], rates[batches[-1], attention][0]
+                ceiling = peak / flops_per_token[batches[-1], attention] / first
+                verdicts.append(f"{arch}@{size} {name} ({attention}): batch {batches[-1]} is {last / first:.2f}x batch "
+                                f"{batches[0]}; the {TARGET:g}x target is {'met' if last / first >= TARGET else 'NOT met'}"
+                                f" (at the matmul peak, batch {batches[-1]} would be {ceiling:.2f}x)")
+    print(f"COCO-mini photos at each model's image size, untrained weights, max_len_b 32; matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s")
     print_table(HEADER, table)
     print("\n".join(verdicts))
 
 
 HEADER = ["model / task", "attention", "precision", "beam", "batch", "seconds", "cpu s", "encoder s", "tokens/sample",
           "tokens/s", "tokens/cpu-s", "x batch 1", "search tokens/s", "search x batch 1", "x bmm", "peak MB",
-          "encoder peak MB"]
+          "encoder peak MB", "GFLOP/token", "% of peak"]
 
 
 if __name__ == "__main__":

@@ -34,35 +34,15 @@ import os
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from common import (best_time, best_times, build_criterion, build_model, build_task, machine_line, print_table,
-                    run_on_coco_world)
+from common import (best_times, build_criterion, build_model, build_task, counted_flops, device_sync,
+                    machine_line, matmul_peak, print_table, run_on_coco_world)
 
 from criterions.self_critical import OFA_STAGE2_ARGS  # noqa: E402  (common puts the repository on the path)
 from models.ofa_layers import use_fused_attention  # noqa: E402
 
 PATCH = 384
 FROZEN_NORM = {"image_backbone_norm": "frozen", "freeze_resnet": True}  # unify's option and OFA's
-# FlopCounterMode counts the CUDA attention kernels but not the CPU one, which does the same work.
-CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-        lambda query, key, value, *args, **kwargs: sdpa_flop_count(query, key, value),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda grad, query, key, value, *args, **kwargs: sdpa_backward_flop_count(grad, query, key, value),
-}
-
-
-def sync(device):
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-
-
-def matmul_peak(device, dtype, repeats=5):
-    """FLOP/s of the best of ``repeats`` square matrix multiplies, as large as the device makes sensible."""
-    n = 8192 if device.type == "cuda" else 2048
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    seconds = best_time(lambda: a @ b, repeats, sync=sync(device))
-    return 2 * n ** 3 / seconds
 
 
 def batch_of(task, size, device):
@@ -102,9 +82,7 @@ class Step:
 
     def flops(self):
         self.optimizer.zero_grad(set_to_none=True)
-        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-            self.forward_backward()
-        return counter.get_total_flops()
+        return counted_flops(self.forward_backward)
 
 
 def largest_batch(task, arch, device, options, start=8, limit=4096):
@@ -134,7 +112,7 @@ def measure(task, arch, batch_size, device, precision, steps, options, criterion
     step = Step(task, arch, batch, device, criterion, fused_attention=attention == "fused", **options)
     step()  # the first step compiles when asked
     first = time.perf_counter() - build_start
-    seconds, cpu = best_times(step, steps, sync=sync(device))
+    seconds, cpu = best_times(step, steps, sync=device_sync(device))
     # The peak right after the steps, so that both see the same load on a shared machine.
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     load = os.getloadavg()[0]
