@@ -118,9 +118,9 @@ class Predictor:
         there is one). ``task`` names the task used when ``predict`` names none; ``task_options`` replace
         options of the tasks (evaluate.py's --task-option); ``options`` are ``Predictor``'s."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        overrides = {"eval_metrics": False, "unconstrained": unconstrained, "media_dir": None, **(task_options or {})}
+        overrides = {"eval_metrics": False, "unconstrained": unconstrained, "media_dir": None}
         if task is None:  # the checkpoint's own task, which then needs no training data (a multitask one would)
-            overrides["data"] = ""
+            overrides.update(data="", **(task_options or {}))
         models, loaded = evaluate.load_checkpoint(path, overrides, bpe_dir, trust_pickle, use_ema, device)
         return cls(models, loaded, path=path, default_task=task, device=device, task_options=task_options, **options)
 
@@ -134,7 +134,8 @@ class Predictor:
         name = name or self.default_task or self.task_names()[0]
         if name not in self.loaded:
             own = self.checkpoint_task
-            if registered_name(own) == name and own.reads_rows:
+            # the options went into the checkpoint's own task only when no task was named (from_checkpoint)
+            if registered_name(own) == name and own.reads_rows and not (self.default_task and self.task_options):
                 task = own
             else:
                 task = checkpoint_subtask(own, name, self.path, data="", **self.task_options)

@@ -84,9 +84,11 @@ def load_ofa_model_and_task(path, bpe_dir, overrides=None, trust_pickle=False):
     state = load_state(path, trust_pickle)
     architecture = checkpoint_model_class(state)
     cfg = state.get("cfg") or {}
+    model = ofa_model_from_state(state, path, architecture)
+    if not (overrides or {}).get("data"):  # nothing to size the length limits to (predict.py, serve.py): the model's
+        overrides = {**dict(zip(("max_src_length", "max_tgt_length"), model.max_positions())), **(overrides or {})}
     task = setup_ofa_task(dict(cfg.get("task") or {}), path, bpe_dir, overrides,
                           seed=(cfg.get("common") or {}).get("seed", 1), architecture=architecture)
-    model = ofa_model_from_state(state, path, architecture)
     rows, size = model.encoder.embed_tokens.num_embeddings, len(task.vocab.dictionary)
     if rows != size:
         raise OFACheckpointError(f"{path}: the vocabulary of {bpe_dir} has {size} entries but the checkpoint's "

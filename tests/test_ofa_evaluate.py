@@ -1,6 +1,8 @@
 """evaluate.py on an OFA checkpoint (the oracle's random ofa_tiny) with OFA's vocabulary (--bpe-dir)."""
+import base64
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 import evaluate
+import predict
 from conftest import ROOT, SHARED_DATA
 from helpers import read_lines, write_tsv
 from models.ofa import OFACheckpointError
@@ -102,3 +105,23 @@ def test_an_ofa_checkpoint_without_its_bpe_files_is_one_line_naming_them_and_the
         evaluate.main(["--path", CHECKPOINT, "--data", refcoco_rows, "--results-dir", str(results), "--cpu"])
     assert str(stop.value).startswith("MissingBPEFilesError: utils/BPE: OFA's BPE files missing: dict.txt")
     assert "--bpe-dir" in str(stop.value) and not results.exists()
+
+
+@pytest.mark.slow
+def test_predict_runs_an_ofa_checkpoint_with_no_data_its_limits_the_models_positions(bpe_dir, refcoco_rows, tmp_path):
+    """No --data to size the length limits to: they are the model's positions; another task with its own
+    options (OFA's VQA: answers, the question as decoder prompt) on the same weights."""
+    predictor = predict.Predictor.from_checkpoint(CHECKPOINT, bpe_dir=str(bpe_dir), device="cpu")
+    task, _ = predictor.task()
+    assert (task.cfg.max_src_length, task.cfg.max_tgt_length) == (1024, 1024)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(base64.b64decode(read_lines(refcoco_rows, 1)[0].split("\t")[4]))
+    flags = ["--path", CHECKPOINT, "--bpe-dir", str(bpe_dir), "--image", str(photo), "--cpu", "--beam", "2"]
+    box = predict.main([*flags, "--text", "the man"])
+    assert box["kind"] == "box" and len(box["box"]) == 4
+    answers = tmp_path / "ans2label.pkl"
+    answers.write_bytes(pickle.dumps({"no": 0, "two": 1}))
+    answer = predict.main([*flags, "--text", "how many?", "--task", "vqa", "--task-option", f"answers_file={answers}",
+                           "--task-option", "decoder_prompt=true"])
+    assert answer["kind"] == "answer" and answer["answer"] in ("no", "two")
+
