@@ -51,6 +51,7 @@ from evaluation.report import DEFAULT_LIMIT, REPORT_FRAME_SIZE, SampleCard, writ
 from tasks.caption import CaptionTask  # noqa: E402
 from tasks.multitask import checkpoint_subtask  # noqa: E402
 from tasks.ofa_checkpoint import load_ofa_model_and_task  # noqa: E402
+from tasks.options import UnknownTaskOptionError, check_task_options  # noqa: E402
 from tasks.vqa import VqaTask  # noqa: E402
 from tasks.weight_average import CURVE_FILES, write_curve  # noqa: E402
 from utils.checkpoint import (CheckpointMismatchError, CheckpointReadError, MissingEmaError,  # noqa: E402
@@ -71,7 +72,7 @@ BatchOutput = namedtuple("BatchOutput", "rows prompts predictions bad_rows exif_
 GENERATION_OPTIONS = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen")
 # failures of the user's files or options: reported in a line, without a traceback
 USER_ERRORS = (CheckpointMismatchError, CheckpointReadError, DataFileError, MissingBPEFilesError, MissingEmaError,
-               MissingVocabularyError, OutputError, UntrustedCheckpointError)
+               MissingVocabularyError, OutputError, UnknownTaskOptionError, UntrustedCheckpointError)
 
 
 def parse_args(argv=None):
@@ -391,6 +392,7 @@ def load_checkpoint(path, overrides, bpe_dir=None, trust_pickle=False, use_ema=F
         models, task = load_ofa_model_and_task(path, bpe_dir, overrides, trust_pickle)
     else:
         models, _, task = load_models_and_task(path, overrides, trust_pickle, use_ema)
+        check_task_options(task.cfg._name, task.cfg, overrides)  # fairseq's override skipped unknown ones
     for model in models:
         model.eval().to(device)
     return models, task

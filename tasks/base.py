@@ -37,6 +37,7 @@ from geometry.codec import MAX_IMAGES, LocationCodec
 from tasks.guarded_training import GuardedTraining
 from tasks.lengths import LENGTH_LIMITS, LengthLimits
 from tasks.ofa_checkpoint import check_ofa_vocabulary, ofa_task_options
+from tasks.options import check_task_options
 from tasks.validation_metrics import ROWS, log_validation_metrics, logged_counts
 from utils.checkpoint import IDENTITY, CheckpointMismatchError, check_identity
 
@@ -555,6 +556,7 @@ def sibling_task(name, cfg, vocab, **options):
     if task_class is None or not issubclass(task_class, UniGroundTask) or not task_class.reads_rows:
         raise ValueError(f"{name!r} is not a UniGround task with data of its own")
     own = OmegaConf.structured(TASK_DATACLASS_REGISTRY[name])
+    check_task_options(name, own, options)
     for key in own:
         if key in cfg and key != "_name":
             own[key] = cfg[key]

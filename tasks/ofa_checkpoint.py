@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from data.ofa_vocab import OFAVocabulary
 from models.ofa import OFA_ARCHITECTURES, OFACheckpointError, OFAModel, ofa_model_from_state
 from models.unival import UnIVALModel, checkpoint_model_class
+from tasks.options import check_task_options
 from utils.checkpoint import CheckpointMismatchError, load_state
 
 OFA_TASKS = {"refcoco": "refcoco", "caption": "caption", "vqa_gen": "vqa", "snli_ve": "snli_ve",
@@ -70,6 +71,7 @@ def setup_ofa_task(ofa_task, path, bpe_dir, overrides=None, seed=1, architecture
     """The UniGround task of an OFA or UnIVAL checkpoint's task options on OFA's vocabulary in ``bpe_dir``,
     its options overridden by ``overrides`` (``data``, ...), generating as OFA's evaluation scripts do."""
     name, cfg = ofa_task_config(ofa_task, path, architecture)
+    check_task_options(name, cfg, overrides or {})
     cfg.seed, cfg.bpe_dir = seed, bpe_dir
     for key, value in (overrides or {}).items():
         if key != "vocab_dir":

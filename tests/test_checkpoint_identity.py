@@ -58,6 +58,13 @@ def test_checkpoint_finds_its_vocabulary_from_any_folder(checkpoints, vocab_dir,
     assert (tmp_path / "metrics.json").exists()
 
 
+def test_an_option_the_checkpoints_task_lacks_is_refused_not_skipped(checkpoints, demo_dir, tmp_path):
+    """fairseq's override of a checkpoint's options skips a name its config lacks: a misspelt option."""
+    with pytest.raises(SystemExit, match="^UnknownTaskOptionError: the refcoco task has no option 'skip_bad_row'"):
+        run_evaluate(checkpoints[0], demo_dir / "refcoco_valid.tsv", tmp_path, "--task-option", "skip_bad_row=1")
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_evaluating_with_another_vocabulary_of_the_same_size_is_refused(checkpoints, other_vocab, vocab_dir,
                                                                         demo_dir, tmp_path):
     with pytest.raises(SystemExit, match="CheckpointMismatchError: ") as info:

@@ -125,3 +125,12 @@ def test_predict_runs_an_ofa_checkpoint_with_no_data_its_limits_the_models_posit
                            "--task-option", "decoder_prompt=true"])
     assert answer["kind"] == "answer" and answer["answer"] in ("no", "two")
 
+
+@pytest.mark.parametrize("task", [None, "vqa"])
+def test_an_unknown_task_option_is_one_line_naming_it(bpe_dir, refcoco_rows, tmp_path, task):
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit, match=f"^UnknownTaskOptionError: the {task or 'refcoco'} task has no option "
+                                         "'answer_file'"):
+        evaluate.main(["--path", CHECKPOINT, "--bpe-dir", str(bpe_dir), "--data", refcoco_rows, "--results-dir",
+                       str(results), "--cpu", "--task-option", "answer_file=x"] + (["--task", task] if task else []))
+    assert not results.exists()
