@@ -281,9 +281,12 @@ def test_frozen_batch_norm_keeps_bf16_activations_in_bf16():
     from models.image_encoder import FrozenBatchNorm2d
 
     norm = FrozenBatchNorm2d(4)
-    norm.running_mean.uniform_()
+    for buffer in (norm.running_mean, norm.running_var, norm.weight, norm.bias):
+        buffer.uniform_(0.5, 2.0)
     x = torch.randn(2, 4, 3, 3)
-    expected = torch.nn.functional.batch_norm(x, norm.running_mean, norm.running_var, eps=norm.eps)
+    shape = (1, 4, 1, 1)
+    expected = ((x - norm.running_mean.view(shape)) / (norm.running_var.view(shape) + norm.eps).sqrt()
+                * norm.weight.view(shape) + norm.bias.view(shape))
     assert norm(x.bfloat16()).dtype == torch.bfloat16
     torch.testing.assert_close(norm(x), expected)
 
